@@ -1,0 +1,18 @@
+// Package buildstate owns the build-state machine of a derivation: its
+// states, the transitions each fact may make, and the fold of a derivation's
+// history into its current state.
+//
+// It is pure: no I/O, no clocks. Every stage that appends a derivation fact
+// asks Next first and appends only when Next accepts, so an illegal
+// transition is refused before it reaches the log. Projections fold with the
+// same Next, so the log and every read model agree on what a history means.
+//
+//	(none) ─discovered─▶ Queued ─buildable─▶ Buildable ─build_started─▶ Building
+//	Building ─build_succeeded─▶ Succeeded                  (Completed, final)
+//	Building ─build_failed_retry─▶ FailedRetry ─requeued─▶ Queued   (once)
+//	Building ─build_failed─▶ Failed                        (Completed, final)
+//	Queued ─dependency_failed─▶ TransitiveFailure ─requeued─▶ Queued
+//	Queued ─blocked─▶ Blocked ─requeued─▶ Queued
+//	Queued|Buildable|Building ─interrupted─▶ Interrupted(kind)
+//	Queued|Buildable ─build_succeeded(cached)─▶ Succeeded  (outputs already valid)
+package buildstate
