@@ -1,0 +1,240 @@
+package eventlog_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ekaci/ekaci/libs/eventlog"
+	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
+	"github.com/ekaci/ekaci/libs/natstest"
+)
+
+// target is one deployment the event log must behave the same on.
+type target struct {
+	name string
+	open func(t *testing.T) jetstream.JetStream
+}
+
+func targets() []target {
+	return []target{
+		{"single-node", func(t *testing.T) jetstream.JetStream {
+			_, js := natstest.Connect(t, natstest.NewServer(t))
+			return js
+		}},
+	}
+}
+
+func discovered(id, path string) *eventsv1.Event {
+	return &eventsv1.Event{Id: id, Payload: &eventsv1.Event_DrvDiscovered{DrvDiscovered: &eventsv1.DrvDiscovered{DrvPath: path, System: "x86_64-linux"}}}
+}
+
+func buildable(id string) *eventsv1.Event {
+	return &eventsv1.Event{Id: id, Payload: &eventsv1.Event_DrvBuildable{DrvBuildable: &eventsv1.DrvBuildable{Attempt: 1}}}
+}
+
+// TestConformance runs the event log's contract against every target.
+func TestConformance(t *testing.T) {
+	for _, tg := range targets() {
+		t.Run(tg.name, func(t *testing.T) {
+			cases := []struct {
+				name string
+				run  func(t *testing.T, ctx context.Context, js jetstream.JetStream, l *eventlog.Log)
+			}{
+				{"provision is idempotent and documented", testProvision},
+				{"append is readable", testAppendReadable},
+				{"re-append is a no-op", testDedup},
+				{"stale writer conflicts", testConflict},
+				{"read replays in order", testReadOrder},
+				{"bad events are refused", testBadEvents},
+				{"history cannot be deleted", testDenyDelete},
+			}
+			for _, c := range cases {
+				t.Run(c.name, func(t *testing.T) {
+					ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+					defer cancel()
+					js := tg.open(t)
+					if err := eventlog.Provision(ctx, js, eventlog.StreamOptions{}); err != nil {
+						t.Fatal(err)
+					}
+					c.run(t, ctx, js, eventlog.New(js))
+				})
+			}
+		})
+	}
+}
+
+func testProvision(t *testing.T, ctx context.Context, js jetstream.JetStream, _ *eventlog.Log) {
+	if err := eventlog.Provision(ctx, js, eventlog.StreamOptions{}); err != nil {
+		t.Fatalf("second Provision: %v", err)
+	}
+	s, err := js.Stream(ctx, eventlog.EventsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := s.CachedInfo().Config
+	if !cfg.DenyDelete || !cfg.DenyPurge || cfg.Discard != jetstream.DiscardNew || cfg.Storage != jetstream.FileStorage || cfg.MaxAge != 0 {
+		t.Fatalf("%s config = %+v, want deny delete/purge, discard new, file storage, no max age", eventlog.EventsStream, cfg)
+	}
+	w, err := js.Stream(ctx, eventlog.WorkStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := w.CachedInfo().Config.Retention; got != jetstream.WorkQueuePolicy {
+		t.Fatalf("%s retention = %v, want work queue", eventlog.WorkStream, got)
+	}
+}
+
+func testAppendReadable(t *testing.T, ctx context.Context, js jetstream.JetStream, l *eventlog.Log) {
+	a, err := l.Append(ctx, "abc123", discovered("drv-abc123-discovered", "/nix/store/abc123-hello.drv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "ekaci.evt.drv.abc123.discovered"; a.Subject != want {
+		t.Fatalf("subject = %s, want %s", a.Subject, want)
+	}
+	s, _ := js.Stream(ctx, eventlog.EventsStream)
+	raw, err := s.GetMsg(ctx, a.Seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := raw.Header.Get(eventlog.HeaderEventType); got != "ekaci.events.v1.DrvDiscovered" {
+		t.Fatalf("type header = %q", got)
+	}
+	if got := raw.Header.Get("Nats-Msg-Id"); got != "drv-abc123-discovered" {
+		t.Fatalf("msg id = %q", got)
+	}
+	body := string(raw.Data)
+	for _, want := range []string{`"drv_discovered"`, `"drv_path":"/nix/store/abc123-hello.drv"`, `"occurred_at"`} {
+		if !strings.Contains(body, want) {
+			t.Fatalf("payload %s lacks %s", body, want)
+		}
+	}
+}
+
+func testDedup(t *testing.T, ctx context.Context, js jetstream.JetStream, l *eventlog.Log) {
+	first, err := l.Append(ctx, "d1", discovered("drv-d1-discovered", "/nix/store/d1-x.drv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := l.Append(ctx, "d1", discovered("drv-d1-discovered", "/nix/store/d1-x.drv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !again.Duplicate || again.Seq != first.Seq {
+		t.Fatalf("re-append = %+v, want duplicate of seq %d", again, first.Seq)
+	}
+	recs, _, err := l.Load(ctx, eventlog.Drv, "d1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 1 {
+		t.Fatalf("history has %d events, want 1", len(recs))
+	}
+}
+
+func testConflict(t *testing.T, ctx context.Context, js jetstream.JetStream, l *eventlog.Log) {
+	a, err := l.Append(ctx, "c1", discovered("c1-disc", "/nix/store/c1-x.drv"), eventlog.ExpectLast(0))
+	if err != nil {
+		t.Fatalf("first append expecting a new aggregate: %v", err)
+	}
+	if _, err := l.Append(ctx, "c1", discovered("c1-disc-2", "/nix/store/c1-x.drv"), eventlog.ExpectLast(0)); !errors.Is(err, eventlog.ErrConflict) {
+		t.Fatalf("second 'new aggregate' append: err = %v, want ErrConflict", err)
+	}
+	// Another aggregate moving on does not disturb c1's guard.
+	if _, err := l.Append(ctx, "c2", discovered("c2-disc", "/nix/store/c2-x.drv"), eventlog.ExpectLast(0)); err != nil {
+		t.Fatal(err)
+	}
+	b, err := l.Append(ctx, "c1", buildable("c1-b1"), eventlog.ExpectLast(a.Seq))
+	if err != nil {
+		t.Fatalf("append at the right sequence: %v", err)
+	}
+	if _, err := l.Append(ctx, "c1", buildable("c1-b2"), eventlog.ExpectLast(a.Seq)); !errors.Is(err, eventlog.ErrConflict) {
+		t.Fatalf("stale append: err = %v, want ErrConflict", err)
+	}
+	_, last, err := l.Load(ctx, eventlog.Drv, "c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last != b.Seq {
+		t.Fatalf("Load last = %d, want %d", last, b.Seq)
+	}
+}
+
+func testReadOrder(t *testing.T, ctx context.Context, js jetstream.JetStream, l *eventlog.Log) {
+	const n = 600 // more than one fetch batch
+	for i := range n {
+		id := fmt.Sprintf("r%d", i%7)
+		if _, err := l.Append(ctx, id, discovered(fmt.Sprintf("e%d", i), fmt.Sprintf("/nix/store/%s-x.drv", id))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var seqs []uint64
+	if err := l.Read(ctx, 0, nil, func(r eventlog.Record) error {
+		if r.Aggregate != eventlog.Drv || r.Fact != "discovered" || r.Event.GetDrvDiscovered() == nil {
+			return fmt.Errorf("bad record %+v", r)
+		}
+		seqs = append(seqs, r.Seq)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(seqs) != n {
+		t.Fatalf("read %d events, want %d", len(seqs), n)
+	}
+	for i := 1; i < len(seqs); i++ {
+		if seqs[i] <= seqs[i-1] {
+			t.Fatalf("out of order at %d: %d after %d", i, seqs[i], seqs[i-1])
+		}
+	}
+	var tail int
+	if err := l.Read(ctx, seqs[n-10], []string{eventlog.AggregateFilter(eventlog.Drv, "r3")}, func(eventlog.Record) error { tail++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	want := 0
+	for i := n - 9; i < n; i++ {
+		if i%7 == 3 {
+			want++
+		}
+	}
+	if tail != want {
+		t.Fatalf("filtered read from %d = %d events, want %d", seqs[n-10], tail, want)
+	}
+}
+
+func testBadEvents(t *testing.T, ctx context.Context, js jetstream.JetStream, l *eventlog.Log) {
+	tests := []struct {
+		name string
+		id   string
+		ev   *eventsv1.Event
+	}{
+		{"no event id", "x", discovered("", "/nix/store/x.drv")},
+		{"id with a dot", "a.b", discovered("e", "/nix/store/x.drv")},
+		{"id with a wildcard", "a*", discovered("e", "/nix/store/x.drv")},
+		{"no payload", "x", &eventsv1.Event{Id: "e"}},
+	}
+	for _, tt := range tests {
+		if _, err := l.Append(ctx, tt.id, tt.ev); !errors.Is(err, eventlog.ErrBadEvent) {
+			t.Errorf("%s: err = %v, want ErrBadEvent", tt.name, err)
+		}
+	}
+}
+
+func testDenyDelete(t *testing.T, ctx context.Context, js jetstream.JetStream, l *eventlog.Log) {
+	a, err := l.Append(ctx, "k1", discovered("k1", "/nix/store/k1-x.drv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := js.Stream(ctx, eventlog.EventsStream)
+	if err := s.DeleteMsg(ctx, a.Seq); err == nil {
+		t.Fatal("deleting an event succeeded")
+	}
+	if err := s.Purge(ctx); err == nil {
+		t.Fatal("purging the event log succeeded")
+	}
+}

@@ -1,0 +1,198 @@
+package eventlog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
+)
+
+// Headers set on every message ekaci publishes.
+const (
+	HeaderEventType = "Ekaci-Event-Type"
+	HeaderContent   = "Content-Type"
+	contentJSON     = "application/json"
+)
+
+var (
+	marshal   = protojson.MarshalOptions{UseProtoNames: true}
+	unmarshal = protojson.UnmarshalOptions{DiscardUnknown: true}
+)
+
+// Log appends events to EKACI_EVENTS and reads them back.
+type Log struct {
+	js       jetstream.JetStream
+	appended func(aggregate, fact string)
+}
+
+// Option configures a Log.
+type Option func(*Log)
+
+// WithAppendHook calls fn after every successful (non-duplicate) append,
+// e.g. to count events in a metric.
+func WithAppendHook(fn func(aggregate, fact string)) Option {
+	return func(l *Log) { l.appended = fn }
+}
+
+// New returns a Log over js. The streams must exist (Provision).
+func New(js jetstream.JetStream, opts ...Option) *Log {
+	l := &Log{js: js}
+	for _, o := range opts {
+		o(l)
+	}
+	return l
+}
+
+// JetStream returns the handle the log uses.
+func (l *Log) JetStream() jetstream.JetStream { return l.js }
+
+// AppendOption guards an append.
+type AppendOption func(*appendConfig)
+
+type appendConfig struct {
+	expect    bool
+	expectSeq uint64
+}
+
+// ExpectLast makes the append succeed only if the aggregate's last event
+// is at stream sequence seq; 0 means the aggregate must not exist yet.
+func ExpectLast(seq uint64) AppendOption {
+	return func(c *appendConfig) { c.expect, c.expectSeq = true, seq }
+}
+
+// Appended describes where an event landed.
+type Appended struct {
+	Seq       uint64
+	Subject   string
+	Duplicate bool // the same event id was appended before; nothing was written
+}
+
+// Append appends ev on the aggregate id. ev.Id is required and must be
+// derived from the fact's cause, so a retried append is de-duplicated.
+func (l *Log) Append(ctx context.Context, id string, ev *eventsv1.Event, opts ...AppendOption) (Appended, error) {
+	msg, agg, fact, err := l.message(id, ev)
+	if err != nil {
+		return Appended{}, err
+	}
+	var cfg appendConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
+	var popts []jetstream.PublishOpt
+	if cfg.expect {
+		popts = append(popts, jetstream.WithExpectLastSequenceForSubject(cfg.expectSeq, AggregateFilter(agg, id)))
+	}
+	ack, err := l.js.PublishMsg(ctx, msg, popts...)
+	if err != nil {
+		if isConflict(err) {
+			return Appended{}, fmt.Errorf("append %s: %w", msg.Subject, ErrConflict)
+		}
+		return Appended{}, fmt.Errorf("append %s: %w", msg.Subject, err)
+	}
+	if !ack.Duplicate && l.appended != nil {
+		l.appended(agg, fact)
+	}
+	return Appended{Seq: ack.Sequence, Subject: msg.Subject, Duplicate: ack.Duplicate}, nil
+}
+
+func (l *Log) message(id string, ev *eventsv1.Event) (*nats.Msg, string, string, error) {
+	if ev.GetId() == "" {
+		return nil, "", "", fmt.Errorf("%w: no event id (derive it from the cause)", ErrBadEvent)
+	}
+	if !ValidToken(id) {
+		return nil, "", "", fmt.Errorf("%w: aggregate id %q is not a subject token", ErrBadEvent, id)
+	}
+	agg, fact, err := Address(ev)
+	if err != nil {
+		return nil, "", "", err
+	}
+	if ev.OccurredAt == nil {
+		ev.OccurredAt = timestamppb.Now()
+	}
+	data, err := marshal.Marshal(ev)
+	if err != nil {
+		return nil, "", "", fmt.Errorf("encode %s: %w", ev.GetId(), err)
+	}
+	msg := nats.NewMsg(Subject(agg, id, fact))
+	msg.Data = data
+	msg.Header.Set(jetstream.MsgIDHeader, ev.GetId())
+	msg.Header.Set(HeaderEventType, TypeName(ev))
+	msg.Header.Set(HeaderContent, contentJSON)
+	return msg, agg, fact, nil
+}
+
+func isConflict(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
+	}
+	return false
+}
+
+// Publish puts a work item (any protobuf message) on subject with a
+// message id for de-duplication, readable like events.
+func Publish(ctx context.Context, js jetstream.JetStream, subject, msgID string, m proto.Message) (uint64, error) {
+	data, err := marshal.Marshal(m)
+	if err != nil {
+		return 0, fmt.Errorf("encode %s: %w", subject, err)
+	}
+	msg := nats.NewMsg(subject)
+	msg.Data = data
+	if msgID != "" {
+		msg.Header.Set(jetstream.MsgIDHeader, msgID)
+	}
+	msg.Header.Set(HeaderEventType, string(m.ProtoReflect().Descriptor().FullName()))
+	msg.Header.Set(HeaderContent, contentJSON)
+	ack, err := js.PublishMsg(ctx, msg)
+	if err != nil {
+		return 0, fmt.Errorf("publish %s: %w", subject, err)
+	}
+	return ack.Sequence, nil
+}
+
+// DecodeMessage reads a work item published with Publish into m.
+func DecodeMessage(data []byte, m proto.Message) error {
+	return unmarshal.Unmarshal(data, m)
+}
+
+// Record is an event read back from the log.
+type Record struct {
+	Seq       uint64
+	Subject   string
+	Aggregate string
+	ID        string
+	Fact      string
+	Time      time.Time // when the log stored it
+	Event     *eventsv1.Event
+}
+
+// Decode turns a stored message into a Record.
+func Decode(subject string, data []byte, seq uint64, stored time.Time) (Record, error) {
+	agg, id, fact, ok := parseSubject(subject)
+	if !ok {
+		return Record{}, fmt.Errorf("%w: subject %s", ErrNotEvent, subject)
+	}
+	ev := &eventsv1.Event{}
+	if err := unmarshal.Unmarshal(data, ev); err != nil {
+		return Record{}, fmt.Errorf("decode %s (seq %d): %w", subject, seq, err)
+	}
+	return Record{Seq: seq, Subject: subject, Aggregate: agg, ID: id, Fact: fact, Time: stored, Event: ev}, nil
+}
+
+// DecodeMsg decodes a message delivered by a consumer.
+func DecodeMsg(m jetstream.Msg) (Record, error) {
+	md, err := m.Metadata()
+	if err != nil {
+		return Record{}, fmt.Errorf("metadata of %s: %w", m.Subject(), err)
+	}
+	return Decode(m.Subject(), m.Data(), md.Sequence.Stream, md.Timestamp)
+}

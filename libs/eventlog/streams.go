@@ -1,0 +1,104 @@
+package eventlog
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Stream names and subject roots.
+const (
+	EventsStream = "EKACI_EVENTS"
+	WorkStream   = "EKACI_WORK"
+	LogsStream   = "EKACI_LOGS"
+
+	EventsRoot = "ekaci.evt"
+	WorkRoot   = "ekaci.work"
+	LogsRoot   = "ekaci.log"
+)
+
+// StreamOptions are the settings an operator may change.
+type StreamOptions struct {
+	// Replicas is 1 for the all-in-one, 3 on a production cluster.
+	Replicas int
+	// DuplicateWindow is how long JetStream remembers message ids. A
+	// re-append inside it is a no-op; outside it the deciders' state
+	// checks still refuse a repeated transition.
+	DuplicateWindow time.Duration
+	// LogMaxAge bounds how long live log lines are kept on EKACI_LOGS
+	// (full logs are kept by the builder in files).
+	LogMaxAge time.Duration
+	// MemoryStorage is for benchmarks and tests only; production keeps
+	// file storage.
+	MemoryStorage bool
+}
+
+func (o StreamOptions) withDefaults() StreamOptions {
+	if o.Replicas <= 0 {
+		o.Replicas = 1
+	}
+	if o.DuplicateWindow <= 0 {
+		o.DuplicateWindow = 10 * time.Minute
+	}
+	if o.LogMaxAge <= 0 {
+		o.LogMaxAge = 7 * 24 * time.Hour
+	}
+	return o
+}
+
+// StreamConfigs returns the three stream configurations.
+func StreamConfigs(o StreamOptions) []jetstream.StreamConfig {
+	o = o.withDefaults()
+	storage := jetstream.FileStorage
+	if o.MemoryStorage {
+		storage = jetstream.MemoryStorage
+	}
+	return []jetstream.StreamConfig{
+		{
+			Name:        EventsStream,
+			Description: "ekaci event log: every fact about changes, jobsets and derivations",
+			Subjects:    []string{EventsRoot + ".>"},
+			Retention:   jetstream.LimitsPolicy,
+			Discard:     jetstream.DiscardNew, // a full log refuses writes rather than forgetting history
+			Storage:     storage,
+			Replicas:    o.Replicas,
+			Duplicates:  o.DuplicateWindow,
+			DenyDelete:  true,
+			DenyPurge:   true,
+			AllowDirect: true,
+		},
+		{
+			Name:        WorkStream,
+			Description: "ekaci work items: builds waiting for builders and builders' reports",
+			Subjects:    []string{WorkRoot + ".>"},
+			Retention:   jetstream.WorkQueuePolicy,
+			Storage:     storage,
+			Replicas:    o.Replicas,
+			Duplicates:  o.DuplicateWindow,
+			AllowDirect: true, // so `nats stream view` can show waiting work
+		},
+		{
+			Name:        LogsStream,
+			Description: "ekaci live build-log lines",
+			Subjects:    []string{LogsRoot + ".>"},
+			Retention:   jetstream.LimitsPolicy,
+			Discard:     jetstream.DiscardOld,
+			Storage:     storage,
+			Replicas:    o.Replicas,
+			MaxAge:      o.LogMaxAge,
+			AllowDirect: true,
+		},
+	}
+}
+
+// Provision creates or updates the streams; calling it again is a no-op.
+func Provision(ctx context.Context, js jetstream.JetStream, o StreamOptions) error {
+	for _, cfg := range StreamConfigs(o) {
+		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+			return fmt.Errorf("provision stream %s: %w", cfg.Name, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,166 @@
+// Package worker runs a stage's handler over a durable JetStream pull
+// consumer: bounded concurrency, explicit acks, heartbeats for long work,
+// retries with back-off, and a graceful drain when its context ends.
+//
+// Handlers must be idempotent: a message is redelivered when its handler
+// fails, when the process dies mid-work, or when an ack is lost.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+)
+
+// ErrPermanent marks a handler error that no retry can fix: the message is
+// terminated instead of redelivered.
+var ErrPermanent = errors.New("permanent")
+
+// Permanent wraps err so the worker terminates the message.
+func Permanent(err error) error { return fmt.Errorf("%w: %w", ErrPermanent, err) }
+
+// Handler does one message's work.
+type Handler func(ctx context.Context, m jetstream.Msg) error
+
+// Config describes the durable consumer.
+type Config struct {
+	Stream  string
+	Durable string
+	Filters []string
+	// AckWait is how long the server waits for an ack or heartbeat before
+	// redelivering; a running handler sends heartbeats every AckWait/3.
+	AckWait time.Duration
+	// MaxDeliver bounds redeliveries; after it the message is terminated
+	// and logged, never retried forever.
+	MaxDeliver int
+	// Concurrency is how many handlers run at once.
+	Concurrency int
+	// Backoff is the first redelivery delay; it doubles per delivery up
+	// to 30 s.
+	Backoff time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	if c.AckWait <= 0 {
+		c.AckWait = 30 * time.Second
+	}
+	if c.MaxDeliver <= 0 {
+		c.MaxDeliver = 10
+	}
+	if c.Concurrency <= 0 {
+		c.Concurrency = 1
+	}
+	if c.Backoff <= 0 {
+		c.Backoff = 200 * time.Millisecond
+	}
+	return c
+}
+
+// Ensure creates or updates the durable consumer and returns it.
+func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.Consumer, error) {
+	cfg = cfg.withDefaults()
+	cc := jetstream.ConsumerConfig{
+		Durable:        cfg.Durable,
+		Description:    "ekaci " + cfg.Durable,
+		FilterSubjects: cfg.Filters,
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        cfg.AckWait,
+		MaxDeliver:     cfg.MaxDeliver,
+		// A bounded number of unacknowledged messages per handler slot,
+		// so a stuck stage shows as lag rather than silently stalling.
+		MaxAckPending: cfg.Concurrency * 4,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	}
+	if len(cfg.Filters) == 1 {
+		cc.FilterSubject, cc.FilterSubjects = cfg.Filters[0], nil
+	}
+	cons, err := js.CreateOrUpdateConsumer(ctx, cfg.Stream, cc)
+	if err != nil {
+		return nil, fmt.Errorf("consumer %s on %s: %w", cfg.Durable, cfg.Stream, err)
+	}
+	return cons, nil
+}
+
+// Run consumes until ctx ends, then stops taking messages, waits for the
+// running handlers (whose context is cancelled too) and returns nil.
+func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log zerolog.Logger) error {
+	cfg = cfg.withDefaults()
+	cons, err := Ensure(ctx, js, cfg)
+	if err != nil {
+		return err
+	}
+	log = log.With().Str("consumer", cfg.Durable).Logger()
+	it, err := cons.Messages(jetstream.PullMaxMessages(cfg.Concurrency))
+	if err != nil {
+		return fmt.Errorf("consumer %s: %w", cfg.Durable, err)
+	}
+	stop := context.AfterFunc(ctx, it.Drain)
+	defer stop()
+
+	slots := make(chan struct{}, cfg.Concurrency)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		m, err := it.Next()
+		if err != nil {
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("consumer %s: %w", cfg.Durable, err)
+		}
+		slots <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-slots; wg.Done() }()
+			handle(ctx, cfg, h, m, log)
+		}()
+	}
+}
+
+func handle(ctx context.Context, cfg Config, h Handler, m jetstream.Msg, log zerolog.Logger) {
+	hctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		t := time.NewTicker(cfg.AckWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-hctx.Done():
+				return
+			case <-t.C:
+				_ = m.InProgress()
+			}
+		}
+	}()
+	err := h(hctx, m)
+	cancel()
+	if err == nil {
+		if aerr := m.Ack(); aerr != nil {
+			log.Warn().Err(aerr).Str("subject", m.Subject()).Msg("ack lost; the message will be redelivered and handled again")
+		}
+		return
+	}
+	delivered := uint64(1)
+	if md, merr := m.Metadata(); merr == nil {
+		delivered = md.NumDelivered
+	}
+	switch {
+	case errors.Is(err, ErrPermanent):
+		log.Error().Err(err).Str("subject", m.Subject()).Msg("message refused for good")
+		_ = m.Term()
+	case delivered >= uint64(cfg.MaxDeliver):
+		log.Error().Err(err).Str("subject", m.Subject()).Uint64("deliveries", delivered).Msg("giving up after max deliveries")
+		_ = m.TermWithReason("max deliveries")
+	default:
+		if ctx.Err() == nil {
+			log.Warn().Err(err).Str("subject", m.Subject()).Uint64("delivery", delivered).Msg("will retry")
+		}
+		delay := cfg.Backoff << min(delivered-1, 8)
+		_ = m.NakWithDelay(min(delay, 30*time.Second))
+	}
+}

@@ -1,0 +1,77 @@
+package worker_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/ekaci/ekaci/libs/eventlog/worker"
+	"github.com/ekaci/ekaci/libs/natstest"
+)
+
+func TestRetryPermanentAndDrain(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, js := natstest.Connect(t, natstest.NewServer(t))
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "W", Subjects: []string{"w.>"}, Retention: jetstream.WorkQueuePolicy}); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"w.flaky", "w.bad", "w.ok"} {
+		if _, err := js.Publish(ctx, s, []byte(s)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	seen := map[string]int{}
+	h := func(ctx context.Context, m jetstream.Msg) error {
+		mu.Lock()
+		seen[m.Subject()]++
+		n := seen[m.Subject()]
+		mu.Unlock()
+		switch {
+		case m.Subject() == "w.flaky" && n == 1:
+			return errors.New("transient")
+		case m.Subject() == "w.bad":
+			return worker.Permanent(fmt.Errorf("cannot ever work"))
+		}
+		return nil
+	}
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- worker.Run(rctx, js, worker.Config{Stream: "W", Durable: "t", Filters: []string{"w.>"}, Backoff: 10 * time.Millisecond, Concurrency: 2}, h, zerolog.Nop())
+	}()
+	natstest.Eventually(t, 10*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return seen["w.flaky"] == 2 && seen["w.ok"] == 1 && seen["w.bad"] == 1
+	}, "flaky handled twice, ok and bad once")
+	natstest.Eventually(t, 10*time.Second, func() bool {
+		s, err := js.Stream(ctx, "W")
+		if err != nil {
+			return false
+		}
+		info, err := s.Info(ctx)
+		return err == nil && info.State.Msgs == 0
+	}, "work queue emptied by acks and the termination")
+	stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run after cancel = %v, want nil", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if seen["w.bad"] != 1 {
+		t.Fatalf("permanent failure handled %d times, want 1", seen["w.bad"])
+	}
+}

@@ -1,0 +1,360 @@
+package projection
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ekaci/ekaci/libs/eventlog"
+	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
+)
+
+// Handler is one read model.
+type Handler interface {
+	// Name identifies the read model; it keys the stored position.
+	Name() string
+	// Filters are the event subjects the model folds (nil: all).
+	Filters() []string
+	// Init creates the model's buckets.
+	Init(tx *bolt.Tx) error
+	// Apply folds one event. It may queue events to append on out.
+	Apply(tx *bolt.Tx, rec eventlog.Record, out *Outbox) error
+}
+
+// Outbox collects events a fold decided to append.
+type Outbox struct{ entries []outEntry }
+
+type outEntry struct {
+	ID     string
+	Event  *eventsv1.Event
+	Expect bool
+	Seq    uint64
+}
+
+// Append queues ev for aggregate id, guarded by the aggregate's last
+// sequence as the fold knows it (0: the aggregate must be new).
+func (o *Outbox) Append(id string, ev *eventsv1.Event, expectLast uint64) {
+	o.entries = append(o.entries, outEntry{ID: id, Event: ev, Expect: true, Seq: expectLast})
+}
+
+// AppendUnguarded queues ev without an expected-sequence guard, for facts
+// on aggregates the fold does not track (e.g. a jobset conclusion).
+func (o *Outbox) AppendUnguarded(id string, ev *eventsv1.Event) {
+	o.entries = append(o.entries, outEntry{ID: id, Event: ev})
+}
+
+var (
+	metaBucket   = []byte("_projection")
+	outboxBucket = []byte("_outbox")
+)
+
+// Runner keeps one read model up to date with the log.
+type Runner struct {
+	db      *bolt.DB
+	log     *eventlog.Log
+	h       Handler
+	logger  zerolog.Logger
+	batch   int
+	applied func(seq uint64)
+
+	mu      sync.Mutex
+	pos     uint64
+	changed chan struct{}
+}
+
+// Option configures a Runner.
+type Option func(*Runner)
+
+// WithLogger sets the logger.
+func WithLogger(l zerolog.Logger) Option { return func(r *Runner) { r.logger = l } }
+
+// WithBatch sets how many events at most are folded per transaction.
+func WithBatch(n int) Option { return func(r *Runner) { r.batch = n } }
+
+// WithAppliedHook calls fn with the position after every batch.
+func WithAppliedHook(fn func(seq uint64)) Option { return func(r *Runner) { r.applied = fn } }
+
+// New prepares h's buckets in db and reads its stored position.
+func New(db *bolt.DB, log *eventlog.Log, h Handler, opts ...Option) (*Runner, error) {
+	r := &Runner{db: db, log: log, h: h, logger: zerolog.Nop(), batch: 1024, changed: make(chan struct{})}
+	for _, o := range opts {
+		o(r)
+	}
+	err := db.Update(func(tx *bolt.Tx) error {
+		meta, err := tx.CreateBucketIfNotExists(metaBucket)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.CreateBucketIfNotExists(outboxBucket); err != nil {
+			return err
+		}
+		if v := meta.Get([]byte(h.Name())); v != nil {
+			r.pos = binary.BigEndian.Uint64(v)
+		}
+		return h.Init(tx)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("init read model %s: %w", h.Name(), err)
+	}
+	return r, nil
+}
+
+// Position is the last stream sequence folded.
+func (r *Runner) Position() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.pos
+}
+
+// WaitFor blocks until the model has folded sequence seq.
+func (r *Runner) WaitFor(ctx context.Context, seq uint64) error {
+	for {
+		r.mu.Lock()
+		pos, ch := r.pos, r.changed
+		r.mu.Unlock()
+		if pos >= seq {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("wait for %s to reach %d (at %d): %w", r.h.Name(), seq, pos, ctx.Err())
+		}
+	}
+}
+
+func (r *Runner) advance(pos uint64) {
+	r.mu.Lock()
+	r.pos = pos
+	close(r.changed)
+	r.changed = make(chan struct{})
+	r.mu.Unlock()
+	if r.applied != nil {
+		r.applied(pos)
+	}
+}
+
+// Run folds events until ctx is cancelled; it returns nil then.
+func (r *Runner) Run(ctx context.Context) error {
+	if err := r.flushOutbox(ctx, nil); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	js := r.log.JetStream()
+	stream, err := js.Stream(ctx, eventlog.EventsStream)
+	if err != nil {
+		return fmt.Errorf("read model %s: stream: %w", r.h.Name(), err)
+	}
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: r.h.Filters()}
+	if pos := r.Position(); pos > 0 {
+		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cfg.OptStartSeq = pos + 1
+	}
+	cons, err := stream.OrderedConsumer(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("read model %s: consumer: %w", r.h.Name(), err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(r.batch))
+	if err != nil {
+		return fmt.Errorf("read model %s: messages: %w", r.h.Name(), err)
+	}
+	msgs := make(chan jetstream.Msg, r.batch)
+	errc := make(chan error, 1)
+	go func() {
+		defer close(msgs)
+		for {
+			m, err := it.Next()
+			if err != nil {
+				if !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+					errc <- err
+				}
+				return
+			}
+			msgs <- m
+		}
+	}()
+	defer func() {
+		it.Stop()
+		for range msgs { // let the reader goroutine finish
+		}
+	}()
+	for {
+		var batch []jetstream.Msg
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-errc:
+			return fmt.Errorf("read model %s: %w", r.h.Name(), err)
+		case m, ok := <-msgs:
+			if !ok {
+				return nil
+			}
+			batch = append(batch, m)
+		}
+	fill:
+		for len(batch) < r.batch {
+			select {
+			case m, ok := <-msgs:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, m)
+			default:
+				break fill
+			}
+		}
+		if err := r.apply(ctx, batch); err != nil {
+			if ctx.Err() != nil {
+				return nil // stopped mid-flush: the outbox keeps what is left for the next start
+			}
+			return err
+		}
+	}
+}
+
+func (r *Runner) apply(ctx context.Context, batch []jetstream.Msg) error {
+	out := &Outbox{}
+	var pos uint64
+	var keys [][]byte
+	err := r.db.Update(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(metaBucket)
+		pos = r.Position()
+		for _, m := range batch {
+			rec, err := eventlog.DecodeMsg(m)
+			if err != nil {
+				// A message we cannot read is logged and passed over:
+				// stopping here would stop every model behind it.
+				r.logger.Error().Err(err).Str("subject", m.Subject()).Msg("skip undecodable event")
+				if md, merr := m.Metadata(); merr == nil && md.Sequence.Stream > pos {
+					pos = md.Sequence.Stream
+				}
+				continue
+			}
+			if rec.Seq <= pos {
+				continue // folded before a crash; never fold twice
+			}
+			if err := r.h.Apply(tx, rec, out); err != nil {
+				return fmt.Errorf("apply %s (seq %d): %w", rec.Subject, rec.Seq, err)
+			}
+			pos = rec.Seq
+		}
+		var err error
+		keys, err = storeOutbox(tx.Bucket(outboxBucket), out.entries)
+		if err != nil {
+			return err
+		}
+		return meta.Put([]byte(r.h.Name()), binary.BigEndian.AppendUint64(nil, pos))
+	})
+	if err != nil {
+		return fmt.Errorf("read model %s: %w", r.h.Name(), err)
+	}
+	r.advance(pos)
+	if len(out.entries) == 0 {
+		return nil
+	}
+	return r.flushOutbox(ctx, keys)
+}
+
+func storeOutbox(b *bolt.Bucket, entries []outEntry) ([][]byte, error) {
+	keys := make([][]byte, 0, len(entries))
+	for _, e := range entries {
+		seq, err := b.NextSequence()
+		if err != nil {
+			return nil, err
+		}
+		data, err := proto.Marshal(e.Event)
+		if err != nil {
+			return nil, err
+		}
+		// value: flags(1) expectSeq(8) idLen(2) id event
+		v := make([]byte, 0, 11+len(e.ID)+len(data))
+		flag := byte(0)
+		if e.Expect {
+			flag = 1
+		}
+		v = append(v, flag)
+		v = binary.BigEndian.AppendUint64(v, e.Seq)
+		v = binary.BigEndian.AppendUint16(v, uint16(len(e.ID)))
+		v = append(v, e.ID...)
+		v = append(v, data...)
+		k := binary.BigEndian.AppendUint64(nil, seq)
+		if err := b.Put(k, v); err != nil {
+			return nil, err
+		}
+		keys = append(keys, k)
+	}
+	return keys, nil
+}
+
+// flushOutbox appends the outbox entries with the given keys (all when
+// keys is nil) and deletes them once appended.
+func (r *Runner) flushOutbox(ctx context.Context, keys [][]byte) error {
+	type item struct {
+		key []byte
+		e   outEntry
+	}
+	var items []item
+	err := r.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(outboxBucket)
+		decode := func(k, v []byte) error {
+			if len(v) < 11 {
+				return fmt.Errorf("outbox entry %x: short", k)
+			}
+			e := outEntry{Expect: v[0] == 1, Seq: binary.BigEndian.Uint64(v[1:9])}
+			n := int(binary.BigEndian.Uint16(v[9:11]))
+			e.ID = string(v[11 : 11+n])
+			e.Event = &eventsv1.Event{}
+			if err := proto.Unmarshal(v[11+n:], e.Event); err != nil {
+				return fmt.Errorf("outbox entry %x: %w", k, err)
+			}
+			items = append(items, item{append([]byte(nil), k...), e})
+			return nil
+		}
+		if keys == nil {
+			return b.ForEach(decode)
+		}
+		for _, k := range keys {
+			if v := b.Get(k); v != nil {
+				if err := decode(k, v); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil || len(items) == 0 {
+		return err
+	}
+	for _, it := range items {
+		var opts []eventlog.AppendOption
+		if it.e.Expect {
+			opts = append(opts, eventlog.ExpectLast(it.e.Seq))
+		}
+		if _, err := r.log.Append(ctx, it.e.ID, it.e.Event, opts...); err != nil {
+			if errors.Is(err, eventlog.ErrConflict) {
+				// The aggregate moved on; the fold will see why and decide again.
+				r.logger.Debug().Err(err).Str("event", it.e.Event.GetId()).Msg("outbox entry superseded")
+				continue
+			}
+			return fmt.Errorf("read model %s: outbox: %w", r.h.Name(), err)
+		}
+	}
+	return r.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(outboxBucket)
+		for _, it := range items {
+			if err := b.Delete(it.key); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
