@@ -17,3 +17,5 @@ replace github.com/ekaci/ekaci/libs/projection => ../../libs/projection
 replace github.com/ekaci/ekaci/libs/telemetry => ../../libs/telemetry
 
 require google.golang.org/protobuf v1.36.12
+
+replace github.com/ekaci/ekaci/libs/service => ../../libs/service

@@ -1398,7 +1398,9 @@ type AttrResult struct {
 	// cause is the failed dependency, for transitive failures.
 	Cause string `protobuf:"bytes,5,opt,name=cause,proto3" json:"cause,omitempty"`
 	// error is the evaluation error or the failure's log tail.
-	Error         string `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
+	Error string `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
+	// duration_ms is the wall time of the attempt that settled it.
+	DurationMs    int64 `protobuf:"varint,7,opt,name=duration_ms,json=durationMs,proto3" json:"duration_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1473,6 +1475,13 @@ func (x *AttrResult) GetError() string {
 		return x.Error
 	}
 	return ""
+}
+
+func (x *AttrResult) GetDurationMs() int64 {
+	if x != nil {
+		return x.DurationMs
+	}
+	return 0
 }
 
 // JobsetConcluded is a jobset whose attributes are all settled.
@@ -2504,7 +2513,7 @@ const file_ekaci_events_v1_events_proto_rawDesc = "" +
 	"durationMs\"E\n" +
 	"\x10JobsetEvalFailed\x12\x1b\n" +
 	"\tchange_id\x18\x01 \x01(\tR\bchangeId\x12\x14\n" +
-	"\x05error\x18\x02 \x01(\tR\x05error\"\xba\x01\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\"\xdb\x01\n" +
 	"\n" +
 	"AttrResult\x12\x12\n" +
 	"\x04attr\x18\x01 \x01(\tR\x04attr\x12\x19\n" +
@@ -2514,7 +2523,9 @@ const file_ekaci_events_v1_events_proto_rawDesc = "" +
 	"difference\x18\x04 \x01(\x0e2\x1b.ekaci.events.v1.DifferenceR\n" +
 	"difference\x12\x14\n" +
 	"\x05cause\x18\x05 \x01(\tR\x05cause\x12\x14\n" +
-	"\x05error\x18\x06 \x01(\tR\x05error\"\xb4\x01\n" +
+	"\x05error\x18\x06 \x01(\tR\x05error\x12\x1f\n" +
+	"\vduration_ms\x18\a \x01(\x03R\n" +
+	"durationMs\"\xb4\x01\n" +
 	"\x0fJobsetConcluded\x12\x1b\n" +
 	"\tchange_id\x18\x01 \x01(\tR\bchangeId\x12\x10\n" +
 	"\x03job\x18\x02 \x01(\tR\x03job\x12;\n" +

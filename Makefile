@@ -1,0 +1,68 @@
+# ekaci — make targets. `make help` lists them.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-builtin-rules
+
+ROOT    := $(CURDIR)
+BIN     := $(ROOT)/bin
+MODULES := $(shell go work edit -json | sed -n 's/.*"DiskPath": "\.\/\(.*\)".*/\1/p')
+GOTEST_FLAGS ?= -count=1 -timeout 20m
+
+BUF_VERSION           := v1.75.0
+PROTOC_GEN_GO_VERSION := v1.36.12
+PROTOC_GEN_GRPC_VERSION := v1.6.2
+
+.PHONY: help
+help: ## list targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
+
+.PHONY: tools
+tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc ## install pinned code generators into ./bin
+
+$(BIN)/buf:
+	GOBIN=$(BIN) GOFLAGS= go install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
+$(BIN)/protoc-gen-go:
+	GOBIN=$(BIN) GOFLAGS= go install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+$(BIN)/protoc-gen-go-grpc:
+	GOBIN=$(BIN) GOFLAGS= go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GRPC_VERSION)
+
+.PHONY: generate
+generate: tools ## regenerate Go code from proto/
+	$(BIN)/buf lint
+	rm -rf libs/gen/ekaci
+	$(BIN)/buf generate
+
+.PHONY: checkgenerate
+checkgenerate: generate ## fail when committed generated code is stale
+	@if [ -n "$$(git status --porcelain -- libs/gen)" ]; then \
+		echo "generated code in libs/gen is stale: run 'make generate' and commit"; git status --short -- libs/gen; exit 1; fi
+
+.PHONY: nix
+nix: ## make sure Nix is installed (apt-get install nix-bin as root)
+	@scripts/ensure-nix.sh
+
+.PHONY: build
+build: ## build every binary into ./bin
+	@mkdir -p $(BIN)
+	go build -o $(BIN)/ekaci ./services/ekaci/cmd/ekaci
+	@for m in gitter reader evaluator ingress router builder recorder notifier webhook; do \
+		if [ -d services/$$m/cmd/ekaci-$$m ]; then go build -o $(BIN)/ekaci-$$m ./services/$$m/cmd/ekaci-$$m; fi; done
+
+.PHONY: vet
+vet: ## go vet every module
+	@for m in $(MODULES); do (cd $$m && go vet ./...); done
+
+.PHONY: test
+test: nix ## run every module's tests (installs Nix when missing)
+	@fail=0; for m in $(MODULES); do \
+		echo "== $$m"; (cd $$m && go test $(GOTEST_FLAGS) ./...) || fail=1; done; exit $$fail
+
+.PHONY: demo
+demo: nix build ## the main job: a CI run over examples/demo
+	@scripts/demo.sh
+
+.PHONY: tidy
+tidy: ## go mod tidy in every module (with replace directives for libs/)
+	scripts/modreplace.sh
+	@for m in $(MODULES); do (cd $$m && go mod tidy); done

@@ -1,0 +1,51 @@
+package eventlog
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"path"
+	"strings"
+)
+
+// ChangeID names a change: the same repository and commits always give the
+// same id, so a repeated request joins the change already under way.
+func ChangeID(repoURL, headCommit, baseCommit string) string {
+	return digest("change", repoURL, headCommit, baseCommit)
+}
+
+// JobsetID names one job of a change.
+func JobsetID(changeID, job string) string { return digest("jobset", changeID, job) }
+
+// CheckID names one check of a change.
+func CheckID(changeID, check string) string { return digest("check", changeID, check) }
+
+func digest(parts ...string) string {
+	h := sha256.New()
+	for _, p := range parts {
+		h.Write([]byte(p))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil))[:20]
+}
+
+// DrvID is a derivation's aggregate id: the hash part of its store path,
+// /nix/store/<hash>-<name>.drv. It is unique per derivation and a valid
+// subject token (Nix base32 has no dots or wildcards).
+func DrvID(drvPath string) (string, error) {
+	base := path.Base(drvPath)
+	hash, _, ok := strings.Cut(base, "-")
+	if !ok || len(hash) != 32 || !ValidToken(hash) || !strings.HasSuffix(base, ".drv") {
+		return "", fmt.Errorf("%q is not a derivation store path", drvPath)
+	}
+	return hash, nil
+}
+
+// SystemToken makes a Nix system name safe as a subject token: systems are
+// normally already tokens (x86_64-linux); anything else is hex-encoded.
+func SystemToken(system string) string {
+	if ValidToken(system) {
+		return system
+	}
+	return "x" + hex.EncodeToString([]byte(system))
+}

@@ -1,0 +1,40 @@
+package eventlog_test
+
+import (
+	"testing"
+
+	"github.com/ekaci/ekaci/libs/eventlog"
+)
+
+func TestDrvID(t *testing.T) {
+	tests := []struct {
+		in, want string
+		ok       bool
+	}{
+		{"/nix/store/0123456789abcdfghijklmnpqrsvwxyz-hello-1.0.drv", "0123456789abcdfghijklmnpqrsvwxyz", true},
+		{"/nix/store/0123456789abcdfghijklmnpqrsvwxyz-hello", "", false},
+		{"/nix/store/short-hello.drv", "", false},
+		{"hello.drv", "", false},
+	}
+	for _, tt := range tests {
+		got, err := eventlog.DrvID(tt.in)
+		if (err == nil) != tt.ok || got != tt.want {
+			t.Errorf("DrvID(%q) = %q, %v; want %q ok=%v", tt.in, got, err, tt.want, tt.ok)
+		}
+	}
+}
+
+func TestIDsAreTokens(t *testing.T) {
+	c := eventlog.ChangeID("https://github.com/o/r.git", "abc", "")
+	if !eventlog.ValidToken(c) || !eventlog.ValidToken(eventlog.JobsetID(c, "a.b*c")) {
+		t.Fatalf("ids are not subject tokens: %s", c)
+	}
+	if c == eventlog.ChangeID("https://github.com/o/r.git", "abc", "def") {
+		t.Fatal("base commit does not change the change id")
+	}
+	for _, s := range []string{"x86_64-linux", "weird.system*"} {
+		if !eventlog.ValidToken(eventlog.SystemToken(s)) {
+			t.Errorf("SystemToken(%q) = %q is not a token", s, eventlog.SystemToken(s))
+		}
+	}
+}

@@ -1,0 +1,46 @@
+package eventlog
+
+import (
+	"fmt"
+
+	workv1 "github.com/ekaci/ekaci/libs/gen/ekaci/work/v1"
+)
+
+// ClassToken is the subject token of a build class.
+func ClassToken(c workv1.BuildClass) string {
+	switch c {
+	case workv1.BuildClass_BUILD_CLASS_LOCAL:
+		return "local"
+	case workv1.BuildClass_BUILD_CLASS_FOD:
+		return "fod"
+	case workv1.BuildClass_BUILD_CLASS_REMOTE:
+		return "remote"
+	}
+	return "unspecified"
+}
+
+// ParseClass is the inverse of ClassToken.
+func ParseClass(token string) (workv1.BuildClass, error) {
+	for _, c := range []workv1.BuildClass{workv1.BuildClass_BUILD_CLASS_LOCAL, workv1.BuildClass_BUILD_CLASS_FOD, workv1.BuildClass_BUILD_CLASS_REMOTE} {
+		if ClassToken(c) == token {
+			return c, nil
+		}
+	}
+	return 0, fmt.Errorf("unknown build class %q (want local, fod or remote)", token)
+}
+
+// BuildSubject is where build requests for a system and class wait.
+func BuildSubject(system string, c workv1.BuildClass) string {
+	return WorkRoot + ".build." + SystemToken(system) + "." + ClassToken(c)
+}
+
+// ReportsFilter matches every builder report.
+const ReportsFilter = WorkRoot + ".report.>"
+
+// ReportSubject is where a builder reports on a derivation.
+func ReportSubject(drvID string) string { return WorkRoot + ".report." + drvID }
+
+// LogSubject carries the live log lines of one build attempt.
+func LogSubject(drvID string, attempt uint32) string {
+	return fmt.Sprintf("%s.%s.%d", LogsRoot, drvID, attempt)
+}

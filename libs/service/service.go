@@ -1,0 +1,102 @@
+// Package service gives every ekaci binary the same start: a data dir it
+// can write and lock, a NATS connection (embedded or external) with the
+// streams provisioned, and clear one-line errors when any of that fails.
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ekaci/ekaci/libs/eventlog"
+)
+
+// ErrDataDir means the data dir cannot be used.
+var ErrDataDir = errors.New("data dir unusable")
+
+// ErrInUse means another ekaci process holds the data dir.
+var ErrInUse = errors.New("data dir in use")
+
+// DefaultDataDir is where state lives when no --data-dir is given:
+// /var/lib/ekaci for root, else $XDG_STATE_HOME/ekaci or ~/.local/state/ekaci.
+func DefaultDataDir() string {
+	if os.Geteuid() == 0 {
+		return "/var/lib/ekaci"
+	}
+	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
+		return filepath.Join(d, "ekaci")
+	}
+	if h, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(h, ".local", "state", "ekaci")
+	}
+	return filepath.Join(os.TempDir(), "ekaci")
+}
+
+// Lock makes dir (if needed), checks it is writable, and takes an
+// exclusive lock on dir/ekaci.lock for this process's lifetime. The
+// returned func releases it.
+func Lock(dir string) (func(), error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrDataDir, dir, err)
+	}
+	if err := os.MkdirAll(abs, 0o750); err != nil {
+		return nil, fmt.Errorf("%w: cannot create %s: %v (choose another with --data-dir or EKACI_DATA_DIR)", ErrDataDir, abs, err)
+	}
+	probe, err := os.CreateTemp(abs, ".write-check-*")
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s is not writable: %v (fix its permissions or choose another with --data-dir)", ErrDataDir, abs, err)
+	}
+	probe.Close()
+	os.Remove(probe.Name())
+	path := filepath.Join(abs, "ekaci.lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrDataDir, path, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		holder, _ := os.ReadFile(path)
+		f.Close()
+		return nil, fmt.Errorf("%w: %s is used by another ekaci (pid %s); stop it or choose another --data-dir", ErrInUse, abs, strings.TrimSpace(string(holder)))
+	}
+	_ = f.Truncate(0)
+	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	return func() {
+		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		f.Close()
+	}, nil
+}
+
+// Connect dials NATS and provisions ekaci's streams.
+func Connect(ctx context.Context, url, name string, streams eventlog.StreamOptions) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := nats.Connect(url,
+		nats.Name(name),
+		nats.Timeout(5*time.Second),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(time.Second),
+	)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cannot reach NATS at %s: %w (check --nats-url / EKACI_NATS_URL, or leave it empty to run an embedded server)", url, err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("jetstream on %s: %w", url, err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := eventlog.Provision(pctx, js, streams); err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("%w (is JetStream enabled on %s?)", err, url)
+	}
+	return nc, js, nil
+}

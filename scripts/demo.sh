@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The demo: turns examples/demo into a git repository in a temp dir and runs
+# one CI run of it through every ekaci stage, with an embedded NATS.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d -t ekaci-demo.XXXXXX)
+repo="$work/repo"
+cp -r "$root/examples/demo" "$repo"
+sed -i "s/salt = \"\";/salt = \"$(date +%s%N)\";/" "$repo/default.nix"
+git -C "$repo" init -q -b main
+git -C "$repo" -c user.name=demo -c user.email=demo@example.invalid add -A
+git -C "$repo" -c user.name=demo -c user.email=demo@example.invalid commit -q -m "demo"
+echo "demo repository: $repo"
+echo "data dir:        $work/data"
+# Offline: no binary cache is reachable, so none is asked (each try costs ~5 s).
+exec "$root/bin/ekaci" run \
+  --data-dir "$work/data" \
+  --nats-port "${EKACI_NATS_PORT:-4222}" \
+  --nix-option substituters= \
+  "$repo"

@@ -1,0 +1,209 @@
+package ingress_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/ekaci/ekaci/libs/buildstate"
+	"github.com/ekaci/ekaci/libs/eventlog"
+	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
+	"github.com/ekaci/ekaci/libs/natstest"
+	"github.com/ekaci/ekaci/libs/projection"
+	"github.com/ekaci/ekaci/services/ingress"
+)
+
+type fixture struct {
+	t   *testing.T
+	ctx context.Context
+	log *eventlog.Log
+	db  *bolt.DB
+	r   *projection.Runner
+}
+
+func newFixture(t *testing.T) *fixture {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	_, js := natstest.Connect(t, natstest.NewServer(t))
+	if err := eventlog.Provision(ctx, js, eventlog.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	log := eventlog.New(js)
+	db, err := projection.Open(filepath.Join(t.TempDir(), "ingress.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	r, err := projection.New(db, log, ingress.NewGraph(zerolog.Nop()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(rctx) }()
+	t.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("ingress Run: %v", err)
+		}
+	})
+	return &fixture{t: t, ctx: ctx, log: log, db: db, r: r}
+}
+
+// id makes a 32-character derivation id from a short name.
+func id(name string) string { return fmt.Sprintf("%032s", name) }
+
+func (f *fixture) discover(name string, valid bool, deps ...string) {
+	f.t.Helper()
+	var in []string
+	for _, d := range deps {
+		in = append(in, id(d))
+	}
+	ev := &eventsv1.Event{Id: "disc-" + name, Payload: &eventsv1.Event_DrvDiscovered{DrvDiscovered: &eventsv1.DrvDiscovered{
+		DrvPath: "/nix/store/" + id(name) + "-" + name + ".drv", System: "x86_64-linux", InputDrvs: in, OutputsValid: valid,
+	}}}
+	if _, err := f.log.Append(f.ctx, id(name), ev, eventlog.ExpectLast(0)); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// settle waits until the model has folded everything appended so far,
+// including what its own outbox appended in reaction.
+func (f *fixture) settle() {
+	f.t.Helper()
+	for range 50 {
+		last, err := f.log.LastSeq(f.ctx)
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		if err := f.r.WaitFor(f.ctx, last); err != nil {
+			f.t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+		if again, _ := f.log.LastSeq(f.ctx); again == last {
+			return
+		}
+	}
+	f.t.Fatal("the model never settled")
+}
+
+func (f *fixture) state(name string) buildstate.Drv {
+	f.t.Helper()
+	d, ok, err := ingress.State(f.db, id(name))
+	if err != nil || !ok {
+		f.t.Fatalf("state of %s: ok=%v err=%v", name, ok, err)
+	}
+	return d
+}
+
+func (f *fixture) expect(want map[string]buildstate.State) {
+	f.t.Helper()
+	f.settle()
+	for name, s := range want {
+		if got := f.state(name).State; got != s {
+			f.t.Errorf("%s: state %s, want %s", name, got, s)
+		}
+	}
+}
+
+// build plays builder and recorder for one attempt.
+func (f *fixture) build(name string, ok bool) {
+	f.t.Helper()
+	f.settle()
+	_, last, err := f.log.Load(f.ctx, eventlog.Drv, id(name))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	cur := f.state(name)
+	start := &eventsv1.Event{Id: fmt.Sprintf("start-%s-%d", name, cur.Attempt), Payload: &eventsv1.Event_DrvBuildStarted{DrvBuildStarted: &eventsv1.DrvBuildStarted{Attempt: cur.Attempt}}}
+	a, err := f.log.Append(f.ctx, id(name), start, eventlog.ExpectLast(last))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	building, _ := buildstate.Next(cur, start)
+	var ev *eventsv1.Event
+	if ok {
+		ev = &eventsv1.Event{Payload: &eventsv1.Event_DrvBuildSucceeded{DrvBuildSucceeded: &eventsv1.DrvBuildSucceeded{Attempt: cur.Attempt}}}
+	} else {
+		ev = &eventsv1.Event{Payload: &eventsv1.Event_DrvBuildFailed{DrvBuildFailed: &eventsv1.DrvBuildFailed{Attempt: cur.Attempt, ExitCode: 1}}}
+	}
+	if _, err := buildstate.Next(building, ev); err != nil {
+		f.t.Fatal(err)
+	}
+	ev.Id = fmt.Sprintf("end-%s-%d", name, cur.Attempt)
+	if _, err := f.log.Append(f.ctx, id(name), ev, eventlog.ExpectLast(a.Seq)); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+func TestDiamondBuildsInDependencyOrder(t *testing.T) {
+	f := newFixture(t)
+	f.discover("base", false)
+	f.discover("left", false, "base")
+	f.discover("right", false, "base")
+	f.discover("top", false, "left", "right")
+	f.expect(map[string]buildstate.State{"base": buildstate.Buildable, "left": buildstate.Queued, "right": buildstate.Queued, "top": buildstate.Queued})
+	f.build("base", true)
+	f.expect(map[string]buildstate.State{"base": buildstate.Succeeded, "left": buildstate.Buildable, "right": buildstate.Buildable, "top": buildstate.Queued})
+	f.build("left", true)
+	f.expect(map[string]buildstate.State{"top": buildstate.Queued})
+	f.build("right", true)
+	f.expect(map[string]buildstate.State{"top": buildstate.Buildable})
+}
+
+func TestFailurePropagatesDownstream(t *testing.T) {
+	f := newFixture(t)
+	f.discover("base", false)
+	f.discover("mid", false, "base")
+	f.discover("leaf", false, "mid")
+	f.discover("other", false)
+	f.build("base", false)
+	f.expect(map[string]buildstate.State{"base": buildstate.Failed, "mid": buildstate.TransitiveFailure, "leaf": buildstate.TransitiveFailure, "other": buildstate.Buildable})
+	if got := f.state("leaf").Cause; got != id("base") {
+		t.Fatalf("leaf's cause = %q, want base", got)
+	}
+	// A derivation discovered later on top of the failure fails at once.
+	f.discover("late", false, "leaf")
+	f.expect(map[string]buildstate.State{"late": buildstate.TransitiveFailure})
+}
+
+func TestValidOutputsSucceedWithoutBuild(t *testing.T) {
+	f := newFixture(t)
+	f.discover("cached", true)
+	f.discover("user", false, "cached")
+	f.expect(map[string]buildstate.State{"cached": buildstate.Succeeded, "user": buildstate.Buildable})
+	if !f.state("cached").Cached {
+		t.Fatal("cached success not marked cached")
+	}
+}
+
+func TestInterruptionBlocksAndSuccessClears(t *testing.T) {
+	f := newFixture(t)
+	f.discover("flaky", false)
+	f.discover("down", false, "flaky")
+	f.settle()
+	// Interrupt flaky (e.g. unsatisfiable) while Buildable.
+	_, last, err := f.log.Load(f.ctx, eventlog.Drv, id("flaky"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	intr := &eventsv1.Event{Id: "intr", Payload: &eventsv1.Event_DrvInterrupted{DrvInterrupted: &eventsv1.DrvInterrupted{Kind: eventsv1.InterruptKind_INTERRUPT_KIND_TIMEOUT}}}
+	a, err := f.log.Append(f.ctx, id("flaky"), intr, eventlog.ExpectLast(last))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.expect(map[string]buildstate.State{"flaky": buildstate.Interrupted, "down": buildstate.Blocked})
+	// A person re-queues it; it builds and succeeds; down is unblocked.
+	req := &eventsv1.Event{Id: "req", Payload: &eventsv1.Event_DrvRequeued{DrvRequeued: &eventsv1.DrvRequeued{Reason: "rebuild", NextAttempt: 2}}}
+	if _, err := f.log.Append(f.ctx, id("flaky"), req, eventlog.ExpectLast(a.Seq)); err != nil {
+		t.Fatal(err)
+	}
+	f.expect(map[string]buildstate.State{"flaky": buildstate.Buildable})
+	f.build("flaky", true)
+	f.expect(map[string]buildstate.State{"flaky": buildstate.Succeeded, "down": buildstate.Buildable})
+}

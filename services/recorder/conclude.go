@@ -1,0 +1,400 @@
+package recorder
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/rs/zerolog"
+	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ekaci/ekaci/libs/buildstate"
+	"github.com/ekaci/ekaci/libs/eventlog"
+	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
+	"github.com/ekaci/ekaci/libs/projection"
+)
+
+var (
+	drvsBucket    = []byte("recorder_drvs")
+	jobsetsBucket = []byte("recorder_jobsets")
+	// watch holds <drv id><jobset id> → how many of the jobset's
+	// attributes evaluate to that derivation.
+	watchBucket   = []byte("recorder_watch")
+	changesBucket = []byte("recorder_changes")
+)
+
+type drvRow struct {
+	Drv    buildstate.Drv `json:"d"`
+	Path   string         `json:"p,omitempty"`
+	Detail string         `json:"t,omitempty"` // log tail or interruption detail
+	Cause  string         `json:"c,omitempty"` // cause drv path
+	Millis int64          `json:"ms,omitempty"`
+}
+
+type jobsetRow struct {
+	ChangeID   string             `json:"change"`
+	Job        string             `json:"job"`
+	AttrsJSON  [][]byte           `json:"attrs"`
+	Unsettled  int                `json:"unsettled"`
+	Concluded  bool               `json:"concluded"`
+	Conclusion eventsv1.Conclusion `json:"conclusion"`
+}
+
+type changeRow struct {
+	Jobsets    []string                       `json:"jobsets"`
+	Concluded  map[string]eventsv1.Conclusion `json:"concluded"`
+	Expected   bool                           `json:"expected"` // the config was read
+	Done       bool                           `json:"done"`
+}
+
+func getJSON[T any](tx *bolt.Tx, bucket []byte, key string) (*T, error) {
+	v := tx.Bucket(bucket).Get([]byte(key))
+	if v == nil {
+		return nil, nil
+	}
+	var t T
+	if err := json.Unmarshal(v, &t); err != nil {
+		return nil, fmt.Errorf("decode %s/%s: %w", bucket, key, err)
+	}
+	return &t, nil
+}
+
+func putJSON(tx *bolt.Tx, bucket []byte, key string, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bucket).Put([]byte(key), data)
+}
+
+// Conclusions is the recorder's read model of derivation outcomes,
+// jobsets and changes.
+type Conclusions struct{ logger zerolog.Logger }
+
+// NewConclusions returns the model.
+func NewConclusions(logger zerolog.Logger) *Conclusions { return &Conclusions{logger: logger} }
+
+// Name implements projection.Handler.
+func (*Conclusions) Name() string { return "recorder" }
+
+// Filters implements projection.Handler.
+func (*Conclusions) Filters() []string {
+	return []string{eventlog.KindFilter(eventlog.Change), eventlog.KindFilter(eventlog.Jobset), eventlog.KindFilter(eventlog.Drv)}
+}
+
+// Init implements projection.Handler.
+func (*Conclusions) Init(tx *bolt.Tx) error {
+	for _, b := range [][]byte{drvsBucket, jobsetsBucket, watchBucket, changesBucket} {
+		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Apply implements projection.Handler.
+func (c *Conclusions) Apply(tx *bolt.Tx, rec eventlog.Record, out *projection.Outbox) error {
+	switch rec.Aggregate {
+	case eventlog.Drv:
+		return c.drv(tx, rec, out)
+	case eventlog.Jobset:
+		return c.jobset(tx, rec, out)
+	case eventlog.Change:
+		return c.change(tx, rec, out)
+	}
+	return nil
+}
+
+func (c *Conclusions) drv(tx *bolt.Tx, rec eventlog.Record, out *projection.Outbox) error {
+	row, err := getJSON[drvRow](tx, drvsBucket, rec.ID)
+	if err != nil {
+		return err
+	}
+	if row == nil {
+		row = &drvRow{}
+	}
+	next, err := buildstate.Next(row.Drv, rec.Event)
+	if err != nil {
+		c.logger.Error().Err(err).Str("drv", rec.ID).Uint64("seq", rec.Seq).Msg("refusing an illegal fact found in the log")
+		return nil
+	}
+	wasSettled := row.Drv.State.Settled()
+	row.Drv = next
+	switch p := rec.Event.GetPayload().(type) {
+	case *eventsv1.Event_DrvDiscovered:
+		row.Path = p.DrvDiscovered.GetDrvPath()
+	case *eventsv1.Event_DrvBuildSucceeded:
+		row.Millis, row.Detail, row.Cause = p.DrvBuildSucceeded.GetDurationMs(), "", ""
+	case *eventsv1.Event_DrvBuildFailed:
+		row.Millis, row.Detail = p.DrvBuildFailed.GetDurationMs(), p.DrvBuildFailed.GetLogTail()
+	case *eventsv1.Event_DrvBuildFailedRetry:
+		row.Millis, row.Detail = p.DrvBuildFailedRetry.GetDurationMs(), p.DrvBuildFailedRetry.GetLogTail()
+	case *eventsv1.Event_DrvInterrupted:
+		row.Detail = p.DrvInterrupted.GetKind().String() + ": " + p.DrvInterrupted.GetDetail()
+	case *eventsv1.Event_DrvDependencyFailed:
+		row.Cause = p.DrvDependencyFailed.GetCauseDrvPath()
+	case *eventsv1.Event_DrvBlocked:
+		row.Cause = p.DrvBlocked.GetCauseDrvPath()
+	}
+	if err := putJSON(tx, drvsBucket, rec.ID, row); err != nil {
+		return err
+	}
+	delta := 0
+	switch settled := next.State.Settled(); {
+	case settled && !wasSettled:
+		delta = -1
+	case !settled && wasSettled:
+		delta = 1
+	}
+	if delta == 0 {
+		return nil
+	}
+	cur := tx.Bucket(watchBucket).Cursor()
+	prefix := []byte(rec.ID)
+	var touched []string
+	for k, v := cur.Seek(prefix); k != nil && strings.HasPrefix(string(k), rec.ID); k, v = cur.Next() {
+		jobsetID := string(k[len(prefix):])
+		js, err := getJSON[jobsetRow](tx, jobsetsBucket, jobsetID)
+		if err != nil || js == nil {
+			return err
+		}
+		js.Unsettled += delta * int(binary.BigEndian.Uint32(v))
+		if err := putJSON(tx, jobsetsBucket, jobsetID, js); err != nil {
+			return err
+		}
+		touched = append(touched, jobsetID)
+	}
+	for _, id := range touched {
+		if err := c.maybeConclude(tx, id, rec, out); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *Conclusions) jobset(tx *bolt.Tx, rec eventlog.Record, out *projection.Outbox) error {
+	switch p := rec.Event.GetPayload().(type) {
+	case *eventsv1.Event_JobsetCreated:
+		return putJSON(tx, jobsetsBucket, rec.ID, &jobsetRow{ChangeID: p.JobsetCreated.GetChangeId(), Job: p.JobsetCreated.GetJob()})
+	case *eventsv1.Event_JobsetEvaluated:
+		js, err := getJSON[jobsetRow](tx, jobsetsBucket, rec.ID)
+		if err != nil {
+			return err
+		}
+		if js == nil {
+			js = &jobsetRow{ChangeID: p.JobsetEvaluated.GetChangeId()}
+		}
+		js.AttrsJSON = nil
+		js.Unsettled = 0
+		for _, a := range p.JobsetEvaluated.GetAttrs() {
+			raw, err := marshalAttr(a)
+			if err != nil {
+				return err
+			}
+			js.AttrsJSON = append(js.AttrsJSON, raw)
+			if a.GetDrvId() == "" {
+				continue
+			}
+			key := []byte(a.GetDrvId() + rec.ID)
+			n := uint32(0)
+			if v := tx.Bucket(watchBucket).Get(key); v != nil {
+				n = binary.BigEndian.Uint32(v)
+			}
+			if err := tx.Bucket(watchBucket).Put(key, binary.BigEndian.AppendUint32(nil, n+1)); err != nil {
+				return err
+			}
+			row, err := getJSON[drvRow](tx, drvsBucket, a.GetDrvId())
+			if err != nil {
+				return err
+			}
+			if row == nil || !row.Drv.State.Settled() {
+				js.Unsettled++
+			}
+		}
+		if err := putJSON(tx, jobsetsBucket, rec.ID, js); err != nil {
+			return err
+		}
+		return c.maybeConclude(tx, rec.ID, rec, out)
+	case *eventsv1.Event_JobsetEvalFailed:
+		js, err := getJSON[jobsetRow](tx, jobsetsBucket, rec.ID)
+		if err != nil {
+			return err
+		}
+		if js == nil {
+			js = &jobsetRow{ChangeID: p.JobsetEvalFailed.GetChangeId()}
+		}
+		if js.Concluded {
+			return nil
+		}
+		js.Concluded = true
+		if err := putJSON(tx, jobsetsBucket, rec.ID, js); err != nil {
+			return err
+		}
+		out.AppendUnguarded(rec.ID, &eventsv1.Event{
+			Id: "concluded-" + rec.ID, CausationId: rec.Event.GetId(), CorrelationId: js.ChangeID,
+			Payload: &eventsv1.Event_JobsetConcluded{JobsetConcluded: &eventsv1.JobsetConcluded{
+				ChangeId: js.ChangeID, Job: js.Job, Conclusion: eventsv1.Conclusion_CONCLUSION_FAILURE,
+				Results: []*eventsv1.AttrResult{{State: "eval-failed", Error: p.JobsetEvalFailed.GetError()}},
+			}},
+		})
+		return nil
+	case *eventsv1.Event_JobsetConcluded:
+		ch, err := getJSON[changeRow](tx, changesBucket, p.JobsetConcluded.GetChangeId())
+		if err != nil {
+			return err
+		}
+		if ch == nil {
+			ch = &changeRow{}
+		}
+		if ch.Concluded == nil {
+			ch.Concluded = map[string]eventsv1.Conclusion{}
+		}
+		ch.Concluded[rec.ID] = p.JobsetConcluded.GetConclusion()
+		if err := putJSON(tx, changesBucket, p.JobsetConcluded.GetChangeId(), ch); err != nil {
+			return err
+		}
+		return c.maybeConcludeChange(tx, p.JobsetConcluded.GetChangeId(), ch, rec, out)
+	}
+	return nil
+}
+
+func (c *Conclusions) change(tx *bolt.Tx, rec eventlog.Record, out *projection.Outbox) error {
+	ch, err := getJSON[changeRow](tx, changesBucket, rec.ID)
+	if err != nil {
+		return err
+	}
+	if ch == nil {
+		ch = &changeRow{Concluded: map[string]eventsv1.Conclusion{}}
+	}
+	conclude := func(conclusion eventsv1.Conclusion, summary string) error {
+		if ch.Done {
+			return nil
+		}
+		ch.Done = true
+		if err := putJSON(tx, changesBucket, rec.ID, ch); err != nil {
+			return err
+		}
+		out.AppendUnguarded(rec.ID, &eventsv1.Event{
+			Id: "concluded-" + rec.ID, CausationId: rec.Event.GetId(), CorrelationId: rec.ID,
+			Payload: &eventsv1.Event_ChangeConcluded{ChangeConcluded: &eventsv1.ChangeConcluded{
+				Conclusion: conclusion, Summary: summary, JobsetIds: ch.Jobsets,
+			}},
+		})
+		return nil
+	}
+	switch p := rec.Event.GetPayload().(type) {
+	case *eventsv1.Event_ChangeCheckoutFailed:
+		return conclude(eventsv1.Conclusion_CONCLUSION_FAILURE, "checkout failed: "+p.ChangeCheckoutFailed.GetError())
+	case *eventsv1.Event_ChangeConfigInvalid:
+		return conclude(eventsv1.Conclusion_CONCLUSION_FAILURE, "invalid CI configuration: "+p.ChangeConfigInvalid.GetError())
+	case *eventsv1.Event_ChangeConfigRead:
+		if !p.ChangeConfigRead.GetConfigured() {
+			return conclude(eventsv1.Conclusion_CONCLUSION_NEUTRAL, "no CI configured (.ekaci/config.json not found)")
+		}
+		ch.Expected = true
+		ch.Jobsets = nil
+		for _, job := range p.ChangeConfigRead.GetJobs() {
+			ch.Jobsets = append(ch.Jobsets, eventlog.JobsetID(rec.ID, job))
+		}
+		if err := putJSON(tx, changesBucket, rec.ID, ch); err != nil {
+			return err
+		}
+		return c.maybeConcludeChange(tx, rec.ID, ch, rec, out)
+	case *eventsv1.Event_ChangeConcluded:
+		ch.Done = true
+		return putJSON(tx, changesBucket, rec.ID, ch)
+	}
+	return nil
+}
+
+func (c *Conclusions) maybeConcludeChange(tx *bolt.Tx, changeID string, ch *changeRow, rec eventlog.Record, out *projection.Outbox) error {
+	if ch.Done || !ch.Expected {
+		return nil
+	}
+	failed := 0
+	for _, id := range ch.Jobsets {
+		conclusion, ok := ch.Concluded[id]
+		if !ok {
+			return nil
+		}
+		if conclusion == eventsv1.Conclusion_CONCLUSION_FAILURE {
+			failed++
+		}
+	}
+	ch.Done = true
+	if err := putJSON(tx, changesBucket, changeID, ch); err != nil {
+		return err
+	}
+	conclusion := eventsv1.Conclusion_CONCLUSION_SUCCESS
+	if failed > 0 {
+		conclusion = eventsv1.Conclusion_CONCLUSION_FAILURE
+	}
+	out.AppendUnguarded(changeID, &eventsv1.Event{
+		Id: "concluded-" + changeID, CausationId: rec.Event.GetId(), CorrelationId: changeID,
+		Payload: &eventsv1.Event_ChangeConcluded{ChangeConcluded: &eventsv1.ChangeConcluded{
+			Conclusion: conclusion, JobsetIds: ch.Jobsets,
+			Summary: fmt.Sprintf("%d of %d jobs failed", failed, len(ch.Jobsets)),
+		}},
+	})
+	return nil
+}
+
+// maybeConclude concludes a jobset whose attributes are all settled. Only
+// new or changed attributes (or all, without a base) decide the verdict.
+func (c *Conclusions) maybeConclude(tx *bolt.Tx, jobsetID string, rec eventlog.Record, out *projection.Outbox) error {
+	js, err := getJSON[jobsetRow](tx, jobsetsBucket, jobsetID)
+	if err != nil || js == nil {
+		return err
+	}
+	if js.Concluded || js.Unsettled > 0 {
+		return nil
+	}
+	conclusion := eventsv1.Conclusion_CONCLUSION_SUCCESS
+	var results []*eventsv1.AttrResult
+	for _, raw := range js.AttrsJSON {
+		a, err := unmarshalAttr(raw)
+		if err != nil {
+			return err
+		}
+		r := &eventsv1.AttrResult{Attr: a.GetAttr(), DrvPath: a.GetDrvPath(), Difference: a.GetDifference(), Error: a.GetEvalError(), State: "eval-error"}
+		if a.GetDrvId() != "" {
+			row, err := getJSON[drvRow](tx, drvsBucket, a.GetDrvId())
+			if err != nil {
+				return err
+			}
+			if row != nil {
+				r.State, r.Cause, r.Error, r.DurationMs = row.Drv.State.String(), row.Cause, row.Detail, row.Millis
+				decides := a.GetDifference() != eventsv1.Difference_DIFFERENCE_UNCHANGED
+				if decides && row.Drv.State.IsFailure() {
+					conclusion = eventsv1.Conclusion_CONCLUSION_FAILURE
+				}
+			}
+		}
+		results = append(results, r)
+	}
+	sort.Slice(results, func(i, j int) bool { return results[i].GetAttr() < results[j].GetAttr() })
+	js.Concluded, js.Conclusion = true, conclusion
+	if err := putJSON(tx, jobsetsBucket, jobsetID, js); err != nil {
+		return err
+	}
+	out.AppendUnguarded(jobsetID, &eventsv1.Event{
+		Id: "concluded-" + jobsetID, CausationId: rec.Event.GetId(), CorrelationId: js.ChangeID,
+		Payload: &eventsv1.Event_JobsetConcluded{JobsetConcluded: &eventsv1.JobsetConcluded{
+			ChangeId: js.ChangeID, Job: js.Job, Conclusion: conclusion, Results: results,
+		}},
+	})
+	return nil
+}
+
+func marshalAttr(a *eventsv1.JobAttr) ([]byte, error) { return proto.Marshal(a) }
+
+func unmarshalAttr(raw []byte) (*eventsv1.JobAttr, error) {
+	a := &eventsv1.JobAttr{}
+	if err := proto.Unmarshal(raw, a); err != nil {
+		return nil, fmt.Errorf("decode stored attribute: %w", err)
+	}
+	return a, nil
+}

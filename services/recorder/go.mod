@@ -1,0 +1,43 @@
+module github.com/ekaci/ekaci/services/recorder
+
+go 1.26.8
+
+replace github.com/ekaci/ekaci/libs/buildstate => ../../libs/buildstate
+
+replace github.com/ekaci/ekaci/libs/eventlog => ../../libs/eventlog
+
+replace github.com/ekaci/ekaci/libs/flagenv => ../../libs/flagenv
+
+replace github.com/ekaci/ekaci/libs/gen => ../../libs/gen
+
+replace github.com/ekaci/ekaci/libs/natsembed => ../../libs/natsembed
+
+replace github.com/ekaci/ekaci/libs/natstest => ../../libs/natstest
+
+replace github.com/ekaci/ekaci/libs/projection => ../../libs/projection
+
+replace github.com/ekaci/ekaci/libs/telemetry => ../../libs/telemetry
+
+require (
+	github.com/ekaci/ekaci/libs/buildstate v0.0.0-00010101000000-000000000000
+	github.com/ekaci/ekaci/libs/eventlog v0.0.0-00010101000000-000000000000
+	github.com/ekaci/ekaci/libs/gen v0.0.0-00010101000000-000000000000
+	github.com/ekaci/ekaci/libs/projection v0.0.0-00010101000000-000000000000
+	github.com/nats-io/nats.go v1.55.0
+	github.com/rs/zerolog v1.35.1
+	go.etcd.io/bbolt v1.5.0
+	golang.org/x/sync v0.24.0
+	google.golang.org/protobuf v1.36.12
+)
+
+require (
+	github.com/klauspost/compress v1.20.3 // indirect
+	github.com/mattn/go-colorable v0.1.14 // indirect
+	github.com/mattn/go-isatty v0.0.20 // indirect
+	github.com/nats-io/nkeys v0.4.16 // indirect
+	github.com/nats-io/nuid v1.0.1 // indirect
+	golang.org/x/crypto v0.58.0 // indirect
+	golang.org/x/sys v0.49.0 // indirect
+)
+
+replace github.com/ekaci/ekaci/libs/service => ../../libs/service

@@ -1,0 +1,42 @@
+package recorder
+
+import (
+	"context"
+	"path/filepath"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/ekaci/ekaci/libs/eventlog"
+	"github.com/ekaci/ekaci/libs/eventlog/worker"
+	"github.com/ekaci/ekaci/libs/projection"
+)
+
+// Config wires the stage.
+type Config struct {
+	Log     *eventlog.Log
+	DataDir string // the read model lives in DataDir/recorder.db
+	Logger  zerolog.Logger
+}
+
+// Run records reports and concludes jobsets until ctx ends.
+func Run(ctx context.Context, cfg Config) error {
+	db, err := projection.Open(filepath.Join(cfg.DataDir, "recorder.db"))
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	runner, err := projection.New(db, cfg.Log, NewConclusions(cfg.Logger), projection.WithLogger(cfg.Logger))
+	if err != nil {
+		return err
+	}
+	rep := &reports{log: cfg.Log, logger: cfg.Logger}
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return runner.Run(ctx) })
+	g.Go(func() error {
+		return worker.Run(ctx, cfg.Log.JetStream(), worker.Config{
+			Stream: eventlog.WorkStream, Durable: "recorder", Filters: []string{ReportsSubject}, Concurrency: 8,
+		}, rep.handle, cfg.Logger)
+	})
+	return g.Wait()
+}
