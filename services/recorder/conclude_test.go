@@ -1,0 +1,177 @@
+package recorder
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/ekaci/ekaci/libs/eventlog"
+	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
+	workv1 "github.com/ekaci/ekaci/libs/gen/ekaci/work/v1"
+	"github.com/ekaci/ekaci/libs/natstest"
+	"github.com/ekaci/ekaci/libs/projection"
+)
+
+func setup(t *testing.T) (context.Context, *eventlog.Log) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	_, js := natstest.Connect(t, natstest.NewServer(t))
+	if err := eventlog.Provision(ctx, js, eventlog.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	log := eventlog.New(js)
+	db, err := projection.Open(filepath.Join(t.TempDir(), "recorder.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	r, err := projection.New(db, log, NewConclusions(zerolog.Nop()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(rctx) }()
+	t.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return ctx, log
+}
+
+func did(name string) string { return fmt.Sprintf("%032s", name) }
+
+func appendEv(t *testing.T, ctx context.Context, log *eventlog.Log, id string, ev *eventsv1.Event) {
+	t.Helper()
+	if _, err := log.Append(ctx, id, ev); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitFact returns the first fact of the aggregate with the given name.
+func waitFact(t *testing.T, ctx context.Context, log *eventlog.Log, agg, id, fact string) *eventsv1.Event {
+	t.Helper()
+	var found *eventsv1.Event
+	natstest.Eventually(t, 10*time.Second, func() bool {
+		recs, _, err := log.Load(ctx, agg, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range recs {
+			if r.Fact == fact {
+				found = r.Event
+				return true
+			}
+		}
+		return false
+	}, fmt.Sprintf("%s %s gets %s", agg, id, fact))
+	return found
+}
+
+func TestJobsetAndChangeConclude(t *testing.T) {
+	ctx, log := setup(t)
+	change := "c0ffee"
+	okJob, badJob := eventlog.JobsetID(change, "ok"), eventlog.JobsetID(change, "bad")
+	appendEv(t, ctx, log, change, &eventsv1.Event{Id: "cfg", Payload: &eventsv1.Event_ChangeConfigRead{ChangeConfigRead: &eventsv1.ChangeConfigRead{Configured: true, Jobs: []string{"ok", "bad"}}}})
+	for _, n := range []string{"a", "b", "c"} {
+		appendEv(t, ctx, log, did(n), &eventsv1.Event{Id: "disc-" + n, Payload: &eventsv1.Event_DrvDiscovered{DrvDiscovered: &eventsv1.DrvDiscovered{DrvPath: "/nix/store/" + did(n) + "-" + n + ".drv"}}})
+	}
+	attr := func(name, drv string, diff eventsv1.Difference) *eventsv1.JobAttr {
+		return &eventsv1.JobAttr{Attr: name, DrvId: did(drv), DrvPath: "/nix/store/" + did(drv) + "-" + drv + ".drv", Difference: diff}
+	}
+	appendEv(t, ctx, log, okJob, &eventsv1.Event{Id: "ev-ok", Payload: &eventsv1.Event_JobsetEvaluated{JobsetEvaluated: &eventsv1.JobsetEvaluated{ChangeId: change,
+		Attrs: []*eventsv1.JobAttr{attr("a", "a", eventsv1.Difference_DIFFERENCE_NEW), attr("same-a", "a", eventsv1.Difference_DIFFERENCE_NEW), attr("c", "c", eventsv1.Difference_DIFFERENCE_UNCHANGED)}}}})
+	appendEv(t, ctx, log, badJob, &eventsv1.Event{Id: "ev-bad", Payload: &eventsv1.Event_JobsetEvaluated{JobsetEvaluated: &eventsv1.JobsetEvaluated{ChangeId: change,
+		Attrs: []*eventsv1.JobAttr{attr("b", "b", eventsv1.Difference_DIFFERENCE_CHANGED), {Attr: "broken", EvalError: "undefined variable"}}}}})
+
+	// Settle: a succeeds, c (unchanged) fails — it must not fail "ok" — b fails.
+	settle := func(n string, ok bool) {
+		var ev *eventsv1.Event
+		if ok {
+			ev = &eventsv1.Event{Id: "cache-" + n, Payload: &eventsv1.Event_DrvBuildSucceeded{DrvBuildSucceeded: &eventsv1.DrvBuildSucceeded{Cached: true}}}
+		} else {
+			appendEv(t, ctx, log, did(n), &eventsv1.Event{Id: "b-" + n, Payload: &eventsv1.Event_DrvBuildable{DrvBuildable: &eventsv1.DrvBuildable{Attempt: 1}}})
+			appendEv(t, ctx, log, did(n), &eventsv1.Event{Id: "s-" + n, Payload: &eventsv1.Event_DrvBuildStarted{DrvBuildStarted: &eventsv1.DrvBuildStarted{Attempt: 1}}})
+			ev = &eventsv1.Event{Id: "f-" + n, Payload: &eventsv1.Event_DrvBuildFailed{DrvBuildFailed: &eventsv1.DrvBuildFailed{Attempt: 1, ExitCode: 1, LogTail: "boom"}}}
+		}
+		appendEv(t, ctx, log, did(n), ev)
+	}
+	settle("a", true)
+	settle("c", false)
+	concl := waitFact(t, ctx, log, eventlog.Jobset, okJob, "concluded").GetJobsetConcluded()
+	if concl.GetConclusion() != eventsv1.Conclusion_CONCLUSION_SUCCESS || len(concl.GetResults()) != 3 {
+		t.Fatalf("ok job concluded %v with %d results, want success with 3", concl.GetConclusion(), len(concl.GetResults()))
+	}
+	settle("b", false)
+	bad := waitFact(t, ctx, log, eventlog.Jobset, badJob, "concluded").GetJobsetConcluded()
+	if bad.GetConclusion() != eventsv1.Conclusion_CONCLUSION_FAILURE {
+		t.Fatalf("bad job concluded %v, want failure", bad.GetConclusion())
+	}
+	var states []string
+	for _, r := range bad.GetResults() {
+		states = append(states, r.GetAttr()+"="+r.GetState())
+	}
+	if fmt.Sprint(states) != "[b=failed broken=eval-error]" {
+		t.Fatalf("bad job results = %v", states)
+	}
+	ch := waitFact(t, ctx, log, eventlog.Change, change, "concluded").GetChangeConcluded()
+	if ch.GetConclusion() != eventsv1.Conclusion_CONCLUSION_FAILURE || len(ch.GetJobsetIds()) != 2 {
+		t.Fatalf("change concluded %v over %v", ch.GetConclusion(), ch.GetJobsetIds())
+	}
+}
+
+func TestNothingToBuildConcludesAtOnce(t *testing.T) {
+	ctx, log := setup(t)
+	change := "empty"
+	js := eventlog.JobsetID(change, "j")
+	appendEv(t, ctx, log, js, &eventsv1.Event{Id: "ev", Payload: &eventsv1.Event_JobsetEvaluated{JobsetEvaluated: &eventsv1.JobsetEvaluated{ChangeId: change}}})
+	appendEv(t, ctx, log, change, &eventsv1.Event{Id: "cfg", Payload: &eventsv1.Event_ChangeConfigRead{ChangeConfigRead: &eventsv1.ChangeConfigRead{Configured: true, Jobs: []string{"j"}}}})
+	if c := waitFact(t, ctx, log, eventlog.Change, change, "concluded").GetChangeConcluded(); c.GetConclusion() != eventsv1.Conclusion_CONCLUSION_SUCCESS {
+		t.Fatalf("empty change concluded %v", c.GetConclusion())
+	}
+	unconfigured := "unconfigured"
+	appendEv(t, ctx, log, unconfigured, &eventsv1.Event{Id: "cfg2", Payload: &eventsv1.Event_ChangeConfigRead{ChangeConfigRead: &eventsv1.ChangeConfigRead{Configured: false}}})
+	if c := waitFact(t, ctx, log, eventlog.Change, unconfigured, "concluded").GetChangeConcluded(); c.GetConclusion() != eventsv1.Conclusion_CONCLUSION_NEUTRAL {
+		t.Fatalf("unconfigured change concluded %v, want neutral", c.GetConclusion())
+	}
+}
+
+// TestReportsDecideRetryThenFailure drives the report handler: a first
+// failure is retried once, the second is final.
+func TestReportsDecideRetryThenFailure(t *testing.T) {
+	ctx, log := setup(t)
+	rep := &reports{log: log, logger: zerolog.Nop()}
+	id := did("flaky")
+	appendEv(t, ctx, log, id, &eventsv1.Event{Id: "d", Payload: &eventsv1.Event_DrvDiscovered{DrvDiscovered: &eventsv1.DrvDiscovered{DrvPath: "/nix/store/" + id + "-flaky.drv"}}})
+	for attempt := uint32(1); attempt <= 2; attempt++ {
+		appendEv(t, ctx, log, id, &eventsv1.Event{Id: fmt.Sprint("b", attempt), Payload: &eventsv1.Event_DrvBuildable{DrvBuildable: &eventsv1.DrvBuildable{Attempt: attempt}}})
+		appendEv(t, ctx, log, id, &eventsv1.Event{Id: fmt.Sprint("s", attempt), Payload: &eventsv1.Event_DrvBuildStarted{DrvBuildStarted: &eventsv1.DrvBuildStarted{Attempt: attempt}}})
+		r := &workv1.BuildReport{DrvId: id, Attempt: attempt, Outcome: workv1.BuildOutcome_BUILD_OUTCOME_FAILED, ExitCode: 1, LogTail: "boom"}
+		if err := rep.record(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+		// A duplicate report changes nothing.
+		if err := rep.record(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recs, _, err := log.Load(ctx, eventlog.Drv, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var facts []string
+	for _, r := range recs {
+		facts = append(facts, r.Fact)
+	}
+	want := "[discovered buildable build_started build_failed_retry requeued buildable build_started build_failed]"
+	if fmt.Sprint(facts) != want {
+		t.Fatalf("history = %v\nwant      %s", facts, want)
+	}
+}
