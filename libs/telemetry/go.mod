@@ -1,0 +1,50 @@
+module github.com/ekaci/ekaci/libs/telemetry
+
+go 1.26.8
+
+replace github.com/ekaci/ekaci/libs/buildstate => ../../libs/buildstate
+
+replace github.com/ekaci/ekaci/libs/eventlog => ../../libs/eventlog
+
+replace github.com/ekaci/ekaci/libs/flagenv => ../../libs/flagenv
+
+replace github.com/ekaci/ekaci/libs/gen => ../../libs/gen
+
+replace github.com/ekaci/ekaci/libs/natsembed => ../../libs/natsembed
+
+replace github.com/ekaci/ekaci/libs/natstest => ../../libs/natstest
+
+replace github.com/ekaci/ekaci/libs/projection => ../../libs/projection
+
+replace github.com/ekaci/ekaci/libs/service => ../../libs/service
+
+require (
+	github.com/ekaci/ekaci/libs/natstest v0.0.0-00010101000000-000000000000
+	github.com/nats-io/nats.go v1.55.0
+	github.com/prometheus/client_golang v1.25.0
+	github.com/prometheus/client_model v0.6.3
+	github.com/prometheus/common v0.72.0
+	github.com/rs/zerolog v1.35.1
+	golang.org/x/sys v0.49.0
+	golang.org/x/term v0.47.0
+)
+
+require (
+	github.com/antithesishq/antithesis-sdk-go v0.8.0-default-no-op // indirect
+	github.com/beorn7/perks v1.0.1 // indirect
+	github.com/cespare/xxhash/v2 v2.3.0 // indirect
+	github.com/google/go-tpm v0.9.8 // indirect
+	github.com/klauspost/compress v1.20.3 // indirect
+	github.com/mattn/go-colorable v0.1.14 // indirect
+	github.com/mattn/go-isatty v0.0.20 // indirect
+	github.com/minio/highwayhash v1.0.4 // indirect
+	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
+	github.com/nats-io/jwt/v2 v2.8.2 // indirect
+	github.com/nats-io/nats-server/v2 v2.15.2 // indirect
+	github.com/nats-io/nkeys v0.4.16 // indirect
+	github.com/nats-io/nuid v1.0.1 // indirect
+	github.com/prometheus/procfs v0.22.0 // indirect
+	golang.org/x/crypto v0.58.0 // indirect
+	golang.org/x/time v0.16.0 // indirect
+	google.golang.org/protobuf v1.36.12 // indirect
+)

@@ -1,0 +1,92 @@
+package telemetry
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics are ekaci's Prometheus metrics, registered on a registry of their
+// own. Names carry the ekaci_ prefix and base units (seconds, messages).
+// Stages update the exported vectors directly; WatchConsumers keeps
+// ConsumerLag and BuildQueueDepth current from JetStream.
+type Metrics struct {
+	registry *prometheus.Registry
+
+	// EventsAppended counts events appended to the event log, by aggregate
+	// (e.g. "drv") and fact type.
+	EventsAppended *prometheus.CounterVec // ekaci_events_appended_total{aggregate,type}
+	// BuildQueueDepth is the number of builds waiting in EKACI_WORK for a
+	// builder, by Nix system and build class. Set by WatchConsumers.
+	BuildQueueDepth *prometheus.GaugeVec // ekaci_build_queue_depth{system,class}
+	// BuildsActive is the number of builds running now, by system and
+	// builder name.
+	BuildsActive *prometheus.GaugeVec // ekaci_builds_active{system,builder}
+	// ConsumerLag is each JetStream consumer's num_pending: messages on
+	// its filter not yet delivered to it. Set by WatchConsumers.
+	ConsumerLag *prometheus.GaugeVec // ekaci_consumer_lag_messages{stream,consumer}
+	// BuildsFinished counts finished builds by outcome.
+	BuildsFinished *prometheus.CounterVec // ekaci_builds_finished_total{outcome}
+	// BuildDuration is the wall-clock time of finished builds by outcome.
+	BuildDuration *prometheus.HistogramVec // ekaci_build_duration_seconds{outcome}
+	// ProjectionApplied is the event-log sequence each projection has
+	// applied up to, to compare with the stream's last sequence.
+	ProjectionApplied *prometheus.GaugeVec // ekaci_projection_applied_sequence{projection}
+	// StageHandled counts messages each stage handled, by result (e.g.
+	// "ok", "retry", "error").
+	StageHandled *prometheus.CounterVec // ekaci_stage_handled_total{stage,result}
+}
+
+// BuildDurationBuckets span a cached no-op (a second) to a long build
+// (four hours); Nix builds are rarely shorter and ekaci's timeouts cap them.
+var BuildDurationBuckets = []float64{1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400}
+
+// NewMetrics creates the metrics on a fresh registry that also holds the
+// Go runtime and process collectors.
+func NewMetrics() *Metrics {
+	m := &Metrics{
+		registry: prometheus.NewRegistry(),
+		EventsAppended: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ekaci_events_appended_total",
+			Help: "Events appended to the event log, by aggregate and fact type.",
+		}, []string{"aggregate", "type"}),
+		BuildQueueDepth: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "ekaci_build_queue_depth",
+			Help: "Builds waiting in EKACI_WORK for a builder, by Nix system and build class.",
+		}, []string{"system", "class"}),
+		BuildsActive: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "ekaci_builds_active",
+			Help: "Builds running now, by Nix system and builder.",
+		}, []string{"system", "builder"}),
+		ConsumerLag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "ekaci_consumer_lag_messages",
+			Help: "Messages matching a JetStream consumer's filter not yet delivered to it (num_pending).",
+		}, []string{"stream", "consumer"}),
+		BuildsFinished: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ekaci_builds_finished_total",
+			Help: "Finished builds, by outcome.",
+		}, []string{"outcome"}),
+		BuildDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "ekaci_build_duration_seconds",
+			Help:    "Wall-clock duration of finished builds, by outcome.",
+			Buckets: BuildDurationBuckets,
+		}, []string{"outcome"}),
+		ProjectionApplied: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "ekaci_projection_applied_sequence",
+			Help: "Event-log stream sequence a projection has applied up to.",
+		}, []string{"projection"}),
+		StageHandled: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ekaci_stage_handled_total",
+			Help: "Messages handled by a stage, by result.",
+		}, []string{"stage", "result"}),
+	}
+	m.registry.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.EventsAppended, m.BuildQueueDepth, m.BuildsActive, m.ConsumerLag,
+		m.BuildsFinished, m.BuildDuration, m.ProjectionApplied, m.StageHandled,
+	)
+	return m
+}
+
+// Registry is the registry holding every metric; /metrics serves it.
+func (m *Metrics) Registry() *prometheus.Registry { return m.registry }
