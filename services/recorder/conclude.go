@@ -35,19 +35,19 @@ type drvRow struct {
 }
 
 type jobsetRow struct {
-	ChangeID   string             `json:"change"`
-	Job        string             `json:"job"`
-	AttrsJSON  [][]byte           `json:"attrs"`
-	Unsettled  int                `json:"unsettled"`
-	Concluded  bool               `json:"concluded"`
+	ChangeID   string              `json:"change"`
+	Job        string              `json:"job"`
+	AttrsJSON  [][]byte            `json:"attrs"`
+	Unsettled  int                 `json:"unsettled"`
+	Concluded  bool                `json:"concluded"`
 	Conclusion eventsv1.Conclusion `json:"conclusion"`
 }
 
 type changeRow struct {
-	Jobsets    []string                       `json:"jobsets"`
-	Concluded  map[string]eventsv1.Conclusion `json:"concluded"`
-	Expected   bool                           `json:"expected"` // the config was read
-	Done       bool                           `json:"done"`
+	Jobsets   []string                       `json:"jobsets"`
+	Concluded map[string]eventsv1.Conclusion `json:"concluded"`
+	Expected  bool                           `json:"expected"` // the config was read
+	Done      bool                           `json:"done"`
 }
 
 func getJSON[T any](tx *bolt.Tx, bucket []byte, key string) (*T, error) {

@@ -1,0 +1,195 @@
+// Package builder pulls build requests for the systems and pools it serves
+// from EKACI_WORK, runs nix-build on each, streams every log line live to
+// ekaci.log.<drv-id>.<attempt> (and to a compressed file per attempt), and
+// reports what happened on ekaci.work.report.<drv-id> for the recorder to
+// decide. Builders on other machines run this same package against the
+// same NATS: work is pulled, never pushed.
+package builder
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/ekaci/ekaci/libs/buildstate"
+	"github.com/ekaci/ekaci/libs/eventlog"
+	"github.com/ekaci/ekaci/libs/eventlog/worker"
+	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
+	workv1 "github.com/ekaci/ekaci/libs/gen/ekaci/work/v1"
+	"github.com/ekaci/ekaci/services/builder/internal/nixbuild"
+)
+
+// Pool is one queue this builder serves.
+type Pool struct {
+	System  string
+	Class   workv1.BuildClass
+	MaxJobs int
+}
+
+// Config wires the stage.
+type Config struct {
+	Log    *eventlog.Log
+	Conn   *nats.Conn // live log lines go out as plain NATS messages
+	Logger zerolog.Logger
+	Name   string // this builder's name, recorded on each attempt
+	Pools  []Pool
+	// Builders is the Nix machines spec handed to nix-build for remote
+	// pools (--builders).
+	Builders        string
+	NixOptions      []string
+	NoOutputTimeout time.Duration
+	TotalTimeout    time.Duration
+	// ShutdownGrace is how long running builds may go on after shutdown
+	// begins before they are stopped (and reported as interrupted).
+	ShutdownGrace time.Duration
+	LogDir        string
+}
+
+// Run serves every pool until ctx ends, letting running builds finish
+// within the shutdown grace.
+func Run(ctx context.Context, cfg Config) error {
+	if cfg.ShutdownGrace <= 0 {
+		cfg.ShutdownGrace = 30 * time.Second
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	for _, p := range cfg.Pools {
+		b := &build{cfg: cfg, pool: p}
+		g.Go(func() error {
+			return worker.Run(ctx, cfg.Log.JetStream(), worker.Config{
+				Stream:      eventlog.WorkStream,
+				Durable:     "builder-" + eventlog.SystemToken(p.System) + "-" + eventlog.ClassToken(p.Class),
+				Filters:     []string{eventlog.BuildSubject(p.System, p.Class)},
+				Concurrency: max(p.MaxJobs, 1),
+				AckWait:     30 * time.Second,
+			}, b.handle, cfg.Logger)
+		})
+	}
+	return g.Wait()
+}
+
+type build struct {
+	cfg  Config
+	pool Pool
+}
+
+func (b *build) handle(ctx context.Context, m jetstream.Msg) error {
+	req := &workv1.BuildRequest{}
+	if err := eventlog.DecodeMessage(m.Data(), req); err != nil {
+		return worker.Permanent(fmt.Errorf("decode build request %s: %w", m.Subject(), err))
+	}
+	log := b.cfg.Logger.With().Str("drv", req.GetDrvPath()).Uint32("attempt", req.GetAttempt()).Logger()
+	history, last, err := b.cfg.Log.Load(ctx, eventlog.Drv, req.GetDrvId())
+	if err != nil {
+		return err
+	}
+	evs := make([]*eventsv1.Event, len(history))
+	for i, h := range history {
+		evs[i] = h.Event
+	}
+	cur, err := buildstate.Fold(evs)
+	if err != nil {
+		return worker.Permanent(fmt.Errorf("fold %s: %w", req.GetDrvId(), err))
+	}
+	switch {
+	case cur.State == buildstate.Building && cur.Attempt == req.GetAttempt():
+		// Redelivered while recorded as Building: the builder that took it
+		// died mid-build. Record that; the recorder decides on a retry.
+		log.Warn().Msg("build was running on a builder that stopped; reporting process death")
+		return b.report(ctx, req, &workv1.BuildReport{
+			Outcome: workv1.BuildOutcome_BUILD_OUTCOME_INTERRUPTED, ExitCode: -1,
+			Interruption: eventsv1.InterruptKind_INTERRUPT_KIND_PROCESS_DEATH,
+			LogTail:      "the builder running this attempt stopped before reporting",
+		})
+	case cur.State != buildstate.Buildable || cur.Attempt != req.GetAttempt():
+		log.Info().Stringer("state", cur.State).Msg("stale build request dropped")
+		return nil
+	}
+	started := &eventsv1.Event{
+		Id: fmt.Sprintf("started-%s-%d", req.GetDrvId(), req.GetAttempt()),
+		Payload: &eventsv1.Event_DrvBuildStarted{DrvBuildStarted: &eventsv1.DrvBuildStarted{
+			Attempt: req.GetAttempt(), Builder: b.cfg.Name,
+		}},
+	}
+	if _, err := b.cfg.Log.Append(ctx, req.GetDrvId(), started, eventlog.ExpectLast(last)); err != nil {
+		return err
+	}
+	log.Info().Msg("build started")
+
+	// Builds outlive a shutdown by the grace period, then stop.
+	bctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() {
+		t := time.NewTimer(b.cfg.ShutdownGrace)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			cancel()
+		case <-bctx.Done():
+		}
+	})
+	defer stop()
+
+	liveSubject := eventlog.LogSubject(req.GetDrvId(), req.GetAttempt())
+	opts := nixbuild.Options{
+		NixOptions:      b.cfg.NixOptions,
+		NoOutputTimeout: b.cfg.NoOutputTimeout,
+		TotalTimeout:    b.cfg.TotalTimeout,
+		LogPath:         filepath.Join(b.cfg.LogDir, req.GetDrvId(), fmt.Sprintf("%d.log.zst", req.GetAttempt())),
+		OnLine: func(line []byte) {
+			if b.cfg.Conn != nil {
+				_ = b.cfg.Conn.Publish(liveSubject, line)
+			}
+		},
+	}
+	if req.GetClass() == workv1.BuildClass_BUILD_CLASS_REMOTE {
+		opts.Builders = b.cfg.Builders
+	}
+	res, err := nixbuild.Build(bctx, req.GetDrvPath(), opts)
+	if err != nil {
+		return fmt.Errorf("build %s: %w", req.GetDrvPath(), err)
+	}
+	rep := &workv1.BuildReport{
+		ExitCode: int32(res.ExitCode), LogTail: res.Tail, DurationMs: res.Duration.Milliseconds(), LogPath: res.LogPath,
+	}
+	switch res.Outcome {
+	case nixbuild.Succeeded:
+		rep.Outcome = workv1.BuildOutcome_BUILD_OUTCOME_SUCCEEDED
+	case nixbuild.Failed:
+		rep.Outcome = workv1.BuildOutcome_BUILD_OUTCOME_FAILED
+	default:
+		rep.Outcome = workv1.BuildOutcome_BUILD_OUTCOME_INTERRUPTED
+		rep.Interruption = interruptKind(res.Interruption)
+		if ctx.Err() != nil && res.Interruption == nixbuild.Cancelled {
+			// Stopped by our own shutdown, not by a person: retryable.
+			rep.Interruption = eventsv1.InterruptKind_INTERRUPT_KIND_PROCESS_DEATH
+		}
+	}
+	log.Info().Str("outcome", rep.GetOutcome().String()).Dur("took", res.Duration).Msg("build finished")
+	return b.report(context.WithoutCancel(ctx), req, rep)
+}
+
+func (b *build) report(ctx context.Context, req *workv1.BuildRequest, rep *workv1.BuildReport) error {
+	rep.DrvId, rep.DrvPath, rep.Attempt, rep.Builder = req.GetDrvId(), req.GetDrvPath(), req.GetAttempt(), b.cfg.Name
+	_, err := eventlog.Publish(ctx, b.cfg.Log.JetStream(), eventlog.ReportSubject(req.GetDrvId()),
+		fmt.Sprintf("report-%s-%d", req.GetDrvId(), req.GetAttempt()), rep)
+	return err
+}
+
+func interruptKind(i nixbuild.Interruption) eventsv1.InterruptKind {
+	switch i {
+	case nixbuild.Timeout:
+		return eventsv1.InterruptKind_INTERRUPT_KIND_TIMEOUT
+	case nixbuild.Cancelled:
+		return eventsv1.InterruptKind_INTERRUPT_KIND_CANCELLED
+	case nixbuild.OutOfMemory:
+		return eventsv1.InterruptKind_INTERRUPT_KIND_OUT_OF_MEMORY
+	default:
+		return eventsv1.InterruptKind_INTERRUPT_KIND_PROCESS_DEATH
+	}
+}
