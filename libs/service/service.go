@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -99,4 +100,13 @@ func Connect(ctx context.Context, url, name string, streams eventlog.StreamOptio
 		return nil, nil, fmt.Errorf("%w (is JetStream enabled on %s?)", err, url)
 	}
 	return nc, js, nil
+}
+
+// CurrentSystem is this machine's Nix system, e.g. x86_64-linux.
+func CurrentSystem() string {
+	arch := map[string]string{"amd64": "x86_64", "arm64": "aarch64", "386": "i686", "riscv64": "riscv64"}[runtime.GOARCH]
+	if arch == "" {
+		arch = runtime.GOARCH
+	}
+	return arch + "-" + runtime.GOOS
 }

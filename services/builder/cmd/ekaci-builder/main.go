@@ -1,0 +1,43 @@
+// Command ekaci-builder is a builder on its own: on any machine with Nix and
+// a route to NATS, it pulls the builds of the systems it serves.
+package main
+
+import (
+	"context"
+	"flag"
+	"os"
+	"time"
+
+	"github.com/ekaci/ekaci/libs/flagenv"
+	workv1 "github.com/ekaci/ekaci/libs/gen/ekaci/work/v1"
+	"github.com/ekaci/ekaci/libs/service"
+	"github.com/ekaci/ekaci/services/builder"
+)
+
+func main() {
+	fs := flag.NewFlagSet("ekaci-builder", flag.ContinueOnError)
+	host, _ := os.Hostname()
+	name := fs.String("name", host, "this builder's name, recorded on each build attempt")
+	systems := flagenv.List{service.CurrentSystem()}
+	var nixOpts flagenv.Pairs
+	fs.Var(&systems, "systems", "comma-separated systems this builder serves")
+	fs.Var(&nixOpts, "nix-option", "a Nix option for every build, name=value (repeatable)")
+	maxJobs := fs.Int("max-jobs", 2, "builds run at once")
+	fodMaxJobs := fs.Int("fod-max-jobs", 1, "fixed-output builds run at once (0: serve no FOD pool)")
+	noOutput := fs.Duration("no-output-timeout", time.Hour, "stop a build that prints nothing for this long")
+	total := fs.Duration("total-timeout", 0, "stop a build that runs longer than this (0: no limit)")
+	logDir := fs.String("log-dir", "/var/lib/ekaci/logs", "where each attempt's compressed log is kept")
+	os.Exit(service.Main(fs, os.Args[1:], func(ctx context.Context, env service.Env) error {
+		var pools []builder.Pool
+		for _, sys := range systems {
+			pools = append(pools, builder.Pool{System: sys, Class: workv1.BuildClass_BUILD_CLASS_LOCAL, MaxJobs: *maxJobs})
+			if *fodMaxJobs > 0 {
+				pools = append(pools, builder.Pool{System: sys, Class: workv1.BuildClass_BUILD_CLASS_FOD, MaxJobs: *fodMaxJobs})
+			}
+		}
+		return builder.Run(ctx, builder.Config{
+			Log: env.Log, Conn: env.Conn, Logger: env.Logger, Name: *name, Pools: pools,
+			NixOptions: nixOpts, NoOutputTimeout: *noOutput, TotalTimeout: *total, LogDir: *logDir,
+		})
+	}))
+}

@@ -1,0 +1,30 @@
+// Command ekaci-router is the router stage on its own, for a mesh: it puts
+// each buildable derivation on the queue of a builder pool that can take it.
+package main
+
+import (
+	"context"
+	"flag"
+	"os"
+
+	"github.com/ekaci/ekaci/libs/flagenv"
+	workv1 "github.com/ekaci/ekaci/libs/gen/ekaci/work/v1"
+	"github.com/ekaci/ekaci/libs/service"
+	"github.com/ekaci/ekaci/services/router"
+)
+
+func main() {
+	fs := flag.NewFlagSet("ekaci-router", flag.ContinueOnError)
+	systems := flagenv.List{service.CurrentSystem()}
+	var features flagenv.List
+	fs.Var(&systems, "systems", "comma-separated systems the builder pools serve")
+	fs.Var(&features, "features", "comma-separated system features the builders offer")
+	maxJobs := fs.Int("max-jobs", 2, "builds the local pool runs at once")
+	fodMaxJobs := fs.Int("fod-max-jobs", 1, "builds the fixed-output pool runs at once")
+	os.Exit(service.Main(fs, os.Args[1:], func(ctx context.Context, env service.Env) error {
+		return router.Run(ctx, router.Config{Log: env.Log, Logger: env.Logger, Builders: []router.Builder{
+			{Name: "local", Class: workv1.BuildClass_BUILD_CLASS_LOCAL, Systems: systems, Features: features, MaxJobs: *maxJobs},
+			{Name: "fod", Class: workv1.BuildClass_BUILD_CLASS_FOD, Systems: systems, Features: features, MaxJobs: *fodMaxJobs},
+		}})
+	}))
+}
