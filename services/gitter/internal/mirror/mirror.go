@@ -1,0 +1,236 @@
+// Package mirror keeps one bare mirror per repository (cloned once,
+// fetched after) and a git worktree per commit under test, with the git
+// CLI. Directory names are tokens derived from the URL, never the URL.
+package mirror
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+)
+
+var (
+	// ErrUnknownRepo means git could not clone or fetch the repository.
+	ErrUnknownRepo = errors.New("unknown repository")
+	// ErrUnknownCommit means the mirror has no such commit.
+	ErrUnknownCommit = errors.New("unknown commit")
+)
+
+// Store holds mirrors under dir/mirrors and worktrees under dir/worktrees.
+type Store struct {
+	dir   string
+	mu    sync.Mutex
+	repos map[string]*sync.Mutex
+}
+
+// New makes the store's directories.
+func New(dir string) (*Store, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range []string{"mirrors", "worktrees"} {
+		if err := os.MkdirAll(filepath.Join(abs, d), 0o755); err != nil {
+			return nil, fmt.Errorf("git store: %w", err)
+		}
+	}
+	return &Store{dir: abs, repos: map[string]*sync.Mutex{}}, nil
+}
+
+var unsafeRE = regexp.MustCompile(`[^A-Za-z0-9_.-]+`)
+
+// token names a repository's directories: a readable base name and a
+// digest of the normalized URL.
+func token(url string) string {
+	sum := sha256.Sum256([]byte(url))
+	base := strings.TrimSuffix(filepath.Base(strings.TrimRight(url, "/")), ".git")
+	base = strings.Trim(unsafeRE.ReplaceAllString(base, "-"), "-.")
+	if base == "" {
+		base = "repo"
+	}
+	if len(base) > 40 {
+		base = base[:40]
+	}
+	return base + "-" + hex.EncodeToString(sum[:])[:12]
+}
+
+// normalize makes local paths absolute; URLs pass unchanged.
+func normalize(url string) (string, error) {
+	if strings.Contains(url, "://") {
+		return url, nil
+	}
+	if url == "" {
+		return "", fmt.Errorf("%w: empty repository location", ErrUnknownRepo)
+	}
+	return filepath.Abs(url)
+}
+
+func (s *Store) lock(tok string) func() {
+	s.mu.Lock()
+	m := s.repos[tok]
+	if m == nil {
+		m = &sync.Mutex{}
+		s.repos[tok] = m
+	}
+	s.mu.Unlock()
+	m.Lock()
+	return m.Unlock
+}
+
+func (s *Store) mirrorDir(tok string) string { return filepath.Join(s.dir, "mirrors", tok+".git") }
+
+// Sync clones the repository's mirror, or fetches into it, and returns
+// the mirror's path.
+func (s *Store) Sync(ctx context.Context, url string) (string, error) {
+	url, err := normalize(url)
+	if err != nil {
+		return "", err
+	}
+	tok := token(url)
+	defer s.lock(tok)()
+	dst := s.mirrorDir(tok)
+	if _, err := os.Stat(filepath.Join(dst, "HEAD")); err == nil {
+		if _, err := git(ctx, dst, "fetch", "--prune", "--quiet", "origin"); err != nil {
+			return "", fmt.Errorf("%w: %s: %v", ErrUnknownRepo, url, err)
+		}
+		return dst, nil
+	}
+	// Clone next to the target and rename, so a crash never leaves a
+	// half clone where a mirror is expected.
+	tmp, err := os.MkdirTemp(filepath.Dir(dst), ".clone-"+tok+"-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(tmp)
+	if _, err := git(ctx, "", "clone", "--mirror", "--quiet", "--", url, tmp); err != nil {
+		if ctx.Err() != nil {
+			return "", ctx.Err()
+		}
+		return "", fmt.Errorf("%w: %s: %v", ErrUnknownRepo, url, err)
+	}
+	os.RemoveAll(dst)
+	if err := os.Rename(tmp, dst); err != nil {
+		return "", fmt.Errorf("mirror %s: %w", url, err)
+	}
+	return dst, nil
+}
+
+// Resolve returns the full commit id of rev in the repository's mirror.
+func (s *Store) Resolve(ctx context.Context, url, rev string) (string, error) {
+	url, err := normalize(url)
+	if err != nil {
+		return "", err
+	}
+	return s.resolve(ctx, url, token(url), rev)
+}
+
+func (s *Store) resolve(ctx context.Context, url, tok, rev string) (string, error) {
+	if strings.HasPrefix(rev, "-") || rev == "" {
+		return "", fmt.Errorf("%w: %q is not a revision", ErrUnknownCommit, rev)
+	}
+	out, err := git(ctx, s.mirrorDir(tok), "rev-parse", "--verify", "--quiet", rev+"^{commit}")
+	if err != nil {
+		if ctx.Err() != nil {
+			return "", ctx.Err()
+		}
+		return "", fmt.Errorf("%w: %s is not a commit of %s", ErrUnknownCommit, rev, url)
+	}
+	return out, nil
+}
+
+// Worktree checks out commit of the (synced) repository in a worktree of
+// its own and returns its absolute path. Asking again returns the same one.
+func (s *Store) Worktree(ctx context.Context, url, commit string) (string, error) {
+	url, err := normalize(url)
+	if err != nil {
+		return "", err
+	}
+	tok := token(url)
+	defer s.lock(tok)()
+	sha, err := s.resolve(ctx, url, tok, commit)
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(s.dir, "worktrees", tok, sha)
+	if head, err := git(ctx, path, "rev-parse", "HEAD"); err == nil && head == sha {
+		if top, err := git(ctx, path, "rev-parse", "--show-toplevel"); err == nil && top == path {
+			return path, nil
+		}
+	}
+	// Left over from a crash mid-add, or damaged: start again.
+	mirror := s.mirrorDir(tok)
+	if err := os.RemoveAll(path); err != nil {
+		return "", fmt.Errorf("worktree %s: %w", path, err)
+	}
+	if _, err := git(ctx, mirror, "worktree", "prune"); err != nil {
+		return "", fmt.Errorf("worktree prune in %s: %w", mirror, err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return "", err
+	}
+	if _, err := git(ctx, mirror, "worktree", "add", "--detach", "--force", "--quiet", path, sha); err != nil {
+		return "", fmt.Errorf("worktree of %s at %s: %w", url, sha, err)
+	}
+	return path, nil
+}
+
+// Remove deletes commit's worktree; an absent one is not an error.
+func (s *Store) Remove(ctx context.Context, url, commit string) error {
+	url, err := normalize(url)
+	if err != nil {
+		return err
+	}
+	tok := token(url)
+	defer s.lock(tok)()
+	mirror := s.mirrorDir(tok)
+	sha := commit
+	if resolved, err := s.resolve(ctx, url, tok, commit); err == nil {
+		sha = resolved
+	}
+	path := filepath.Join(s.dir, "worktrees", tok, sha)
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if _, err := git(ctx, mirror, "worktree", "remove", "--force", path); err != nil {
+		if rerr := os.RemoveAll(path); rerr != nil {
+			return fmt.Errorf("remove worktree %s: %w", path, err)
+		}
+	}
+	_, err = git(ctx, mirror, "worktree", "prune")
+	return err
+}
+
+// git runs git in dir (none: the current directory) and returns its
+// trimmed stdout, or an error carrying git's own message.
+func git(ctx context.Context, dir string, args ...string) (string, error) {
+	if dir != "" {
+		args = append([]string{"-C", dir}, args...)
+	}
+	cmd := exec.CommandContext(ctx, "git", args...)
+	cmd.Env = append(os.Environ(),
+		"GIT_TERMINAL_PROMPT=0", // never wait for a password nobody will type
+		"GIT_CONFIG_NOSYSTEM=1",
+		"GIT_ASKPASS=/bin/false",
+		"LC_ALL=C",
+	)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		msg := strings.TrimSpace(stderr.String())
+		if msg == "" {
+			msg = err.Error()
+		}
+		return "", errors.New(msg)
+	}
+	return strings.TrimSpace(string(out)), nil
+}

@@ -1,0 +1,153 @@
+package ciconfig
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func checkout(t *testing.T, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, body := range files {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func TestReadGoodConfig(t *testing.T) {
+	dir := checkout(t, map[string]string{
+		FileName: `{
+  "jobs": {
+    "pkgs": {"file": "./nix/release.nix", "attr": "x86.all", "allow_eval_failures": false, "args": {"system": "x86_64-linux"}},
+    "app": {"file": "default.nix"}
+  },
+  "checks": {
+    "lint": {"command": "./lint.sh"},
+    "test": {"command": "make test", "allow_network": true, "timeout_seconds": 30}
+  }
+}`,
+		"nix/release.nix": "{}", "default.nix": "{}",
+	})
+	got, err := Read(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &Config{
+		Jobs: []Job{
+			{Name: "app", File: "default.nix", AllowEvalFailures: true},
+			{Name: "pkgs", File: "nix/release.nix", Attr: "x86.all", AllowEvalFailures: false, Args: map[string]string{"system": "x86_64-linux"}},
+		},
+		Checks: []Check{
+			{Name: "lint", Command: "./lint.sh", TimeoutSeconds: DefaultCheckTimeout},
+			{Name: "test", Command: "make test", AllowNetwork: true, TimeoutSeconds: 30},
+		},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %+v\nwant %+v", got, want)
+	}
+}
+
+func TestMissingConfigMeansNotConfigured(t *testing.T) {
+	if _, err := Read(checkout(t, map[string]string{"README": "x"})); !errors.Is(err, ErrNotConfigured) {
+		t.Fatalf("err = %v, want ErrNotConfigured", err)
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	outside := t.TempDir()
+	if err := os.WriteFile(filepath.Join(outside, "evil.nix"), []byte("{}"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name     string
+		config   string
+		extra    map[string]string
+		symlinks map[string]string // link -> target
+		path     string
+		msg      string
+	}{
+		{name: "syntax", config: "{\n  \"jobs\": {,\n}", path: "", msg: "line 2, column 12"},
+		{name: "not an object", config: `[1]`, path: "", msg: "want an object, found an array"},
+		{name: "unknown top key", config: `{"jobs": {"a": {"file": "a.nix"}}, "job": {}}`, path: "job", msg: "unknown key: want one of jobs, checks"},
+		{name: "no jobs", config: `{"checks": {}}`, path: "", msg: `has no "jobs"`},
+		{name: "empty jobs", config: `{"jobs": {}}`, path: "jobs", msg: "at least one job"},
+		{name: "jobs not object", config: `{"jobs": ["a"]}`, path: "jobs", msg: "want an object, found an array"},
+		{name: "job not object", config: `{"jobs": {"a": "a.nix"}}`, path: "jobs.a", msg: `want an object, found a string "a.nix"`},
+		{name: "bad job name", config: `{"jobs": {"a b": {"file": "a.nix"}}}`, path: "jobs.a b", msg: "bad name"},
+		{name: "unknown job key", config: `{"jobs": {"a": {"file": "a.nix", "atr": "x"}}}`, path: "jobs.a.atr", msg: "unknown key: want one of file, attr, allow_eval_failures, args"},
+		{name: "missing file", config: `{"jobs": {"a": {}}}`, path: "jobs.a.file", msg: "missing"},
+		{name: "file wrong type", config: `{"jobs": {"a": {"file": 3}}}`, path: "jobs.a.file", msg: "want a string, found the number 3"},
+		{name: "file absolute", config: `{"jobs": {"a": {"file": "/etc/passwd"}}}`, path: "jobs.a.file", msg: "is absolute"},
+		{name: "file escapes", config: `{"jobs": {"a": {"file": "../x.nix"}}}`, path: "jobs.a.file", msg: "leaves the repository"},
+		{name: "file escapes after clean", config: `{"jobs": {"a": {"file": "nix/../../x.nix"}}}`, path: "jobs.a.file", msg: "leaves the repository"},
+		{name: "file absent", config: `{"jobs": {"a": {"file": "nope.nix"}}}`, path: "jobs.a.file", msg: "does not exist"},
+		{name: "file is dir", config: `{"jobs": {"a": {"file": "nix"}}}`, extra: map[string]string{"nix/x": ""}, path: "jobs.a.file", msg: "not a regular file"},
+		{name: "file symlink out", config: `{"jobs": {"a": {"file": "evil.nix"}}}`, symlinks: map[string]string{"evil.nix": filepath.Join(outside, "evil.nix")}, path: "jobs.a.file", msg: "symlink that leaves"},
+		{name: "dir symlink out", config: `{"jobs": {"a": {"file": "lib/evil.nix"}}}`, symlinks: map[string]string{"lib": outside}, path: "jobs.a.file", msg: "symlink that leaves"},
+		{name: "allow_eval_failures type", config: `{"jobs": {"a": {"file": "a.nix", "allow_eval_failures": "no"}}}`, path: "jobs.a.allow_eval_failures", msg: `want true or false, found a string "no"`},
+		{name: "attr type", config: `{"jobs": {"a": {"file": "a.nix", "attr": ["x"]}}}`, path: "jobs.a.attr", msg: "want a string, found an array"},
+		{name: "args type", config: `{"jobs": {"a": {"file": "a.nix", "args": ["x"]}}}`, path: "jobs.a.args", msg: "want an object"},
+		{name: "arg value type", config: `{"jobs": {"a": {"file": "a.nix", "args": {"n": 1}}}}`, path: "jobs.a.args.n", msg: "want a string, found the number 1"},
+		{name: "duplicate job", config: `{"jobs": {"a": {"file": "a.nix"}, "a": {"file": "a.nix"}}}`, path: "jobs.a", msg: "appears twice"},
+		{name: "check unknown key", config: `{"jobs": {"a": {"file": "a.nix"}}, "checks": {"c": {"command": "x", "network": true}}}`, path: "checks.c.network", msg: "unknown key"},
+		{name: "check no command", config: `{"jobs": {"a": {"file": "a.nix"}}, "checks": {"c": {}}}`, path: "checks.c.command", msg: "missing"},
+		{name: "check empty command", config: `{"jobs": {"a": {"file": "a.nix"}}, "checks": {"c": {"command": "  "}}}`, path: "checks.c.command", msg: "is empty"},
+		{name: "check timeout type", config: `{"jobs": {"a": {"file": "a.nix"}}, "checks": {"c": {"command": "x", "timeout_seconds": 1.5}}}`, path: "checks.c.timeout_seconds", msg: "whole number"},
+		{name: "check timeout range", config: `{"jobs": {"a": {"file": "a.nix"}}, "checks": {"c": {"command": "x", "timeout_seconds": 0}}}`, path: "checks.c.timeout_seconds", msg: "out of range"},
+		{name: "check network type", config: `{"jobs": {"a": {"file": "a.nix"}}, "checks": {"c": {"command": "x", "allow_network": 1}}}`, path: "checks.c.allow_network", msg: "want true or false"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			files := map[string]string{FileName: tt.config, "a.nix": "{}"}
+			for k, v := range tt.extra {
+				files[k] = v
+			}
+			dir := checkout(t, files)
+			for link, target := range tt.symlinks {
+				if err := os.Symlink(target, filepath.Join(dir, link)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_, err := Read(dir)
+			var ce *Error
+			if !errors.As(err, &ce) {
+				t.Fatalf("err = %v, want *Error", err)
+			}
+			if ce.Path != tt.path || !strings.Contains(ce.Msg, tt.msg) {
+				t.Fatalf("got path %q msg %q; want path %q msg containing %q", ce.Path, ce.Msg, tt.path, tt.msg)
+			}
+			if !strings.HasPrefix(err.Error(), FileName+": ") {
+				t.Fatalf("error %q does not start with the file name", err)
+			}
+		})
+	}
+}
+
+func TestConfigFileItselfRefused(t *testing.T) {
+	outside := t.TempDir()
+	if err := os.WriteFile(filepath.Join(outside, "config.json"), []byte(`{"jobs": {"a": {"file": "a.nix"}}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dir := checkout(t, map[string]string{"a.nix": "{}", ".ekaci/keep": ""})
+	if err := os.Symlink(filepath.Join(outside, "config.json"), filepath.Join(dir, FileName)); err != nil {
+		t.Fatal(err)
+	}
+	var ce *Error
+	if _, err := Read(dir); !errors.As(err, &ce) || !strings.Contains(ce.Msg, "symlink that leaves") {
+		t.Fatalf("config symlinked out of the checkout: err = %v", err)
+	}
+	big := checkout(t, map[string]string{FileName: `{"jobs": {}, "x": "` + strings.Repeat("a", MaxSize) + `"}`})
+	if _, err := Read(big); !errors.As(err, &ce) || !strings.Contains(ce.Msg, "larger than") {
+		t.Fatalf("oversized config: err = %v", err)
+	}
+}
