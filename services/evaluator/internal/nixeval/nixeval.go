@@ -1,0 +1,240 @@
+// Package nixeval evaluates a job's Nix file into attribute → derivation
+// path, the way Hydra reads release files: every attribute of the top-level
+// set, nested sets only when they say recurseForDerivations. One failing
+// attribute does not lose the others.
+//
+// nix-eval-jobs is not used: Nix 2.8 (Debian's nix-bin) ships without it.
+// One nix-instantiate call evaluates everything, guarding each attribute
+// with builtins.tryEval; errors tryEval cannot catch (type errors, missing
+// attributes, ...) abort that call, and then each attribute is evaluated by
+// a call of its own so the error lands on the attribute that has it.
+package nixeval
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Options says what to evaluate.
+type Options struct {
+	Dir  string // the checkout
+	File string // relative to Dir
+	Attr string // optional dotted attribute path inside the file
+	// Args are passed to the file's function, as --argstr would.
+	Args map[string]string
+	// NixOptions are name, value pairs given to Nix as --option name value.
+	NixOptions []string
+}
+
+// Attr is one evaluated attribute.
+type Attr struct {
+	Path    string // dotted attribute path; "" when the file is one derivation
+	DrvPath string
+	Error   string
+}
+
+// Evaluate evaluates the job. An error means nothing could be evaluated
+// (the file is missing, does not parse, or is not an attribute set or
+// derivation); per-attribute failures are in the returned attributes.
+func Evaluate(ctx context.Context, o Options) ([]Attr, error) {
+	file := filepath.Join(o.Dir, o.File)
+	if st, err := os.Stat(file); err != nil || !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: no such file in the checkout", o.File)
+	}
+	root := []string{}
+	if o.Attr != "" {
+		root = strings.Split(o.Attr, ".")
+	}
+	e := &evaluator{o: o, file: file, root: root}
+	attrs, err := e.walk(ctx, root, true)
+	if err != nil {
+		return nil, err
+	}
+	sort.Slice(attrs, func(i, j int) bool { return attrs[i].Path < attrs[j].Path })
+	return attrs, nil
+}
+
+type evaluator struct {
+	o    Options
+	file string
+	root []string
+}
+
+// prelude defines, from the parameters, `top` (the selected value) and
+// `walk path value` (a list of { path; drv; } or { path; error; }).
+const prelude = `
+let
+  p = builtins.fromJSON %s;
+  raw = import p.file;
+  fargs = builtins.functionArgs raw;
+  called = if !(builtins.isFunction raw) then raw
+    else if fargs == { } then raw p.args
+    else raw (builtins.intersectAttrs fargs p.args);
+  select = v: path: builtins.foldl' (s: n: s.${n}) v path;
+  # p.root is the job's attribute path; p.at is where this call starts
+  # (deeper than p.root when the work was split per attribute).
+  top = select called p.at;
+  isDrv = v: builtins.isAttrs v && (v.type or null) == "derivation";
+  recurses = path: v: path == p.root ||
+    (let r = builtins.tryEval (v.recurseForDerivations or false); in r.success && r.value == true);
+  walk = path: v:
+    let t = builtins.tryEval v; in
+    if !t.success then [ { inherit path; error = "evaluation failed (a throw or an assertion)"; } ]
+    else if isDrv t.value then
+      (let d = builtins.tryEval t.value.drvPath; in
+        [ (if d.success then { inherit path; drv = d.value; }
+           else { inherit path; error = "evaluating drvPath failed (a throw or an assertion)"; }) ])
+    else if builtins.isAttrs t.value && recurses path t.value then
+      builtins.concatLists (map (n: walk (path ++ [ n ]) (t.value.${n})) (builtins.attrNames t.value))
+    else [ ];
+in
+`
+
+type params struct {
+	File string            `json:"file"`
+	Args map[string]string `json:"args"`
+	Root []string          `json:"root"`
+	At   []string          `json:"at"`
+}
+
+// expr builds an expression over the prelude, starting at path at.
+func (e *evaluator) expr(at []string, body string) string {
+	args := e.o.Args
+	if args == nil {
+		args = map[string]string{}
+	}
+	if at == nil {
+		at = []string{}
+	}
+	js, _ := json.Marshal(params{File: e.file, Args: args, Root: e.root, At: at})
+	return fmt.Sprintf(prelude, nixString(string(js))) + body
+}
+
+// nixString quotes s as a Nix string literal.
+func nixString(s string) string {
+	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "${", `\${`, "\n", `\n`, "\r", `\r`, "\t", `\t`)
+	return `"` + r.Replace(s) + `"`
+}
+
+type result struct {
+	Path  []string `json:"path"`
+	Drv   string   `json:"drv"`
+	Error string   `json:"error"`
+}
+
+// walk evaluates everything under path in one call; when that call dies of
+// an error tryEval cannot catch, it splits the work per attribute.
+func (e *evaluator) walk(ctx context.Context, path []string, isRoot bool) ([]Attr, error) {
+	var res []result
+	err := e.eval(ctx, e.expr(path, "walk p.at top"), &res)
+	if err == nil {
+		if isRoot && len(res) == 0 {
+			// Nothing found: fine for an empty set, not for a list or a number.
+			var kind string
+			if err := e.eval(ctx, e.expr(path, "builtins.typeOf top"), &kind); err == nil && kind != "set" {
+				return nil, fmt.Errorf("evaluating %s: it is a %s; want an attribute set or a derivation", e.o.File, kind)
+			}
+		}
+		attrs := make([]Attr, 0, len(res))
+		for _, r := range res {
+			attrs = append(attrs, Attr{Path: strings.Join(r.Path, "."), DrvPath: r.Drv, Error: r.Error})
+		}
+		return attrs, nil
+	}
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	// Which names are there to split over? A failure here is the
+	// attribute's own error (or, at the root, the file's).
+	var names []string
+	namesErr := e.eval(ctx, e.expr(path, `let v = top; in if isDrv v || !(builtins.isAttrs v) || !(recurses p.at v) then null else builtins.attrNames v`), &names)
+	if namesErr != nil || names == nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if isRoot {
+			if namesErr == nil {
+				namesErr = err
+			}
+			return nil, fmt.Errorf("evaluating %s: %w", e.o.File, namesErr)
+		}
+		return []Attr{{Path: strings.Join(path, "."), Error: err.Error()}}, nil
+	}
+	var attrs []Attr
+	for _, n := range names {
+		child := append(append([]string{}, path...), n)
+		sub, err := e.walk(ctx, child, false)
+		if err != nil {
+			return nil, err
+		}
+		attrs = append(attrs, sub...)
+	}
+	return attrs, nil
+}
+
+// eval runs nix-instantiate --eval --strict --json on expr into out.
+// Read-write mode lets drvPath write the .drv files to the store.
+func (e *evaluator) eval(ctx context.Context, expr string, out any) error {
+	args := []string{"--eval", "--strict", "--json", "--read-write-mode"}
+	for i := 0; i+1 < len(e.o.NixOptions); i += 2 {
+		args = append(args, "--option", e.o.NixOptions[i], e.o.NixOptions[i+1])
+	}
+	args = append(args, "-E", expr)
+	cmd := exec.CommandContext(ctx, "nix-instantiate", args...)
+	cmd.Dir = e.o.Dir
+	// Its own process group, killed whole on cancellation.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 5 * time.Second
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			return errors.New(trimError(stderr.String()))
+		}
+		return fmt.Errorf("nix-instantiate: %w", err)
+	}
+	if err := json.Unmarshal(stdout.Bytes(), out); err != nil {
+		return fmt.Errorf("nix-instantiate printed something that is not the expected JSON: %w", err)
+	}
+	return nil
+}
+
+var ansiRE = regexp.MustCompile(`\x1b\[[0-9;]*[A-Za-z]`)
+
+// trimError keeps Nix's message and its location, without colours and the
+// long trace of our own wrapper expression.
+func trimError(s string) string {
+	s = ansiRE.ReplaceAllString(s, "")
+	var keep []string
+	for _, line := range strings.Split(s, "\n") {
+		if strings.Contains(line, "(use '--show-trace'") {
+			continue
+		}
+		keep = append(keep, strings.TrimRight(line, " "))
+	}
+	out := strings.TrimSpace(strings.Join(keep, "\n"))
+	const max = 2000
+	if len(out) > max {
+		out = out[:max] + "\n…"
+	}
+	if out == "" {
+		out = "nix-instantiate failed without a message"
+	}
+	return out
+}

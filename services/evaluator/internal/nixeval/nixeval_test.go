@@ -1,0 +1,144 @@
+package nixeval
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func requireNix(t testing.TB) {
+	t.Helper()
+	if _, err := exec.LookPath("nix-instantiate"); err != nil {
+		t.Fatal("nix-instantiate not on PATH: run `make nix` (apt-get install -y nix-bin) first")
+	}
+}
+
+var offline = []string{"substituters", ""}
+
+func write(t *testing.T, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, body := range files {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+const lib = `
+  mk = name: derivation { inherit name; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo ${name} > $out" ]; };
+`
+
+func TestEvaluate(t *testing.T) {
+	requireNix(t)
+	dir := write(t, map[string]string{
+		"default.nix": `let` + lib + `in {
+  a = mk "a";
+  nested = { recurseForDerivations = true; b = mk "b"; deeper = { c = mk "c"; }; notADrv = 3; };
+  hidden = { d = mk "d"; };
+  thrown = throw "this one is broken";
+  asserted = assert false; mk "never";
+  typeError = 1 + "two";
+  missing = { }.nope;
+  number = 42;
+}`,
+		"fn.nix":   `{ who, greeting ? "hello" }: let` + lib + `in { hi = mk "${greeting}-${who}"; }`,
+		"one.nix":  `let` + lib + `in mk "single"`,
+		"sel.nix":  `let` + lib + `in { x = { y = { z = mk "z"; }; }; other = throw "not selected"; }`,
+		"bad.nix":  `{ a = ; }`,
+		"list.nix": `[ 1 ]`,
+	})
+	ctx := context.Background()
+	t.Run("hydra-style recursion with failures isolated", func(t *testing.T) {
+		attrs, err := Evaluate(ctx, Options{Dir: dir, File: "default.nix", NixOptions: offline})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]Attr{}
+		var paths []string
+		for _, a := range attrs {
+			got[a.Path] = a
+			paths = append(paths, a.Path)
+		}
+		want := []string{"a", "asserted", "missing", "nested.b", "thrown", "typeError"}
+		if strings.Join(paths, " ") != strings.Join(want, " ") {
+			t.Fatalf("attributes %v, want %v (sorted; hidden, deeper and numbers skipped)", paths, want)
+		}
+		for _, p := range []string{"a", "nested.b"} {
+			if !strings.HasSuffix(got[p].DrvPath, ".drv") || got[p].Error != "" {
+				t.Errorf("%s = %+v, want a drv path", p, got[p])
+			}
+			if _, err := os.Stat(got[p].DrvPath); err != nil {
+				t.Errorf("%s: .drv not written to the store: %v", p, err)
+			}
+		}
+		for p, msg := range map[string]string{"thrown": "throw or an assertion", "asserted": "throw or an assertion", "typeError": "cannot add", "missing": "attribute 'nope' missing"} {
+			if got[p].DrvPath != "" || !strings.Contains(got[p].Error, msg) {
+				t.Errorf("%s = %+v, want an error containing %q", p, got[p], msg)
+			}
+		}
+	})
+	tests := []struct {
+		name    string
+		opts    Options
+		want    map[string]string // path -> drv name suffix
+		wantErr string
+	}{
+		{"function with args", Options{File: "fn.nix", Args: map[string]string{"who": "world", "unused": "x"}}, map[string]string{"hi": "-hello-world.drv"}, ""},
+		{"single derivation", Options{File: "one.nix"}, map[string]string{"": "-single.drv"}, ""},
+		{"attribute path", Options{File: "sel.nix", Attr: "x.y"}, map[string]string{"x.y.z": "-z.drv"}, ""},
+		{"missing file", Options{File: "nope.nix"}, nil, "nope.nix: no such file"},
+		{"syntax error", Options{File: "bad.nix"}, nil, "syntax error"},
+		{"not a set", Options{File: "list.nix"}, nil, "evaluating list.nix"},
+		{"missing function arg", Options{File: "fn.nix"}, nil, "who"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.opts.Dir, tt.opts.NixOptions = dir, offline
+			attrs, err := Evaluate(ctx, tt.opts)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					// A missing argument is an error of the whole file.
+					t.Fatalf("err = %v, attrs %+v; want error containing %q", err, attrs, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(attrs) != len(tt.want) {
+				t.Fatalf("attrs = %+v, want %v", attrs, tt.want)
+			}
+			for _, a := range attrs {
+				if suffix, ok := tt.want[a.Path]; !ok || !strings.HasSuffix(a.DrvPath, suffix) {
+					t.Errorf("%q = %+v, want drv ending %q", a.Path, a, suffix)
+				}
+			}
+		})
+	}
+}
+
+func TestNixString(t *testing.T) {
+	requireNix(t)
+	for _, s := range []string{`plain`, `q"uote`, `back\slash`, "${interp}", "line\nbreak\ttab", `$${x}`} {
+		out, err := exec.Command("nix-instantiate", "--eval", "--json", "-E", nixString(s)).Output()
+		if err != nil {
+			t.Fatalf("%q: %v", s, err)
+		}
+		var back string
+		if err := jsonUnmarshal(out, &back); err != nil || back != s {
+			t.Errorf("%q round-tripped to %q (%v)", s, back, err)
+		}
+	}
+}
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
