@@ -1,0 +1,217 @@
+// Package ekaci is the all-in-one server: an embedded NATS JetStream (or an
+// external NATS) and every stage — gitter, reader, evaluator, ingress,
+// router, builder, recorder, notifier — in one process, each talking to
+// the others only through JetStream subjects, exactly as the separate
+// stage binaries do in a mesh.
+package ekaci
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/ekaci/ekaci/libs/eventlog"
+	workv1 "github.com/ekaci/ekaci/libs/gen/ekaci/work/v1"
+	"github.com/ekaci/ekaci/libs/natsembed"
+	"github.com/ekaci/ekaci/libs/service"
+	"github.com/ekaci/ekaci/libs/telemetry"
+	"github.com/ekaci/ekaci/services/builder"
+	"github.com/ekaci/ekaci/services/evaluator"
+	"github.com/ekaci/ekaci/services/gitter"
+	"github.com/ekaci/ekaci/services/ingress"
+	"github.com/ekaci/ekaci/services/notifier"
+	"github.com/ekaci/ekaci/services/reader"
+	"github.com/ekaci/ekaci/services/recorder"
+	"github.com/ekaci/ekaci/services/router"
+)
+
+// Config is the all-in-one's configuration (flags and EKACI_* variables).
+type Config struct {
+	DataDir    string
+	NatsURL    string // external NATS; empty runs an embedded server
+	NatsHost   string
+	NatsPort   int // embedded client port; -1 picks a free one
+	SyncAlways bool
+	Replicas   int
+	HTTPAddr   string // metrics and health; empty: off
+
+	Systems         []string
+	Features        []string
+	MaxJobs         int
+	FODMaxJobs      int
+	NoOutputTimeout time.Duration
+	TotalTimeout    time.Duration
+	NixOptions      []string // name, value pairs
+
+	Logger zerolog.Logger
+	// Notify receives the conclusion lines; nil discards them.
+	Notify io.Writer
+}
+
+// CurrentSystem is the Nix system of this machine.
+func CurrentSystem() string { return service.CurrentSystem() }
+
+// App is a started all-in-one.
+type App struct {
+	cfg     Config
+	unlock  func()
+	server  *natsembed.Server
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	log     *eventlog.Log
+	metrics *telemetry.Metrics
+	health  *telemetry.Health
+	url     string
+}
+
+// Start locks the data dir, starts or reaches NATS and provisions the
+// streams. Every failure is one clear error; nothing is left running.
+func Start(ctx context.Context, cfg Config) (a *App, err error) {
+	if cfg.DataDir == "" {
+		cfg.DataDir = service.DefaultDataDir()
+	}
+	if abs, err := filepath.Abs(cfg.DataDir); err == nil {
+		cfg.DataDir = abs
+	}
+	if len(cfg.Systems) == 0 {
+		cfg.Systems = []string{CurrentSystem()}
+	}
+	a = &App{cfg: cfg, metrics: telemetry.NewMetrics(), health: &telemetry.Health{}}
+	defer func() {
+		if err != nil {
+			a.Close(context.WithoutCancel(ctx))
+		}
+	}()
+	if a.unlock, err = service.Lock(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	a.url = cfg.NatsURL
+	if a.url == "" {
+		a.server, err = natsembed.Start(natsembed.Config{
+			DataDir: filepath.Join(cfg.DataDir, "nats"), Host: cfg.NatsHost, Port: cfg.NatsPort,
+			SyncAlways: cfg.SyncAlways, Logger: cfg.Logger.With().Str("component", "nats").Logger(),
+		})
+		if err != nil {
+			return nil, err
+		}
+		a.url = a.server.ClientURL()
+	}
+	if a.nc, a.js, err = service.Connect(ctx, a.url, "ekaci", eventlog.StreamOptions{Replicas: cfg.Replicas}); err != nil {
+		return nil, err
+	}
+	a.log = eventlog.New(a.js, eventlog.WithAppendHook(func(agg, fact string) {
+		a.metrics.EventsAppended.WithLabelValues(agg, fact).Inc()
+	}))
+	return a, nil
+}
+
+// NatsURL is the URL stages (and `nats` CLI users) connect to.
+func (a *App) NatsURL() string { return a.url }
+
+// DataDir is the absolute data directory in use.
+func (a *App) DataDir() string { return a.cfg.DataDir }
+
+// Embedded reports whether the NATS server runs in this process.
+func (a *App) Embedded() bool { return a.server != nil }
+
+// Log is the event log.
+func (a *App) Log() *eventlog.Log { return a.log }
+
+// Run runs every stage until ctx ends, then drains them.
+func (a *App) Run(ctx context.Context) error {
+	cfg := a.cfg
+	lg := func(stage string) zerolog.Logger { return cfg.Logger.With().Str("stage", stage).Logger() }
+	notify := cfg.Notify
+	if notify == nil {
+		notify = io.Discard
+	}
+	var routes []router.Builder
+	var pools []builder.Pool
+	for _, sys := range cfg.Systems {
+		pools = append(pools,
+			builder.Pool{System: sys, Class: workv1.BuildClass_BUILD_CLASS_LOCAL, MaxJobs: max(cfg.MaxJobs, 1)},
+			builder.Pool{System: sys, Class: workv1.BuildClass_BUILD_CLASS_FOD, MaxJobs: max(cfg.FODMaxJobs, 1)})
+	}
+	routes = append(routes,
+		router.Builder{Name: "local", Class: workv1.BuildClass_BUILD_CLASS_LOCAL, Systems: cfg.Systems, Features: cfg.Features, MaxJobs: cfg.MaxJobs},
+		router.Builder{Name: "fod", Class: workv1.BuildClass_BUILD_CLASS_FOD, Systems: cfg.Systems, Features: cfg.Features, MaxJobs: cfg.FODMaxJobs})
+
+	g, ctx := errgroup.WithContext(ctx)
+	stages := map[string]func(context.Context) error{
+		"gitter": func(ctx context.Context) error {
+			return gitter.Run(ctx, gitter.Config{Log: a.log, Logger: lg("gitter"), GitDir: filepath.Join(cfg.DataDir, "git")})
+		},
+		"reader": func(ctx context.Context) error {
+			return reader.Run(ctx, reader.Config{Log: a.log, Logger: lg("reader")})
+		},
+		"evaluator": func(ctx context.Context) error {
+			return evaluator.Run(ctx, evaluator.Config{Log: a.log, Logger: lg("evaluator"), NixOptions: cfg.NixOptions})
+		},
+		"ingress": func(ctx context.Context) error {
+			return ingress.Run(ctx, ingress.Config{Log: a.log, DataDir: cfg.DataDir, Logger: lg("ingress")})
+		},
+		"router": func(ctx context.Context) error {
+			return router.Run(ctx, router.Config{Log: a.log, Logger: lg("router"), Builders: routes})
+		},
+		"builder": func(ctx context.Context) error {
+			return builder.Run(ctx, builder.Config{
+				Log: a.log, Conn: a.nc, Logger: lg("builder"), Name: "local", Pools: pools,
+				NixOptions: cfg.NixOptions, NoOutputTimeout: cfg.NoOutputTimeout, TotalTimeout: cfg.TotalTimeout,
+				LogDir: filepath.Join(cfg.DataDir, "logs"),
+			})
+		},
+		"recorder": func(ctx context.Context) error {
+			return recorder.Run(ctx, recorder.Config{Log: a.log, DataDir: cfg.DataDir, Logger: lg("recorder")})
+		},
+		"notifier": func(ctx context.Context) error {
+			return notifier.Run(ctx, notifier.Config{Log: a.log, Logger: lg("notifier"), Sink: notifier.NewLocal(notify)})
+		},
+	}
+	for name, run := range stages {
+		g.Go(func() error {
+			a.health.SetReady(name, nil)
+			if err := run(ctx); err != nil {
+				a.health.SetReady(name, err)
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			return nil
+		})
+	}
+	g.Go(func() error {
+		a.metrics.WatchConsumers(ctx, a.js, 5*time.Second, lg("metrics"))
+		return nil
+	})
+	if cfg.HTTPAddr != "" {
+		g.Go(func() error { return telemetry.Serve(ctx, cfg.HTTPAddr, a.metrics, a.health, lg("http")) })
+	}
+	err := g.Wait()
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// Close drains the connection, stops the embedded server and releases the
+// data dir.
+func (a *App) Close(ctx context.Context) {
+	if a.nc != nil {
+		_ = a.nc.Drain()
+		for a.nc.IsDraining() {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	if a.server != nil {
+		_ = a.server.Shutdown(ctx)
+	}
+	if a.unlock != nil {
+		a.unlock()
+	}
+}

@@ -1,0 +1,243 @@
+// Command ekaci is the all-in-one CI server: `ekaci serve` runs every stage
+// over an embedded (or external) NATS JetStream; `ekaci run REPO` does the
+// same for one revision of a local repository, prints the outcome and exits
+// 0 only when everything built.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/ekaci/ekaci/libs/flagenv"
+	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
+	"github.com/ekaci/ekaci/libs/telemetry"
+	"github.com/ekaci/ekaci/services/ekaci"
+)
+
+// Exit statuses: a failed conclusion is 1, a usage error 2, anything that
+// stopped ekaci itself (NATS, data dir, ...) 3.
+const (
+	exitFailed = 1
+	exitUsage  = 2
+	exitError  = 3
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+const usage = `ekaci — continuous integration for Nix repositories
+
+Usage:
+  ekaci run [flags] REPO   build one revision of REPO (a git repository with
+                           .ekaci/config.json), print the outcome, exit 0 when
+                           everything built, 1 when something failed
+  ekaci serve [flags]      run every stage until SIGINT/SIGTERM
+
+Run "ekaci run -h" or "ekaci serve -h" for flags; each flag can also be set
+with an EKACI_* environment variable (e.g. --nats-url and EKACI_NATS_URL).
+`
+
+type options struct {
+	cfg       ekaci.Config
+	logLevel  string
+	logFormat string
+	systems   flagenv.List
+	features  flagenv.List
+	nix       flagenv.Pairs
+	rev, base string
+	output    string
+	timeout   time.Duration
+}
+
+func flags(name string, stderr io.Writer) (*flag.FlagSet, *options) {
+	o := &options{}
+	fs := flag.NewFlagSet("ekaci "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	c := &o.cfg
+	fs.StringVar(&c.DataDir, "data-dir", "", "where ekaci keeps its state: JetStream store, read models, git mirrors, logs (default /var/lib/ekaci for root, else ~/.local/state/ekaci)")
+	fs.StringVar(&c.NatsURL, "nats-url", "", "an external NATS server with JetStream; empty runs an embedded one")
+	fs.StringVar(&c.NatsHost, "nats-host", "127.0.0.1", "address the embedded NATS server listens on")
+	fs.IntVar(&c.NatsPort, "nats-port", 4222, "client port of the embedded NATS server (-1 picks a free one)")
+	fs.BoolVar(&c.SyncAlways, "sync-always", false, "embedded NATS fsyncs every write before acknowledging it (slower; protects against power loss)")
+	fs.IntVar(&c.Replicas, "stream-replicas", 1, "replicas of ekaci's streams (3 on a 3-node cluster)")
+	fs.StringVar(&c.HTTPAddr, "http-addr", "", "address for /metrics, /healthz and /readyz (e.g. :9090); empty: off")
+	fs.StringVar(&o.logLevel, "log-level", "info", "trace, debug, info, warn or error")
+	fs.StringVar(&o.logFormat, "log-format", "auto", "json, console, or auto (console on a terminal)")
+	fs.Var(&o.systems, "systems", "comma-separated Nix systems the local builder serves (default: this machine's)")
+	fs.Var(&o.features, "features", "comma-separated system features the local builder offers (e.g. kvm,big-parallel)")
+	fs.IntVar(&c.MaxJobs, "max-jobs", 2, "builds the local builder runs at once")
+	fs.IntVar(&c.FODMaxJobs, "fod-max-jobs", 1, "fixed-output (fetch) builds run at once")
+	fs.DurationVar(&c.NoOutputTimeout, "no-output-timeout", time.Hour, "stop a build that prints nothing for this long")
+	fs.DurationVar(&c.TotalTimeout, "total-timeout", 0, "stop a build that runs longer than this (0: no limit)")
+	fs.Var(&o.nix, "nix-option", "a Nix option for every evaluation and build, name=value, e.g. substituters= (repeatable; in the environment, separate with ';')")
+	if name == "run" {
+		fs.StringVar(&o.rev, "rev", "HEAD", "the revision to build")
+		fs.StringVar(&o.base, "base", "", "a base revision to compare with (attributes are then new, changed, removed or unchanged)")
+		fs.StringVar(&o.output, "output", "text", "text or json")
+		fs.DurationVar(&o.timeout, "timeout", 0, "give up waiting after this long (0: wait until it concludes)")
+	}
+	return fs, o
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(stderr, usage)
+		if len(args) == 0 {
+			return exitUsage
+		}
+		return 0
+	}
+	cmd := args[0]
+	if cmd != "run" && cmd != "serve" {
+		fmt.Fprintf(stderr, "ekaci: unknown command %q\n\n%s", cmd, usage)
+		return exitUsage
+	}
+	fs, o := flags(cmd, stderr)
+	if err := flagenv.Parse(fs, args[1:], "EKACI"); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintf(stderr, "ekaci %s: %v\n", cmd, err)
+		return exitUsage
+	}
+	logger, err := telemetry.NewLogger(stderr, o.logLevel, o.logFormat)
+	if err != nil {
+		fmt.Fprintf(stderr, "ekaci: %v\n", err)
+		return exitUsage
+	}
+	o.cfg.Logger = logger
+	o.cfg.Systems = o.systems
+	o.cfg.Features = o.features
+	o.cfg.NixOptions = o.nix
+
+	var req ekaci.Request
+	if cmd == "run" {
+		if fs.NArg() != 1 {
+			fmt.Fprintf(stderr, "ekaci run: want exactly one repository, got %d arguments (ekaci run [flags] REPO)\n", fs.NArg())
+			return exitUsage
+		}
+		if o.output != "text" && o.output != "json" {
+			fmt.Fprintf(stderr, "ekaci run: --output %q: want text or json\n", o.output)
+			return exitUsage
+		}
+		req = ekaci.Request{Repo: fs.Arg(0), Rev: o.rev, Base: o.base}
+		o.cfg.Notify = io.Discard
+	} else if fs.NArg() != 0 {
+		fmt.Fprintf(stderr, "ekaci serve: unexpected arguments %q\n", fs.Args())
+		return exitUsage
+	}
+	// Check the request before starting anything, so a typo costs nothing.
+	var change *eventsv1.ChangeRequested
+	if cmd == "run" {
+		if change, err = ekaci.Resolve(ctx, req); err != nil {
+			fmt.Fprintf(stderr, "ekaci run: %v\n", err)
+			return exitUsage
+		}
+	}
+
+	app, err := ekaci.Start(ctx, o.cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "ekaci: %v\n", err)
+		return exitError
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		app.Close(cctx)
+	}()
+	if app.Embedded() {
+		fmt.Fprintf(stderr, "ekaci: embedded NATS at %s (data dir %s); look inside with: nats -s %s stream ls\n", app.NatsURL(), app.DataDir(), app.NatsURL())
+	} else {
+		fmt.Fprintf(stderr, "ekaci: using NATS at %s\n", app.NatsURL())
+	}
+
+	runCtx, cancelRun := context.WithCancel(ctx)
+	defer cancelRun()
+	done := make(chan error, 1)
+	go func() { done <- app.Run(runCtx) }()
+
+	if cmd == "serve" {
+		if err := <-done; err != nil {
+			fmt.Fprintf(stderr, "ekaci: %v\n", err)
+			return exitError
+		}
+		return 0
+	}
+
+	code := runOnce(runCtx, app, change, o, stdout, stderr, done)
+	cancelRun()
+	if err := <-done; err != nil && code == 0 {
+		fmt.Fprintf(stderr, "ekaci: %v\n", err)
+		return exitError
+	}
+	return code
+}
+
+// runOnce submits one change and waits for its conclusion, or for a stage
+// to fail, or for a signal.
+func runOnce(ctx context.Context, app *ekaci.App, change *eventsv1.ChangeRequested, o *options, stdout, stderr io.Writer, done chan error) int {
+	id, err := ekaci.Submit(ctx, app.Log(), change)
+	if err != nil {
+		fmt.Fprintf(stderr, "ekaci run: %v\n", err)
+		return exitError
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if o.timeout > 0 {
+		wctx, cancel = context.WithTimeout(wctx, o.timeout)
+		defer cancel()
+	}
+	type result struct {
+		out *ekaci.Outcome
+		err error
+	}
+	res := make(chan result, 1)
+	go func() {
+		out, err := ekaci.Wait(wctx, app.Log(), id, stderr)
+		res <- result{out, err}
+	}()
+	var r result
+	select {
+	case r = <-res:
+	case err := <-done:
+		cancel()
+		<-res
+		if err == nil {
+			err = errors.New("stopped before the change concluded")
+		}
+		done <- err // the caller reads it again
+		fmt.Fprintf(stderr, "ekaci run: %v\n", err)
+		return exitError
+	}
+	if r.err != nil {
+		if ctx.Err() != nil {
+			fmt.Fprintf(stderr, "ekaci run: interrupted; change %s resumes on the next start with the same --data-dir\n", id)
+			return exitError
+		}
+		fmt.Fprintf(stderr, "ekaci run: %v\n", r.err)
+		return exitError
+	}
+	if o.output == "json" {
+		err = ekaci.PrintJSON(stdout, r.out)
+	} else {
+		err = ekaci.PrintText(stdout, r.out)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "ekaci run: writing the outcome: %v\n", err)
+		return exitError
+	}
+	if r.out.Conclusion != eventsv1.Conclusion_CONCLUSION_SUCCESS {
+		return exitFailed
+	}
+	return 0
+}

@@ -1,0 +1,450 @@
+package ekaci_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/ekaci/ekaci/libs/eventlog"
+	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
+	"github.com/ekaci/ekaci/services/ekaci"
+)
+
+// requireNix fails (not skips) without Nix: `make test` installs it, and a
+// pipeline test that silently skips proves nothing.
+func requireNix(t *testing.T) {
+	t.Helper()
+	for _, tool := range []string{"nix-build", "nix-instantiate", "nix-store"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s not on PATH: run `make nix` (apt-get install -y nix-bin) first", tool)
+		}
+	}
+}
+
+func git(t *testing.T, dir string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command("git", append([]string{"-C", dir, "-c", "user.name=test", "-c", "user.email=test@example.invalid"}, args...)...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("git %v: %v\n%s", args, err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// makeRepo writes files into a new git repository, commits them, and
+// returns its path. "@SALT@" in a file is replaced by a value unique to
+// this test run, so derivations are new to the Nix store and really build.
+func makeRepo(t *testing.T, files map[string]string) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "repo")
+	salt := fmt.Sprintf("%s-%d", t.Name(), time.Now().UnixNano())
+	for name, body := range files {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(strings.ReplaceAll(body, "@SALT@", salt)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	git(t, dir, "init", "-q", "-b", "main")
+	git(t, dir, "add", "-A")
+	git(t, dir, "commit", "-q", "-m", "test")
+	return dir
+}
+
+// demoFiles is examples/demo with a salt placeholder.
+func demoFiles(t *testing.T) map[string]string {
+	t.Helper()
+	files := map[string]string{}
+	root := filepath.Join("..", "..", "examples", "demo")
+	err := filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		files[rel] = strings.Replace(string(b), `salt = "";`, `salt = "@SALT@";`, 1)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(files["default.nix"], "@SALT@") {
+		t.Fatal(`examples/demo/default.nix lost its salt = ""; line, which make demo and this test rely on`)
+	}
+	return files
+}
+
+type harness struct {
+	t       *testing.T
+	dataDir string
+	app     *ekaci.App
+	cancel  context.CancelFunc
+	done    chan error
+}
+
+func config(t *testing.T, dataDir string) ekaci.Config {
+	return ekaci.Config{
+		DataDir: dataDir, NatsPort: -1, MaxJobs: 2, FODMaxJobs: 1,
+		NoOutputTimeout: time.Minute,
+		NixOptions:      []string{"substituters", ""},
+		Logger:          zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel),
+	}
+}
+
+// start runs the all-in-one on dataDir until the test ends or stop.
+func start(t *testing.T, dataDir string) *harness {
+	t.Helper()
+	app, err := ekaci.Start(context.Background(), config(t, dataDir))
+	if err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &harness{t: t, dataDir: dataDir, app: app, cancel: cancel, done: make(chan error, 1)}
+	go func() { h.done <- app.Run(ctx) }()
+	t.Cleanup(h.stop)
+	return h
+}
+
+// stop drains the stages and closes everything, as SIGTERM does.
+func (h *harness) stop() {
+	if h.app == nil {
+		return
+	}
+	h.cancel()
+	select {
+	case err := <-h.done:
+		if err != nil {
+			h.t.Errorf("run: %v", err)
+		}
+	case <-time.After(time.Minute):
+		h.t.Errorf("stages did not stop within a minute of cancellation")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	h.app.Close(ctx)
+	h.app = nil
+}
+
+func (h *harness) run(repo string) *ekaci.Outcome {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cr, err := ekaci.Resolve(ctx, ekaci.Request{Repo: repo})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	id, err := ekaci.Submit(ctx, h.app.Log(), cr)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	out, err := ekaci.Wait(ctx, h.app.Log(), id, testWriter{h.t})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return out
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(b), "\n"))
+	return len(b), nil
+}
+
+// states maps job.attr to its final state.
+func states(o *ekaci.Outcome) map[string]string {
+	m := map[string]string{}
+	for _, js := range o.Jobsets {
+		for _, r := range js.GetResults() {
+			m[js.GetJob()+"."+r.GetAttr()] = r.GetState()
+		}
+	}
+	return m
+}
+
+// transitions lists the facts recorded for a derivation, in order.
+func transitions(t *testing.T, log *eventlog.Log, drvPath string) []string {
+	t.Helper()
+	id, err := eventlog.DrvID(drvPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, _, err := log.Load(context.Background(), eventlog.Drv, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var facts []string
+	for _, r := range recs {
+		facts = append(facts, r.Fact)
+	}
+	return facts
+}
+
+func drvPaths(o *ekaci.Outcome) map[string]string {
+	m := map[string]string{}
+	for _, js := range o.Jobsets {
+		for _, r := range js.GetResults() {
+			m[js.GetJob()+"."+r.GetAttr()] = r.GetDrvPath()
+		}
+	}
+	return m
+}
+
+var built = []string{"discovered", "buildable", "build_started", "build_succeeded"}
+
+func TestDemoBuildsEveryAttribute(t *testing.T) {
+	requireNix(t)
+	h := start(t, t.TempDir())
+	out := h.run(makeRepo(t, demoFiles(t)))
+	if out.Conclusion != eventsv1.Conclusion_CONCLUSION_SUCCESS {
+		t.Fatalf("conclusion = %v (%s), want success", out.Conclusion, out.Summary)
+	}
+	want := map[string]string{}
+	for _, a := range []string{"base", "lib", "app", "left", "right", "top"} {
+		want["demo."+a] = "succeeded"
+	}
+	if got := states(out); !mapsEqual(got, want) {
+		t.Fatalf("states = %v\nwant %v", got, want)
+	}
+	for attr, drv := range drvPaths(out) {
+		if got := transitions(t, h.app.Log(), drv); !slices.Equal(got, built) {
+			t.Errorf("%s: transitions %v, want %v", attr, got, built)
+		}
+	}
+	// The outputs really are in the store, with what the builders wrote.
+	top := outputOf(t, drvPaths(out)["demo.top"])
+	if b, err := os.ReadFile(top); err != nil || !strings.HasPrefix(string(b), "demo-top <- demo-left <- demo-base") {
+		t.Fatalf("output of top %s: %q, %v", top, b, err)
+	}
+}
+
+func outputOf(t *testing.T, drv string) string {
+	t.Helper()
+	out, err := exec.Command("nix-store", "--query", "--outputs", drv).Output()
+	if err != nil {
+		t.Fatalf("nix-store --query --outputs %s: %v", drv, err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func mapsEqual(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
+
+const failingNix = `
+let
+  system = builtins.currentSystem;
+  mk = name: script: inputs: derivation {
+    inherit name system inputs;
+    salt = "@SALT@";
+    builder = "/bin/sh";
+    args = [ "-c" script ];
+  };
+in rec {
+  ok = mk "ok" "echo fine > $out" [ ];
+  broken = mk "broken" "echo 'compiling broken'; echo 'error: it does not work' >&2; exit 3" [ ok ];
+  user = mk "user" "echo never > $out" [ broken ];
+  userOfUser = mk "user-of-user" "echo never > $out" [ user ];
+}
+`
+
+func TestFailureIsRetriedOnceAndPropagates(t *testing.T) {
+	requireNix(t)
+	h := start(t, t.TempDir())
+	out := h.run(makeRepo(t, map[string]string{
+		".ekaci/config.json": `{"jobs": {"main": {"file": "default.nix"}}}`,
+		"default.nix":        failingNix,
+	}))
+	if out.Conclusion != eventsv1.Conclusion_CONCLUSION_FAILURE {
+		t.Fatalf("conclusion = %v (%s), want failure", out.Conclusion, out.Summary)
+	}
+	want := map[string]string{"main.ok": "succeeded", "main.broken": "failed", "main.user": "transitive-failure", "main.userOfUser": "transitive-failure"}
+	if got := states(out); !mapsEqual(got, want) {
+		t.Fatalf("states = %v\nwant %v", got, want)
+	}
+	drvs := drvPaths(out)
+	wantFacts := map[string][]string{
+		"main.ok":         built,
+		"main.broken":     {"discovered", "buildable", "build_started", "build_failed_retry", "requeued", "build_started", "build_failed"},
+		"main.user":       {"discovered", "dependency_failed"},
+		"main.userOfUser": {"discovered", "dependency_failed"},
+	}
+	for attr, want := range wantFacts {
+		if got := transitions(t, h.app.Log(), drvs[attr]); !slices.Equal(got, want) {
+			t.Errorf("%s: transitions %v, want %v", attr, got, want)
+		}
+	}
+	for _, js := range out.Jobsets {
+		for _, r := range js.GetResults() {
+			switch r.GetAttr() {
+			case "broken":
+				if !strings.Contains(r.GetError(), "it does not work") {
+					t.Errorf("broken: error %q does not carry the log tail", r.GetError())
+				}
+			case "user", "userOfUser":
+				if !strings.Contains(r.GetCause(), "broken") {
+					t.Errorf("%s: cause %q does not name the failed derivation", r.GetAttr(), r.GetCause())
+				}
+			}
+		}
+	}
+}
+
+func TestResumesAfterRestartOnTheSameDataDir(t *testing.T) {
+	requireNix(t)
+	dataDir := t.TempDir()
+	repo := makeRepo(t, map[string]string{
+		".ekaci/config.json": `{"jobs": {"main": {"file": "default.nix"}}}`,
+		// slow makes sure the first process stops with work still to do.
+		"default.nix": `
+let mk = name: script: inputs: derivation { inherit name inputs; system = builtins.currentSystem; salt = "@SALT@"; builder = "/bin/sh"; args = [ "-c" script ]; };
+in rec {
+  slow = mk "slow" "echo start; i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; echo done > $out" [ ];
+  after = mk "after" "echo after > $out" [ slow ];
+}`,
+	})
+	first := start(t, dataDir)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cr, err := ekaci.Resolve(ctx, ekaci.Request{Repo: repo})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := ekaci.Submit(ctx, first.app.Log(), cr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Stop as soon as the first build has started.
+	waitFor(t, first.app.Log(), eventlog.FactFilter(eventlog.Drv, "build_started"))
+	first.stop()
+
+	second := start(t, dataDir)
+	if _, err := ekaci.Submit(ctx, second.app.Log(), cr); err != nil {
+		t.Fatalf("resubmitting joins the recorded change: %v", err)
+	}
+	out, err := ekaci.Wait(ctx, second.app.Log(), id, testWriter{t})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"main.slow": "succeeded", "main.after": "succeeded"}
+	if got := states(out); !mapsEqual(got, want) {
+		t.Fatalf("states after restart = %v, want %v", got, want)
+	}
+	// Whether the slow build finished in the first process's grace period
+	// or was interrupted and rebuilt, every transition is recorded once and
+	// the history is a legal one.
+	for attr, drv := range drvPaths(out) {
+		got := transitions(t, second.app.Log(), drv)
+		interrupted := []string{"discovered", "buildable", "build_started", "interrupted", "requeued", "build_started", "build_succeeded"}
+		if !slices.Equal(got, built) && !slices.Equal(got, interrupted) {
+			t.Errorf("%s: transitions %v, want %v or %v", attr, got, built, interrupted)
+		}
+	}
+}
+
+func waitFor(t *testing.T, log *eventlog.Log, filter string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	found := fmt.Errorf("found")
+	for ctx.Err() == nil {
+		err := log.Read(ctx, 1, []string{filter}, func(eventlog.Record) error { return found })
+		if err == found {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("no event on %s within 2 minutes", filter)
+}
+
+func TestChangesWithoutBuilds(t *testing.T) {
+	requireNix(t)
+	h := start(t, t.TempDir())
+	tests := []struct {
+		name       string
+		files      map[string]string
+		conclusion eventsv1.Conclusion
+		summaryHas string
+	}{
+		{"no config", map[string]string{"README": "nothing here"}, eventsv1.Conclusion_CONCLUSION_NEUTRAL, ".ekaci/config.json not found"},
+		{"malformed config", map[string]string{".ekaci/config.json": `{"jobs": {"main": {"file": "default.nix", "atr": "x"}}}`, "default.nix": "{}"},
+			eventsv1.Conclusion_CONCLUSION_FAILURE, "jobs.main.atr"},
+		{"file does not evaluate", map[string]string{".ekaci/config.json": `{"jobs": {"main": {"file": "default.nix"}}}`, "default.nix": "{ a = ; }"},
+			eventsv1.Conclusion_CONCLUSION_FAILURE, "default.nix"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out := h.run(makeRepo(t, tt.files))
+			if out.Conclusion != tt.conclusion {
+				t.Fatalf("conclusion = %v (%s), want %v", out.Conclusion, out.Summary, tt.conclusion)
+			}
+			text := out.Summary
+			for _, js := range out.Jobsets {
+				for _, r := range js.GetResults() {
+					text += "\n" + r.GetError()
+				}
+			}
+			if !strings.Contains(text, tt.summaryHas) {
+				t.Fatalf("outcome %q does not mention %q", text, tt.summaryHas)
+			}
+		})
+	}
+}
+
+func TestStartRefusesBadSetups(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "a-file")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	held := t.TempDir()
+	first, err := ekaci.Start(context.Background(), config(t, held))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { first.Close(context.Background()) })
+
+	tests := []struct {
+		name    string
+		mod     func(*ekaci.Config)
+		wantErr string
+	}{
+		{"data dir under a file", func(c *ekaci.Config) { c.DataDir = filepath.Join(file, "data") }, "cannot create"},
+		{"second instance", func(c *ekaci.Config) { c.DataDir = held }, "used by another ekaci"},
+		{"unreachable NATS", func(c *ekaci.Config) { c.NatsURL = "nats://127.0.0.1:1" }, "cannot reach NATS at nats://127.0.0.1:1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := config(t, t.TempDir())
+			tt.mod(&cfg)
+			app, err := ekaci.Start(context.Background(), cfg)
+			if err == nil {
+				app.Close(context.Background())
+				t.Fatalf("started; want an error containing %q", tt.wantErr)
+			}
+			if !strings.Contains(err.Error(), tt.wantErr) || strings.Contains(err.Error(), "\n") {
+				t.Fatalf("error %q: want one line containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}

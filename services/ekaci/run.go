@@ -1,0 +1,175 @@
+package ekaci
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ekaci/ekaci/libs/eventlog"
+	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
+)
+
+// Request is one `ekaci run`.
+type Request struct {
+	Repo string // a local path, file:// or https:// URL
+	Rev  string // head revision; default HEAD (local repositories only)
+	Base string // optional base revision
+}
+
+var commitRE = regexp.MustCompile(`^[0-9a-f]{40}$`)
+
+// Resolve turns a request into a change: absolute repository location and
+// full commit ids. Remote repositories need full commit ids.
+func Resolve(ctx context.Context, req Request) (*eventsv1.ChangeRequested, error) {
+	url := req.Repo
+	local := !strings.Contains(url, "://")
+	if local {
+		abs, err := filepath.Abs(url)
+		if err != nil {
+			return nil, err
+		}
+		if st, err := os.Stat(abs); err != nil || !st.IsDir() {
+			return nil, fmt.Errorf("repository %s: not a directory", abs)
+		}
+		url = abs
+	}
+	resolve := func(rev string) (string, error) {
+		if commitRE.MatchString(rev) {
+			return rev, nil
+		}
+		if !local {
+			return "", fmt.Errorf("revision %q of %s: give a full 40-hex commit id for remote repositories", rev, url)
+		}
+		out, err := exec.CommandContext(ctx, "git", "-C", url, "rev-parse", "--verify", "--quiet", rev+"^{commit}").Output()
+		if err != nil {
+			return "", fmt.Errorf("revision %q is not a commit in %s (git rev-parse: %v)", rev, url, err)
+		}
+		return strings.TrimSpace(string(out)), nil
+	}
+	if req.Rev == "" {
+		req.Rev = "HEAD"
+	}
+	head, err := resolve(req.Rev)
+	if err != nil {
+		return nil, err
+	}
+	cr := &eventsv1.ChangeRequested{RepoUrl: url, HeadCommit: head, Source: "cli", RepoName: filepath.Base(strings.TrimSuffix(url, ".git"))}
+	if req.Base != "" {
+		if cr.BaseCommit, err = resolve(req.Base); err != nil {
+			return nil, err
+		}
+	}
+	return cr, nil
+}
+
+// Submit appends the change request; submitting the same change again
+// joins the one already recorded.
+func Submit(ctx context.Context, log *eventlog.Log, cr *eventsv1.ChangeRequested) (string, error) {
+	id := eventlog.ChangeID(cr.GetRepoUrl(), cr.GetHeadCommit(), cr.GetBaseCommit())
+	ev := &eventsv1.Event{Id: "requested-" + id, CorrelationId: id, Payload: &eventsv1.Event_ChangeRequested{ChangeRequested: cr}}
+	// A change already requested (an earlier run, or a run cut off) is
+	// joined rather than requested twice.
+	if _, err := log.Append(ctx, id, ev, eventlog.ExpectLast(0)); err != nil && !errors.Is(err, eventlog.ErrConflict) {
+		return "", fmt.Errorf("submit change: %w", err)
+	}
+	return id, nil
+}
+
+// Outcome is a concluded change.
+type Outcome struct {
+	ChangeID   string
+	Conclusion eventsv1.Conclusion
+	Summary    string
+	Jobsets    []*eventsv1.JobsetConcluded
+}
+
+// Wait follows the change's facts, writing progress lines to progress,
+// until it concludes.
+func Wait(ctx context.Context, log *eventlog.Log, changeID string, progress io.Writer) (*Outcome, error) {
+	stream, err := log.JetStream().Stream(ctx, eventlog.EventsStream)
+	if err != nil {
+		return nil, err
+	}
+	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{
+		eventlog.AggregateFilter(eventlog.Change, changeID), eventlog.KindFilter(eventlog.Jobset),
+	}})
+	if err != nil {
+		return nil, fmt.Errorf("follow change %s: %w", changeID, err)
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return nil, err
+	}
+	defer it.Stop()
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	jobsets := map[string]*eventsv1.JobsetConcluded{}
+	for {
+		m, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("waiting for change %s: %w", changeID, ctx.Err())
+			}
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return nil, fmt.Errorf("waiting for change %s: stopped", changeID)
+			}
+			return nil, err
+		}
+		rec, err := eventlog.DecodeMsg(m)
+		if err != nil {
+			return nil, err
+		}
+		if rec.Aggregate == eventlog.Jobset && rec.Event.GetCorrelationId() != changeID {
+			continue
+		}
+		switch p := rec.Event.GetPayload().(type) {
+		case *eventsv1.Event_ChangeRequested:
+			fmt.Fprintf(progress, "change %s: %s at %s\n", changeID, p.ChangeRequested.GetRepoUrl(), short(p.ChangeRequested.GetHeadCommit()))
+		case *eventsv1.Event_ChangeCheckedOut:
+			fmt.Fprintf(progress, "checked out %s\n", p.ChangeCheckedOut.GetHeadWorktree())
+		case *eventsv1.Event_ChangeCheckoutFailed:
+			fmt.Fprintf(progress, "checkout failed: %s\n", p.ChangeCheckoutFailed.GetError())
+		case *eventsv1.Event_ChangeConfigRead:
+			if p.ChangeConfigRead.GetConfigured() {
+				fmt.Fprintf(progress, "config: jobs %v\n", p.ChangeConfigRead.GetJobs())
+			}
+		case *eventsv1.Event_ChangeConfigInvalid:
+			fmt.Fprintf(progress, "config refused: %s\n", p.ChangeConfigInvalid.GetError())
+		case *eventsv1.Event_JobsetEvaluated:
+			fmt.Fprintf(progress, "evaluated jobset %s: %d attributes, %d derivations in the closure (%d ms)\n",
+				rec.ID, len(p.JobsetEvaluated.GetAttrs()), p.JobsetEvaluated.GetDrvCount(), p.JobsetEvaluated.GetDurationMs())
+		case *eventsv1.Event_JobsetEvalFailed:
+			fmt.Fprintf(progress, "evaluation of jobset %s failed: %s\n", rec.ID, p.JobsetEvalFailed.GetError())
+		case *eventsv1.Event_JobsetConcluded:
+			jobsets[rec.ID] = p.JobsetConcluded
+			fmt.Fprintf(progress, "job %s concluded: %s\n", p.JobsetConcluded.GetJob(), conclusionName(p.JobsetConcluded.GetConclusion()))
+		case *eventsv1.Event_ChangeConcluded:
+			out := &Outcome{ChangeID: changeID, Conclusion: p.ChangeConcluded.GetConclusion(), Summary: p.ChangeConcluded.GetSummary()}
+			for _, id := range p.ChangeConcluded.GetJobsetIds() {
+				if js := jobsets[id]; js != nil {
+					out.Jobsets = append(out.Jobsets, js)
+				}
+			}
+			return out, nil
+		}
+	}
+}
+
+func short(commit string) string {
+	if len(commit) > 12 {
+		return commit[:12]
+	}
+	return commit
+}
+
+func conclusionName(c eventsv1.Conclusion) string {
+	return strings.ToLower(strings.TrimPrefix(c.String(), "CONCLUSION_"))
+}
