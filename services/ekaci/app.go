@@ -74,7 +74,7 @@ type App struct {
 
 // Start locks the data dir, starts or reaches NATS and provisions the
 // streams. Every failure is one clear error; nothing is left running.
-func Start(ctx context.Context, cfg Config) (a *App, err error) {
+func Start(ctx context.Context, cfg Config) (_ *App, err error) {
 	if cfg.DataDir == "" {
 		cfg.DataDir = service.DefaultDataDir()
 	}
@@ -84,7 +84,7 @@ func Start(ctx context.Context, cfg Config) (a *App, err error) {
 	if len(cfg.Systems) == 0 {
 		cfg.Systems = []string{CurrentSystem()}
 	}
-	a = &App{cfg: cfg, metrics: telemetry.NewMetrics(), health: &telemetry.Health{}}
+	a := &App{cfg: cfg, metrics: telemetry.NewMetrics(), health: &telemetry.Health{}}
 	defer func() {
 		if err != nil {
 			a.Close(context.WithoutCancel(ctx))
