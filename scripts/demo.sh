@@ -21,6 +21,7 @@ status=0
   --data-dir "$work/data" \
   --nats-port "$port" \
   --nix-option substituters= \
+  --log-format "${EKACI_LOG_FORMAT:-console}" \
   "$repo" || status=$?
 cat <<MSG
 

@@ -1,0 +1,86 @@
+package service
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ekaci/ekaci/libs/eventlog"
+	"github.com/ekaci/ekaci/libs/natstest"
+)
+
+func TestLock(t *testing.T) {
+	dir := t.TempDir()
+	unlock, err := Lock(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Lock(dir); !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "another ekaci") {
+		t.Fatalf("second lock: %v, want ErrInUse", err)
+	}
+	unlock()
+	again, err := Lock(dir)
+	if err != nil {
+		t.Fatalf("lock after release: %v", err)
+	}
+	again()
+
+	file := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Lock(filepath.Join(file, "sub")); !errors.Is(err, ErrDataDir) || !strings.Contains(err.Error(), "--data-dir") {
+		t.Fatalf("lock under a file: %v, want ErrDataDir naming the flag", err)
+	}
+}
+
+func TestMain_(t *testing.T) {
+	srv := natstest.NewServer(t)
+	tests := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"bad flag", []string{"-nope"}, 2, "flag provided but not defined"},
+		{"extra args", []string{"x"}, 2, "unexpected arguments"},
+		{"bad log level", []string{"-log-level", "loud"}, 2, `"loud"`},
+		{"unreachable", []string{"-nats-url", "nats://127.0.0.1:1", "-http-addr", ""}, 1, "cannot reach NATS at nats://127.0.0.1:1"},
+		{"body fails", []string{"-nats-url", srv.ClientURL(), "-http-addr", ""}, 1, "stage broke"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stderr bytes.Buffer
+			fs := flag.NewFlagSet("ekaci-test", flag.ContinueOnError)
+			code := MainContext(context.Background(), fs, tt.args, &stderr, func(ctx context.Context, env Env) error {
+				return errors.New("stage broke")
+			})
+			if code != tt.code || !strings.Contains(stderr.String(), tt.want) {
+				t.Fatalf("exit %d, stderr %q; want %d and %q", code, stderr.String(), tt.code, tt.want)
+			}
+		})
+	}
+	t.Run("runs and drains", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		var stderr bytes.Buffer
+		fs := flag.NewFlagSet("ekaci-test", flag.ContinueOnError)
+		code := MainContext(ctx, fs, []string{"-nats-url", srv.ClientURL(), "-http-addr", "", "-log-format", "json"}, &stderr, func(ctx context.Context, env Env) error {
+			// The streams are provisioned before the body runs.
+			if _, err := env.Log.JetStream().Stream(ctx, eventlog.EventsStream); err != nil {
+				return err
+			}
+			time.AfterFunc(50*time.Millisecond, cancel)
+			<-ctx.Done()
+			return ctx.Err()
+		})
+		if code != 0 {
+			t.Fatalf("exit %d after cancellation: %s", code, stderr.String())
+		}
+	})
+}
