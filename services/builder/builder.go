@@ -10,6 +10,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -22,6 +23,7 @@ import (
 	"github.com/ekaci/ekaci/libs/eventlog/worker"
 	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
 	workv1 "github.com/ekaci/ekaci/libs/gen/ekaci/work/v1"
+	"github.com/ekaci/ekaci/libs/telemetry"
 	"github.com/ekaci/ekaci/services/builder/internal/nixbuild"
 )
 
@@ -49,6 +51,8 @@ type Config struct {
 	// begins before they are stopped (and reported as interrupted).
 	ShutdownGrace time.Duration
 	LogDir        string
+	// Metrics, when set, counts active and finished builds.
+	Metrics *telemetry.Metrics
 }
 
 // Run serves every pool until ctx ends, letting running builds finish
@@ -150,6 +154,11 @@ func (b *build) handle(ctx context.Context, m jetstream.Msg) error {
 	if req.GetClass() == workv1.BuildClass_BUILD_CLASS_REMOTE {
 		opts.Builders = b.cfg.Builders
 	}
+	if m := b.cfg.Metrics; m != nil {
+		active := m.BuildsActive.WithLabelValues(b.pool.System, b.cfg.Name)
+		active.Inc()
+		defer active.Dec()
+	}
 	res, err := nixbuild.Build(bctx, req.GetDrvPath(), opts)
 	if err != nil {
 		return fmt.Errorf("build %s: %w", req.GetDrvPath(), err)
@@ -170,7 +179,12 @@ func (b *build) handle(ctx context.Context, m jetstream.Msg) error {
 			rep.Interruption = eventsv1.InterruptKind_INTERRUPT_KIND_PROCESS_DEATH
 		}
 	}
-	log.Info().Str("outcome", rep.GetOutcome().String()).Dur("took", res.Duration).Msg("build finished")
+	outcome := strings.ToLower(strings.TrimPrefix(rep.GetOutcome().String(), "BUILD_OUTCOME_"))
+	if m := b.cfg.Metrics; m != nil {
+		m.BuildsFinished.WithLabelValues(outcome).Inc()
+		m.BuildDuration.WithLabelValues(outcome).Observe(res.Duration.Seconds())
+	}
+	log.Info().Str("outcome", outcome).Dur("took", res.Duration).Msg("build finished")
 	return b.report(context.WithoutCancel(ctx), req, rep)
 }
 

@@ -165,7 +165,7 @@ func (a *App) Run(ctx context.Context) error {
 			return builder.Run(ctx, builder.Config{
 				Log: a.log, Conn: a.nc, Logger: lg("builder"), Name: "local", Pools: pools,
 				NixOptions: cfg.NixOptions, NoOutputTimeout: cfg.NoOutputTimeout, TotalTimeout: cfg.TotalTimeout,
-				LogDir: filepath.Join(cfg.DataDir, "logs"),
+				LogDir: filepath.Join(cfg.DataDir, "logs"), Metrics: a.metrics,
 			})
 		},
 		"recorder": func(ctx context.Context) error {

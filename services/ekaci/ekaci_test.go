@@ -3,6 +3,9 @@ package ekaci_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -107,7 +110,14 @@ func config(t *testing.T, dataDir string) ekaci.Config {
 // start runs the all-in-one on dataDir until the test ends or stop.
 func start(t *testing.T, dataDir string) *harness {
 	t.Helper()
-	app, err := ekaci.Start(context.Background(), config(t, dataDir))
+	return startWith(t, dataDir, func(*ekaci.Config) {})
+}
+
+func startWith(t *testing.T, dataDir string, mod func(*ekaci.Config)) *harness {
+	t.Helper()
+	cfg := config(t, dataDir)
+	mod(&cfg)
+	app, err := ekaci.Start(context.Background(), cfg)
 	if err != nil {
 		t.Fatalf("start: %v", err)
 	}
@@ -205,9 +215,31 @@ func drvPaths(o *ekaci.Outcome) map[string]string {
 
 var built = []string{"discovered", "buildable", "build_started", "build_succeeded"}
 
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
 func TestDemoBuildsEveryAttribute(t *testing.T) {
 	requireNix(t)
-	h := start(t, t.TempDir())
+	addr := freeAddr(t)
+	h := startWith(t, t.TempDir(), func(c *ekaci.Config) { c.HTTPAddr = addr })
 	out := h.run(makeRepo(t, demoFiles(t)))
 	if out.Conclusion != eventsv1.Conclusion_CONCLUSION_SUCCESS {
 		t.Fatalf("conclusion = %v (%s), want success", out.Conclusion, out.Summary)
@@ -222,6 +254,22 @@ func TestDemoBuildsEveryAttribute(t *testing.T) {
 	for attr, drv := range drvPaths(out) {
 		if got := transitions(t, h.app.Log(), drv); !slices.Equal(got, built) {
 			t.Errorf("%s: transitions %v, want %v", attr, got, built)
+		}
+	}
+	// What happened shows in the metrics, and the process is healthy.
+	for path, wants := range map[string][]string{
+		"/metrics": {`ekaci_builds_finished_total{outcome="succeeded"} 6`, `ekaci_events_appended_total{aggregate="drv",type="build_succeeded"} 6`, "ekaci_build_duration_seconds_count", "process_resident_memory_bytes"},
+		"/healthz": {"ok"},
+		"/readyz":  {"ok"},
+	} {
+		code, body := get(t, "http://"+addr+path)
+		if code != http.StatusOK {
+			t.Errorf("%s: status %d\n%s", path, code, body)
+		}
+		for _, w := range wants {
+			if !strings.Contains(body, w) {
+				t.Errorf("%s lacks %q", path, w)
+			}
 		}
 	}
 	// The outputs really are in the store, with what the builders wrote.

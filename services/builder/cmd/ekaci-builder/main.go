@@ -37,7 +37,7 @@ func main() {
 		}
 		return builder.Run(ctx, builder.Config{
 			Log: env.Log, Conn: env.Conn, Logger: env.Logger, Name: *name, Pools: pools,
-			NixOptions: nixOpts, NoOutputTimeout: *noOutput, TotalTimeout: *total, LogDir: *logDir,
+			NixOptions: nixOpts, NoOutputTimeout: *noOutput, TotalTimeout: *total, LogDir: *logDir, Metrics: env.Metrics,
 		})
 	}))
 }
