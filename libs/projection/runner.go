@@ -45,7 +45,9 @@ func (o *Outbox) Append(id string, ev *eventsv1.Event, expectLast uint64) {
 }
 
 // AppendUnguarded queues ev without an expected-sequence guard, for facts
-// on aggregates the fold does not track (e.g. a jobset conclusion).
+// on aggregates the fold does not track. Beware: a rebuilt read model
+// replays the fold, and an unguarded event older than the duplicate window
+// is then appended again; prefer Append with the aggregate's last sequence.
 func (o *Outbox) AppendUnguarded(id string, ev *eventsv1.Event) {
 	o.entries = append(o.entries, outEntry{ID: id, Event: ev})
 }

@@ -41,6 +41,10 @@ type jobsetRow struct {
 	Unsettled  int                 `json:"unsettled"`
 	Concluded  bool                `json:"concluded"`
 	Conclusion eventsv1.Conclusion `json:"conclusion"`
+	// Last is the stream sequence of the jobset's latest event seen. The
+	// conclusion is appended expecting it, so a replay (a rebuilt read
+	// model) that decides again is refused where the conclusion exists.
+	Last uint64 `json:"last"`
 }
 
 type changeRow struct {
@@ -48,6 +52,7 @@ type changeRow struct {
 	Concluded map[string]eventsv1.Conclusion `json:"concluded"`
 	Expected  bool                           `json:"expected"` // the config was read
 	Done      bool                           `json:"done"`
+	Last      uint64                         `json:"last"` // as jobsetRow.Last
 }
 
 func getJSON[T any](tx *bolt.Tx, bucket []byte, key string) (*T, error) {
@@ -176,16 +181,24 @@ func (c *Conclusions) drv(tx *bolt.Tx, rec eventlog.Record, out *projection.Outb
 }
 
 func (c *Conclusions) jobset(tx *bolt.Tx, rec eventlog.Record, out *projection.Outbox) error {
+	if js, err := getJSON[jobsetRow](tx, jobsetsBucket, rec.ID); err != nil {
+		return err
+	} else if js != nil {
+		js.Last = rec.Seq
+		if err := putJSON(tx, jobsetsBucket, rec.ID, js); err != nil {
+			return err
+		}
+	}
 	switch p := rec.Event.GetPayload().(type) {
 	case *eventsv1.Event_JobsetCreated:
-		return putJSON(tx, jobsetsBucket, rec.ID, &jobsetRow{ChangeID: p.JobsetCreated.GetChangeId(), Job: p.JobsetCreated.GetJob()})
+		return putJSON(tx, jobsetsBucket, rec.ID, &jobsetRow{ChangeID: p.JobsetCreated.GetChangeId(), Job: p.JobsetCreated.GetJob(), Last: rec.Seq})
 	case *eventsv1.Event_JobsetEvaluated:
 		js, err := getJSON[jobsetRow](tx, jobsetsBucket, rec.ID)
 		if err != nil {
 			return err
 		}
 		if js == nil {
-			js = &jobsetRow{ChangeID: p.JobsetEvaluated.GetChangeId()}
+			js = &jobsetRow{ChangeID: p.JobsetEvaluated.GetChangeId(), Last: rec.Seq}
 		}
 		js.AttrsJSON = nil
 		js.Unsettled = 0
@@ -224,7 +237,7 @@ func (c *Conclusions) jobset(tx *bolt.Tx, rec eventlog.Record, out *projection.O
 			return err
 		}
 		if js == nil {
-			js = &jobsetRow{ChangeID: p.JobsetEvalFailed.GetChangeId()}
+			js = &jobsetRow{ChangeID: p.JobsetEvalFailed.GetChangeId(), Last: rec.Seq}
 		}
 		if js.Concluded {
 			return nil
@@ -233,13 +246,13 @@ func (c *Conclusions) jobset(tx *bolt.Tx, rec eventlog.Record, out *projection.O
 		if err := putJSON(tx, jobsetsBucket, rec.ID, js); err != nil {
 			return err
 		}
-		out.AppendUnguarded(rec.ID, &eventsv1.Event{
+		out.Append(rec.ID, &eventsv1.Event{
 			Id: "concluded-" + rec.ID, CausationId: rec.Event.GetId(), CorrelationId: js.ChangeID,
 			Payload: &eventsv1.Event_JobsetConcluded{JobsetConcluded: &eventsv1.JobsetConcluded{
 				ChangeId: js.ChangeID, Job: js.Job, Conclusion: eventsv1.Conclusion_CONCLUSION_FAILURE,
 				Results: []*eventsv1.AttrResult{{State: "eval-failed", Error: p.JobsetEvalFailed.GetError()}},
 			}},
-		})
+		}, js.Last)
 		return nil
 	case *eventsv1.Event_JobsetConcluded:
 		ch, err := getJSON[changeRow](tx, changesBucket, p.JobsetConcluded.GetChangeId())
@@ -269,6 +282,10 @@ func (c *Conclusions) change(tx *bolt.Tx, rec eventlog.Record, out *projection.O
 	if ch == nil {
 		ch = &changeRow{Concluded: map[string]eventsv1.Conclusion{}}
 	}
+	ch.Last = rec.Seq
+	if err := putJSON(tx, changesBucket, rec.ID, ch); err != nil {
+		return err
+	}
 	conclude := func(conclusion eventsv1.Conclusion, summary string) error {
 		if ch.Done {
 			return nil
@@ -277,12 +294,12 @@ func (c *Conclusions) change(tx *bolt.Tx, rec eventlog.Record, out *projection.O
 		if err := putJSON(tx, changesBucket, rec.ID, ch); err != nil {
 			return err
 		}
-		out.AppendUnguarded(rec.ID, &eventsv1.Event{
+		out.Append(rec.ID, &eventsv1.Event{
 			Id: "concluded-" + rec.ID, CausationId: rec.Event.GetId(), CorrelationId: rec.ID,
 			Payload: &eventsv1.Event_ChangeConcluded{ChangeConcluded: &eventsv1.ChangeConcluded{
 				Conclusion: conclusion, Summary: summary, JobsetIds: ch.Jobsets,
 			}},
-		})
+		}, ch.Last)
 		return nil
 	}
 	switch p := rec.Event.GetPayload().(type) {
@@ -332,13 +349,13 @@ func (c *Conclusions) maybeConcludeChange(tx *bolt.Tx, changeID string, ch *chan
 	if failed > 0 {
 		conclusion = eventsv1.Conclusion_CONCLUSION_FAILURE
 	}
-	out.AppendUnguarded(changeID, &eventsv1.Event{
+	out.Append(changeID, &eventsv1.Event{
 		Id: "concluded-" + changeID, CausationId: rec.Event.GetId(), CorrelationId: changeID,
 		Payload: &eventsv1.Event_ChangeConcluded{ChangeConcluded: &eventsv1.ChangeConcluded{
 			Conclusion: conclusion, JobsetIds: ch.Jobsets,
 			Summary: fmt.Sprintf("%d of %d jobs failed", failed, len(ch.Jobsets)),
 		}},
-	})
+	}, ch.Last)
 	return nil
 }
 
@@ -380,12 +397,12 @@ func (c *Conclusions) maybeConclude(tx *bolt.Tx, jobsetID string, rec eventlog.R
 	if err := putJSON(tx, jobsetsBucket, jobsetID, js); err != nil {
 		return err
 	}
-	out.AppendUnguarded(jobsetID, &eventsv1.Event{
+	out.Append(jobsetID, &eventsv1.Event{
 		Id: "concluded-" + jobsetID, CausationId: rec.Event.GetId(), CorrelationId: js.ChangeID,
 		Payload: &eventsv1.Event_JobsetConcluded{JobsetConcluded: &eventsv1.JobsetConcluded{
 			ChangeId: js.ChangeID, Job: js.Job, Conclusion: conclusion, Results: results,
 		}},
-	})
+	}, js.Last)
 	return nil
 }
 
