@@ -174,9 +174,14 @@ func (b *build) handle(ctx context.Context, m jetstream.Msg) error {
 	default:
 		rep.Outcome = workv1.BuildOutcome_BUILD_OUTCOME_INTERRUPTED
 		rep.Interruption = interruptKind(res.Interruption)
+		detail := res.Detail
 		if ctx.Err() != nil && res.Interruption == nixbuild.Cancelled {
 			// Stopped by our own shutdown, not by a person: retryable.
 			rep.Interruption = eventsv1.InterruptKind_INTERRUPT_KIND_PROCESS_DEATH
+			detail = "stopped: the builder shut down before the build finished"
+		}
+		if detail != "" {
+			rep.LogTail = detail + "\n" + rep.LogTail
 		}
 	}
 	outcome := strings.ToLower(strings.TrimPrefix(rep.GetOutcome().String(), "BUILD_OUTCOME_"))

@@ -143,8 +143,10 @@ func compare(head []nixeval.Attr, base map[string]string) ([]*eventsv1.JobAttr, 
 			roots = append(roots, a.DrvPath)
 		}
 		if base != nil {
+			// An attribute that fails to evaluate on both sides is
+			// unchanged; one that fails on one side only is changed.
 			switch b, ok := base[a.Path]; {
-			case !ok || b == "":
+			case !ok:
 				ja.Difference = eventsv1.Difference_DIFFERENCE_NEW
 			case b != a.DrvPath:
 				ja.Difference = eventsv1.Difference_DIFFERENCE_CHANGED

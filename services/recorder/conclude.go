@@ -138,7 +138,7 @@ func (c *Conclusions) drv(tx *bolt.Tx, rec eventlog.Record, out *projection.Outb
 	case *eventsv1.Event_DrvBuildFailedRetry:
 		row.Millis, row.Detail = p.DrvBuildFailedRetry.GetDurationMs(), p.DrvBuildFailedRetry.GetLogTail()
 	case *eventsv1.Event_DrvInterrupted:
-		row.Detail = p.DrvInterrupted.GetKind().String() + ": " + p.DrvInterrupted.GetDetail()
+		row.Detail = p.DrvInterrupted.GetDetail()
 	case *eventsv1.Event_DrvDependencyFailed:
 		row.Cause = p.DrvDependencyFailed.GetCauseDrvPath()
 	case *eventsv1.Event_DrvBlocked:
@@ -377,6 +377,10 @@ func (c *Conclusions) maybeConclude(tx *bolt.Tx, jobsetID string, rec eventlog.R
 			return err
 		}
 		r := &eventsv1.AttrResult{Attr: a.GetAttr(), DrvPath: a.GetDrvPath(), Difference: a.GetDifference(), Error: a.GetEvalError(), State: "eval-error"}
+		if a.GetDifference() == eventsv1.Difference_DIFFERENCE_REMOVED {
+			// Only in the base: nothing to build.
+			r.State = "removed"
+		}
 		if a.GetDrvId() != "" {
 			row, err := getJSON[drvRow](tx, drvsBucket, a.GetDrvId())
 			if err != nil {

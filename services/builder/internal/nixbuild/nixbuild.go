@@ -166,6 +166,8 @@ type Result struct {
 	LogErr error
 	// OutPaths are the store paths nix-build printed, on success only.
 	OutPaths []string
+	// Detail says in a sentence why an interrupted build stopped.
+	Detail string
 }
 
 // Build runs `nix-build drvPath --no-out-link` with o and waits for it.
@@ -219,6 +221,7 @@ func (o Options) args(drvPath string) ([]string, error) {
 // builderKilled until it finishes; the main goroutine uses them after.
 type run struct {
 	o             Options
+	detail        string // why supervise killed it, in words
 	log           *logFile
 	tail          []string // ring of the last TailLines lines
 	tailNext      int
@@ -333,11 +336,13 @@ func (r *run) do(ctx context.Context, bin string, args []string, drvPath string)
 		// Even if we were killing it: it finished first.
 		res.Outcome, res.ExitCode, res.OutPaths = Succeeded, 0, outPaths
 	case reason != None:
-		res.Outcome, res.Interruption = Interrupted, reason
+		res.Outcome, res.Interruption, res.Detail = Interrupted, reason, r.detail
 	case ws.Signaled():
 		res.Outcome, res.Interruption = Interrupted, ProcessDeath
+		res.Detail = fmt.Sprintf("nix-build died of %v", ws.Signal())
 		if rose, known := oom.rose(); ws.Signal() == syscall.SIGKILL && (rose || !known) {
 			res.Interruption = OutOfMemory
+			res.Detail = "killed, most likely by the out-of-memory killer"
 		}
 	default:
 		res.ExitCode = ws.ExitStatus()
@@ -346,13 +351,16 @@ func (r *run) do(ctx context.Context, bin string, args []string, drvPath string)
 		// 0x01 timed out (101), 0x02 hash mismatch, 0x08 check mismatch.
 		if c := res.ExitCode; c&0x60 == 0x60 && c&^0x6f == 0 && c&0x01 != 0 {
 			res.Outcome, res.Interruption = Interrupted, Timeout
+			res.Detail = "stopped by Nix's own timeout (max-silent-time or timeout)"
 		} else if c == 1 && r.lastInterrupt {
 			// nix-build turns SIGTERM/SIGINT/SIGHUP from someone else into
 			// this message and exit code 1: a death, not a failed build.
 			res.Outcome, res.Interruption = Interrupted, ProcessDeath
+			res.Detail = "nix-build was interrupted by a signal from outside ekaci"
 		} else if r.builderKilled {
 			if rose, _ := oom.rose(); rose {
 				res.Outcome, res.Interruption = Interrupted, OutOfMemory
+				res.Detail = "the builder was killed, most likely by the out-of-memory killer"
 			}
 		}
 	}
@@ -390,6 +398,7 @@ func (r *run) supervise(ctx context.Context, pid int, waited <-chan struct{}) (I
 		}
 	}
 	done := ctx.Done()
+	fromSilence := false
 	kill := func(why Interruption) {
 		select {
 		case <-waited:
@@ -397,6 +406,14 @@ func (r *run) supervise(ctx context.Context, pid int, waited <-chan struct{}) (I
 		default:
 		}
 		reason = why
+		switch {
+		case why == Cancelled:
+			r.detail = "stopped: the build was cancelled"
+		case fromSilence:
+			r.detail = fmt.Sprintf("stopped: no output for %s (the no-output timeout)", r.o.NoOutputTimeout)
+		default:
+			r.detail = fmt.Sprintf("stopped: still running after %s (the total timeout)", r.o.TotalTimeout)
+		}
 		done, totalC, silenceC = nil, nil, nil
 		snapshot()
 		// SIGTERM first: Nix then kills its builders itself and exits
@@ -416,6 +433,7 @@ func (r *run) supervise(ctx context.Context, pid int, waited <-chan struct{}) (I
 		case <-silenceC:
 			idle := time.Since(time.Unix(0, r.lastOutput.Load()))
 			if idle >= r.o.NoOutputTimeout {
+				fromSilence = true
 				kill(Timeout)
 			} else {
 				silence.Reset(r.o.NoOutputTimeout - idle)

@@ -251,6 +251,7 @@ func TestInterrupted(t *testing.T) {
 		cancelOnRun bool // cancel the context once the builder runs
 		want        Interruption
 		wantCode    int
+		wantDetail  string
 		minDur      time.Duration
 		maxDur      time.Duration
 	}{
@@ -259,6 +260,7 @@ func TestInterrupted(t *testing.T) {
 			script: "echo started; sleep 300; echo never",
 			opts:   Options{NoOutputTimeout: time.Second},
 			want:   Timeout, wantCode: -1, minDur: time.Second, maxDur: 4 * time.Second,
+			wantDetail: "no output for 1s",
 		},
 		{
 			// Output keeps flowing, so only the total timeout can end it;
@@ -267,18 +269,21 @@ func TestInterrupted(t *testing.T) {
 			script: "echo started; while true; do echo tick; sleep 0.1; done",
 			opts:   Options{NoOutputTimeout: time.Second, TotalTimeout: 2500 * time.Millisecond},
 			want:   Timeout, wantCode: -1, minDur: 2500 * time.Millisecond, maxDur: 5 * time.Second,
+			wantDetail: "still running after 2.5s",
 		},
 		{
 			name:        "cancelled",
 			script:      "echo started; sleep 300",
 			cancelOnRun: true,
 			want:        Cancelled, wantCode: -1, maxDur: 3 * time.Second,
+			wantDetail: "cancelled",
 		},
 		{
 			name:   "nix max-silent-time",
 			script: "echo started; sleep 300",
 			opts:   Options{NixOptions: []string{"max-silent-time", "1"}},
 			want:   Timeout, wantCode: 101, minDur: time.Second, maxDur: 4 * time.Second,
+			wantDetail: "Nix's own timeout",
 		},
 	}
 	for _, tt := range tests {
@@ -307,6 +312,9 @@ func TestInterrupted(t *testing.T) {
 			}
 			if res.Outcome != Interrupted || res.Interruption != tt.want || res.ExitCode != tt.wantCode {
 				t.Fatalf("result = %+v, want interrupted/%v with exit code %d", res, tt.want, tt.wantCode)
+			}
+			if !strings.Contains(res.Detail, tt.wantDetail) {
+				t.Errorf("detail = %q, want it to contain %q", res.Detail, tt.wantDetail)
 			}
 			if res.Duration < tt.minDur || res.Duration > tt.maxDur {
 				t.Fatalf("took %v, want between %v and %v", res.Duration, tt.minDur, tt.maxDur)

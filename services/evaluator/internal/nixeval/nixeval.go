@@ -148,7 +148,13 @@ func (e *evaluator) walk(ctx context.Context, path []string, isRoot bool) ([]Att
 		}
 		attrs := make([]Attr, 0, len(res))
 		for _, r := range res {
-			attrs = append(attrs, Attr{Path: strings.Join(r.Path, "."), DrvPath: r.Drv, Error: r.Error})
+			a := Attr{Path: strings.Join(r.Path, "."), DrvPath: r.Drv, Error: r.Error}
+			if a.Error != "" {
+				// tryEval hides the message; one more call per failing
+				// attribute (few, normally) gets Nix's own words.
+				a.Error = e.explain(ctx, r.Path, a.Error)
+			}
+			attrs = append(attrs, a)
 		}
 		return attrs, nil
 	}
@@ -181,6 +187,17 @@ func (e *evaluator) walk(ctx context.Context, path []string, isRoot bool) ([]Att
 		attrs = append(attrs, sub...)
 	}
 	return attrs, nil
+}
+
+// explain evaluates the attribute at path without tryEval and returns
+// Nix's error message, or fallback if it does not fail that way.
+func (e *evaluator) explain(ctx context.Context, path []string, fallback string) string {
+	var ignored any
+	err := e.eval(ctx, e.expr(path, "builtins.seq (if isDrv top then top.drvPath else top) null"), &ignored)
+	if err == nil || ctx.Err() != nil {
+		return fallback
+	}
+	return err.Error()
 }
 
 // eval runs nix-instantiate --eval --strict --json on expr into out.

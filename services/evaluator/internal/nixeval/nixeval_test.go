@@ -81,7 +81,7 @@ func TestEvaluate(t *testing.T) {
 				t.Errorf("%s: .drv not written to the store: %v", p, err)
 			}
 		}
-		for p, msg := range map[string]string{"thrown": "throw or an assertion", "asserted": "throw or an assertion", "typeError": "cannot add", "missing": "attribute 'nope' missing"} {
+		for p, msg := range map[string]string{"thrown": "error: this one is broken", "asserted": "assertion 'false' failed", "typeError": "cannot add", "missing": "attribute 'nope' missing"} {
 			if got[p].DrvPath != "" || !strings.Contains(got[p].Error, msg) {
 				t.Errorf("%s = %+v, want an error containing %q", p, got[p], msg)
 			}
