@@ -70,7 +70,9 @@ func Run(ctx context.Context, cfg Config) error {
 				Durable:     "builder-" + eventlog.SystemToken(p.System) + "-" + eventlog.ClassToken(p.Class),
 				Filters:     []string{eventlog.BuildSubject(p.System, p.Class)},
 				Concurrency: max(p.MaxJobs, 1),
-				AckWait:     30 * time.Second,
+				// Short, with heartbeats while a build runs: a builder that dies
+				// has its build redelivered (and recorded as a process death) soon.
+				AckWait:     10 * time.Second,
 			}, b.handle, cfg.Logger)
 		})
 	}

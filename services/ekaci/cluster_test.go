@@ -114,7 +114,7 @@ func TestThinSliceOnTheDeployedCluster(t *testing.T) {
 	log := eventlog.New(js)
 	wctx, wcancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer wcancel()
-	cr, err := ekaci.Resolve(wctx, ekaci.Request{Repo: makeRepo(t, demoFiles(t))})
+	cr, err := ekaci.Resolve(wctx, ekaci.Request{Repo: makeRepo(t, simpleFiles())})
 	if err != nil {
 		t.Fatal(err)
 	}

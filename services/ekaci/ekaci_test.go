@@ -64,30 +64,45 @@ func makeRepo(t *testing.T, files map[string]string) string {
 	return dir
 }
 
-// demoFiles is examples/demo with a salt placeholder.
-func demoFiles(t *testing.T) map[string]string {
+// simpleFiles is a chain (base <- lib <- app) and a diamond (base <-
+// left, right <- top) of derivations that each write one line.
+func simpleFiles() map[string]string {
+	return map[string]string{
+		".ekaci/config.json": `{"jobs": {"demo": {"file": "default.nix"}}}`,
+		"default.nix": `
+let
+  step = name: inputs: derivation {
+    inherit name inputs;
+    system = builtins.currentSystem;
+    salt = "@SALT@";
+    builder = "/bin/sh";
+    args = [ "-c" ''
+      line="${name}"
+      for i in $inputs; do read -r dep < "$i"; line="$line <- $dep"; done
+      echo "$line" > "$out"
+    '' ];
+  };
+in rec {
+  base = step "demo-base" [ ];
+  lib = step "demo-lib" [ base ];
+  app = step "demo-app" [ lib ];
+  left = step "demo-left" [ base ];
+  right = step "demo-right" [ base ];
+  top = step "demo-top" [ left right ];
+}`,
+	}
+}
+
+// demoRepo makes the demo pull request of examples/demo with the same
+// script `make demo` uses: base is HEAD~1, head is HEAD.
+func demoRepo(t *testing.T) string {
 	t.Helper()
-	files := map[string]string{}
-	root := filepath.Join("..", "..", "examples", "demo")
-	err := filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(root, p)
-		files[rel] = strings.Replace(string(b), `salt = "";`, `salt = "@SALT@";`, 1)
-		return nil
-	})
+	dir := filepath.Join(t.TempDir(), "repo")
+	out, err := exec.Command(filepath.Join("..", "..", "scripts", "demo-repo.sh"), dir).CombinedOutput()
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("demo-repo.sh: %v\n%s", err, out)
 	}
-	if !strings.Contains(files["default.nix"], "@SALT@") {
-		t.Fatal(`examples/demo/default.nix lost its salt = ""; line, which make demo and this test rely on`)
-	}
-	return files
+	return dir
 }
 
 type harness struct {
@@ -150,9 +165,14 @@ func (h *harness) stop() {
 
 func (h *harness) run(repo string) *ekaci.Outcome {
 	h.t.Helper()
+	return h.runRequest(ekaci.Request{Repo: repo})
+}
+
+func (h *harness) runRequest(req ekaci.Request) *ekaci.Outcome {
+	h.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cr, err := ekaci.Resolve(ctx, ekaci.Request{Repo: repo})
+	cr, err := ekaci.Resolve(ctx, req)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -240,7 +260,7 @@ func TestDemoBuildsEveryAttribute(t *testing.T) {
 	requireNix(t)
 	addr := freeAddr(t)
 	h := startWith(t, t.TempDir(), func(c *ekaci.Config) { c.HTTPAddr = addr })
-	out := h.run(makeRepo(t, demoFiles(t)))
+	out := h.run(makeRepo(t, simpleFiles()))
 	if out.Conclusion != eventsv1.Conclusion_CONCLUSION_SUCCESS {
 		t.Fatalf("conclusion = %v (%s), want success", out.Conclusion, out.Summary)
 	}
@@ -316,6 +336,84 @@ in rec {
   userOfUser = mk "user-of-user" "echo never > $out" [ user ];
 }
 `
+
+// differences maps job.attr to its difference from the base.
+func differences(o *ekaci.Outcome) map[string]string {
+	m := map[string]string{}
+	for _, js := range o.Jobsets {
+		for _, r := range js.GetResults() {
+			m[js.GetJob()+"."+r.GetAttr()] = strings.ToLower(strings.TrimPrefix(r.GetDifference().String(), "DIFFERENCE_"))
+		}
+	}
+	return m
+}
+
+func TestDemoPullRequest(t *testing.T) {
+	requireNix(t)
+	h := startWith(t, t.TempDir(), func(c *ekaci.Config) { c.NoOutputTimeout = 2 * time.Second })
+	out := h.runRequest(ekaci.Request{Repo: demoRepo(t), Rev: "HEAD", Base: "HEAD~1"})
+	if out.Conclusion != eventsv1.Conclusion_CONCLUSION_SUCCESS {
+		t.Errorf("conclusion = %v (%s), want success: every new or changed attribute builds", out.Conclusion, out.Summary)
+	}
+	retried := func(last string) []string {
+		return []string{"discovered", "buildable", "build_started", "build_failed_retry", "requeued", "buildable", "build_started", last}
+	}
+	want := map[string]struct {
+		state, difference string
+		facts             []string
+	}{
+		"demo.core":        {"succeeded", "unchanged", built},
+		"demo.lib":         {"succeeded", "unchanged", built},
+		"demo.app":         {"succeeded", "changed", built},
+		"demo.left":        {"succeeded", "unchanged", built},
+		"demo.right":       {"succeeded", "unchanged", built},
+		"demo.top":         {"succeeded", "unchanged", built},
+		"demo.broken":      {"failed", "unchanged", retried("build_failed")},
+		"demo.usesBroken":  {"transitive-failure", "unchanged", []string{"discovered", "dependency_failed"}},
+		"demo.silent":      {"interrupted", "unchanged", retried("interrupted")},
+		"demo.evalError":   {"eval-error", "unchanged", nil},
+		"demo.flaky":       {"succeeded", "new", retried("build_succeeded")},
+		"demo.fetched":     {"succeeded", "new", built},
+		"demo.preferLocal": {"succeeded", "new", built},
+		"demo.extra.added": {"succeeded", "new", built},
+		"demo.retired":     {"removed", "removed", nil},
+	}
+	gotStates, gotDiffs, drvs := states(out), differences(out), drvPaths(out)
+	if len(gotStates) != len(want) {
+		t.Errorf("%d attributes, want %d: %v", len(gotStates), len(want), gotStates)
+	}
+	for attr, w := range want {
+		if gotStates[attr] != w.state || gotDiffs[attr] != w.difference {
+			t.Errorf("%s: %s/%s, want %s/%s", attr, gotStates[attr], gotDiffs[attr], w.state, w.difference)
+		}
+		if w.facts == nil {
+			continue
+		}
+		if got := transitions(t, h.app.Log(), drvs[attr]); !slices.Equal(got, w.facts) {
+			t.Errorf("%s: transitions %v\n want %v", attr, got, w.facts)
+		}
+	}
+	for _, js := range out.Jobsets {
+		for _, r := range js.GetResults() {
+			check := map[string]string{
+				"broken":     "demo-broken does not compile",
+				"silent":     "no output for 2s",
+				"evalError":  "demo: this attribute does not evaluate",
+				"usesBroken": "",
+			}
+			if sub, ok := check[r.GetAttr()]; ok && !strings.Contains(r.GetError(), sub) {
+				t.Errorf("%s: error %q lacks %q", r.GetAttr(), r.GetError(), sub)
+			}
+			if r.GetAttr() == "usesBroken" && !strings.Contains(r.GetCause(), "demo-broken.drv") {
+				t.Errorf("usesBroken: cause %q does not name demo-broken", r.GetCause())
+			}
+		}
+	}
+	// Only the head's closure is built; the removed attribute is not.
+	if _, err := os.Stat(outputOf(t, drvs["demo.retired"])); err == nil {
+		t.Errorf("the removed attribute was built")
+	}
+}
 
 func TestFailureIsRetriedOnceAndPropagates(t *testing.T) {
 	requireNix(t)
@@ -404,7 +502,7 @@ in rec {
 	// the history is a legal one.
 	for attr, drv := range drvPaths(out) {
 		got := transitions(t, second.app.Log(), drv)
-		interrupted := []string{"discovered", "buildable", "build_started", "interrupted", "requeued", "buildable", "build_started", "build_succeeded"}
+		interrupted := []string{"discovered", "buildable", "build_started", "build_failed_retry", "requeued", "buildable", "build_started", "build_succeeded"}
 		if !slices.Equal(got, built) && !slices.Equal(got, interrupted) {
 			t.Errorf("%s: transitions %v, want %v or %v", attr, got, built, interrupted)
 		}
