@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -92,15 +93,26 @@ type Outcome struct {
 }
 
 // Wait follows the change's facts, writing progress lines to progress,
-// until it concludes.
+// until it concludes. Progress counts every derivation event from the
+// change's request on: in `ekaci run` that is this change's closure; on a
+// shared server it includes whatever else is building.
 func Wait(ctx context.Context, log *eventlog.Log, changeID string, progress io.Writer) (*Outcome, error) {
+	recs, _, err := log.Load(ctx, eventlog.Change, changeID)
+	if err != nil {
+		return nil, fmt.Errorf("follow change %s: %w", changeID, err)
+	}
+	if len(recs) == 0 {
+		return nil, fmt.Errorf("change %s was never requested", changeID)
+	}
 	stream, err := log.JetStream().Stream(ctx, eventlog.EventsStream)
 	if err != nil {
 		return nil, err
 	}
-	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{
-		eventlog.AggregateFilter(eventlog.Change, changeID), eventlog.KindFilter(eventlog.Jobset),
-	}})
+	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: recs[0].Seq,
+		FilterSubjects: []string{
+			eventlog.AggregateFilter(eventlog.Change, changeID), eventlog.KindFilter(eventlog.Jobset), eventlog.KindFilter(eventlog.Drv),
+		}})
 	if err != nil {
 		return nil, fmt.Errorf("follow change %s: %w", changeID, err)
 	}
@@ -112,6 +124,7 @@ func Wait(ctx context.Context, log *eventlog.Log, changeID string, progress io.W
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
 	jobsets := map[string]*eventsv1.JobsetConcluded{}
+	counts := newProgress(progress)
 	for {
 		m, err := it.Next()
 		if err != nil {
@@ -126,6 +139,10 @@ func Wait(ctx context.Context, log *eventlog.Log, changeID string, progress io.W
 		rec, err := eventlog.DecodeMsg(m)
 		if err != nil {
 			return nil, err
+		}
+		if rec.Aggregate == eventlog.Drv {
+			counts.record(rec.ID, rec.Fact)
+			continue
 		}
 		if rec.Aggregate == eventlog.Jobset && rec.Event.GetCorrelationId() != changeID {
 			continue
@@ -150,6 +167,7 @@ func Wait(ctx context.Context, log *eventlog.Log, changeID string, progress io.W
 			fmt.Fprintf(progress, "evaluation of jobset %s failed: %s\n", rec.ID, p.JobsetEvalFailed.GetError())
 		case *eventsv1.Event_JobsetConcluded:
 			jobsets[rec.ID] = p.JobsetConcluded
+			counts.flush()
 			fmt.Fprintf(progress, "job %s concluded: %s\n", p.JobsetConcluded.GetJob(), conclusionName(p.JobsetConcluded.GetConclusion()))
 		case *eventsv1.Event_ChangeConcluded:
 			out := &Outcome{ChangeID: changeID, Conclusion: p.ChangeConcluded.GetConclusion(), Summary: p.ChangeConcluded.GetSummary()}
@@ -160,6 +178,48 @@ func Wait(ctx context.Context, log *eventlog.Log, changeID string, progress io.W
 			}
 			return out, nil
 		}
+	}
+}
+
+// progress counts derivations by where they are and prints a line when
+// the counts change, at most every progressEvery.
+type progress struct {
+	w       io.Writer
+	state   map[string]string // drv id -> bucket
+	last    time.Time
+	printed string
+}
+
+const progressEvery = time.Second
+
+func newProgress(w io.Writer) *progress { return &progress{w: w, state: map[string]string{}} }
+
+func (p *progress) record(id, fact string) {
+	bucket := map[string]string{
+		"discovered": "queued", "requeued": "queued", "build_failed_retry": "queued", "buildable": "queued",
+		"build_started": "running", "build_succeeded": "built",
+		"build_failed": "failed", "interrupted": "failed", "dependency_failed": "failed", "blocked": "failed",
+	}[fact]
+	if bucket == "" {
+		return
+	}
+	p.state[id] = bucket
+	if time.Since(p.last) >= progressEvery {
+		p.flush()
+	}
+}
+
+func (p *progress) flush() {
+	n := map[string]int{}
+	for _, b := range p.state {
+		n[b]++
+	}
+	line := fmt.Sprintf("progress: %d derivations: %d built, %d running, %d queued, %d failed",
+		len(p.state), n["built"], n["running"], n["queued"], n["failed"])
+	p.last = time.Now()
+	if line != p.printed && len(p.state) > 0 {
+		fmt.Fprintln(p.w, line)
+		p.printed = line
 	}
 }
 
