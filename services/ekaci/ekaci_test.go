@@ -350,8 +350,34 @@ func differences(o *ekaci.Outcome) map[string]string {
 
 func TestDemoPullRequest(t *testing.T) {
 	requireNix(t)
-	h := startWith(t, t.TempDir(), func(c *ekaci.Config) { c.NoOutputTimeout = 2 * time.Second })
+	dataDir := t.TempDir()
+	h := startWith(t, dataDir, func(c *ekaci.Config) { c.NoOutputTimeout = 2 * time.Second })
 	out := h.runRequest(ekaci.Request{Repo: demoRepo(t), Rev: "HEAD", Base: "HEAD~1"})
+	// Once concluded, the change's base and head worktrees are removed.
+	worktrees := func() []string {
+		m, _ := filepath.Glob(filepath.Join(dataDir, "git", "worktrees", "*", out.ChangeID+"-*"))
+		return m
+	}
+	changeRecs, _, err := h.app.Log().Load(context.Background(), eventlog.Change, out.ChangeID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range changeRecs {
+		if co := r.Event.GetChangeCheckedOut(); co != nil {
+			for _, wt := range []string{co.GetHeadWorktree(), co.GetBaseWorktree()} {
+				if ok, _ := filepath.Match(filepath.Join(dataDir, "git", "worktrees", "*", out.ChangeID+"-*"), wt); !ok {
+					t.Fatalf("worktree %s is not where this test looks for it", wt)
+				}
+			}
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for len(worktrees()) > 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if left := worktrees(); len(left) > 0 {
+		t.Errorf("worktrees of the concluded change are still there: %v", left)
+	}
 	if out.Conclusion != eventsv1.Conclusion_CONCLUSION_SUCCESS {
 		t.Errorf("conclusion = %v (%s), want success: every new or changed attribute builds", out.Conclusion, out.Summary)
 	}

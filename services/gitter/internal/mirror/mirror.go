@@ -149,7 +149,9 @@ func (s *Store) resolve(ctx context.Context, url, tok, rev string) (string, erro
 
 // Worktree checks out commit of the (synced) repository in a worktree of
 // its own and returns its absolute path. Asking again returns the same one.
-func (s *Store) Worktree(ctx context.Context, url, commit string) (string, error) {
+// owner (e.g. a change id; "" for none) gives each owner its own worktree,
+// so one owner's Remove never pulls a checkout from under another.
+func (s *Store) Worktree(ctx context.Context, url, commit, owner string) (string, error) {
 	url, err := normalize(url)
 	if err != nil {
 		return "", err
@@ -160,7 +162,7 @@ func (s *Store) Worktree(ctx context.Context, url, commit string) (string, error
 	if err != nil {
 		return "", err
 	}
-	path := filepath.Join(s.dir, "worktrees", tok, sha)
+	path := s.worktreePath(tok, sha, owner)
 	if head, err := git(ctx, path, "rev-parse", "HEAD"); err == nil && head == sha {
 		if top, err := git(ctx, path, "rev-parse", "--show-toplevel"); err == nil && top == path {
 			return path, nil
@@ -183,8 +185,16 @@ func (s *Store) Worktree(ctx context.Context, url, commit string) (string, error
 	return path, nil
 }
 
-// Remove deletes commit's worktree; an absent one is not an error.
-func (s *Store) Remove(ctx context.Context, url, commit string) error {
+func (s *Store) worktreePath(tok, sha, owner string) string {
+	name := sha
+	if owner != "" {
+		name = owner + "-" + sha
+	}
+	return filepath.Join(s.dir, "worktrees", tok, name)
+}
+
+// Remove deletes owner's worktree of commit; an absent one is not an error.
+func (s *Store) Remove(ctx context.Context, url, commit, owner string) error {
 	url, err := normalize(url)
 	if err != nil {
 		return err
@@ -196,7 +206,7 @@ func (s *Store) Remove(ctx context.Context, url, commit string) error {
 	if resolved, err := s.resolve(ctx, url, tok, commit); err == nil {
 		sha = resolved
 	}
-	path := filepath.Join(s.dir, "worktrees", tok, sha)
+	path := s.worktreePath(tok, sha, owner)
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 		return nil
 	}

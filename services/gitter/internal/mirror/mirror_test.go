@@ -72,27 +72,27 @@ func TestMirrorAndWorktrees(t *testing.T) {
 		t.Fatalf("mirror dir %s is not a token of the URL", m)
 	}
 	for i, want := range []string{"one", "two"} {
-		wt, err := s.Worktree(ctx, src, commits[i])
+		wt, err := s.Worktree(ctx, src, commits[i], "")
 		if err != nil {
 			t.Fatal(err)
 		}
 		if got := read(t, filepath.Join(wt, "file")); got != want {
 			t.Fatalf("worktree %s holds %q, want %q", wt, got, want)
 		}
-		again, err := s.Worktree(ctx, src, commits[i])
+		again, err := s.Worktree(ctx, src, commits[i], "")
 		if err != nil || again != wt {
 			t.Fatalf("second Worktree = %q, %v; want %q", again, err, wt)
 		}
 	}
 	// A new commit on the source is fetched by the next Sync.
 	third := commit(t, src, "three")
-	if _, err := s.Worktree(ctx, src, third); !errors.Is(err, ErrUnknownCommit) {
+	if _, err := s.Worktree(ctx, src, third, ""); !errors.Is(err, ErrUnknownCommit) {
 		t.Fatalf("before fetch: err = %v, want ErrUnknownCommit", err)
 	}
 	if _, err := s.Sync(ctx, src); err != nil {
 		t.Fatal(err)
 	}
-	wt, err := s.Worktree(ctx, src, third)
+	wt, err := s.Worktree(ctx, src, third, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,14 +105,46 @@ func TestMirrorAndWorktrees(t *testing.T) {
 	if sha, err := s.Resolve(ctx, src, third[:10]); err != nil || sha != third {
 		t.Fatalf("Resolve(short) = %q, %v", sha, err)
 	}
-	if err := s.Remove(ctx, src, third); err != nil {
+	if err := s.Remove(ctx, src, third, ""); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(wt); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("removed worktree still there: %v", err)
 	}
-	if err := s.Remove(ctx, src, third); err != nil {
+	if err := s.Remove(ctx, src, third, ""); err != nil {
 		t.Fatalf("removing twice: %v", err)
+	}
+}
+
+func TestOwnersHaveTheirOwnWorktrees(t *testing.T) {
+	ctx := context.Background()
+	src, commits := source(t, "one")
+	s, err := New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Sync(ctx, src); err != nil {
+		t.Fatal(err)
+	}
+	a, err := s.Worktree(ctx, src, commits[0], "change-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.Worktree(ctx, src, commits[0], "change-b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a == b {
+		t.Fatalf("two owners share %s", a)
+	}
+	if err := s.Remove(ctx, src, commits[0], "change-a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(a); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a's worktree survived its removal")
+	}
+	if read(t, filepath.Join(b, "file")) != "one" {
+		t.Fatal("removing a's worktree disturbed b's")
 	}
 }
 
@@ -126,7 +158,7 @@ func TestFileURL(t *testing.T) {
 	if _, err := s.Sync(context.Background(), url); err != nil {
 		t.Fatal(err)
 	}
-	wt, err := s.Worktree(context.Background(), url, commits[0])
+	wt, err := s.Worktree(context.Background(), url, commits[0], "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +186,7 @@ func TestUnknownRepoAndCommit(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, rev := range []string{"0123456789012345678901234567890123456789", "no-branch", "--help"} {
-		if _, err := s.Worktree(ctx, src, rev); !errors.Is(err, ErrUnknownCommit) {
+		if _, err := s.Worktree(ctx, src, rev, ""); !errors.Is(err, ErrUnknownCommit) {
 			t.Errorf("Worktree(%q): err = %v, want ErrUnknownCommit", rev, err)
 		}
 	}
@@ -179,7 +211,7 @@ func TestRecoversAHalfMadeWorktree(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(path, "junk"), []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	wt, err := s.Worktree(ctx, src, commits[0])
+	wt, err := s.Worktree(ctx, src, commits[0], "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +240,7 @@ func TestConcurrentUse(t *testing.T) {
 				errs <- err
 				return
 			}
-			if _, err := s.Worktree(ctx, src, commits[i%2]); err != nil {
+			if _, err := s.Worktree(ctx, src, commits[i%2], ""); err != nil {
 				errs <- err
 			}
 		}()
