@@ -21,3 +21,5 @@ require github.com/ekaci/ekaci/libs/gen v0.0.0-00010101000000-000000000000
 require google.golang.org/protobuf v1.36.12 // indirect
 
 replace github.com/ekaci/ekaci/libs/service => ../../libs/service
+
+replace github.com/ekaci/ekaci/libs/machines => ../../libs/machines

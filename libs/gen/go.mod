@@ -19,3 +19,5 @@ replace github.com/ekaci/ekaci/libs/telemetry => ../../libs/telemetry
 require google.golang.org/protobuf v1.36.12
 
 replace github.com/ekaci/ekaci/libs/service => ../../libs/service
+
+replace github.com/ekaci/ekaci/libs/machines => ../../libs/machines

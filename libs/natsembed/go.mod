@@ -38,3 +38,5 @@ require (
 	golang.org/x/sys v0.49.0 // indirect
 	golang.org/x/time v0.16.0 // indirect
 )
+
+replace github.com/ekaci/ekaci/libs/machines => ../../libs/machines

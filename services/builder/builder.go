@@ -10,6 +10,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -23,6 +24,7 @@ import (
 	"github.com/ekaci/ekaci/libs/eventlog/worker"
 	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
 	workv1 "github.com/ekaci/ekaci/libs/gen/ekaci/work/v1"
+	"github.com/ekaci/ekaci/libs/machines"
 	"github.com/ekaci/ekaci/libs/telemetry"
 	"github.com/ekaci/ekaci/services/builder/internal/nixbuild"
 )
@@ -41,9 +43,11 @@ type Config struct {
 	Logger zerolog.Logger
 	Name   string // this builder's name, recorded on each attempt
 	Pools  []Pool
-	// Builders is the Nix machines spec handed to nix-build for remote
-	// pools (--builders).
-	Builders        string
+	// Health knows the remote machines and which answer; a remote pool's
+	// build waits until one that can take it does, and nix-build gets
+	// only those (--builders, with --max-jobs 0 so it never falls back to
+	// building here).
+	Health          *machines.Health
 	NixOptions      []string
 	NoOutputTimeout time.Duration
 	TotalTimeout    time.Duration
@@ -72,7 +76,7 @@ func Run(ctx context.Context, cfg Config) error {
 				Concurrency: max(p.MaxJobs, 1),
 				// Short, with heartbeats while a build runs: a builder that dies
 				// has its build redelivered (and recorded as a process death) soon.
-				AckWait:     10 * time.Second,
+				AckWait: 10 * time.Second,
 			}, b.handle, cfg.Logger)
 		})
 	}
@@ -116,6 +120,22 @@ func (b *build) handle(ctx context.Context, m jetstream.Msg) error {
 		log.Info().Stringer("state", cur.State).Msg("stale build request dropped")
 		return nil
 	}
+	// A remote build waits here, before it is recorded as started, until
+	// a remote machine that can take it answers its health check.
+	remote := req.GetClass() == workv1.BuildClass_BUILD_CLASS_REMOTE
+	var remoteLines []string
+	if remote {
+		if b.cfg.Health == nil {
+			return worker.Permanent(fmt.Errorf("build %s: queued for a remote builder, but this builder has no machines configured", req.GetDrvPath()))
+		}
+		ms, err := b.cfg.Health.WaitUsable(ctx, req.GetSystem(), req.GetRequiredSystemFeatures())
+		if err != nil {
+			return err
+		}
+		for _, m := range ms {
+			remoteLines = append(remoteLines, m.Line())
+		}
+	}
 	started := &eventsv1.Event{
 		Id: fmt.Sprintf("started-%s-%d", req.GetDrvId(), req.GetAttempt()),
 		Payload: &eventsv1.Event_DrvBuildStarted{DrvBuildStarted: &eventsv1.DrvBuildStarted{
@@ -153,8 +173,10 @@ func (b *build) handle(ctx context.Context, m jetstream.Msg) error {
 			}
 		},
 	}
-	if req.GetClass() == workv1.BuildClass_BUILD_CLASS_REMOTE {
-		opts.Builders = b.cfg.Builders
+	if remote {
+		opts.Builders = strings.Join(remoteLines, " ; ")
+		opts.MaxJobs = 0
+		opts.NixOptions = append(slices.Clone(opts.NixOptions), "max-jobs", "0")
 	}
 	if m := b.cfg.Metrics; m != nil {
 		active := m.BuildsActive.WithLabelValues(b.pool.System, b.cfg.Name)

@@ -25,6 +25,7 @@ require (
 	github.com/ekaci/ekaci/libs/eventlog v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/flagenv v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/gen v0.0.0-00010101000000-000000000000
+	github.com/ekaci/ekaci/libs/machines v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/service v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/telemetry v0.0.0-00010101000000-000000000000
 	github.com/klauspost/compress v1.20.3
@@ -50,3 +51,5 @@ require (
 	golang.org/x/term v0.47.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 )
+
+replace github.com/ekaci/ekaci/libs/machines => ../../libs/machines

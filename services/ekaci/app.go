@@ -20,6 +20,7 @@ import (
 
 	"github.com/ekaci/ekaci/libs/eventlog"
 	workv1 "github.com/ekaci/ekaci/libs/gen/ekaci/work/v1"
+	"github.com/ekaci/ekaci/libs/machines"
 	"github.com/ekaci/ekaci/libs/natsembed"
 	"github.com/ekaci/ekaci/libs/service"
 	"github.com/ekaci/ekaci/libs/telemetry"
@@ -50,6 +51,9 @@ type Config struct {
 	NoOutputTimeout time.Duration
 	TotalTimeout    time.Duration
 	NixOptions      []string // name, value pairs
+	// Machines are remote builders (Nix machines-file format); their
+	// health is checked with `nix store ping` before they get work.
+	Machines []machines.Machine
 
 	Logger zerolog.Logger
 	// Notify receives the conclusion lines; nil discards them.
@@ -143,6 +147,20 @@ func (a *App) Run(ctx context.Context) error {
 	routes = append(routes,
 		router.Builder{Name: "local", Class: workv1.BuildClass_BUILD_CLASS_LOCAL, Systems: cfg.Systems, Features: cfg.Features, MaxJobs: cfg.MaxJobs},
 		router.Builder{Name: "fod", Class: workv1.BuildClass_BUILD_CLASS_FOD, Systems: cfg.Systems, Features: cfg.Features, MaxJobs: cfg.FODMaxJobs})
+	var health *machines.Health
+	if len(cfg.Machines) > 0 {
+		health = machines.NewHealth(cfg.Machines, nil, 30*time.Second, lg("machines"))
+		routes = append(routes, router.RemoteBuilders(cfg.Machines)...)
+		remoteJobs := map[string]int{}
+		for _, m := range cfg.Machines {
+			for _, sys := range m.Systems {
+				remoteJobs[sys] += m.MaxJobs
+			}
+		}
+		for sys, n := range remoteJobs {
+			pools = append(pools, builder.Pool{System: sys, Class: workv1.BuildClass_BUILD_CLASS_REMOTE, MaxJobs: n})
+		}
+	}
 
 	g, ctx := errgroup.WithContext(ctx)
 	stages := map[string]func(context.Context) error{
@@ -159,13 +177,13 @@ func (a *App) Run(ctx context.Context) error {
 			return ingress.Run(ctx, ingress.Config{Log: a.log, DataDir: cfg.DataDir, Logger: lg("ingress")})
 		},
 		"router": func(ctx context.Context) error {
-			return router.Run(ctx, router.Config{Log: a.log, Logger: lg("router"), Builders: routes})
+			return router.Run(ctx, router.Config{Log: a.log, Logger: lg("router"), Builders: routes, Health: health})
 		},
 		"builder": func(ctx context.Context) error {
 			return builder.Run(ctx, builder.Config{
 				Log: a.log, Conn: a.nc, Logger: lg("builder"), Name: "local", Pools: pools,
 				NixOptions: cfg.NixOptions, NoOutputTimeout: cfg.NoOutputTimeout, TotalTimeout: cfg.TotalTimeout,
-				LogDir: filepath.Join(cfg.DataDir, "logs"), Metrics: a.metrics,
+				LogDir: filepath.Join(cfg.DataDir, "logs"), Metrics: a.metrics, Health: health,
 			})
 		},
 		"recorder": func(ctx context.Context) error {

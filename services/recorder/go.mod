@@ -59,3 +59,5 @@ require (
 )
 
 replace github.com/ekaci/ekaci/libs/service => ../../libs/service
+
+replace github.com/ekaci/ekaci/libs/machines => ../../libs/machines

@@ -23,6 +23,7 @@ require (
 	github.com/ekaci/ekaci/libs/eventlog v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/flagenv v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/gen v0.0.0-00010101000000-000000000000
+	github.com/ekaci/ekaci/libs/machines v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/service v0.0.0-00010101000000-000000000000
 	github.com/nats-io/nats.go v1.55.0
 	github.com/rs/zerolog v1.35.1
@@ -50,3 +51,5 @@ require (
 )
 
 replace github.com/ekaci/ekaci/libs/service => ../../libs/service
+
+replace github.com/ekaci/ekaci/libs/machines => ../../libs/machines

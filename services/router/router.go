@@ -12,6 +12,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -21,15 +23,57 @@ import (
 	"github.com/ekaci/ekaci/libs/eventlog/worker"
 	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
 	workv1 "github.com/ekaci/ekaci/libs/gen/ekaci/work/v1"
+	"github.com/ekaci/ekaci/libs/machines"
 )
 
-// Builder is a pool the router may send work to.
+// Builder is a pool the router may send work to: the local builder, the
+// FOD pool, or one remote machine.
 type Builder struct {
 	Name     string
 	Class    workv1.BuildClass
 	Systems  []string
 	Features []string
-	MaxJobs  int
+	// Mandatory features: the builder takes only derivations that require
+	// every one of them (Nix's mandatoryFeatures).
+	Mandatory []string
+	MaxJobs   int
+}
+
+func (bl Builder) can(system string, required []string) bool {
+	if !slices.Contains(bl.Systems, system) && system != "builtin" {
+		return false
+	}
+	for _, f := range required {
+		if !slices.Contains(bl.Features, f) {
+			return false
+		}
+	}
+	for _, f := range bl.Mandatory {
+		if !slices.Contains(required, f) {
+			return false
+		}
+	}
+	return true
+}
+
+// RemoteBuilders turns machines-file entries into remote builders.
+func RemoteBuilders(ms []machines.Machine) []Builder {
+	var out []Builder
+	for _, m := range ms {
+		out = append(out, Builder{Name: m.URI, Class: workv1.BuildClass_BUILD_CLASS_REMOTE,
+			Systems: m.Systems, Features: m.Features, Mandatory: m.MandatoryFeatures, MaxJobs: m.MaxJobs})
+	}
+	return out
+}
+
+// View is what the router knows of the builders when it decides.
+type View struct {
+	// Healthy reports whether a remote builder answers; nil: all do. The
+	// local and FOD pools are always healthy.
+	Healthy func(name string) bool
+	// LocalBusy is how many builds are running or waiting on the local
+	// pool of a system; nil: none.
+	LocalBusy func(system string) int
 }
 
 // Config wires the stage.
@@ -37,53 +81,76 @@ type Config struct {
 	Log      *eventlog.Log
 	Logger   zerolog.Logger
 	Builders []Builder
+	// Health, when remote builders are configured, says which answer.
+	Health *machines.Health
 }
 
 // BuildSubject is where requests for a system and class are queued.
 func BuildSubject(system string, c workv1.BuildClass) string { return eventlog.BuildSubject(system, c) }
 
 // Route picks the class for a buildable derivation; ok is false when no
-// builder can take it.
-func Route(builders []Builder, b *eventsv1.DrvBuildable) (workv1.BuildClass, bool) {
-	can := map[workv1.BuildClass]bool{}
+// builder can take it, healthy or not. Fixed-output derivations go to the
+// FOD pool, preferLocalBuild to the local builder; the rest go local while
+// the local pool has a free slot, else to a healthy remote builder, else
+// local. Work only an unhealthy remote builder can take is queued for the
+// remote pool, which holds it until a builder answers again.
+func Route(builders []Builder, b *eventsv1.DrvBuildable, v View) (workv1.BuildClass, bool) {
+	can, healthy := map[workv1.BuildClass]bool{}, map[workv1.BuildClass]bool{}
+	localMax := 0
 	for _, bl := range builders {
-		if !slices.Contains(bl.Systems, b.GetSystem()) && !(b.GetSystem() == "builtin") {
+		if !bl.can(b.GetSystem(), b.GetRequiredSystemFeatures()) {
 			continue
 		}
-		ok := true
-		for _, f := range b.GetRequiredSystemFeatures() {
-			if !slices.Contains(bl.Features, f) {
-				ok = false
-				break
-			}
+		can[bl.Class] = true
+		if bl.Class != workv1.BuildClass_BUILD_CLASS_REMOTE || v.Healthy == nil || v.Healthy(bl.Name) {
+			healthy[bl.Class] = true
 		}
-		if ok {
-			can[bl.Class] = true
+		if bl.Class == workv1.BuildClass_BUILD_CLASS_LOCAL {
+			localMax += max(bl.MaxJobs, 1)
 		}
 	}
 	if len(can) == 0 {
 		return 0, false
 	}
+	const (
+		local  = workv1.BuildClass_BUILD_CLASS_LOCAL
+		fod    = workv1.BuildClass_BUILD_CLASS_FOD
+		remote = workv1.BuildClass_BUILD_CLASS_REMOTE
+	)
 	var order []workv1.BuildClass
 	switch {
 	case b.GetFixedOutput():
-		order = []workv1.BuildClass{workv1.BuildClass_BUILD_CLASS_FOD, workv1.BuildClass_BUILD_CLASS_LOCAL, workv1.BuildClass_BUILD_CLASS_REMOTE}
+		order = []workv1.BuildClass{fod, local, remote}
 	case b.GetPreferLocalBuild():
-		order = []workv1.BuildClass{workv1.BuildClass_BUILD_CLASS_LOCAL, workv1.BuildClass_BUILD_CLASS_REMOTE, workv1.BuildClass_BUILD_CLASS_FOD}
+		order = []workv1.BuildClass{local, remote, fod}
 	default:
-		order = []workv1.BuildClass{workv1.BuildClass_BUILD_CLASS_REMOTE, workv1.BuildClass_BUILD_CLASS_LOCAL, workv1.BuildClass_BUILD_CLASS_FOD}
+		busy := 0
+		if v.LocalBusy != nil {
+			busy = v.LocalBusy(b.GetSystem())
+		}
+		if healthy[local] && busy < localMax {
+			order = []workv1.BuildClass{local}
+		}
+		order = append(order, remote, local, fod)
 	}
 	for _, c := range order {
-		if can[c] {
+		if healthy[c] {
 			return c, true
 		}
 	}
-	return 0, false
+	return remote, true // only unhealthy remote builders can: wait in their queue
 }
 
 // Run routes until ctx ends.
 func Run(ctx context.Context, cfg Config) error {
 	js := cfg.Log.JetStream()
+	busy := &localLoad{js: js, every: time.Second, seen: map[string]loadSample{}}
+	view := View{LocalBusy: func(system string) int { return busy.get(ctx, system) }}
+	if cfg.Health != nil {
+		view.Healthy = cfg.Health.Healthy
+		cfg.Health.CheckNow(ctx) // know before the first decision
+		go cfg.Health.Run(ctx)
+	}
 	handle := func(ctx context.Context, m jetstream.Msg) error {
 		rec, err := eventlog.DecodeMsg(m)
 		if err != nil {
@@ -93,7 +160,7 @@ func Run(ctx context.Context, cfg Config) error {
 		if b == nil {
 			return nil
 		}
-		class, ok := Route(cfg.Builders, b)
+		class, ok := Route(cfg.Builders, b, view)
 		if !ok {
 			ev := &eventsv1.Event{
 				Id: fmt.Sprintf("unsatisfiable-%s-%d", rec.ID, b.GetAttempt()), CausationId: rec.Event.GetId(),
@@ -122,3 +189,34 @@ func Run(ctx context.Context, cfg Config) error {
 }
 
 func isConflict(err error) bool { return errors.Is(err, eventlog.ErrConflict) }
+
+// localLoad reads how busy each system's local pool is from its durable
+// consumer (waiting + unacknowledged), at most once per interval.
+type localLoad struct {
+	js    jetstream.JetStream
+	every time.Duration
+	mu    sync.Mutex
+	seen  map[string]loadSample
+}
+
+type loadSample struct {
+	n  int
+	at time.Time
+}
+
+func (l *localLoad) get(ctx context.Context, system string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if s, ok := l.seen[system]; ok && time.Since(s.at) < l.every {
+		return s.n
+	}
+	n := 0
+	name := "builder-" + eventlog.SystemToken(system) + "-" + eventlog.ClassToken(workv1.BuildClass_BUILD_CLASS_LOCAL)
+	if c, err := l.js.Consumer(ctx, eventlog.WorkStream, name); err == nil {
+		if info, err := c.Info(ctx); err == nil {
+			n = int(info.NumPending) + info.NumAckPending
+		}
+	}
+	l.seen[system] = loadSample{n: n, at: time.Now()}
+	return n
+}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ekaci/ekaci/libs/flagenv"
 	workv1 "github.com/ekaci/ekaci/libs/gen/ekaci/work/v1"
+	"github.com/ekaci/ekaci/libs/machines"
 	"github.com/ekaci/ekaci/libs/service"
 	"github.com/ekaci/ekaci/services/builder"
 )
@@ -27,6 +28,7 @@ func main() {
 	noOutput := fs.Duration("no-output-timeout", time.Hour, "stop a build that prints nothing for this long")
 	total := fs.Duration("total-timeout", 0, "stop a build that runs longer than this (0: no limit)")
 	logDir := fs.String("log-dir", "/var/lib/ekaci/logs", "where each attempt's compressed log is kept")
+	machinesFile := fs.String("machines", "", "a Nix machines file: also serve the remote pools of their systems, building through them")
 	os.Exit(service.Main(fs, os.Args[1:], func(ctx context.Context, env service.Env) error {
 		var pools []builder.Pool
 		for _, sys := range systems {
@@ -35,9 +37,27 @@ func main() {
 				pools = append(pools, builder.Pool{System: sys, Class: workv1.BuildClass_BUILD_CLASS_FOD, MaxJobs: *fodMaxJobs})
 			}
 		}
+		var health *machines.Health
+		if *machinesFile != "" {
+			ms, err := machines.ReadFile(*machinesFile)
+			if err != nil {
+				return err
+			}
+			health = machines.NewHealth(ms, nil, 30*time.Second, env.Logger)
+			go health.Run(ctx)
+			jobs := map[string]int{}
+			for _, m := range ms {
+				for _, sys := range m.Systems {
+					jobs[sys] += m.MaxJobs
+				}
+			}
+			for sys, n := range jobs {
+				pools = append(pools, builder.Pool{System: sys, Class: workv1.BuildClass_BUILD_CLASS_REMOTE, MaxJobs: n})
+			}
+		}
 		return builder.Run(ctx, builder.Config{
 			Log: env.Log, Conn: env.Conn, Logger: env.Logger, Name: *name, Pools: pools,
-			NixOptions: nixOpts, NoOutputTimeout: *noOutput, TotalTimeout: *total, LogDir: *logDir, Metrics: env.Metrics,
+			NixOptions: nixOpts, NoOutputTimeout: *noOutput, TotalTimeout: *total, LogDir: *logDir, Metrics: env.Metrics, Health: health,
 		})
 	}))
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/ekaci/ekaci/libs/flagenv"
 	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
+	"github.com/ekaci/ekaci/libs/machines"
 	"github.com/ekaci/ekaci/libs/telemetry"
 	"github.com/ekaci/ekaci/services/ekaci"
 )
@@ -54,6 +55,7 @@ type options struct {
 	systems   flagenv.List
 	features  flagenv.List
 	nix       flagenv.Pairs
+	machines  string
 	rev, base string
 	output    string
 	timeout   time.Duration
@@ -79,6 +81,7 @@ func flags(name string, stderr io.Writer) (*flag.FlagSet, *options) {
 	fs.IntVar(&c.FODMaxJobs, "fod-max-jobs", 1, "fixed-output (fetch) builds run at once")
 	fs.DurationVar(&c.NoOutputTimeout, "no-output-timeout", time.Hour, "stop a build that prints nothing for this long")
 	fs.DurationVar(&c.TotalTimeout, "total-timeout", 0, "stop a build that runs longer than this (0: no limit)")
+	fs.StringVar(&o.machines, "machines", "", "a Nix machines file of remote builders (uri systems ssh-key max-jobs speed-factor features mandatory-features host-key)")
 	fs.Var(&o.nix, "nix-option", "a Nix option for every evaluation and build, name=value, e.g. substituters= (repeatable; in the environment, separate with ';')")
 	if name == "run" {
 		fs.StringVar(&o.rev, "rev", "HEAD", "the revision to build")
@@ -119,6 +122,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	o.cfg.Systems = o.systems
 	o.cfg.Features = o.features
 	o.cfg.NixOptions = o.nix
+	if o.machines != "" {
+		if o.cfg.Machines, err = machines.ReadFile(o.machines); err != nil {
+			fmt.Fprintf(stderr, "ekaci %s: --machines: %v\n", cmd, err)
+			return exitUsage
+		}
+	}
 
 	var req ekaci.Request
 	if cmd == "run" {

@@ -6,9 +6,11 @@ import (
 	"context"
 	"flag"
 	"os"
+	"time"
 
 	"github.com/ekaci/ekaci/libs/flagenv"
 	workv1 "github.com/ekaci/ekaci/libs/gen/ekaci/work/v1"
+	"github.com/ekaci/ekaci/libs/machines"
 	"github.com/ekaci/ekaci/libs/service"
 	"github.com/ekaci/ekaci/services/router"
 )
@@ -21,10 +23,21 @@ func main() {
 	fs.Var(&features, "features", "comma-separated system features the builders offer")
 	maxJobs := fs.Int("max-jobs", 2, "builds the local pool runs at once")
 	fodMaxJobs := fs.Int("fod-max-jobs", 1, "builds the fixed-output pool runs at once")
+	machinesFile := fs.String("machines", "", "a Nix machines file of remote builders")
 	os.Exit(service.Main(fs, os.Args[1:], func(ctx context.Context, env service.Env) error {
-		return router.Run(ctx, router.Config{Log: env.Log, Logger: env.Logger, Builders: []router.Builder{
+		builders := []router.Builder{
 			{Name: "local", Class: workv1.BuildClass_BUILD_CLASS_LOCAL, Systems: systems, Features: features, MaxJobs: *maxJobs},
 			{Name: "fod", Class: workv1.BuildClass_BUILD_CLASS_FOD, Systems: systems, Features: features, MaxJobs: *fodMaxJobs},
-		}})
+		}
+		var health *machines.Health
+		if *machinesFile != "" {
+			ms, err := machines.ReadFile(*machinesFile)
+			if err != nil {
+				return err
+			}
+			builders = append(builders, router.RemoteBuilders(ms)...)
+			health = machines.NewHealth(ms, nil, 30*time.Second, env.Logger)
+		}
+		return router.Run(ctx, router.Config{Log: env.Log, Logger: env.Logger, Builders: builders, Health: health})
 	}))
 }
