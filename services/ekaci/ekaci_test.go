@@ -564,6 +564,16 @@ func TestChangesWithoutBuilds(t *testing.T) {
 			eventsv1.Conclusion_CONCLUSION_FAILURE, "jobs.main.atr"},
 		{"file does not evaluate", map[string]string{".ekaci/config.json": `{"jobs": {"main": {"file": "default.nix"}}}`, "default.nix": "{ a = ; }"},
 			eventsv1.Conclusion_CONCLUSION_FAILURE, "default.nix"},
+		{"config names a missing file", map[string]string{".ekaci/config.json": `{"jobs": {"main": {"file": "nope.nix"}}}`},
+			eventsv1.Conclusion_CONCLUSION_FAILURE, `jobs.main.file: "nope.nix" does not exist`},
+		{"config file escapes", map[string]string{".ekaci/config.json": `{"jobs": {"main": {"file": "../etc/passwd"}}}`},
+			eventsv1.Conclusion_CONCLUSION_FAILURE, "leaves the repository"},
+		{"a .drv that does not exist", map[string]string{".ekaci/config.json": `{"jobs": {"main": {"file": "default.nix"}}}`,
+			"default.nix": `{ gone = { type = "derivation"; name = "gone"; drvPath = "/nix/store/00000000000000000000000000000000-gone.drv"; }; }`},
+			eventsv1.Conclusion_CONCLUSION_FAILURE, "00000000000000000000000000000000-gone.drv does not exist"},
+		{"disallowed eval failure", map[string]string{".ekaci/config.json": `{"jobs": {"main": {"file": "default.nix", "allow_eval_failures": false}}}`,
+			"default.nix": `{ bad = throw "nope"; }`},
+			eventsv1.Conclusion_CONCLUSION_FAILURE, "allow_eval_failures is false"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -581,6 +591,21 @@ func TestChangesWithoutBuilds(t *testing.T) {
 				t.Fatalf("outcome %q does not mention %q", text, tt.summaryHas)
 			}
 		})
+	}
+}
+
+func TestMissingCommitIsACheckoutFailure(t *testing.T) {
+	requireNix(t)
+	h := start(t, t.TempDir())
+	repo := makeRepo(t, simpleFiles())
+	out := h.runRequest(ekaci.Request{Repo: repo, Rev: strings.Repeat("ab", 20)})
+	if out.Conclusion != eventsv1.Conclusion_CONCLUSION_FAILURE || !strings.Contains(out.Summary, "checkout failed") || !strings.Contains(out.Summary, strings.Repeat("ab", 20)) {
+		t.Fatalf("outcome %v %q, want a checkout failure naming the commit", out.Conclusion, out.Summary)
+	}
+	notGit := t.TempDir() // a directory, but no repository
+	out = h.runRequest(ekaci.Request{Repo: notGit, Rev: strings.Repeat("cd", 20)})
+	if out.Conclusion != eventsv1.Conclusion_CONCLUSION_FAILURE || !strings.Contains(out.Summary, "unknown repository") || !strings.Contains(out.Summary, notGit) {
+		t.Fatalf("outcome %v %q, want a checkout failure", out.Conclusion, out.Summary)
 	}
 }
 
