@@ -3,11 +3,13 @@
 // set, nested sets only when they say recurseForDerivations. One failing
 // attribute does not lose the others.
 //
-// nix-eval-jobs is not used: Nix 2.8 (Debian's nix-bin) ships without it.
-// One nix-instantiate call evaluates everything, guarding each attribute
-// with builtins.tryEval; errors tryEval cannot catch (type errors, missing
-// attributes, ...) abort that call, and then each attribute is evaluated by
-// a call of its own so the error lands on the attribute that has it.
+// With nix-eval-jobs on PATH, it evaluates (in parallel, with its own
+// per-attribute error handling). Without it (Nix 2.8 from Debian ships
+// none), one nix-instantiate call evaluates everything, guarding each
+// attribute with builtins.tryEval; errors tryEval cannot catch (type
+// errors, missing attributes, ...) abort that call, and then each
+// attribute is evaluated by a call of its own so the error lands on the
+// attribute that has it.
 package nixeval
 
 import (
@@ -21,6 +23,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -35,6 +38,11 @@ type Options struct {
 	Args map[string]string
 	// NixOptions are name, value pairs given to Nix as --option name value.
 	NixOptions []string
+	// EvalJobs is the nix-eval-jobs to use; empty looks it up on PATH,
+	// "-" never uses it.
+	EvalJobs string
+	// Workers is nix-eval-jobs' --workers (default 2).
+	Workers int
 }
 
 // Attr is one evaluated attribute.
@@ -57,7 +65,17 @@ func Evaluate(ctx context.Context, o Options) ([]Attr, error) {
 		root = strings.Split(o.Attr, ".")
 	}
 	e := &evaluator{o: o, file: file, root: root}
-	attrs, err := e.walk(ctx, root, true)
+	evalJobs := o.EvalJobs
+	if evalJobs == "" {
+		evalJobs, _ = exec.LookPath("nix-eval-jobs")
+	}
+	var attrs []Attr
+	var err error
+	if evalJobs != "" && evalJobs != "-" {
+		attrs, err = e.evalJobs(ctx, evalJobs)
+	} else {
+		attrs, err = e.walk(ctx, root, true)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -185,6 +203,59 @@ func (e *evaluator) walk(ctx context.Context, path []string, isRoot bool) ([]Att
 			return nil, err
 		}
 		attrs = append(attrs, sub...)
+	}
+	return attrs, nil
+}
+
+// evalJobs runs nix-eval-jobs over the selected value: one JSON object per
+// attribute on stdout, {"attr": ..., "drvPath": ...} or {"attr": ...,
+// "error": ...}.
+func (e *evaluator) evalJobs(ctx context.Context, bin string) ([]Attr, error) {
+	workers := e.o.Workers
+	if workers <= 0 {
+		workers = 2
+	}
+	args := []string{"--workers", strconv.Itoa(workers)}
+	for i := 0; i+1 < len(e.o.NixOptions); i += 2 {
+		args = append(args, "--option", e.o.NixOptions[i], e.o.NixOptions[i+1])
+	}
+	args = append(args, "--expr", e.expr(e.root, "top"))
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Dir = e.o.Dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 5 * time.Second
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("evaluating %s with nix-eval-jobs: %s", e.o.File, trimError(stderr.String()))
+	}
+	var attrs []Attr
+	for _, line := range bytes.Split(stdout.Bytes(), []byte("\n")) {
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		var j struct {
+			Attr     string   `json:"attr"`
+			AttrPath []string `json:"attrPath"`
+			DrvPath  string   `json:"drvPath"`
+			Error    string   `json:"error"`
+		}
+		if err := json.Unmarshal(line, &j); err != nil {
+			return nil, fmt.Errorf("nix-eval-jobs printed a line that is not JSON: %q", line)
+		}
+		path := j.AttrPath
+		if path == nil && j.Attr != "" {
+			path = strings.Split(j.Attr, ".")
+		}
+		full := append(append([]string{}, e.root...), path...)
+		attrs = append(attrs, Attr{Path: strings.Join(full, "."), DrvPath: j.DrvPath, Error: trimError(j.Error)})
+		if j.Error == "" {
+			attrs[len(attrs)-1].Error = ""
+		}
 	}
 	return attrs, nil
 }

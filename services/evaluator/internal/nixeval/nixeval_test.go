@@ -142,3 +142,41 @@ func TestNixString(t *testing.T) {
 }
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
+
+// TestNixEvalJobs drives the nix-eval-jobs path with a stand-in script (the
+// real tool does not exist for Nix 2.8): it must get our expression and
+// options, and its JSON lines must become attributes under the job's root.
+func TestNixEvalJobs(t *testing.T) {
+	dir := write(t, map[string]string{"release.nix": "{ }"})
+	argsFile := filepath.Join(t.TempDir(), "args")
+	fake := filepath.Join(t.TempDir(), "nix-eval-jobs")
+	script := `#!/bin/sh
+printf '%s\n' "$@" > ` + argsFile + `
+echo '{"attr":"hello","attrPath":["hello"],"drvPath":"/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-hello.drv","system":"x86_64-linux"}'
+echo '{"attr":"sub.broken","attrPath":["sub","broken"],"error":"\u001b[31;1merror:\u001b[0m it is broken"}'
+`
+	if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	attrs, err := Evaluate(context.Background(), Options{Dir: dir, File: "release.nix", Attr: "pkgs", EvalJobs: fake, Workers: 3, NixOptions: offline})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Attr{
+		{Path: "pkgs.hello", DrvPath: "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-hello.drv"},
+		{Path: "pkgs.sub.broken", Error: "error: it is broken"},
+	}
+	if len(attrs) != 2 || attrs[0] != want[0] || attrs[1] != want[1] {
+		t.Fatalf("attrs = %+v\nwant %+v", attrs, want)
+	}
+	b, err := os.ReadFile(argsFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := string(b)
+	for _, w := range []string{"--workers\n3\n", "--option\nsubstituters\n\n", "--expr\n", `\"root\":[\"pkgs\"]`, filepath.Join(dir, "release.nix")} {
+		if !strings.Contains(args, w) {
+			t.Errorf("nix-eval-jobs args lack %q:\n%s", w, args)
+		}
+	}
+}
