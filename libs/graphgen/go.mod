@@ -1,0 +1,3 @@
+module github.com/ekaci/ekaci/libs/graphgen
+
+go 1.26.8
