@@ -23,3 +23,5 @@ require google.golang.org/protobuf v1.36.12 // indirect
 replace github.com/ekaci/ekaci/libs/service => ../../libs/service
 
 replace github.com/ekaci/ekaci/libs/machines => ../../libs/machines
+
+replace github.com/ekaci/ekaci/libs/graphgen => ../../libs/graphgen

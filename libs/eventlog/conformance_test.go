@@ -53,6 +53,7 @@ func TestConformance(t *testing.T) {
 				{"read replays in order", testReadOrder},
 				{"bad events are refused", testBadEvents},
 				{"history cannot be deleted", testDenyDelete},
+				{"pipelined appends keep order, guards and dedup", testAppendMany},
 			}
 			for _, c := range cases {
 				t.Run(c.name, func(t *testing.T) {
@@ -236,5 +237,44 @@ func testDenyDelete(t *testing.T, ctx context.Context, js jetstream.JetStream, l
 	}
 	if err := s.Purge(ctx); err == nil {
 		t.Fatal("purging the event log succeeded")
+	}
+}
+
+func testAppendMany(t *testing.T, ctx context.Context, js jetstream.JetStream, l *eventlog.Log) {
+	const n = 3000 // more than the in-flight window
+	var items []eventlog.Item
+	for i := range n {
+		id := fmt.Sprintf("%032d", i)
+		items = append(items, eventlog.Item{ID: id, Event: discovered("d-"+id, "/nix/store/"+id+"-x.drv"), Expect: true})
+	}
+	// A stale guard on item 7 (it expects a history it does not have), a
+	// re-append of item 0's event as item n.
+	items[7].ExpectSeq = 999999
+	items = append(items, eventlog.Item{ID: items[0].ID, Event: discovered("d-"+items[0].ID, "/nix/store/"+items[0].ID+"-x.drv")})
+	got, errs, err := l.AppendMany(ctx, items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last uint64
+	for i := range n {
+		if i == 7 {
+			if !errors.Is(errs[i], eventlog.ErrConflict) {
+				t.Fatalf("item 7: %v, want ErrConflict", errs[i])
+			}
+			continue
+		}
+		if errs[i] != nil {
+			t.Fatalf("item %d: %v", i, errs[i])
+		}
+		if got[i].Seq <= last {
+			t.Fatalf("item %d landed at %d after %d: out of order", i, got[i].Seq, last)
+		}
+		last = got[i].Seq
+	}
+	if errs[n] != nil || !got[n].Duplicate || got[n].Seq != got[0].Seq {
+		t.Fatalf("re-append: %+v %v, want a duplicate of seq %d", got[n], errs[n], got[0].Seq)
+	}
+	if seq, err := l.LastSeq(ctx); err != nil || seq != uint64(n-1) {
+		t.Fatalf("stream holds %d events (%v), want %d", seq, err, n-1)
 	}
 }

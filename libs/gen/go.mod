@@ -21,3 +21,5 @@ require google.golang.org/protobuf v1.36.12
 replace github.com/ekaci/ekaci/libs/service => ../../libs/service
 
 replace github.com/ekaci/ekaci/libs/machines => ../../libs/machines
+
+replace github.com/ekaci/ekaci/libs/graphgen => ../../libs/graphgen

@@ -27,3 +27,5 @@ require (
 	github.com/mattn/go-isatty v0.0.20 // indirect
 	golang.org/x/sys v0.29.0 // indirect
 )
+
+replace github.com/ekaci/ekaci/libs/graphgen => ../../libs/graphgen

@@ -46,3 +46,5 @@ require (
 replace github.com/ekaci/ekaci/libs/service => ../../libs/service
 
 replace github.com/ekaci/ekaci/libs/machines => ../../libs/machines
+
+replace github.com/ekaci/ekaci/libs/graphgen => ../../libs/graphgen

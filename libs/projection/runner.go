@@ -336,18 +336,23 @@ func (r *Runner) flushOutbox(ctx context.Context, keys [][]byte) error {
 	if err != nil || len(items) == 0 {
 		return err
 	}
-	for _, it := range items {
-		var opts []eventlog.AppendOption
-		if it.e.Expect {
-			opts = append(opts, eventlog.ExpectLast(it.e.Seq))
-		}
-		if _, err := r.log.Append(ctx, it.e.ID, it.e.Event, opts...); err != nil {
-			if errors.Is(err, eventlog.ErrConflict) {
-				// The aggregate moved on; the fold will see why and decide again.
-				r.logger.Debug().Err(err).Str("event", it.e.Event.GetId()).Msg("outbox entry superseded")
-				continue
-			}
-			return fmt.Errorf("read model %s: outbox: %w", r.h.Name(), err)
+	// Pipelined: one round trip for the whole outbox, not one per event.
+	batch := make([]eventlog.Item, len(items))
+	for i, it := range items {
+		batch[i] = eventlog.Item{ID: it.e.ID, Event: it.e.Event, Expect: it.e.Expect, ExpectSeq: it.e.Seq}
+	}
+	_, errs, err := r.log.AppendMany(ctx, batch)
+	if err != nil {
+		return fmt.Errorf("read model %s: outbox: %w", r.h.Name(), err)
+	}
+	for i, aerr := range errs {
+		switch {
+		case aerr == nil:
+		case errors.Is(aerr, eventlog.ErrConflict):
+			// The aggregate moved on; the fold will see why and decide again.
+			r.logger.Debug().Err(aerr).Str("event", items[i].e.Event.GetId()).Msg("outbox entry superseded")
+		default:
+			return fmt.Errorf("read model %s: outbox: %w", r.h.Name(), aerr)
 		}
 	}
 	return r.db.Update(func(tx *bolt.Tx) error {

@@ -8,6 +8,7 @@ package builder
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -57,6 +58,16 @@ type Config struct {
 	LogDir        string
 	// Metrics, when set, counts active and finished builds.
 	Metrics *telemetry.Metrics
+	// Noop is for benchmarks only: nothing is built, every request is
+	// reported at once as a success (or as a failure where Noop.Fail
+	// says so). Run logs it loudly; no flag of `ekaci run`/`serve` sets it.
+	Noop *Noop
+}
+
+// Noop makes a builder that builds nothing (benchmarks of the scheduler).
+type Noop struct {
+	// Fail, when set, picks the attempts to report as failed.
+	Fail func(drvID string, attempt uint32) bool
 }
 
 // Run serves every pool until ctx ends, letting running builds finish
@@ -64,6 +75,9 @@ type Config struct {
 func Run(ctx context.Context, cfg Config) error {
 	if cfg.ShutdownGrace <= 0 {
 		cfg.ShutdownGrace = 30 * time.Second
+	}
+	if cfg.Noop != nil {
+		cfg.Logger.Error().Msg("NO-OP BUILDER: nothing is built; every build is reported without running Nix (benchmark mode)")
 	}
 	g, ctx := errgroup.WithContext(ctx)
 	for _, p := range cfg.Pools {
@@ -94,31 +108,15 @@ func (b *build) handle(ctx context.Context, m jetstream.Msg) error {
 		return worker.Permanent(fmt.Errorf("decode build request %s: %w", m.Subject(), err))
 	}
 	log := b.cfg.Logger.With().Str("drv", req.GetDrvPath()).Uint32("attempt", req.GetAttempt()).Logger()
-	history, last, err := b.cfg.Log.Load(ctx, eventlog.Drv, req.GetDrvId())
-	if err != nil {
-		return err
-	}
-	evs := make([]*eventsv1.Event, len(history))
-	for i, h := range history {
-		evs[i] = h.Event
-	}
-	cur, err := buildstate.Fold(evs)
-	if err != nil {
-		return worker.Permanent(fmt.Errorf("fold %s: %w", req.GetDrvId(), err))
-	}
-	switch {
-	case cur.State == buildstate.Building && cur.Attempt == req.GetAttempt():
-		// Redelivered while recorded as Building: the builder that took it
-		// died mid-build. Record that; the recorder decides on a retry.
-		log.Warn().Msg("build was running on a builder that stopped; reporting process death")
-		return b.report(ctx, req, &workv1.BuildReport{
-			Outcome: workv1.BuildOutcome_BUILD_OUTCOME_INTERRUPTED, ExitCode: -1,
-			Interruption: eventsv1.InterruptKind_INTERRUPT_KIND_PROCESS_DEATH,
-			LogTail:      "the builder running this attempt stopped before reporting",
-		})
-	case cur.State != buildstate.Buildable || cur.Attempt != req.GetAttempt():
-		log.Info().Stringer("state", cur.State).Msg("stale build request dropped")
-		return nil
+	// The common case needs no read: the request carries the sequence the
+	// derivation was routed at. Only when the history moved on (a
+	// redelivery, a builder that died) is it read and decided.
+	last := req.GetLastSeq()
+	if last == 0 {
+		var err error
+		if last, err = b.resolve(ctx, req, log); err != nil || last == 0 {
+			return err
+		}
 	}
 	// A remote build waits here, before it is recorded as started, until
 	// a remote machine that can take it answers its health check.
@@ -142,9 +140,17 @@ func (b *build) handle(ctx context.Context, m jetstream.Msg) error {
 			Attempt: req.GetAttempt(), Builder: b.cfg.Name,
 		}},
 	}
-	if _, err := b.cfg.Log.Append(ctx, req.GetDrvId(), started, eventlog.ExpectLast(last)); err != nil {
+	startedAt, err := b.cfg.Log.Append(ctx, req.GetDrvId(), started, eventlog.ExpectLast(last))
+	if errors.Is(err, eventlog.ErrConflict) && req.GetLastSeq() != 0 {
+		if last, err = b.resolve(ctx, req, log); err != nil || last == 0 {
+			return err
+		}
+		startedAt, err = b.cfg.Log.Append(ctx, req.GetDrvId(), started, eventlog.ExpectLast(last))
+	}
+	if err != nil {
 		return err
 	}
+	startedSeq := startedAt.Seq
 	log.Info().Msg("build started")
 
 	// Builds outlive a shutdown by the grace period, then stop.
@@ -160,6 +166,14 @@ func (b *build) handle(ctx context.Context, m jetstream.Msg) error {
 		}
 	})
 	defer stop()
+
+	if b.cfg.Noop != nil {
+		rep := &workv1.BuildReport{Outcome: workv1.BuildOutcome_BUILD_OUTCOME_SUCCEEDED, StartedSeq: startedSeq}
+		if b.cfg.Noop.Fail != nil && b.cfg.Noop.Fail(req.GetDrvId(), req.GetAttempt()) {
+			rep.Outcome, rep.ExitCode, rep.LogTail = workv1.BuildOutcome_BUILD_OUTCOME_FAILED, 100, "no-op builder: failure chosen by the benchmark"
+		}
+		return b.report(context.WithoutCancel(ctx), req, rep)
+	}
 
 	liveSubject := eventlog.LogSubject(req.GetDrvId(), req.GetAttempt())
 	opts := nixbuild.Options{
@@ -189,6 +203,7 @@ func (b *build) handle(ctx context.Context, m jetstream.Msg) error {
 	}
 	rep := &workv1.BuildReport{
 		ExitCode: int32(res.ExitCode), LogTail: res.Tail, DurationMs: res.Duration.Milliseconds(), LogPath: res.LogPath,
+		StartedSeq: startedSeq,
 	}
 	switch res.Outcome {
 	case nixbuild.Succeeded:
@@ -215,6 +230,40 @@ func (b *build) handle(ctx context.Context, m jetstream.Msg) error {
 	}
 	log.Info().Str("outcome", outcome).Dur("took", res.Duration).Msg("build finished")
 	return b.report(context.WithoutCancel(ctx), req, rep)
+}
+
+// resolve reads the derivation's history and decides what a request means
+// now: the sequence to append build_started after, or 0 when the request is
+// stale (dropped) or was for a build that died mid-way (reported as such).
+func (b *build) resolve(ctx context.Context, req *workv1.BuildRequest, log zerolog.Logger) (uint64, error) {
+	history, last, err := b.cfg.Log.Load(ctx, eventlog.Drv, req.GetDrvId())
+	if err != nil {
+		return 0, err
+	}
+	evs := make([]*eventsv1.Event, len(history))
+	for i, h := range history {
+		evs[i] = h.Event
+	}
+	cur, err := buildstate.Fold(evs)
+	if err != nil {
+		return 0, worker.Permanent(fmt.Errorf("fold %s: %w", req.GetDrvId(), err))
+	}
+	switch {
+	case cur.State == buildstate.Building && cur.Attempt == req.GetAttempt():
+		// Redelivered while recorded as Building: the builder that took it
+		// died mid-build. Record that; the recorder decides on a retry.
+		log.Warn().Msg("build was running on a builder that stopped; reporting process death")
+		return 0, b.report(ctx, req, &workv1.BuildReport{
+			Outcome: workv1.BuildOutcome_BUILD_OUTCOME_INTERRUPTED, ExitCode: -1,
+			Interruption: eventsv1.InterruptKind_INTERRUPT_KIND_PROCESS_DEATH,
+			LogTail:      "stopped: the builder running this attempt stopped before reporting",
+			StartedSeq:   last,
+		})
+	case cur.State != buildstate.Buildable || cur.Attempt != req.GetAttempt():
+		log.Info().Stringer("state", cur.State).Msg("stale build request dropped")
+		return 0, nil
+	}
+	return last, nil
 }
 
 func (b *build) report(ctx context.Context, req *workv1.BuildRequest, rep *workv1.BuildReport) error {

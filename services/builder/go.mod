@@ -53,3 +53,5 @@ require (
 )
 
 replace github.com/ekaci/ekaci/libs/machines => ../../libs/machines
+
+replace github.com/ekaci/ekaci/libs/graphgen => ../../libs/graphgen

@@ -23,3 +23,5 @@ replace github.com/ekaci/ekaci/libs/service => ../../libs/service
 require github.com/nix-community/go-nix v0.0.0-20250101154619-4bdde671e0a1 // indirect
 
 replace github.com/ekaci/ekaci/libs/machines => ../../libs/machines
+
+replace github.com/ekaci/ekaci/libs/graphgen => ../../libs/graphgen

@@ -35,7 +35,7 @@ func Run(ctx context.Context, cfg Config) error {
 	g.Go(func() error { return runner.Run(ctx) })
 	g.Go(func() error {
 		return worker.Run(ctx, cfg.Log.JetStream(), worker.Config{
-			Stream: eventlog.WorkStream, Durable: "recorder", Filters: []string{ReportsSubject}, Concurrency: 8,
+			Stream: eventlog.WorkStream, Durable: "recorder", Filters: []string{ReportsSubject}, Concurrency: 32,
 		}, rep.handle, cfg.Logger)
 	})
 	return g.Wait()

@@ -36,6 +36,19 @@ func (r *reports) handle(ctx context.Context, m jetstream.Msg) error {
 // by a cancellation) is dropped.
 func (r *reports) record(ctx context.Context, rep *workv1.BuildReport) error {
 	id := rep.GetDrvId()
+	if rep.GetOutcome() == workv1.BuildOutcome_BUILD_OUTCOME_SUCCEEDED && rep.GetStartedSeq() != 0 {
+		// The common case needs no read: a success right after the start
+		// the builder recorded. Anything in between makes the guard fail,
+		// and the history decides below.
+		ev := &eventsv1.Event{Id: fmt.Sprintf("%s-%s-%d", buildstate.KindBuildSucceeded, id, rep.GetAttempt()),
+			Payload: &eventsv1.Event_DrvBuildSucceeded{DrvBuildSucceeded: &eventsv1.DrvBuildSucceeded{
+				Attempt: rep.GetAttempt(), DurationMs: rep.GetDurationMs(),
+			}}}
+		_, err := r.log.Append(ctx, id, ev, eventlog.ExpectLast(rep.GetStartedSeq()))
+		if !errors.Is(err, eventlog.ErrConflict) {
+			return err
+		}
+	}
 	history, last, err := r.log.Load(ctx, eventlog.Drv, id)
 	if err != nil {
 		return err

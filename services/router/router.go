@@ -177,14 +177,14 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		req := &workv1.BuildRequest{
 			DrvId: rec.ID, DrvPath: b.GetDrvPath(), System: b.GetSystem(), Class: class,
-			Attempt: b.GetAttempt(), RequiredSystemFeatures: b.GetRequiredSystemFeatures(),
+			Attempt: b.GetAttempt(), RequiredSystemFeatures: b.GetRequiredSystemFeatures(), LastSeq: rec.Seq,
 		}
 		_, err = eventlog.Publish(ctx, js, BuildSubject(b.GetSystem(), class), fmt.Sprintf("build-%s-%d", rec.ID, b.GetAttempt()), req)
 		return err
 	}
 	return worker.Run(ctx, js, worker.Config{
 		Stream: eventlog.EventsStream, Durable: "router",
-		Filters: []string{eventlog.FactFilter(eventlog.Drv, string(buildstate.KindBuildable))}, Concurrency: 4,
+		Filters: []string{eventlog.FactFilter(eventlog.Drv, string(buildstate.KindBuildable))}, Concurrency: 32,
 	}, handle, cfg.Logger)
 }
 

@@ -155,8 +155,12 @@ type BuildRequest struct {
 	Attempt uint32 `protobuf:"varint,5,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	// required_system_features must be met by the builder.
 	RequiredSystemFeatures []string `protobuf:"bytes,6,rep,name=required_system_features,json=requiredSystemFeatures,proto3" json:"required_system_features,omitempty"`
-	unknownFields          protoimpl.UnknownFields
-	sizeCache              protoimpl.SizeCache
+	// last_seq is the derivation's last event-log sequence when it was
+	// routed (its drv_buildable): the builder appends drv_build_started
+	// expecting it, without re-reading the history.
+	LastSeq       uint64 `protobuf:"varint,7,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BuildRequest) Reset() {
@@ -231,6 +235,13 @@ func (x *BuildRequest) GetRequiredSystemFeatures() []string {
 	return nil
 }
 
+func (x *BuildRequest) GetLastSeq() uint64 {
+	if x != nil {
+		return x.LastSeq
+	}
+	return 0
+}
+
 // BuildReport is a builder's account of one attempt, published on
 // ekaci.work.report.<drv_id>; the recorder decides what it means.
 type BuildReport struct {
@@ -254,7 +265,10 @@ type BuildReport struct {
 	// builder names the builder.
 	Builder string `protobuf:"bytes,9,opt,name=builder,proto3" json:"builder,omitempty"`
 	// log_path is where the full log is kept.
-	LogPath       string `protobuf:"bytes,10,opt,name=log_path,json=logPath,proto3" json:"log_path,omitempty"`
+	LogPath string `protobuf:"bytes,10,opt,name=log_path,json=logPath,proto3" json:"log_path,omitempty"`
+	// started_seq is where drv_build_started landed: the recorder appends
+	// the outcome expecting it, without re-reading the history (0: unknown).
+	StartedSeq    uint64 `protobuf:"varint,11,opt,name=started_seq,json=startedSeq,proto3" json:"started_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -359,18 +373,26 @@ func (x *BuildReport) GetLogPath() string {
 	return ""
 }
 
+func (x *BuildReport) GetStartedSeq() uint64 {
+	if x != nil {
+		return x.StartedSeq
+	}
+	return 0
+}
+
 var File_ekaci_work_v1_work_proto protoreflect.FileDescriptor
 
 const file_ekaci_work_v1_work_proto_rawDesc = "" +
 	"\n" +
-	"\x18ekaci/work/v1/work.proto\x12\rekaci.work.v1\x1a\x1cekaci/events/v1/events.proto\"\xdd\x01\n" +
+	"\x18ekaci/work/v1/work.proto\x12\rekaci.work.v1\x1a\x1cekaci/events/v1/events.proto\"\xf8\x01\n" +
 	"\fBuildRequest\x12\x15\n" +
 	"\x06drv_id\x18\x01 \x01(\tR\x05drvId\x12\x19\n" +
 	"\bdrv_path\x18\x02 \x01(\tR\adrvPath\x12\x16\n" +
 	"\x06system\x18\x03 \x01(\tR\x06system\x12/\n" +
 	"\x05class\x18\x04 \x01(\x0e2\x19.ekaci.work.v1.BuildClassR\x05class\x12\x18\n" +
 	"\aattempt\x18\x05 \x01(\rR\aattempt\x128\n" +
-	"\x18required_system_features\x18\x06 \x03(\tR\x16requiredSystemFeatures\"\xe2\x02\n" +
+	"\x18required_system_features\x18\x06 \x03(\tR\x16requiredSystemFeatures\x12\x19\n" +
+	"\blast_seq\x18\a \x01(\x04R\alastSeq\"\x83\x03\n" +
 	"\vBuildReport\x12\x15\n" +
 	"\x06drv_id\x18\x01 \x01(\tR\x05drvId\x12\x19\n" +
 	"\bdrv_path\x18\x02 \x01(\tR\adrvPath\x12\x18\n" +
@@ -383,7 +405,9 @@ const file_ekaci_work_v1_work_proto_rawDesc = "" +
 	"durationMs\x12\x18\n" +
 	"\abuilder\x18\t \x01(\tR\abuilder\x12\x19\n" +
 	"\blog_path\x18\n" +
-	" \x01(\tR\alogPath*m\n" +
+	" \x01(\tR\alogPath\x12\x1f\n" +
+	"\vstarted_seq\x18\v \x01(\x04R\n" +
+	"startedSeq*m\n" +
 	"\n" +
 	"BuildClass\x12\x1b\n" +
 	"\x17BUILD_CLASS_UNSPECIFIED\x10\x00\x12\x15\n" +

@@ -1,0 +1,17 @@
+package bench
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+func TestScheduleSmall(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	res, err := Schedule(ctx, t.TempDir(), 20000, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log(res)
+}

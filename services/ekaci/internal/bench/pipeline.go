@@ -1,0 +1,218 @@
+// Package bench measures ekaci's scheduler and its surroundings at
+// nixpkgs scale, each figure next to a baseline measured in the same run.
+package bench
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/ekaci/ekaci/libs/eventlog"
+	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
+	workv1 "github.com/ekaci/ekaci/libs/gen/ekaci/work/v1"
+	"github.com/ekaci/ekaci/libs/graphgen"
+	"github.com/ekaci/ekaci/libs/natsembed"
+	"github.com/ekaci/ekaci/libs/service"
+	"github.com/ekaci/ekaci/services/builder"
+	"github.com/ekaci/ekaci/services/ingress"
+	"github.com/ekaci/ekaci/services/recorder"
+	"github.com/ekaci/ekaci/services/router"
+)
+
+const nixBase32 = "0123456789abcdfghijklmnpqrsvwxyz"
+
+// DrvPath is a made-up but well-formed store path for node id.
+func DrvPath(g *graphgen.Graph, id int) string {
+	sum := sha256.Sum256([]byte(fmt.Sprint("ekaci-bench-", id)))
+	hash := make([]byte, 32)
+	for i := range hash {
+		hash[i] = nixBase32[sum[i]%32]
+	}
+	return fmt.Sprintf("/nix/store/%s-%s.drv", hash, g.Nodes[id].Name)
+}
+
+// Discovered is the event the evaluator records for node id.
+func Discovered(g *graphgen.Graph, id int) (string, *eventsv1.Event) {
+	n := g.Nodes[id]
+	path := DrvPath(g, id)
+	drvID, _ := eventlog.DrvID(path)
+	inputs := make([]string, len(n.Inputs))
+	for i, in := range n.Inputs {
+		inputs[i], _ = eventlog.DrvID(DrvPath(g, in))
+	}
+	return drvID, &eventsv1.Event{Id: "discovered-" + drvID, Payload: &eventsv1.Event_DrvDiscovered{DrvDiscovered: &eventsv1.DrvDiscovered{
+		DrvPath: path, Name: n.Name, System: n.System, FixedOutput: n.FOD, InputDrvs: inputs,
+		Outputs: map[string]string{"out": "/nix/store/" + drvID + "-" + n.Name},
+	}}}
+}
+
+// Pipeline is a running scheduler: ingress, router, a no-op builder and
+// the recorder, each on its own connection to an embedded NATS.
+type Pipeline struct {
+	Server *natsembed.Server
+	Log    *eventlog.Log // the "evaluator" connection
+	cancel context.CancelFunc
+	group  *errgroup.Group
+	conns  []*nats.Conn
+
+	counts sync.Map // fact -> *atomic.Int64
+	sub    *nats.Subscription
+}
+
+// Options of a pipeline run.
+type Options struct {
+	Dir        string
+	Systems    []string
+	SyncAlways bool
+	// Fail picks the no-op builder's failures.
+	Fail func(drvID string, attempt uint32) bool
+}
+
+// Start runs the pipeline's stages.
+func Start(ctx context.Context, o Options) (*Pipeline, error) {
+	srv, err := natsembed.Start(natsembed.Config{DataDir: filepath.Join(o.Dir, "nats"), Port: -1, SyncAlways: o.SyncAlways, Logger: zerolog.Nop()})
+	if err != nil {
+		return nil, err
+	}
+	p := &Pipeline{Server: srv}
+	connect := func(name string) (*eventlog.Log, *nats.Conn, error) {
+		nc, js, err := service.Connect(ctx, srv.ClientURL(), name, eventlog.StreamOptions{})
+		if err != nil {
+			return nil, nil, err
+		}
+		p.conns = append(p.conns, nc)
+		return eventlog.New(js), nc, nil
+	}
+	if p.Log, _, err = connect("bench"); err != nil {
+		p.Close()
+		return nil, err
+	}
+	// Count every fact as it is appended (core NATS sees stream subjects).
+	_, watcher, err := connect("bench-watch")
+	if err != nil {
+		p.Close()
+		return nil, err
+	}
+	p.sub, err = watcher.Subscribe(eventlog.KindFilter(eventlog.Drv), func(m *nats.Msg) {
+		if rec, err := eventlog.Decode(m.Subject, m.Data, 0, time.Time{}); err == nil {
+			p.counter(rec.Fact).Add(1)
+		}
+	})
+	if err != nil {
+		p.Close()
+		return nil, err
+	}
+	_ = p.sub.SetPendingLimits(-1, -1)
+	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	p.cancel = cancel
+	g, gctx := errgroup.WithContext(rctx)
+	p.group = g
+	nop := zerolog.Nop()
+	var routes []router.Builder
+	var pools []builder.Pool
+	for _, sys := range o.Systems {
+		routes = append(routes,
+			router.Builder{Name: "local-" + sys, Class: workv1.BuildClass_BUILD_CLASS_LOCAL, Systems: []string{sys}, MaxJobs: 64},
+			router.Builder{Name: "fod-" + sys, Class: workv1.BuildClass_BUILD_CLASS_FOD, Systems: []string{sys}, MaxJobs: 16})
+		pools = append(pools,
+			builder.Pool{System: sys, Class: workv1.BuildClass_BUILD_CLASS_LOCAL, MaxJobs: 64},
+			builder.Pool{System: sys, Class: workv1.BuildClass_BUILD_CLASS_FOD, MaxJobs: 16})
+	}
+	stages := []struct {
+		name string
+		run  func(ctx context.Context, log *eventlog.Log, nc *nats.Conn) error
+	}{
+		{"ingress", func(ctx context.Context, log *eventlog.Log, _ *nats.Conn) error {
+			return ingress.Run(ctx, ingress.Config{Log: log, DataDir: o.Dir, Logger: nop})
+		}},
+		{"router", func(ctx context.Context, log *eventlog.Log, _ *nats.Conn) error {
+			return router.Run(ctx, router.Config{Log: log, Logger: nop, Builders: routes})
+		}},
+		{"builder", func(ctx context.Context, log *eventlog.Log, nc *nats.Conn) error {
+			return builder.Run(ctx, builder.Config{Log: log, Conn: nc, Logger: nop, Name: "noop", Pools: pools,
+				Noop: &builder.Noop{Fail: o.Fail}, LogDir: filepath.Join(o.Dir, "logs")})
+		}},
+		{"recorder", func(ctx context.Context, log *eventlog.Log, _ *nats.Conn) error {
+			return recorder.Run(ctx, recorder.Config{Log: log, DataDir: o.Dir, Logger: nop})
+		}},
+	}
+	for _, st := range stages {
+		log, nc, err := connect(st.name)
+		if err != nil {
+			p.Close()
+			return nil, err
+		}
+		g.Go(func() error {
+			if err := st.run(gctx, log, nc); err != nil && gctx.Err() == nil {
+				return fmt.Errorf("%s: %w", st.name, err)
+			}
+			return nil
+		})
+	}
+	return p, nil
+}
+
+func (p *Pipeline) counter(fact string) *atomic.Int64 {
+	c, _ := p.counts.LoadOrStore(fact, &atomic.Int64{})
+	return c.(*atomic.Int64)
+}
+
+// Count is how many events of a fact were appended so far.
+func (p *Pipeline) Count(fact string) int64 { return p.counter(fact).Load() }
+
+// WaitCount waits until fact has been appended n times.
+func (p *Pipeline) WaitCount(ctx context.Context, fact string, n int64) error {
+	t := time.NewTicker(2 * time.Millisecond)
+	defer t.Stop()
+	for p.Count(fact) < n {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: %d of %d: %w", fact, p.Count(fact), n, ctx.Err())
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// Close stops the stages and the server.
+func (p *Pipeline) Close() error {
+	var err error
+	if p.cancel != nil {
+		p.cancel()
+		err = p.group.Wait()
+	}
+	for _, nc := range p.conns {
+		nc.Close()
+	}
+	if p.Server != nil {
+		_ = p.Server.Shutdown(context.Background())
+	}
+	return err
+}
+
+// Discover records every node of g as the evaluator does, inputs first.
+func (p *Pipeline) Discover(ctx context.Context, g *graphgen.Graph) error {
+	items := make([]eventlog.Item, 0, len(g.Nodes))
+	for id := range g.Nodes {
+		drvID, ev := Discovered(g, id)
+		items = append(items, eventlog.Item{ID: drvID, Event: ev, Expect: true, ExpectSeq: 0})
+	}
+	_, errs, err := p.Log.AppendMany(ctx, items)
+	if err != nil {
+		return err
+	}
+	for i, e := range errs {
+		if e != nil {
+			return fmt.Errorf("discover %s: %w", items[i].ID, e)
+		}
+	}
+	return nil
+}
