@@ -62,6 +62,12 @@ test: nix ## run every module's tests (installs Nix when missing)
 demo: nix build ## the main job: a CI run over examples/demo
 	@scripts/demo.sh
 
+.PHONY: bench
+bench: nix ## benchmarks at nixpkgs scale; prints one table and writes docs/BENCHMARKS-latest.md
+	@mkdir -p $(BIN) docs
+	go build -o $(BIN)/ekaci-bench ./services/ekaci/cmd/ekaci-bench
+	$(BIN)/ekaci-bench $(BENCH_FLAGS) -out docs/BENCHMARKS-latest.md
+
 .PHONY: tidy
 tidy: ## go mod tidy in every module (with replace directives for libs/)
 	scripts/modreplace.sh

@@ -20,6 +20,9 @@ type Config struct {
 	Log     *eventlog.Log
 	DataDir string // the read model lives in DataDir/ingress.db
 	Logger  zerolog.Logger
+	// Applied, when set, is told the stream position after every batch
+	// the graph folds (benchmarks and tests watch it).
+	Applied func(seq uint64)
 }
 
 // Run keeps the graph model and decides until ctx ends.
@@ -29,7 +32,11 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer db.Close()
-	r, err := projection.New(db, cfg.Log, &Graph{logger: cfg.Logger}, projection.WithLogger(cfg.Logger))
+	opts := []projection.Option{projection.WithLogger(cfg.Logger)}
+	if cfg.Applied != nil {
+		opts = append(opts, projection.WithAppliedHook(cfg.Applied))
+	}
+	r, err := projection.New(db, cfg.Log, &Graph{logger: cfg.Logger}, opts...)
 	if err != nil {
 		return err
 	}

@@ -9,9 +9,9 @@ import (
 func TestScheduleSmall(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	res, err := Schedule(ctx, t.TempDir(), 20000, 1)
+	res, err := Schedule(ctx, t.TempDir(), 3000, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Log(res)
+	t.Logf("%+v", res)
 }

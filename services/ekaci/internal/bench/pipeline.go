@@ -65,6 +65,8 @@ type Pipeline struct {
 
 	counts sync.Map // fact -> *atomic.Int64
 	sub    *nats.Subscription
+	// IngressAt is the stream position the ingress graph has folded.
+	IngressAt atomic.Uint64
 }
 
 // Options of a pipeline run.
@@ -131,7 +133,7 @@ func Start(ctx context.Context, o Options) (*Pipeline, error) {
 		run  func(ctx context.Context, log *eventlog.Log, nc *nats.Conn) error
 	}{
 		{"ingress", func(ctx context.Context, log *eventlog.Log, _ *nats.Conn) error {
-			return ingress.Run(ctx, ingress.Config{Log: log, DataDir: o.Dir, Logger: nop})
+			return ingress.Run(ctx, ingress.Config{Log: log, DataDir: o.Dir, Logger: nop, Applied: func(seq uint64) { p.IngressAt.Store(seq) }})
 		}},
 		{"router", func(ctx context.Context, log *eventlog.Log, _ *nats.Conn) error {
 			return router.Run(ctx, router.Config{Log: log, Logger: nop, Builders: routes})
@@ -198,21 +200,24 @@ func (p *Pipeline) Close() error {
 	return err
 }
 
-// Discover records every node of g as the evaluator does, inputs first.
-func (p *Pipeline) Discover(ctx context.Context, g *graphgen.Graph) error {
+// Discover records every node of g as the evaluator does, inputs first,
+// and returns the stream position of the last one.
+func (p *Pipeline) Discover(ctx context.Context, g *graphgen.Graph) (uint64, error) {
 	items := make([]eventlog.Item, 0, len(g.Nodes))
 	for id := range g.Nodes {
 		drvID, ev := Discovered(g, id)
 		items = append(items, eventlog.Item{ID: drvID, Event: ev, Expect: true, ExpectSeq: 0})
 	}
-	_, errs, err := p.Log.AppendMany(ctx, items)
+	got, errs, err := p.Log.AppendMany(ctx, items)
 	if err != nil {
-		return err
+		return 0, err
 	}
+	var last uint64
 	for i, e := range errs {
 		if e != nil {
-			return fmt.Errorf("discover %s: %w", items[i].ID, e)
+			return 0, fmt.Errorf("discover %s: %w", items[i].ID, e)
 		}
+		last = max(last, got[i].Seq)
 	}
-	return nil
+	return last, nil
 }

@@ -3,58 +3,201 @@ package bench
 import (
 	"context"
 	"fmt"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/ekaci/ekaci/libs/graphgen"
+	"github.com/ekaci/ekaci/libs/natsembed"
+	"github.com/ekaci/ekaci/libs/projection"
 )
 
-// ScheduleResult is one run of the scheduler over a generated graph.
-type ScheduleResult struct {
-	N          int
-	Edges      int
-	Ingest     time.Duration // discovered appended → every root Buildable
-	Schedule   time.Duration // first discovered appended → every derivation Completed(Success)
-	Messages   int64         // JetStream messages ekaci wrote (events + work items)
-	PerDrv     float64
-	Buildables int64
+// Result is what one scenario measured; the fields used depend on it.
+type Result struct {
+	Scenario string
+	N        int
+	Edges    int
+	Seconds  float64 // the scenario's headline duration
+	Rate     float64 // per second
+	Extra    map[string]float64
+	Note     string
+}
+
+// Ceiling measures what this machine's JetStream does without ekaci: n
+// messages published asynchronously with message ids onto a file-backed
+// stream, consumed by a durable pull consumer that acknowledges each one;
+// the rate is n over the time until the last one is acknowledged.
+func Ceiling(ctx context.Context, dir string, n int) (Result, error) {
+	res := Result{Scenario: "jetstream-ceiling", N: n}
+	srv, err := natsembed.Start(natsembed.Config{DataDir: filepath.Join(dir, "nats"), Port: -1, Logger: zerolog.Nop()})
+	if err != nil {
+		return res, err
+	}
+	defer srv.Shutdown(context.Background())
+	pubConn, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		return res, err
+	}
+	defer pubConn.Close()
+	subConn, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		return res, err
+	}
+	defer subConn.Close()
+	pub, _ := jetstream.New(pubConn, jetstream.WithPublishAsyncMaxPending(4096))
+	sub, _ := jetstream.New(subConn)
+	if _, err := pub.CreateStream(ctx, jetstream.StreamConfig{Name: "CEILING", Subjects: []string{"ceiling.>"}, Storage: jetstream.FileStorage, Duplicates: 10 * time.Minute}); err != nil {
+		return res, err
+	}
+	cons, err := sub.CreateOrUpdateConsumer(ctx, "CEILING", jetstream.ConsumerConfig{Durable: "c", AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 4096})
+	if err != nil {
+		return res, err
+	}
+	// A payload the size of an ekaci event.
+	payload := []byte(`{"id":"build_succeeded-0123456789abcdfghijklmnpqrsvwx-1","occurred_at":"2026-11-24T14:28:58.853659600Z","drv_build_succeeded":{"attempt":1,"duration_ms":35}}`)
+	var acked atomic.Int64
+	done := make(chan struct{})
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		_ = m.Ack()
+		if acked.Add(1) == int64(n) {
+			close(done)
+		}
+	}, jetstream.PullMaxMessages(1024))
+	if err != nil {
+		return res, err
+	}
+	defer cc.Stop()
+	start := time.Now()
+	for i := range n {
+		msg := nats.NewMsg(fmt.Sprintf("ceiling.drv.%d.build_succeeded", i%1000))
+		msg.Data = payload
+		msg.Header.Set(jetstream.MsgIDHeader, fmt.Sprint("m-", i))
+		if _, err := pub.PublishMsgAsync(msg); err != nil {
+			return res, err
+		}
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return res, fmt.Errorf("ceiling: %d of %d acknowledged: %w", acked.Load(), n, ctx.Err())
+	}
+	res.Seconds = time.Since(start).Seconds()
+	res.Rate = float64(n) / res.Seconds
+	return res, nil
+}
+
+// BoltRate measures bbolt's batched writes: n puts of an ekaci-sized row,
+// 1,000 per fsynced transaction, as the projections write.
+func BoltRate(dir string, n int) (Result, error) {
+	res := Result{Scenario: "bbolt-batched", N: n}
+	db, err := projection.Open(filepath.Join(dir, "bolt-rate.db"))
+	if err != nil {
+		return res, err
+	}
+	defer db.Close()
+	value := []byte(strings.Repeat("x", 160))
+	start := time.Now()
+	for i := 0; i < n; i += 1000 {
+		err := db.Update(func(tx *bolt.Tx) error {
+			b, err := tx.CreateBucketIfNotExists([]byte("rows"))
+			if err != nil {
+				return err
+			}
+			for j := i; j < min(i+1000, n); j++ {
+				if err := b.Put(fmt.Appendf(nil, "%032d", j*7919%n), value); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return res, err
+		}
+	}
+	res.Seconds = time.Since(start).Seconds()
+	res.Rate = float64(n) / res.Seconds
+	return res, nil
 }
 
 // Schedule moves a generated graph of n derivations from discovery to all
-// Completed(Success) with the no-op builder.
-func Schedule(ctx context.Context, dir string, n int, seed uint64) (ScheduleResult, error) {
+// Completed(Success) with the no-op builder. Ingest is the time until the
+// graph model has folded every discovered derivation with its edges and
+// every root is Buildable; schedule is the time until all succeeded.
+func Schedule(ctx context.Context, dir string, n int, seed uint64) (Result, error) {
 	g := graphgen.Generate(graphgen.Params{N: n, Seed: seed})
 	st := g.Stats()
-	res := ScheduleResult{N: n, Edges: st.Edges}
+	res := Result{Scenario: "schedule", N: n, Edges: st.Edges, Extra: map[string]float64{}}
 	p, err := Start(ctx, Options{Dir: dir, Systems: []string{"x86_64-linux", "aarch64-linux"}})
 	if err != nil {
 		return res, err
 	}
 	defer p.Close()
 	start := time.Now()
-	errc := make(chan error, 1)
-	go func() { errc <- p.Discover(ctx, g) }()
-	if err := p.WaitCount(ctx, "buildable", int64(st.Roots)); err != nil {
-		return res, err
-	}
-	res.Ingest = time.Since(start)
-	if err := <-errc; err != nil {
-		return res, err
-	}
-	if err := p.WaitCount(ctx, "build_succeeded", int64(n)); err != nil {
-		return res, err
-	}
-	res.Schedule = time.Since(start)
-	last, err := p.Log.LastSeq(ctx)
+	last, err := p.Discover(ctx, g)
 	if err != nil {
 		return res, err
 	}
-	res.Messages = int64(last) + 2*int64(n) // events, plus a build request and a report per build
-	res.PerDrv = float64(res.Messages) / float64(n)
-	res.Buildables = p.Count("buildable")
+	for p.IngressAt.Load() < last || p.Count("buildable") < int64(st.Roots) {
+		if ctx.Err() != nil {
+			return res, ctx.Err()
+		}
+		time.Sleep(time.Millisecond)
+	}
+	res.Extra["ingest_s"] = time.Since(start).Seconds()
+	if err := p.WaitCount(ctx, "build_succeeded", int64(n)); err != nil {
+		return res, err
+	}
+	res.Seconds = time.Since(start).Seconds()
+	res.Rate = float64(n) / res.Seconds
+	seq, err := p.Log.LastSeq(ctx)
+	if err != nil {
+		return res, err
+	}
+	// Events, plus a build request and a report per build.
+	res.Extra["msgs_per_drv"] = float64(int64(seq)+2*int64(n)) / float64(n)
 	return res, nil
 }
 
-func (r ScheduleResult) String() string {
-	return fmt.Sprintf("%d drvs, %d edges: ingest %v, schedule %v (%.0f drv/s), %.1f msgs/drv",
-		r.N, r.Edges, r.Ingest.Round(time.Millisecond), r.Schedule.Round(time.Millisecond), float64(r.N)/r.Schedule.Seconds(), r.PerDrv)
+// Propagate fails, for good, the root with the most derivations
+// downstream, and measures the time from its final failure until every one
+// of them is TransitiveFailure.
+func Propagate(ctx context.Context, dir string, n int, seed uint64) (Result, error) {
+	g := graphgen.Generate(graphgen.Params{N: n, Seed: seed})
+	res := Result{Scenario: "propagate", N: n, Extra: map[string]float64{}}
+	best, down := 0, []int(nil)
+	for id := range g.Nodes {
+		if len(g.Nodes[id].Inputs) > 0 {
+			break // roots come first
+		}
+		if d := g.Downstream(id); len(d) > len(down) {
+			best, down = id, d
+		}
+	}
+	failID, _ := Discovered(g, best)
+	p, err := Start(ctx, Options{Dir: dir, Systems: []string{"x86_64-linux", "aarch64-linux"},
+		Fail: func(id string, _ uint32) bool { return id == failID }})
+	if err != nil {
+		return res, err
+	}
+	defer p.Close()
+	if _, err := p.Discover(ctx, g); err != nil {
+		return res, err
+	}
+	if err := p.WaitCount(ctx, "build_failed", 1); err != nil {
+		return res, err
+	}
+	start := time.Now()
+	if err := p.WaitCount(ctx, "dependency_failed", int64(len(down))); err != nil {
+		return res, err
+	}
+	res.Seconds = time.Since(start).Seconds()
+	res.Rate = float64(len(down)) / res.Seconds
+	res.Extra["downstream"] = float64(len(down))
+	return res, nil
 }
