@@ -541,7 +541,7 @@ func waitFor(t *testing.T, log *eventlog.Log, filter string) {
 	defer cancel()
 	found := fmt.Errorf("found")
 	for ctx.Err() == nil {
-		err := log.Read(ctx, 1, []string{filter}, func(eventlog.Record) error { return found })
+		err := log.Read(ctx, 0, []string{filter}, func(eventlog.Record) error { return found })
 		if err == found {
 			return
 		}

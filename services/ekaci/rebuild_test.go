@@ -96,7 +96,7 @@ func TestReadModelsRebuildFromTheStream(t *testing.T) {
 	late(second, "late2")
 	// Nothing about the first change was appended again.
 	var replayed []string
-	err = second.app.Log().Read(t.Context(), before+1, []string{"ekaci.evt.>"}, func(r eventlog.Record) error {
+	err = second.app.Log().Read(t.Context(), before, []string{"ekaci.evt.>"}, func(r eventlog.Record) error {
 		if r.Event.GetCorrelationId() == out.ChangeID || r.ID == out.ChangeID {
 			replayed = append(replayed, r.Subject)
 		}

@@ -38,7 +38,7 @@ in { plain = mk "plain" { }; big = mk "big" { requiredSystemFeatures = [ "big-pa
 	}
 	byName := map[string]string{} // drv name -> id
 	for len(byName) < 2 && ctx.Err() == nil {
-		_ = h.app.Log().Read(ctx, 1, []string{eventlog.FactFilter(eventlog.Drv, "discovered")}, func(r eventlog.Record) error {
+		_ = h.app.Log().Read(ctx, 0, []string{eventlog.FactFilter(eventlog.Drv, "discovered")}, func(r eventlog.Record) error {
 			byName[r.Event.GetDrvDiscovered().GetName()] = r.ID
 			return nil
 		})

@@ -164,7 +164,7 @@ func checkHistory(t *testing.T, dataDir string, drvs map[string]string, want map
 		}
 	}
 	ids := map[string]uint64{}
-	err = app.Log().Read(ctx, 1, []string{"ekaci.evt.>"}, func(r eventlog.Record) error {
+	err = app.Log().Read(ctx, 0, []string{"ekaci.evt.>"}, func(r eventlog.Record) error {
 		if prev, dup := ids[r.Event.GetId()]; dup {
 			t.Errorf("event %s recorded twice (seq %d and %d)", r.Event.GetId(), prev, r.Seq)
 		}
