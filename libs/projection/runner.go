@@ -28,6 +28,12 @@ type Handler interface {
 	Apply(tx *bolt.Tx, rec eventlog.Record, out *Outbox) error
 }
 
+// Flusher is a Handler that buffers writes across a batch: Flush is
+// called once per batch, inside its transaction, before it commits.
+type Flusher interface {
+	Flush(tx *bolt.Tx) error
+}
+
 // Outbox collects events a fold decided to append.
 type Outbox struct{ entries []outEntry }
 
@@ -248,6 +254,11 @@ func (r *Runner) apply(ctx context.Context, batch []jetstream.Msg) error {
 				return fmt.Errorf("apply %s (seq %d): %w", rec.Subject, rec.Seq, err)
 			}
 			pos = rec.Seq
+		}
+		if f, ok := r.h.(Flusher); ok {
+			if err := f.Flush(tx); err != nil {
+				return fmt.Errorf("flush %s: %w", r.h.Name(), err)
+			}
 		}
 		var err error
 		keys, err = storeOutbox(tx.Bucket(outboxBucket), out.entries)

@@ -7,7 +7,6 @@ import (
 
 	"github.com/rs/zerolog"
 	bolt "go.etcd.io/bbolt"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/ekaci/ekaci/libs/buildstate"
 	"github.com/ekaci/ekaci/libs/eventlog"
@@ -36,7 +35,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Applied != nil {
 		opts = append(opts, projection.WithAppliedHook(cfg.Applied))
 	}
-	r, err := projection.New(db, cfg.Log, &Graph{logger: cfg.Logger}, opts...)
+	r, err := projection.New(db, cfg.Log, NewGraph(cfg.Logger), opts...)
 	if err != nil {
 		return err
 	}
@@ -44,7 +43,11 @@ func Run(ctx context.Context, cfg Config) error {
 }
 
 // Graph is the ingress read model and its decisions.
-type Graph struct{ logger zerolog.Logger }
+type Graph struct {
+	logger zerolog.Logger
+	index  *graphIndex
+	batch  *batch
+}
 
 // NewGraph returns the model, for tests and tools that drive a Runner.
 func NewGraph(logger zerolog.Logger) *Graph { return &Graph{logger: logger} }
@@ -55,15 +58,21 @@ func (*Graph) Name() string { return "ingress" }
 // Filters implements projection.Handler.
 func (*Graph) Filters() []string { return []string{eventlog.KindFilter(eventlog.Drv)} }
 
-// Init implements projection.Handler.
-func (*Graph) Init(tx *bolt.Tx) error {
-	for _, b := range [][]byte{nodesBucket, dependentsBucket} {
+// Init implements projection.Handler: it makes the buckets and rebuilds
+// the in-memory dependents index from the stored derivations.
+func (g *Graph) Init(tx *bolt.Tx) error {
+	for _, b := range [][]byte{nodesBucket, infosBucket} {
 		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 			return err
 		}
 	}
-	return nil
+	g.index, g.batch = newIndex(), newBatch()
+	return g.index.load(tx)
 }
+
+// Flush implements projection.Flusher: the batch's node changes are
+// written before its transaction commits.
+func (g *Graph) Flush(tx *bolt.Tx) error { return g.batch.flush(tx) }
 
 func event(id, cause string, p any) *eventsv1.Event {
 	ev := &eventsv1.Event{Id: id, CausationId: cause}
@@ -86,7 +95,7 @@ func event(id, cause string, p any) *eventsv1.Event {
 
 // Apply implements projection.Handler.
 func (g *Graph) Apply(tx *bolt.Tx, rec eventlog.Record, out *projection.Outbox) error {
-	n, err := getNode(tx, rec.ID)
+	n, err := g.batch.get(tx, rec.ID)
 	if err != nil {
 		return err
 	}
@@ -105,43 +114,32 @@ func (g *Graph) Apply(tx *bolt.Tx, rec eventlog.Record, out *projection.Outbox) 
 	case *eventsv1.Event_DrvDiscovered:
 		return g.discovered(tx, rec, n, p.DrvDiscovered, out)
 	case *eventsv1.Event_DrvBuildSucceeded:
-		if err := putNode(tx, rec.ID, n); err != nil {
-			return err
-		}
+		g.batch.put(rec.ID, n)
 		return g.succeeded(tx, rec, out)
 	case *eventsv1.Event_DrvBuildFailed:
-		if err := putNode(tx, rec.ID, n); err != nil {
-			return err
-		}
+		g.batch.put(rec.ID, n)
 		return g.propagate(tx, rec, out, false)
 	case *eventsv1.Event_DrvInterrupted:
-		if err := putNode(tx, rec.ID, n); err != nil {
-			return err
-		}
+		g.batch.put(rec.ID, n)
 		return g.propagate(tx, rec, out, true)
 	case *eventsv1.Event_DrvRequeued:
-		if err := putNode(tx, rec.ID, n); err != nil {
-			return err
-		}
-		return g.maybeBuildable(rec.ID, n, rec.Event.GetId(), out)
+		g.batch.put(rec.ID, n)
+		return g.maybeBuildable(tx, rec.ID, n, rec.Event.GetId(), out)
 	default:
-		return putNode(tx, rec.ID, n)
+		g.batch.put(rec.ID, n)
+		return nil
 	}
 }
 
 func (g *Graph) discovered(tx *bolt.Tx, rec eventlog.Record, n *node, d *eventsv1.DrvDiscovered, out *projection.Outbox) error {
-	info, err := proto.Marshal(d)
-	if err != nil {
+	if err := putInfo(tx, rec.ID, d); err != nil {
 		return err
 	}
-	n.Info = info
+	g.index.addInputs(rec.ID, d.GetInputDrvs())
 	var failedCause, blockedCause *node
 	var failedID, blockedID string
 	for _, dep := range d.GetInputDrvs() {
-		if err := addEdge(tx, dep, rec.ID); err != nil {
-			return err
-		}
-		dn, err := getNode(tx, dep)
+		dn, err := g.batch.get(tx, dep)
 		if err != nil {
 			return err
 		}
@@ -167,9 +165,7 @@ func (g *Graph) discovered(tx *bolt.Tx, rec eventlog.Record, n *node, d *eventsv
 			blockedCause, blockedID = dn, dn.Drv.Cause
 		}
 	}
-	if err := putNode(tx, rec.ID, n); err != nil {
-		return err
-	}
+	g.batch.put(rec.ID, n)
 	cause := rec.Event.GetId()
 	switch {
 	case d.GetOutputsValid():
@@ -179,30 +175,36 @@ func (g *Graph) discovered(tx *bolt.Tx, rec eventlog.Record, n *node, d *eventsv
 	case blockedCause != nil:
 		out.Append(rec.ID, event(fmt.Sprintf("blocked-%s-%d", rec.ID, rec.Seq), cause, &eventsv1.DrvBlocked{CauseDrvId: blockedID, CauseDrvPath: pathOf(tx, blockedID)}), rec.Seq)
 	default:
-		return g.maybeBuildable(rec.ID, n, cause, out)
+		return g.maybeBuildableWith(rec.ID, n, cause, d, out)
 	}
 	return nil
 }
 
 func pathOf(tx *bolt.Tx, id string) string {
-	n, err := getNode(tx, id)
-	if err != nil || n == nil {
-		return ""
-	}
-	d, err := n.info()
-	if err != nil {
+	d, err := getInfo(tx, id)
+	if err != nil || d == nil {
 		return ""
 	}
 	return d.GetDrvPath()
 }
 
-func (g *Graph) maybeBuildable(id string, n *node, cause string, out *projection.Outbox) error {
+func (g *Graph) maybeBuildable(tx *bolt.Tx, id string, n *node, cause string, out *projection.Outbox) error {
 	if n.Drv.State != buildstate.Queued || n.Pending > 0 {
 		return nil
 	}
-	d, err := n.info()
+	d, err := getInfo(tx, id)
 	if err != nil {
 		return err
+	}
+	if d == nil {
+		return fmt.Errorf("derivation %s is queued but was never discovered", id)
+	}
+	return g.maybeBuildableWith(id, n, cause, d, out)
+}
+
+func (g *Graph) maybeBuildableWith(id string, n *node, cause string, d *eventsv1.DrvDiscovered, out *projection.Outbox) error {
+	if n.Drv.State != buildstate.Queued || n.Pending > 0 {
+		return nil
 	}
 	b, err := buildstate.DecideBuildable(n.Drv, n.Pending, d)
 	if err != nil {
@@ -217,18 +219,16 @@ func (g *Graph) maybeBuildable(id string, n *node, cause string, out *projection
 // failed or blocked before it succeeded.
 func (g *Graph) succeeded(tx *bolt.Tx, rec eventlog.Record, out *projection.Outbox) error {
 	cause := rec.Event.GetId()
-	for _, dep := range dependents(tx, rec.ID) {
-		dn, err := getNode(tx, dep)
+	for _, dep := range g.index.dependentsOf(rec.ID) {
+		dn, err := g.batch.get(tx, dep)
 		if err != nil || dn == nil {
 			return err
 		}
 		if dn.Pending > 0 {
 			dn.Pending--
 		}
-		if err := putNode(tx, dep, dn); err != nil {
-			return err
-		}
-		if err := g.maybeBuildable(dep, dn, cause, out); err != nil {
+		g.batch.put(dep, dn)
+		if err := g.maybeBuildable(tx, dep, dn, cause, out); err != nil {
 			return err
 		}
 	}
@@ -268,12 +268,12 @@ func (g *Graph) walk(tx *bolt.Tx, root string, visit func(id string, n *node) bo
 	for len(queue) > 0 {
 		cur := queue[0]
 		queue = queue[1:]
-		for _, dep := range dependents(tx, cur) {
+		for _, dep := range g.index.dependentsOf(cur) {
 			if seen[dep] {
 				continue
 			}
 			seen[dep] = true
-			dn, err := getNode(tx, dep)
+			dn, err := g.batch.get(tx, dep)
 			if err != nil {
 				return err
 			}
