@@ -122,6 +122,23 @@ func (g *Graph) Apply(tx *bolt.Tx, rec eventlog.Record, out *projection.Outbox) 
 	case *eventsv1.Event_DrvInterrupted:
 		g.batch.put(rec.ID, n)
 		return g.propagate(tx, rec, out, true)
+	case *eventsv1.Event_DrvDependencyFailed, *eventsv1.Event_DrvBlocked:
+		n.Doomed, n.DoomBlocked = "", false
+		g.batch.put(rec.ID, n)
+		// Its cause may have succeeded (a retry, a later change) while
+		// this verdict was on its way: clear it at once.
+		causeID := rec.Event.GetDrvDependencyFailed().GetCauseDrvId()
+		if causeID == "" {
+			causeID = rec.Event.GetDrvBlocked().GetCauseDrvId()
+		}
+		cn, err := g.batch.get(tx, causeID)
+		if err != nil {
+			return err
+		}
+		if cn != nil && cn.Drv.State == buildstate.Succeeded {
+			out.Append(rec.ID, event(fmt.Sprintf("cleared-%s-%d", rec.ID, rec.Seq), rec.Event.GetId(), &eventsv1.DrvRequeued{Reason: "cause-cleared", NextAttempt: n.Drv.Attempt + 1}), n.LastSeq)
+		}
+		return nil
 	case *eventsv1.Event_DrvRequeued:
 		g.batch.put(rec.ID, n)
 		return g.maybeBuildable(tx, rec.ID, n, rec.Event.GetId(), out)
@@ -154,6 +171,12 @@ func (g *Graph) discovered(tx *bolt.Tx, rec eventlog.Record, n *node, d *eventsv
 			continue
 		}
 		n.Pending++
+		switch {
+		case dn.Drv.State == buildstate.Queued && dn.Doomed != "" && !dn.DoomBlocked:
+			failedCause, failedID = dn, dn.Doomed
+		case dn.Drv.State == buildstate.Queued && dn.Doomed != "":
+			blockedCause, blockedID = dn, dn.Doomed
+		}
 		switch dn.Drv.State {
 		case buildstate.Failed:
 			failedCause, failedID = dn, dep
@@ -234,6 +257,11 @@ func (g *Graph) succeeded(tx *bolt.Tx, rec eventlog.Record, out *projection.Outb
 	}
 	return g.walk(tx, rec.ID, func(id string, dn *node) bool {
 		s := dn.Drv.State
+		if s == buildstate.Queued && dn.Doomed == rec.ID {
+			dn.Doomed, dn.DoomBlocked = "", false
+			g.batch.put(id, dn)
+			return true
+		}
 		if (s != buildstate.TransitiveFailure && s != buildstate.Blocked) || dn.Drv.Cause != rec.ID {
 			return false
 		}
@@ -248,9 +276,12 @@ func (g *Graph) propagate(tx *bolt.Tx, rec eventlog.Record, out *projection.Outb
 	path := pathOf(tx, rec.ID)
 	cause := rec.Event.GetId()
 	return g.walk(tx, rec.ID, func(id string, dn *node) bool {
-		switch {
-		case dn.Drv.State != buildstate.Queued:
+		if dn.Drv.State != buildstate.Queued {
 			return false
+		}
+		dn.Doomed, dn.DoomBlocked = rec.ID, blocked
+		g.batch.put(id, dn)
+		switch {
 		case blocked:
 			out.Append(id, event(fmt.Sprintf("blocked-%s-%d", id, rec.Seq), cause, &eventsv1.DrvBlocked{CauseDrvId: rec.ID, CauseDrvPath: path}), dn.LastSeq)
 		default:

@@ -207,3 +207,38 @@ func TestInterruptionBlocksAndSuccessClears(t *testing.T) {
 	f.build("flaky", true)
 	f.expect(map[string]buildstate.State{"flaky": buildstate.Succeeded, "down": buildstate.Buildable})
 }
+
+// TestDiscoveredWhileAFailureIsOnItsWay discovers a dependent in the same
+// breath as its dependency's dependency fails: the dependency's own
+// TransitiveFailure is not yet in the log when the dependent is folded,
+// and the dependent must still end TransitiveFailure, not wait forever.
+func TestDiscoveredWhileAFailureIsOnItsWay(t *testing.T) {
+	f := newFixture(t)
+	f.discover("base", false)
+	f.discover("mid", false, "base")
+	f.settle()
+	_, last, err := f.log.Load(f.ctx, eventlog.Drv, id("base"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := &eventsv1.Event{Id: "start-base-1", Payload: &eventsv1.Event_DrvBuildStarted{DrvBuildStarted: &eventsv1.DrvBuildStarted{Attempt: 1}}}
+	a, err := f.log.Append(f.ctx, id("base"), start, eventlog.ExpectLast(last))
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed := &eventsv1.Event{Id: "end-base-1", Payload: &eventsv1.Event_DrvBuildFailed{DrvBuildFailed: &eventsv1.DrvBuildFailed{Attempt: 1, ExitCode: 1}}}
+	late := &eventsv1.Event{Id: "disc-late", Payload: &eventsv1.Event_DrvDiscovered{DrvDiscovered: &eventsv1.DrvDiscovered{
+		DrvPath: "/nix/store/" + id("late") + "-late.drv", System: "x86_64-linux", InputDrvs: []string{id("mid")}}}}
+	// Both on the wire before the model can react to the failure.
+	_, errs, err := f.log.AppendMany(f.ctx, []eventlog.Item{
+		{ID: id("base"), Event: failed, Expect: true, ExpectSeq: a.Seq},
+		{ID: id("late"), Event: late, Expect: true},
+	})
+	if err != nil || errs[0] != nil || errs[1] != nil {
+		t.Fatalf("append: %v %v", err, errs)
+	}
+	f.expect(map[string]buildstate.State{"base": buildstate.Failed, "mid": buildstate.TransitiveFailure, "late": buildstate.TransitiveFailure})
+	if got := f.state("late").Cause; got != id("base") {
+		t.Fatalf("late's cause = %q, want base", got)
+	}
+}

@@ -27,6 +27,12 @@ type node struct {
 	Drv     buildstate.Drv `json:"d"`
 	LastSeq uint64         `json:"q"` // stream sequence of its last fact
 	Pending int            `json:"p"` // dependencies not yet succeeded
+	// Doomed names the failed (or interrupted, when DoomBlocked)
+	// derivation whose propagation has marked this one, before its own
+	// TransitiveFailure (or Blocked) event is back from the log: a
+	// dependent discovered in between inherits the verdict from here.
+	Doomed      string `json:"x,omitempty"`
+	DoomBlocked bool   `json:"xb,omitempty"`
 }
 
 // graphIndex is the in-memory dependents index: derivation ids interned to

@@ -7,11 +7,13 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 
@@ -64,7 +66,7 @@ type Pipeline struct {
 	conns  []*nats.Conn
 
 	counts sync.Map // fact -> *atomic.Int64
-	sub    *nats.Subscription
+	watch  jetstream.ConsumeContext
 	// IngressAt is the stream position the ingress graph has folded.
 	IngressAt atomic.Uint64
 }
@@ -97,22 +99,33 @@ func Start(ctx context.Context, o Options) (*Pipeline, error) {
 		p.Close()
 		return nil, err
 	}
-	// Count every fact as it is appended (core NATS sees stream subjects).
-	_, watcher, err := connect("bench-watch")
+	// Count every fact as it is appended, through an ordered consumer:
+	// flow-controlled, so a burst cannot drop a count the way a core
+	// subscription that falls behind would.
+	wlog, _, err := connect("bench-watch")
 	if err != nil {
 		p.Close()
 		return nil, err
 	}
-	p.sub, err = watcher.Subscribe(eventlog.KindFilter(eventlog.Drv), func(m *nats.Msg) {
-		if rec, err := eventlog.Decode(m.Subject, m.Data, 0, time.Time{}); err == nil {
-			p.counter(rec.Fact).Add(1)
+	stream, err := wlog.JetStream().Stream(ctx, eventlog.EventsStream)
+	if err != nil {
+		p.Close()
+		return nil, err
+	}
+	oc, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{eventlog.KindFilter(eventlog.Drv)}})
+	if err != nil {
+		p.Close()
+		return nil, err
+	}
+	p.watch, err = oc.Consume(func(m jetstream.Msg) {
+		if _, _, fact, ok := splitSubject(m.Subject()); ok {
+			p.counter(fact).Add(1)
 		}
-	})
+	}, jetstream.PullMaxMessages(4096))
 	if err != nil {
 		p.Close()
 		return nil, err
 	}
-	_ = p.sub.SetPendingLimits(-1, -1)
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	p.cancel = cancel
 	g, gctx := errgroup.WithContext(rctx)
@@ -162,6 +175,15 @@ func Start(ctx context.Context, o Options) (*Pipeline, error) {
 	return p, nil
 }
 
+// splitSubject reads ekaci.evt.<aggregate>.<id>.<fact>.
+func splitSubject(subject string) (agg, id, fact string, ok bool) {
+	parts := strings.Split(subject, ".")
+	if len(parts) != 5 {
+		return "", "", "", false
+	}
+	return parts[2], parts[3], parts[4], true
+}
+
 func (p *Pipeline) counter(fact string) *atomic.Int64 {
 	c, _ := p.counts.LoadOrStore(fact, &atomic.Int64{})
 	return c.(*atomic.Int64)
@@ -187,6 +209,9 @@ func (p *Pipeline) WaitCount(ctx context.Context, fact string, n int64) error {
 // Close stops the stages and the server.
 func (p *Pipeline) Close() error {
 	var err error
+	if p.watch != nil {
+		p.watch.Stop()
+	}
 	if p.cancel != nil {
 		p.cancel()
 		err = p.group.Wait()
