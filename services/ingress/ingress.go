@@ -188,6 +188,15 @@ func (g *Graph) discovered(tx *bolt.Tx, rec eventlog.Record, n *node, d *eventsv
 			blockedCause, blockedID = dn, dn.Drv.Cause
 		}
 	}
+	// A verdict inherited here is on its way too: dependents discovered
+	// before it lands inherit it from this node.
+	switch {
+	case d.GetOutputsValid():
+	case failedCause != nil:
+		n.Doomed, n.DoomBlocked = failedID, false
+	case blockedCause != nil:
+		n.Doomed, n.DoomBlocked = blockedID, true
+	}
 	g.batch.put(rec.ID, n)
 	cause := rec.Event.GetId()
 	switch {

@@ -179,15 +179,31 @@ func Propagate(ctx context.Context, dir string, n int, seed uint64) (Result, err
 		}
 	}
 	failID, _ := Discovered(g, best)
+	// The root's failure waits until the whole graph is folded, so what
+	// is measured is propagation through a known graph, not the rest of
+	// the ingest.
+	ingested := make(chan struct{})
 	p, err := Start(ctx, Options{Dir: dir, Systems: []string{"x86_64-linux", "aarch64-linux"},
-		Fail: func(id string, _ uint32) bool { return id == failID }})
+		Fail: func(id string, _ uint32) bool {
+			if id != failID {
+				return false
+			}
+			<-ingested
+			return true
+		}})
 	if err != nil {
 		return res, err
 	}
 	defer p.Close()
-	if _, err := p.Discover(ctx, g); err != nil {
+	last, err := p.Discover(ctx, g)
+	if err != nil {
+		close(ingested)
 		return res, err
 	}
+	for p.IngressAt.Load() < last && ctx.Err() == nil {
+		time.Sleep(time.Millisecond)
+	}
+	close(ingested)
 	if err := p.WaitCount(ctx, "build_failed", 1); err != nil {
 		return res, err
 	}
