@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -30,6 +31,7 @@ type options struct {
 	realN    int
 	sample   int
 	out      string
+	cpuprof  string
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -42,6 +44,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.realN, "real-n", 500, "derivations of the graph built for real")
 	fs.IntVar(&o.sample, "sample", 200, "derivations timed one `nix show-derivation` process each")
 	fs.StringVar(&o.out, "out", "", "also write the table (markdown) to this file")
+	fs.StringVar(&o.cpuprof, "cpuprofile", "", "with -scenario: write a CPU profile of it here (go tool pprof)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -60,6 +63,18 @@ func child(o options, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
+	if o.cpuprof != "" {
+		f, err := os.Create(o.cpuprof)
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		defer pprof.StopCPUProfile()
+	}
 	var res bench.Result
 	switch o.scenario {
 	case "ceiling":
