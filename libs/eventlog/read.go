@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -36,6 +37,12 @@ func (l *Log) Read(ctx context.Context, from uint64, filters []string, fn func(R
 		cfg.OptStartSeq = from + 1
 	}
 	cons, err := s.OrderedConsumer(ctx, cfg)
+	// In a cluster the JetStream API can be briefly without a responder
+	// (a leader moving); that is worth a few short retries, not a failure.
+	for try := 0; err != nil && errors.Is(err, nats.ErrNoResponders) && try < 20 && ctx.Err() == nil; try++ {
+		time.Sleep(100 * time.Millisecond)
+		cons, err = s.OrderedConsumer(ctx, cfg)
+	}
 	if err != nil {
 		return fmt.Errorf("read %v from %d: %w", filters, from, err)
 	}

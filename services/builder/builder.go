@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -58,6 +59,9 @@ type Config struct {
 	LogDir        string
 	// Metrics, when set, counts active and finished builds.
 	Metrics *telemetry.Metrics
+	// NoBatch builds each derivation with a nix-build of its own instead
+	// of batching the ready ones of a pool into one nix-build per lane.
+	NoBatch bool
 	// Noop is for benchmarks only: nothing is built, every request is
 	// reported at once as a success (or as a failure where Noop.Fail
 	// says so). Run logs it loudly; no flag of `ekaci run`/`serve` sets it.
@@ -79,15 +83,45 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Noop != nil {
 		cfg.Logger.Error().Msg("NO-OP BUILDER: nothing is built; every build is reported without running Nix (benchmark mode)")
 	}
+	// Batches outlive a shutdown by the grace period, as single builds do.
+	lanesCtx, stopLanes := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopLanes()
+	stopAfterGrace := context.AfterFunc(ctx, func() {
+		t := time.NewTimer(cfg.ShutdownGrace)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			stopLanes()
+		case <-lanesCtx.Done():
+		}
+	})
+	defer stopAfterGrace()
+	var lanes sync.WaitGroup
+	defer lanes.Wait()
+	defer stopLanes() // after the workers drained: no build is waiting any more
+
 	g, ctx := errgroup.WithContext(ctx)
 	for _, p := range cfg.Pools {
 		b := &build{cfg: cfg, pool: p}
+		concurrency := max(p.MaxJobs, 1)
+		if cfg.Noop == nil && !cfg.NoBatch && p.Class != workv1.BuildClass_BUILD_CLASS_REMOTE {
+			b.batch = newBatcher(p.MaxJobs, nixbuild.BatchOptions{
+				NixOptions: cfg.NixOptions, NoOutputTimeout: cfg.NoOutputTimeout, TotalTimeout: cfg.TotalTimeout,
+			})
+			lanes.Add(1)
+			go func() {
+				defer lanes.Done()
+				b.batch.run(lanesCtx)
+			}()
+			// Enough requests in hand that the lanes find a batch waiting.
+			concurrency = min(max(p.MaxJobs, 1)*maxBatch, 128)
+		}
 		g.Go(func() error {
 			return worker.Run(ctx, cfg.Log.JetStream(), worker.Config{
 				Stream:      eventlog.WorkStream,
 				Durable:     "builder-" + eventlog.SystemToken(p.System) + "-" + eventlog.ClassToken(p.Class),
 				Filters:     []string{eventlog.BuildSubject(p.System, p.Class)},
-				Concurrency: max(p.MaxJobs, 1),
+				Concurrency: concurrency,
 				// Short, with heartbeats while a build runs: a builder that dies
 				// has its build redelivered (and recorded as a process death) soon.
 				AckWait: 10 * time.Second,
@@ -98,8 +132,9 @@ func Run(ctx context.Context, cfg Config) error {
 }
 
 type build struct {
-	cfg  Config
-	pool Pool
+	cfg   Config
+	pool  Pool
+	batch *batcher // nil: one nix-build per derivation
 }
 
 func (b *build) handle(ctx context.Context, m jetstream.Msg) error {
@@ -197,7 +232,12 @@ func (b *build) handle(ctx context.Context, m jetstream.Msg) error {
 		active.Inc()
 		defer active.Dec()
 	}
-	res, err := nixbuild.Build(bctx, req.GetDrvPath(), opts)
+	var res nixbuild.Result
+	if b.batch != nil {
+		res, err = b.batch.build(bctx, nixbuild.Job{DrvPath: req.GetDrvPath(), LogPath: opts.LogPath, OnLine: opts.OnLine})
+	} else {
+		res, err = nixbuild.Build(bctx, req.GetDrvPath(), opts)
+	}
 	if err != nil {
 		return fmt.Errorf("build %s: %w", req.GetDrvPath(), err)
 	}

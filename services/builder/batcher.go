@@ -1,0 +1,118 @@
+package builder
+
+import (
+	"context"
+	"sync"
+
+	"github.com/ekaci/ekaci/services/builder/internal/nixbuild"
+)
+
+// maxBatch bounds the derivations one nix-build gets: enough to pay Nix's
+// start-up once for many trivial builds, few enough that a batch's last
+// build does not wait long behind its first.
+const maxBatch = 32
+
+// batcher runs a pool's builds in batches: `lanes` nix-build processes at
+// a time (the pool's max jobs), each building, one after another, the
+// ready derivations that were waiting when it started. Every derivation
+// handed to it is buildable, so none is an input of another.
+type batcher struct {
+	lanes int
+	opts  nixbuild.BatchOptions
+
+	mu    sync.Mutex
+	queue []*pendingBuild
+	idle  int
+	wake  chan struct{}
+}
+
+type pendingBuild struct {
+	job  nixbuild.Job
+	done chan batchResult
+}
+
+type batchResult struct {
+	res nixbuild.Result
+	err error
+}
+
+func newBatcher(lanes int, opts nixbuild.BatchOptions) *batcher {
+	return &batcher{lanes: max(lanes, 1), opts: opts, wake: make(chan struct{}, 1)}
+}
+
+// run keeps the lanes going until ctx ends; ctx should outlive the
+// builder's own context by the shutdown grace, so running builds finish.
+func (bt *batcher) run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for range bt.lanes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			bt.lane(ctx)
+		}()
+	}
+	wg.Wait()
+}
+
+func (bt *batcher) lane(ctx context.Context) {
+	for {
+		bt.mu.Lock()
+		for len(bt.queue) == 0 {
+			bt.idle++
+			bt.mu.Unlock()
+			select {
+			case <-ctx.Done():
+				bt.mu.Lock()
+				bt.idle--
+				bt.mu.Unlock()
+				return
+			case <-bt.wake:
+			}
+			bt.mu.Lock()
+			bt.idle--
+		}
+		// Share what waits among the lanes that are free now.
+		n := min(maxBatch, (len(bt.queue)+bt.idle)/(bt.idle+1))
+		n = max(n, 1)
+		batch := append([]*pendingBuild(nil), bt.queue[:n]...)
+		bt.queue = bt.queue[n:]
+		if len(bt.queue) > 0 {
+			select {
+			case bt.wake <- struct{}{}:
+			default:
+			}
+		}
+		bt.mu.Unlock()
+
+		jobs := make([]nixbuild.Job, len(batch))
+		for i, p := range batch {
+			jobs[i] = p.job
+		}
+		results, err := nixbuild.BuildBatch(ctx, jobs, bt.opts)
+		for i, p := range batch {
+			if err != nil {
+				p.done <- batchResult{err: err}
+			} else {
+				p.done <- batchResult{res: results[i]}
+			}
+		}
+	}
+}
+
+// build queues one derivation and waits for its result.
+func (bt *batcher) build(ctx context.Context, job nixbuild.Job) (nixbuild.Result, error) {
+	p := &pendingBuild{job: job, done: make(chan batchResult, 1)}
+	bt.mu.Lock()
+	bt.queue = append(bt.queue, p)
+	bt.mu.Unlock()
+	select {
+	case bt.wake <- struct{}{}:
+	default:
+	}
+	select {
+	case r := <-p.done:
+		return r.res, r.err
+	case <-ctx.Done():
+		return nixbuild.Result{}, ctx.Err()
+	}
+}
