@@ -12,6 +12,9 @@ import (
 // build does not wait long behind its first.
 const maxBatch = 32
 
+// runBatch is nixbuild.BuildBatch; tests of the lanes replace it.
+var runBatch = nixbuild.BuildBatch
+
 // batcher runs a pool's builds in batches: `lanes` nix-build processes at
 // a time (the pool's max jobs), each building, one after another, the
 // ready derivations that were waiting when it started. Every derivation
@@ -88,7 +91,7 @@ func (bt *batcher) lane(ctx context.Context) {
 		for i, p := range batch {
 			jobs[i] = p.job
 		}
-		results, err := nixbuild.BuildBatch(ctx, jobs, bt.opts)
+		results, err := runBatch(ctx, jobs, bt.opts)
 		for i, p := range batch {
 			if err != nil {
 				p.done <- batchResult{err: err}
