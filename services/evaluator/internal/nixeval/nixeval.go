@@ -220,14 +220,8 @@ func (e *evaluator) evalJobs(ctx context.Context, bin string) ([]Attr, error) {
 		args = append(args, "--option", e.o.NixOptions[i], e.o.NixOptions[i+1])
 	}
 	args = append(args, "--expr", e.expr(e.root, "top"))
-	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Dir = e.o.Dir
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = 5 * time.Second
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
+	stdout, stderr, err := e.run(ctx, bin, args)
+	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
@@ -271,6 +265,19 @@ func (e *evaluator) explain(ctx context.Context, path []string, fallback string)
 	return err.Error()
 }
 
+// run runs a Nix command in the checkout, in a process group of its own
+// that is killed whole on cancellation.
+func (e *evaluator) run(ctx context.Context, bin string, args []string) (stdout, stderr *bytes.Buffer, err error) {
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Dir = e.o.Dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 5 * time.Second
+	stdout, stderr = &bytes.Buffer{}, &bytes.Buffer{}
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	return stdout, stderr, cmd.Run()
+}
+
 // eval runs nix-instantiate --eval --strict --json on expr into out.
 // Read-write mode lets drvPath write the .drv files to the store.
 func (e *evaluator) eval(ctx context.Context, expr string, out any) error {
@@ -279,15 +286,8 @@ func (e *evaluator) eval(ctx context.Context, expr string, out any) error {
 		args = append(args, "--option", e.o.NixOptions[i], e.o.NixOptions[i+1])
 	}
 	args = append(args, "-E", expr)
-	cmd := exec.CommandContext(ctx, "nix-instantiate", args...)
-	cmd.Dir = e.o.Dir
-	// Its own process group, killed whole on cancellation.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = 5 * time.Second
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
+	stdout, stderr, err := e.run(ctx, "nix-instantiate", args)
+	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
