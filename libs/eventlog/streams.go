@@ -96,8 +96,24 @@ func StreamConfigs(o StreamOptions) []jetstream.StreamConfig {
 // Provision creates or updates the streams; calling it again is a no-op.
 func Provision(ctx context.Context, js jetstream.JetStream, o StreamOptions) error {
 	for _, cfg := range StreamConfigs(o) {
-		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+		st, err := js.CreateOrUpdateStream(ctx, cfg)
+		if err != nil {
 			return fmt.Errorf("provision stream %s: %w", cfg.Name, err)
+		}
+		if cfg.Replicas > 1 {
+			// A replicated stream answers once its Raft group has a
+			// leader; a publish before that gets no response at all.
+			for {
+				info, err := st.Info(ctx)
+				if err == nil && info.Cluster != nil && info.Cluster.Leader != "" {
+					break
+				}
+				select {
+				case <-ctx.Done():
+					return fmt.Errorf("provision stream %s: no leader elected: %w", cfg.Name, ctx.Err())
+				case <-time.After(50 * time.Millisecond):
+				}
+			}
 		}
 	}
 	return nil

@@ -23,6 +23,12 @@ func r3Stream(t *testing.T, ctx context.Context, js jetstream.JetStream) jetstre
 	if err != nil {
 		t.Fatalf("create R3 stream: %v", err)
 	}
+	// A new replicated stream answers publishes once its Raft group has
+	// elected a leader; until then a publish gets no response.
+	Eventually(t, 10*time.Second, func() bool {
+		info, err := st.Info(ctx)
+		return err == nil && info.Cluster != nil && info.Cluster.Leader != ""
+	}, "the R3 stream never elected a leader")
 	return st
 }
 
