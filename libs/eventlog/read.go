@@ -50,8 +50,22 @@ func (l *Log) Read(ctx context.Context, from uint64, filters []string, fn func(R
 	// Ask for no more than remains: a Fetch of a final partial batch would
 	// otherwise wait out its whole max-wait.
 	remaining := cons.CachedInfo().NumPending
+	// In a cluster a just-created consumer may not answer its first pulls
+	// yet: retry those briefly, as the creation above does.
+	unanswered := 0
+	retry := func(err error) bool {
+		if !errors.Is(err, nats.ErrNoResponders) || unanswered >= 20 || ctx.Err() != nil {
+			return false
+		}
+		unanswered++
+		time.Sleep(100 * time.Millisecond)
+		return true
+	}
 	for remaining > 0 {
 		batch, err := cons.Fetch(int(min(remaining, 256)), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil && retry(err) {
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("read %v: %w", filters, err)
 		}
@@ -69,6 +83,9 @@ func (l *Log) Read(ctx context.Context, from uint64, filters []string, fn func(R
 			}
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+			if n == 0 && retry(err) {
+				continue
+			}
 			return fmt.Errorf("read %v: %w", filters, err)
 		}
 		if last != nil {
