@@ -77,10 +77,48 @@ func putJSON(tx *bolt.Tx, bucket []byte, key string, v any) error {
 
 // Conclusions is the recorder's read model of derivation outcomes,
 // jobsets and changes.
-type Conclusions struct{ logger zerolog.Logger }
+type Conclusions struct {
+	logger zerolog.Logger
+	// rows caches the derivation rows one batch reads and writes (a
+	// derivation's discovered, buildable, started and succeeded often
+	// arrive in one batch); dirty ones are written once, by Flush.
+	rows  map[string]*drvRow
+	dirty map[string]bool
+}
 
 // NewConclusions returns the model.
-func NewConclusions(logger zerolog.Logger) *Conclusions { return &Conclusions{logger: logger} }
+func NewConclusions(logger zerolog.Logger) *Conclusions {
+	return &Conclusions{logger: logger, rows: map[string]*drvRow{}, dirty: map[string]bool{}}
+}
+
+func (c *Conclusions) getRow(tx *bolt.Tx, id string) (*drvRow, error) {
+	if r, ok := c.rows[id]; ok {
+		return r, nil
+	}
+	r, err := getJSON[drvRow](tx, drvsBucket, id)
+	if err != nil || r == nil {
+		return r, err
+	}
+	c.rows[id] = r
+	return r, nil
+}
+
+func (c *Conclusions) putRow(id string, r *drvRow) {
+	c.rows[id] = r
+	c.dirty[id] = true
+}
+
+// Flush implements projection.Flusher.
+func (c *Conclusions) Flush(tx *bolt.Tx) error {
+	for id := range c.dirty {
+		if err := putJSON(tx, drvsBucket, id, c.rows[id]); err != nil {
+			return err
+		}
+	}
+	clear(c.rows)
+	clear(c.dirty)
+	return nil
+}
 
 // Name implements projection.Handler.
 func (*Conclusions) Name() string { return "recorder" }
@@ -91,7 +129,9 @@ func (*Conclusions) Filters() []string {
 }
 
 // Init implements projection.Handler.
-func (*Conclusions) Init(tx *bolt.Tx) error {
+func (c *Conclusions) Init(tx *bolt.Tx) error {
+	clear(c.rows)
+	clear(c.dirty)
 	for _, b := range [][]byte{drvsBucket, jobsetsBucket, watchBucket, changesBucket} {
 		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 			return err
@@ -114,7 +154,7 @@ func (c *Conclusions) Apply(tx *bolt.Tx, rec eventlog.Record, out *projection.Ou
 }
 
 func (c *Conclusions) drv(tx *bolt.Tx, rec eventlog.Record, out *projection.Outbox) error {
-	row, err := getJSON[drvRow](tx, drvsBucket, rec.ID)
+	row, err := c.getRow(tx, rec.ID)
 	if err != nil {
 		return err
 	}
@@ -144,9 +184,7 @@ func (c *Conclusions) drv(tx *bolt.Tx, rec eventlog.Record, out *projection.Outb
 	case *eventsv1.Event_DrvBlocked:
 		row.Cause = p.DrvBlocked.GetCauseDrvPath()
 	}
-	if err := putJSON(tx, drvsBucket, rec.ID, row); err != nil {
-		return err
-	}
+	c.putRow(rec.ID, row)
 	delta := 0
 	switch settled := next.State.Settled(); {
 	case settled && !wasSettled:
@@ -219,7 +257,7 @@ func (c *Conclusions) jobset(tx *bolt.Tx, rec eventlog.Record, out *projection.O
 			if err := tx.Bucket(watchBucket).Put(key, binary.BigEndian.AppendUint32(nil, n+1)); err != nil {
 				return err
 			}
-			row, err := getJSON[drvRow](tx, drvsBucket, a.GetDrvId())
+			row, err := c.getRow(tx, a.GetDrvId())
 			if err != nil {
 				return err
 			}
@@ -382,7 +420,7 @@ func (c *Conclusions) maybeConclude(tx *bolt.Tx, jobsetID string, rec eventlog.R
 			r.State = "removed"
 		}
 		if a.GetDrvId() != "" {
-			row, err := getJSON[drvRow](tx, drvsBucket, a.GetDrvId())
+			row, err := c.getRow(tx, a.GetDrvId())
 			if err != nil {
 				return err
 			}
