@@ -228,10 +228,25 @@ func (p *Pipeline) Close() error {
 // Discover records every node of g as the evaluator does, inputs first,
 // and returns the stream position of the last one.
 func (p *Pipeline) Discover(ctx context.Context, g *graphgen.Graph) (uint64, error) {
+	// Each node's path and id once, not once per edge: the evaluator has
+	// them from the .drv files it read.
+	paths := make([]string, len(g.Nodes))
+	ids := make([]string, len(g.Nodes))
+	for i := range g.Nodes {
+		paths[i] = DrvPath(g, i)
+		ids[i], _ = eventlog.DrvID(paths[i])
+	}
 	items := make([]eventlog.Item, 0, len(g.Nodes))
-	for id := range g.Nodes {
-		drvID, ev := Discovered(g, id)
-		items = append(items, eventlog.Item{ID: drvID, Event: ev, Expect: true, ExpectSeq: 0})
+	for i, n := range g.Nodes {
+		inputs := make([]string, len(n.Inputs))
+		for j, in := range n.Inputs {
+			inputs[j] = ids[in]
+		}
+		ev := &eventsv1.Event{Id: "discovered-" + ids[i], Payload: &eventsv1.Event_DrvDiscovered{DrvDiscovered: &eventsv1.DrvDiscovered{
+			DrvPath: paths[i], Name: n.Name, System: n.System, FixedOutput: n.FOD, InputDrvs: inputs,
+			Outputs: map[string]string{"out": "/nix/store/" + ids[i] + "-" + n.Name},
+		}}}
+		items = append(items, eventlog.Item{ID: ids[i], Event: ev, Expect: true, ExpectSeq: 0})
 	}
 	got, errs, err := p.Log.AppendMany(ctx, items)
 	if err != nil {
