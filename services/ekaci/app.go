@@ -51,6 +51,9 @@ type Config struct {
 	NoOutputTimeout time.Duration
 	TotalTimeout    time.Duration
 	NixOptions      []string // name, value pairs
+	// NoBatch gives every derivation a nix-build of its own instead of
+	// batching a pool's ready derivations into one nix-build per lane.
+	NoBatch bool
 	// Machines are remote builders (Nix machines-file format); their
 	// health is checked with `nix store ping` before they get work.
 	Machines []machines.Machine
@@ -183,7 +186,7 @@ func (a *App) Run(ctx context.Context) error {
 			return builder.Run(ctx, builder.Config{
 				Log: a.log, Conn: a.nc, Logger: lg("builder"), Name: "local", Pools: pools,
 				NixOptions: cfg.NixOptions, NoOutputTimeout: cfg.NoOutputTimeout, TotalTimeout: cfg.TotalTimeout,
-				LogDir: filepath.Join(cfg.DataDir, "logs"), Metrics: a.metrics, Health: health,
+				LogDir: filepath.Join(cfg.DataDir, "logs"), Metrics: a.metrics, Health: health, NoBatch: cfg.NoBatch,
 			})
 		},
 		"recorder": func(ctx context.Context) error {

@@ -442,8 +442,19 @@ func TestDemoPullRequest(t *testing.T) {
 }
 
 func TestFailureIsRetriedOnceAndPropagates(t *testing.T) {
+	for _, mode := range []struct {
+		name    string
+		noBatch bool
+	}{{"batched builds", false}, {"one nix-build per derivation", true}} {
+		t.Run(mode.name, func(t *testing.T) {
+			testFailureIsRetriedOnceAndPropagates(t, mode.noBatch)
+		})
+	}
+}
+
+func testFailureIsRetriedOnceAndPropagates(t *testing.T, noBatch bool) {
 	requireNix(t)
-	h := start(t, t.TempDir())
+	h := startWith(t, t.TempDir(), func(c *ekaci.Config) { c.NoBatch = noBatch })
 	out := h.run(makeRepo(t, map[string]string{
 		".ekaci/config.json": `{"jobs": {"main": {"file": "default.nix"}}}`,
 		"default.nix":        failingNix,

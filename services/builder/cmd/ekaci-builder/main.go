@@ -28,6 +28,7 @@ func main() {
 	noOutput := fs.Duration("no-output-timeout", time.Hour, "stop a build that prints nothing for this long")
 	total := fs.Duration("total-timeout", 0, "stop a build that runs longer than this (0: no limit)")
 	logDir := fs.String("log-dir", "/var/lib/ekaci/logs", "where each attempt's compressed log is kept")
+	noBatch := fs.Bool("no-batch", false, "one nix-build per derivation, instead of one per lane for the ready derivations of a pool")
 	machinesFile := fs.String("machines", "", "a Nix machines file: also serve the remote pools of their systems, building through them")
 	os.Exit(service.Main(fs, os.Args[1:], func(ctx context.Context, env service.Env) error {
 		var pools []builder.Pool
@@ -57,7 +58,7 @@ func main() {
 		}
 		return builder.Run(ctx, builder.Config{
 			Log: env.Log, Conn: env.Conn, Logger: env.Logger, Name: *name, Pools: pools,
-			NixOptions: nixOpts, NoOutputTimeout: *noOutput, TotalTimeout: *total, LogDir: *logDir, Metrics: env.Metrics, Health: health,
+			NixOptions: nixOpts, NoOutputTimeout: *noOutput, TotalTimeout: *total, LogDir: *logDir, Metrics: env.Metrics, Health: health, NoBatch: *noBatch,
 		})
 	}))
 }

@@ -81,6 +81,7 @@ func flags(name string, stderr io.Writer) (*flag.FlagSet, *options) {
 	fs.IntVar(&c.FODMaxJobs, "fod-max-jobs", 1, "fixed-output (fetch) builds run at once")
 	fs.DurationVar(&c.NoOutputTimeout, "no-output-timeout", time.Hour, "stop a build that prints nothing for this long")
 	fs.DurationVar(&c.TotalTimeout, "total-timeout", 0, "stop a build that runs longer than this (0: no limit)")
+	fs.BoolVar(&c.NoBatch, "no-batch", false, "one nix-build per derivation, instead of one per lane for the ready derivations of a pool")
 	fs.StringVar(&o.machines, "machines", "", "a Nix machines file of remote builders (uri systems ssh-key max-jobs speed-factor features mandatory-features host-key)")
 	fs.Var(&o.nix, "nix-option", "a Nix option for every evaluation and build, name=value, e.g. substituters= (repeatable; in the environment, separate with ';')")
 	if name == "run" {
