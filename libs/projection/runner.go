@@ -287,7 +287,9 @@ func (r *Runner) apply(ctx context.Context, batch []jetstream.Msg) error {
 	if len(out.entries) == 0 {
 		return nil
 	}
-	return r.flushOutbox(ctx, keys)
+	// The entries just stored are still in hand: append them without
+	// reading them back.
+	return r.appendEntries(ctx, keys, out.entries)
 }
 
 func storeOutbox(b *bolt.Bucket, entries []outEntry) ([][]byte, error) {
@@ -360,10 +362,21 @@ func (r *Runner) flushOutbox(ctx context.Context, keys [][]byte) error {
 	if err != nil || len(items) == 0 {
 		return err
 	}
-	// Pipelined: one round trip for the whole outbox, not one per event.
-	batch := make([]eventlog.Item, len(items))
+	keys = make([][]byte, len(items))
+	entries := make([]outEntry, len(items))
 	for i, it := range items {
-		batch[i] = eventlog.Item{ID: it.e.ID, Event: it.e.Event, Expect: it.e.Expect, ExpectSeq: it.e.Seq}
+		keys[i], entries[i] = it.key, it.e
+	}
+	return r.appendEntries(ctx, keys, entries)
+}
+
+// appendEntries appends outbox entries (stored under keys) and marks them
+// for deletion with the next batch.
+func (r *Runner) appendEntries(ctx context.Context, keys [][]byte, entries []outEntry) error {
+	// Pipelined: one round trip for the whole outbox, not one per event.
+	batch := make([]eventlog.Item, len(entries))
+	for i, e := range entries {
+		batch[i] = eventlog.Item{ID: e.ID, Event: e.Event, Expect: e.Expect, ExpectSeq: e.Seq}
 	}
 	_, errs, err := r.log.AppendMany(ctx, batch)
 	if err != nil {
@@ -374,13 +387,11 @@ func (r *Runner) flushOutbox(ctx context.Context, keys [][]byte) error {
 		case aerr == nil:
 		case errors.Is(aerr, eventlog.ErrConflict):
 			// The aggregate moved on; the fold will see why and decide again.
-			r.logger.Debug().Err(aerr).Str("event", items[i].e.Event.GetId()).Msg("outbox entry superseded")
+			r.logger.Debug().Err(aerr).Str("event", entries[i].Event.GetId()).Msg("outbox entry superseded")
 		default:
 			return fmt.Errorf("read model %s: outbox: %w", r.h.Name(), aerr)
 		}
 	}
-	for _, it := range items {
-		r.appended = append(r.appended, it.key)
-	}
+	r.appended = append(r.appended, keys...)
 	return nil
 }
