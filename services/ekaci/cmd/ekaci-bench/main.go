@@ -32,6 +32,7 @@ type options struct {
 	sample   int
 	out      string
 	cpuprof  string
+	trace    bool
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -44,6 +45,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.realN, "real-n", 500, "derivations of the graph built for real")
 	fs.IntVar(&o.sample, "sample", 200, "derivations timed one `nix show-derivation` process each")
 	fs.StringVar(&o.out, "out", "", "also write the table (markdown) to this file")
+	fs.BoolVar(&o.trace, "trace", false, "with -scenario propagate: print progress every 250 ms to stderr")
 	fs.StringVar(&o.cpuprof, "cpuprofile", "", "with -scenario: write a CPU profile of it here (go tool pprof)")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -74,6 +76,9 @@ func child(o options, stdout, stderr io.Writer) int {
 			return 1
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if o.trace {
+		bench.Trace = stderr
 	}
 	var res bench.Result
 	switch o.scenario {

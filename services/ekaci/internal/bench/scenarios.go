@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"io"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -17,6 +18,10 @@ import (
 	"github.com/ekaci/ekaci/libs/natsembed"
 	"github.com/ekaci/ekaci/libs/projection"
 )
+
+// Trace, when set, receives a scenario's progress samples (ekaci-bench
+// -trace).
+var Trace io.Writer
 
 // Result is what one scenario measured; the fields used depend on it.
 type Result struct {
@@ -208,6 +213,19 @@ func Propagate(ctx context.Context, dir string, n int, seed uint64) (Result, err
 		return res, err
 	}
 	start := time.Now()
+	if Trace != nil {
+		failedAt, _ := p.Log.LastSeq(ctx)
+		tctx, stop := context.WithCancel(ctx)
+		defer stop()
+		go func() {
+			for tctx.Err() == nil {
+				seq, _ := p.Log.LastSeq(tctx)
+				fmt.Fprintf(Trace, "%6.2fs  ingress at %d (failure at ~%d)  log at %d  dependency_failed %d of %d\n",
+					time.Since(start).Seconds(), p.IngressAt.Load(), failedAt, seq, p.Count("dependency_failed"), len(down))
+				time.Sleep(250 * time.Millisecond)
+			}
+		}()
+	}
 	if err := p.WaitCount(ctx, "dependency_failed", int64(len(down))); err != nil {
 		return res, err
 	}
