@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -27,6 +28,9 @@ type Handler interface {
 	// Apply folds one event. It may queue events to append on out.
 	Apply(tx *bolt.Tx, rec eventlog.Record, out *Outbox) error
 }
+
+// lingerFor is how long a batch waits for more events once it has one.
+const lingerFor = 5 * time.Millisecond
 
 // Flusher is a Handler that buffers writes across a batch: Flush is
 // called once per batch, inside its transaction, before it commits.
@@ -214,6 +218,9 @@ func (r *Runner) Run(ctx context.Context) error {
 			}
 			batch = append(batch, m)
 		}
+		// Take what is waiting; linger a moment for more, since every batch
+		// costs a commit and an fsync whatever its size.
+		linger := time.NewTimer(lingerFor)
 	fill:
 		for len(batch) < r.batch {
 			select {
@@ -222,10 +229,11 @@ func (r *Runner) Run(ctx context.Context) error {
 					break fill
 				}
 				batch = append(batch, m)
-			default:
+			case <-linger.C:
 				break fill
 			}
 		}
+		linger.Stop()
 		if err := r.apply(ctx, batch); err != nil {
 			if ctx.Err() != nil {
 				return nil // stopped mid-flush: the outbox keeps what is left for the next start
