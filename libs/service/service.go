@@ -86,7 +86,7 @@ func Connect(ctx context.Context, url, name string, streams eventlog.StreamOptio
 		nats.ReconnectWait(time.Second),
 	)
 	if err != nil {
-		return nil, nil, fmt.Errorf("cannot reach NATS at %s: %w (check --nats-url / EKACI_NATS_URL, or leave it empty to run an embedded server)", url, err)
+		return nil, nil, fmt.Errorf("cannot reach NATS at %s: %w (check --nats-url / EKACI_NATS_URL)", url, err)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {

@@ -112,6 +112,9 @@ func Start(ctx context.Context, cfg Config) (_ *App, err error) {
 		a.url = a.server.ClientURL()
 	}
 	if a.nc, a.js, err = service.Connect(ctx, a.url, "ekaci", eventlog.StreamOptions{Replicas: cfg.Replicas}); err != nil {
+		if cfg.NatsURL != "" {
+			return nil, fmt.Errorf("%w; or leave --nats-url empty to run an embedded server", err)
+		}
 		return nil, err
 	}
 	a.log = eventlog.New(a.js, eventlog.WithAppendHook(func(agg, fact string) {
