@@ -32,6 +32,7 @@ type options struct {
 	sample   int
 	out      string
 	cpuprof  string
+	memprof  string
 	trace    bool
 }
 
@@ -45,6 +46,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.realN, "real-n", 500, "derivations of the graph built for real")
 	fs.IntVar(&o.sample, "sample", 200, "derivations timed one `nix show-derivation` process each")
 	fs.StringVar(&o.out, "out", "", "also write the table (markdown) to this file")
+	fs.StringVar(&o.memprof, "memprofile", "", "with -scenario: write a heap profile here when it ends, before it stops (go tool pprof)")
 	fs.BoolVar(&o.trace, "trace", false, "with -scenario propagate: print progress every 250 ms to stderr")
 	fs.StringVar(&o.cpuprof, "cpuprofile", "", "with -scenario: write a CPU profile of it here (go tool pprof)")
 	if err := fs.Parse(args); err != nil {
@@ -79,6 +81,17 @@ func child(o options, stdout, stderr io.Writer) int {
 	}
 	if o.trace {
 		bench.Trace = stderr
+	}
+	if o.memprof != "" {
+		bench.AtEnd = func() {
+			f, err := os.Create(o.memprof)
+			if err != nil {
+				fmt.Fprintln(stderr, err)
+				return
+			}
+			defer f.Close()
+			_ = pprof.WriteHeapProfile(f)
+		}
 	}
 	var res bench.Result
 	switch o.scenario {

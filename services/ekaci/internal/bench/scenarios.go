@@ -19,6 +19,10 @@ import (
 	"github.com/ekaci/ekaci/libs/projection"
 )
 
+// AtEnd, when set, runs when a scheduler scenario has finished, before
+// its pipeline stops (ekaci-bench -memprofile).
+var AtEnd func()
+
 // Trace, when set, receives a scenario's progress samples (ekaci-bench
 // -trace).
 var Trace io.Writer
@@ -160,6 +164,9 @@ func Schedule(ctx context.Context, dir string, n int, seed uint64) (Result, erro
 	}
 	res.Seconds = time.Since(start).Seconds()
 	res.Rate = float64(n) / res.Seconds
+	if AtEnd != nil {
+		AtEnd()
+	}
 	seq, err := p.Log.LastSeq(ctx)
 	if err != nil {
 		return res, err
