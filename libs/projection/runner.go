@@ -170,6 +170,9 @@ func (r *Runner) Run(ctx context.Context) error {
 	js := r.log.JetStream()
 	stream, err := js.Stream(ctx, eventlog.EventsStream)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting
+		}
 		return fmt.Errorf("read model %s: stream: %w", r.h.Name(), err)
 	}
 	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: r.h.Filters()}
@@ -179,10 +182,16 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 	cons, err := stream.OrderedConsumer(ctx, cfg)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return fmt.Errorf("read model %s: consumer: %w", r.h.Name(), err)
 	}
 	it, err := cons.Messages(jetstream.PullMaxMessages(r.batch))
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return fmt.Errorf("read model %s: messages: %w", r.h.Name(), err)
 	}
 	msgs := make(chan jetstream.Msg, r.batch)

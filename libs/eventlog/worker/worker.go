@@ -92,11 +92,17 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log
 	cfg = cfg.withDefaults()
 	cons, err := Ensure(ctx, js, cfg)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting
+		}
 		return err
 	}
 	log = log.With().Str("consumer", cfg.Durable).Logger()
 	it, err := cons.Messages(jetstream.PullMaxMessages(cfg.Concurrency))
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return fmt.Errorf("consumer %s: %w", cfg.Durable, err)
 	}
 	stop := context.AfterFunc(ctx, it.Drain)
