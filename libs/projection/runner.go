@@ -38,6 +38,17 @@ type Flusher interface {
 	Flush(tx *bolt.Tx) error
 }
 
+// Versioned is a Handler whose stored layout has a version. When the file
+// holds another version — or none while it already holds a position, a
+// file written before versions were kept — the model's buckets are reset
+// and it is rebuilt from the log, which is always possible since the log
+// is the source of truth.
+type Versioned interface {
+	Version() uint32
+	// Reset deletes the model's buckets; Init then creates them empty.
+	Reset(tx *bolt.Tx) error
+}
+
 // Outbox collects events a fold decided to append.
 type Outbox struct{ entries []outEntry }
 
@@ -116,12 +127,39 @@ func New(db *bolt.DB, log *eventlog.Log, h Handler, opts ...Option) (*Runner, er
 		if v := meta.Get([]byte(h.Name())); v != nil {
 			r.pos = binary.BigEndian.Uint64(v)
 		}
+		if vh, ok := h.(Versioned); ok {
+			if err := r.checkVersion(tx, meta, vh); err != nil {
+				return err
+			}
+		}
 		return h.Init(tx)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("init read model %s: %w", h.Name(), err)
 	}
 	return r, nil
+}
+
+func (r *Runner) checkVersion(tx *bolt.Tx, meta *bolt.Bucket, vh Versioned) error {
+	key := []byte(r.h.Name() + "@version")
+	want := vh.Version()
+	var have uint32
+	stored := meta.Get(key)
+	if stored != nil {
+		have = binary.BigEndian.Uint32(stored)
+	}
+	if have != want && (stored != nil || r.pos > 0) {
+		r.logger.Warn().Str("model", r.h.Name()).Uint32("stored", have).Uint32("current", want).Uint64("was_at", r.pos).
+			Msg("read model layout changed: rebuilding it from the event log")
+		if err := vh.Reset(tx); err != nil {
+			return fmt.Errorf("reset %s: %w", r.h.Name(), err)
+		}
+		r.pos = 0
+		if err := meta.Put([]byte(r.h.Name()), binary.BigEndian.AppendUint64(nil, 0)); err != nil {
+			return err
+		}
+	}
+	return meta.Put(key, binary.BigEndian.AppendUint32(nil, want))
 }
 
 // Position is the last stream sequence folded.

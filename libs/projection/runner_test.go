@@ -194,3 +194,84 @@ func TestOpenLocked(t *testing.T) {
 		t.Fatal("Open of a relative path succeeded")
 	}
 }
+
+// versioned is states with a layout version.
+type versioned struct {
+	states
+	v uint32
+}
+
+func (v versioned) Version() uint32 { return v.v }
+func (versioned) Reset(tx *bolt.Tx) error {
+	if tx.Bucket(bucket) == nil {
+		return nil
+	}
+	return tx.DeleteBucket(bucket)
+}
+
+func TestLayoutVersionChangeRebuilds(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, js := natstest.Connect(t, natstest.NewServer(t))
+	if err := eventlog.Provision(ctx, js, eventlog.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	log := eventlog.New(js)
+	db := openDB(t, filepath.Join(t.TempDir(), "m.db"))
+	run := func(h projection.Handler) *projection.Runner {
+		t.Helper()
+		r, err := projection.New(db, log, h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		end, err := log.LastSeq(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rctx, stop := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- r.Run(rctx) }()
+		if err := r.WaitFor(ctx, end); err != nil {
+			t.Fatal(err)
+		}
+		stop()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	discover(t, ctx, log, "a")
+	discover(t, ctx, log, "b", "a")
+	// A file written before versions were kept: unversioned, at a position.
+	run(states{})
+	// Poison the model so a reset is visible: a row no event made.
+	if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucket).Put([]byte("stale"), []byte("queued")) }); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name      string
+		v         uint32
+		wantStale bool
+	}{
+		{"no version stored yet, position > 0: rebuilt", 1, false},
+		{"same version: kept", 1, true},
+		{"new version: rebuilt", 2, false},
+	} {
+		if tc.wantStale {
+			if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucket).Put([]byte("stale"), []byte("queued")) }); err != nil {
+				t.Fatal(err)
+			}
+		}
+		r := run(versioned{v: tc.v})
+		got := dump(t, db)
+		if has := bytes.Contains([]byte(got), []byte("stale=")); has != tc.wantStale {
+			t.Fatalf("%s: rows %s (stale row kept: %v, want %v)", tc.name, got, has, tc.wantStale)
+		}
+		if !bytes.Contains([]byte(got), []byte("a=buildable")) || !bytes.Contains([]byte(got), []byte("b=queued")) {
+			t.Fatalf("%s: rows %s, want a and b folded", tc.name, got)
+		}
+		if r.Position() == 0 {
+			t.Fatalf("%s: position 0 after folding", tc.name)
+		}
+	}
+}
