@@ -1,6 +1,7 @@
 package recorder
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -18,21 +19,14 @@ import (
 )
 
 var (
+	// drvs holds <discovered sequence> → derivation row (drvrows.go).
 	drvsBucket    = []byte("recorder_drvs")
 	jobsetsBucket = []byte("recorder_jobsets")
-	// watch holds <drv id><jobset id> → how many of the jobset's
+	// watch holds <drv id> 0 <jobset id> → how many of the jobset's
 	// attributes evaluate to that derivation.
 	watchBucket   = []byte("recorder_watch")
 	changesBucket = []byte("recorder_changes")
 )
-
-type drvRow struct {
-	Drv    buildstate.Drv `json:"d"`
-	Path   string         `json:"p,omitempty"`
-	Detail string         `json:"t,omitempty"` // log tail or interruption detail
-	Cause  string         `json:"c,omitempty"` // cause drv path
-	Millis int64          `json:"ms,omitempty"`
-}
 
 type jobsetRow struct {
 	ChangeID   string              `json:"change"`
@@ -77,47 +71,56 @@ func putJSON(tx *bolt.Tx, bucket []byte, key string, v any) error {
 
 // Conclusions is the recorder's read model of derivation outcomes,
 // jobsets and changes.
+//
+// Every derivation row, and the set of derivations some jobset watches,
+// is held in memory as well as in the file: Init loads them, Flush writes
+// back the rows a batch changed. Should a batch's transaction not commit,
+// memory is ahead of the file, and the next batch reloads it.
 type Conclusions struct {
 	logger zerolog.Logger
-	// rows caches the derivation rows one batch reads and writes (a
-	// derivation's discovered, buildable, started and succeeded often
-	// arrive in one batch); dirty ones are written once, by Flush.
-	rows  map[string]*drvRow
-	dirty map[string]bool
+	drvs   *drvTable
+	// watched are the derivations with an entry in the watch bucket: the
+	// only ones whose settling can move a jobset.
+	watched map[string]struct{}
+	// tx is the transaction of the batch being folded; uncommitted is set
+	// from a batch's first fold until its transaction commits.
+	tx          *bolt.Tx
+	uncommitted bool
 }
 
 // NewConclusions returns the model.
 func NewConclusions(logger zerolog.Logger) *Conclusions {
-	return &Conclusions{logger: logger, rows: map[string]*drvRow{}, dirty: map[string]bool{}}
+	return &Conclusions{logger: logger, drvs: newDrvTable(), watched: map[string]struct{}{}}
 }
 
-func (c *Conclusions) getRow(tx *bolt.Tx, id string) (*drvRow, error) {
-	if r, ok := c.rows[id]; ok {
-		return r, nil
-	}
-	r, err := getJSON[drvRow](tx, drvsBucket, id)
-	if err != nil || r == nil {
-		return r, err
-	}
-	c.rows[id] = r
-	return r, nil
-}
+// Version implements projection.Versioned. Version 1: derivation rows in
+// a binary encoding keyed by their discovered sequence; watch keys with a
+// 0 byte between the derivation and the jobset id.
+func (*Conclusions) Version() uint32 { return 1 }
 
-func (c *Conclusions) putRow(id string, r *drvRow) {
-	c.rows[id] = r
-	c.dirty[id] = true
+var buckets = [][]byte{drvsBucket, jobsetsBucket, watchBucket, changesBucket}
+
+// Reset implements projection.Versioned.
+func (*Conclusions) Reset(tx *bolt.Tx) error {
+	for _, b := range buckets {
+		if tx.Bucket(b) == nil {
+			continue
+		}
+		if err := tx.DeleteBucket(b); err != nil {
+			return fmt.Errorf("delete %s: %w", b, err)
+		}
+	}
+	return nil
 }
 
 // Flush implements projection.Flusher.
 func (c *Conclusions) Flush(tx *bolt.Tx) error {
-	for id := range c.dirty {
-		if err := putJSON(tx, drvsBucket, id, c.rows[id]); err != nil {
-			return err
-		}
+	// Through begin too: a batch that folded nothing must not write rows
+	// a failed batch left in memory.
+	if err := c.begin(tx); err != nil {
+		return err
 	}
-	clear(c.rows)
-	clear(c.dirty)
-	return nil
+	return c.drvs.flush(tx.Bucket(drvsBucket))
 }
 
 // Name implements projection.Handler.
@@ -130,18 +133,60 @@ func (*Conclusions) Filters() []string {
 
 // Init implements projection.Handler.
 func (c *Conclusions) Init(tx *bolt.Tx) error {
-	clear(c.rows)
-	clear(c.dirty)
-	for _, b := range [][]byte{drvsBucket, jobsetsBucket, watchBucket, changesBucket} {
+	for _, b := range buckets {
 		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 			return err
 		}
 	}
+	return c.load(tx)
+}
+
+// load reads the in-memory state from the file.
+func (c *Conclusions) load(tx *bolt.Tx) error {
+	c.tx, c.uncommitted = nil, false
+	if err := c.drvs.load(tx.Bucket(drvsBucket)); err != nil {
+		return err
+	}
+	clear(c.watched)
+	return tx.Bucket(watchBucket).ForEach(func(k, _ []byte) error {
+		drv, _, ok := bytes.Cut(k, []byte{0})
+		if !ok {
+			return fmt.Errorf("decode %s/%q: no separator", watchBucket, k)
+		}
+		c.watched[string(drv)] = struct{}{}
+		return nil
+	})
+}
+
+// begin is called by every fold and flush. The first of a batch checks
+// that the previous batch that changed memory committed, and reloads
+// memory from the file if it did not.
+func (c *Conclusions) begin(tx *bolt.Tx) error {
+	if tx == c.tx {
+		return nil
+	}
+	if c.uncommitted {
+		c.logger.Warn().Msg("a batch did not commit: reloading the read model")
+		if err := c.load(tx); err != nil {
+			return err
+		}
+	}
+	c.tx, c.uncommitted = tx, true
+	tx.OnCommit(func() { c.uncommitted = false })
 	return nil
+}
+
+func watchKey(drvID, jobsetID string) []byte {
+	k := make([]byte, 0, len(drvID)+1+len(jobsetID))
+	k = append(append(k, drvID...), 0)
+	return append(k, jobsetID...)
 }
 
 // Apply implements projection.Handler.
 func (c *Conclusions) Apply(tx *bolt.Tx, rec eventlog.Record, out *projection.Outbox) error {
+	if err := c.begin(tx); err != nil {
+		return err
+	}
 	switch rec.Aggregate {
 	case eventlog.Drv:
 		return c.drv(tx, rec, out)
@@ -154,17 +199,16 @@ func (c *Conclusions) Apply(tx *bolt.Tx, rec eventlog.Record, out *projection.Ou
 }
 
 func (c *Conclusions) drv(tx *bolt.Tx, rec eventlog.Record, out *projection.Outbox) error {
-	row, err := c.getRow(tx, rec.ID)
-	if err != nil {
-		return err
-	}
-	if row == nil {
-		row = &drvRow{}
-	}
+	row, found := c.drvs.lookup(rec.ID)
 	next, err := buildstate.Next(row.Drv, rec.Event)
 	if err != nil {
 		c.logger.Error().Err(err).Str("drv", rec.ID).Uint64("seq", rec.Seq).Msg("refusing an illegal fact found in the log")
 		return nil
+	}
+	if !found {
+		// Cloned: rec.ID is a slice of the subject, which the row would
+		// otherwise keep alive.
+		row.ID, row.Key = strings.Clone(rec.ID), rec.Seq
 	}
 	wasSettled := row.Drv.State.Settled()
 	row.Drv = next
@@ -184,7 +228,7 @@ func (c *Conclusions) drv(tx *bolt.Tx, rec eventlog.Record, out *projection.Outb
 	case *eventsv1.Event_DrvBlocked:
 		row.Cause = p.DrvBlocked.GetCauseDrvPath()
 	}
-	c.putRow(rec.ID, row)
+	c.drvs.put(row)
 	delta := 0
 	switch settled := next.State.Settled(); {
 	case settled && !wasSettled:
@@ -195,10 +239,13 @@ func (c *Conclusions) drv(tx *bolt.Tx, rec eventlog.Record, out *projection.Outb
 	if delta == 0 {
 		return nil
 	}
+	if _, ok := c.watched[rec.ID]; !ok {
+		return nil // no jobset waits for it
+	}
 	cur := tx.Bucket(watchBucket).Cursor()
-	prefix := []byte(rec.ID)
+	prefix := watchKey(rec.ID, "")
 	var touched []string
-	for k, v := cur.Seek(prefix); k != nil && strings.HasPrefix(string(k), rec.ID); k, v = cur.Next() {
+	for k, v := cur.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = cur.Next() {
 		jobsetID := string(k[len(prefix):])
 		js, err := getJSON[jobsetRow](tx, jobsetsBucket, jobsetID)
 		if err != nil || js == nil {
@@ -249,7 +296,7 @@ func (c *Conclusions) jobset(tx *bolt.Tx, rec eventlog.Record, out *projection.O
 			if a.GetDrvId() == "" {
 				continue
 			}
-			key := []byte(a.GetDrvId() + rec.ID)
+			key := watchKey(a.GetDrvId(), rec.ID)
 			n := uint32(0)
 			if v := tx.Bucket(watchBucket).Get(key); v != nil {
 				n = binary.BigEndian.Uint32(v)
@@ -257,11 +304,8 @@ func (c *Conclusions) jobset(tx *bolt.Tx, rec eventlog.Record, out *projection.O
 			if err := tx.Bucket(watchBucket).Put(key, binary.BigEndian.AppendUint32(nil, n+1)); err != nil {
 				return err
 			}
-			row, err := c.getRow(tx, a.GetDrvId())
-			if err != nil {
-				return err
-			}
-			if row == nil || !row.Drv.State.Settled() {
+			c.watched[a.GetDrvId()] = struct{}{}
+			if row, ok := c.drvs.lookup(a.GetDrvId()); !ok || !row.Drv.State.Settled() {
 				js.Unsettled++
 			}
 		}
@@ -420,11 +464,7 @@ func (c *Conclusions) maybeConclude(tx *bolt.Tx, jobsetID string, rec eventlog.R
 			r.State = "removed"
 		}
 		if a.GetDrvId() != "" {
-			row, err := c.getRow(tx, a.GetDrvId())
-			if err != nil {
-				return err
-			}
-			if row != nil {
+			if row, ok := c.drvs.lookup(a.GetDrvId()); ok {
 				r.State, r.Cause, r.Error, r.DurationMs = row.Drv.State.String(), row.Cause, row.Detail, row.Millis
 				decides := a.GetDifference() != eventsv1.Difference_DIFFERENCE_UNCHANGED
 				if decides && row.Drv.State.IsFailure() {

@@ -1,0 +1,108 @@
+package recorder
+
+import (
+	"encoding/binary"
+	"math/rand/v2"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/ekaci/ekaci/libs/eventlog"
+	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
+	"github.com/ekaci/ekaci/libs/projection"
+)
+
+// BenchmarkFoldSchedule folds what ekaci-bench's schedule scenario makes
+// the recorder fold — every derivation discovered, buildable, started,
+// succeeded — straight into the handler, one fsynced transaction per batch
+// as the projection runner does, without NATS or event decoding.
+func BenchmarkFoldSchedule(b *testing.B) {
+	const n, batch = 30000, 1024
+	rng := rand.New(rand.NewPCG(1, 2))
+	const alphabet = "0123456789abcdfghijklmnpqrsvwxyz"
+	ids := make([]string, n)
+	for i := range ids {
+		id := make([]byte, 32)
+		for j := range id {
+			id[j] = alphabet[rng.IntN(len(alphabet))]
+		}
+		ids[i] = string(id)
+	}
+	// Discovery first, then builds in waves: a wave's buildable, the
+	// previous wave's started and the one before's succeeded share batches.
+	var recs []eventlog.Record
+	add := func(id string, ev *eventsv1.Event) {
+		recs = append(recs, drvRec(uint64(len(recs)+1), id, ev))
+	}
+	for _, id := range ids {
+		add(id, &eventsv1.Event{Payload: &eventsv1.Event_DrvDiscovered{DrvDiscovered: &eventsv1.DrvDiscovered{DrvPath: "/nix/store/" + id + "-pkg-1.0.drv"}}})
+	}
+	const wave = 341
+	for w := 0; w*wave < n+2*wave; w++ {
+		for i := w * wave; i < min((w+1)*wave, n); i++ {
+			add(ids[i], &eventsv1.Event{Payload: &eventsv1.Event_DrvBuildable{DrvBuildable: &eventsv1.DrvBuildable{Attempt: 1}}})
+		}
+		for i := (w - 1) * wave; i >= 0 && i < min(w*wave, n); i++ {
+			add(ids[i], &eventsv1.Event{Payload: &eventsv1.Event_DrvBuildStarted{DrvBuildStarted: &eventsv1.DrvBuildStarted{Attempt: 1}}})
+		}
+		for i := (w - 2) * wave; i >= 0 && i < min((w-1)*wave, n); i++ {
+			add(ids[i], &eventsv1.Event{Payload: &eventsv1.Event_DrvBuildSucceeded{DrvBuildSucceeded: &eventsv1.DrvBuildSucceeded{Attempt: 1, DurationMs: 35}}})
+		}
+	}
+	if len(recs) != 4*n {
+		b.Fatalf("%d events, want %d", len(recs), 4*n)
+	}
+	cpu0 := cpuTime(b)
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		db, err := projection.Open(filepath.Join(b.TempDir(), "recorder.db"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		c := NewConclusions(zerolog.Nop())
+		if err := db.Update(c.Init); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		for start := 0; start < len(recs); start += batch {
+			err := db.Update(func(tx *bolt.Tx) error {
+				for _, rec := range recs[start:min(start+batch, len(recs))] {
+					if err := c.Apply(tx, rec, &projection.Outbox{}); err != nil {
+						return err
+					}
+				}
+				if err := c.Flush(tx); err != nil {
+					return err
+				}
+				meta, err := tx.CreateBucketIfNotExists([]byte("_projection"))
+				if err != nil {
+					return err
+				}
+				return meta.Put([]byte("recorder"), binary.BigEndian.AppendUint64(nil, recs[min(start+batch, len(recs))-1].Seq))
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.StopTimer()
+		db.Close()
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(recs)), "ns/event")
+	// Mostly fsync waits above; the CPU (of the whole process, the set-up
+	// of each round included) is what this model costs.
+	b.ReportMetric(float64((cpuTime(b)-cpu0).Nanoseconds())/float64(b.N*len(recs)), "cpu-ns/event")
+}
+
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
