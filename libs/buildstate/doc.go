@@ -15,4 +15,12 @@
 //	Queued ─blocked─▶ Blocked ─requeued─▶ Queued
 //	Queued|Buildable|Building ─interrupted─▶ Interrupted(kind)
 //	Queued|Buildable ─build_succeeded(cached)─▶ Succeeded  (outputs already valid)
+//	Failed ─downstream_failed─▶ Failed   (and each derivation it lists:
+//	                                      Queued ─▶ TransitiveFailure)
+//
+// A downstream_failed fact lives on the failed derivation's aggregate and
+// lists the derivations its failure reached; Downstream turns it into the
+// dependency_failed each of them folds. Their own subjects then carry no
+// event of that transition: the read models hold it, and the guards of
+// later facts on them still expect their own last sequence.
 package buildstate

@@ -21,10 +21,14 @@ const (
 	KindBlocked          Kind = "blocked"
 	KindInterrupted      Kind = "interrupted"
 	KindRequeued         Kind = "requeued"
+	// KindDownstreamFailed is a fact on a failed derivation that fails
+	// many derivations downstream of it at once (see Downstream); the
+	// failed derivation's own state does not change.
+	KindDownstreamFailed Kind = "downstream_failed"
 )
 
 // AllKinds lists every derivation fact, for exhaustive tests.
-var AllKinds = []Kind{KindDiscovered, KindBuildable, KindBuildStarted, KindBuildSucceeded, KindBuildFailedRetry, KindBuildFailed, KindDependencyFailed, KindBlocked, KindInterrupted, KindRequeued}
+var AllKinds = []Kind{KindDiscovered, KindBuildable, KindBuildStarted, KindBuildSucceeded, KindBuildFailedRetry, KindBuildFailed, KindDependencyFailed, KindBlocked, KindInterrupted, KindRequeued, KindDownstreamFailed}
 
 // KindOf returns the fact kind of a derivation event.
 func KindOf(ev *eventsv1.Event) (Kind, error) {
@@ -49,6 +53,8 @@ func KindOf(ev *eventsv1.Event) (Kind, error) {
 		return KindInterrupted, nil
 	case *eventsv1.Event_DrvRequeued:
 		return KindRequeued, nil
+	case *eventsv1.Event_DrvDownstreamFailed:
+		return KindDownstreamFailed, nil
 	}
 	return "", fmt.Errorf("%w: %T", ErrNotDrvEvent, ev.GetPayload())
 }
@@ -65,6 +71,7 @@ var from = map[Kind][]State{
 	KindBlocked:          {Queued},
 	KindInterrupted:      {Queued, Buildable, Building},
 	KindRequeued:         {FailedRetry, TransitiveFailure, Blocked, Interrupted},
+	KindDownstreamFailed: {Failed},
 }
 
 // Allowed reports whether kind may follow state s, ignoring payload
@@ -134,6 +141,23 @@ func Next(cur Drv, ev *eventsv1.Event) (Drv, error) {
 		next.Cause = ""
 	}
 	return next, nil
+}
+
+// Downstream reads a downstream_failed fact appended on the aggregate
+// causeID: the derivations it fails, and the fact each of them folds with
+// Next — a dependency_failed naming causeID, the same transition as if it
+// had been appended on each one's own aggregate. ok is false for any other
+// event.
+func Downstream(causeID string, ev *eventsv1.Event) (ids []string, each *eventsv1.Event, ok bool) {
+	d := ev.GetDrvDownstreamFailed()
+	if d == nil {
+		return nil, nil, false
+	}
+	each = &eventsv1.Event{Id: ev.GetId(), OccurredAt: ev.GetOccurredAt(), CausationId: ev.GetCausationId(),
+		Payload: &eventsv1.Event_DrvDependencyFailed{DrvDependencyFailed: &eventsv1.DrvDependencyFailed{
+			CauseDrvId: causeID, CauseDrvPath: d.GetCauseDrvPath(),
+		}}}
+	return d.GetDrvIds(), each, true
 }
 
 // Fold replays a derivation's history from None.

@@ -33,6 +33,8 @@ func sample(kind Kind, cur Drv) *eventsv1.Event {
 		return &eventsv1.Event{Payload: &eventsv1.Event_DrvInterrupted{DrvInterrupted: &eventsv1.DrvInterrupted{Kind: eventsv1.InterruptKind_INTERRUPT_KIND_TIMEOUT}}}
 	case KindRequeued:
 		return &eventsv1.Event{Payload: &eventsv1.Event_DrvRequeued{DrvRequeued: &eventsv1.DrvRequeued{Reason: "retry"}}}
+	case KindDownstreamFailed:
+		return &eventsv1.Event{Payload: &eventsv1.Event_DrvDownstreamFailed{DrvDownstreamFailed: &eventsv1.DrvDownstreamFailed{DrvIds: []string{"down"}}}}
 	}
 	panic("unknown kind " + kind)
 }
@@ -75,7 +77,7 @@ func TestNextEveryPair(t *testing.T) {
 		Buildable:         {KindBuildStarted: Building, KindBuildSucceeded: Succeeded, KindInterrupted: Interrupted},
 		Building:          {KindBuildSucceeded: Succeeded, KindBuildFailedRetry: FailedRetry, KindBuildFailed: Failed, KindInterrupted: Interrupted},
 		Succeeded:         {},
-		Failed:            {},
+		Failed:            {KindDownstreamFailed: Failed},
 		FailedRetry:       {KindRequeued: Queued},
 		TransitiveFailure: {KindDependencyFailed: TransitiveFailure, KindRequeued: Queued},
 		Blocked:           {KindDependencyFailed: TransitiveFailure, KindRequeued: Queued},
@@ -325,5 +327,37 @@ func randomRun(t *testing.T, seed uint64) {
 		if folded != state[i] {
 			t.Fatalf("fold drv %d = %+v, live %+v", i, folded, state[i])
 		}
+	}
+}
+
+func TestDownstreamFoldsAsDependencyFailed(t *testing.T) {
+	ev := &eventsv1.Event{Id: "downstream-c-9", Payload: &eventsv1.Event_DrvDownstreamFailed{DrvDownstreamFailed: &eventsv1.DrvDownstreamFailed{
+		CauseDrvPath: "/nix/store/c.drv", DrvIds: []string{"a", "b"},
+	}}}
+	ids, each, ok := Downstream("c", ev)
+	if !ok || len(ids) != 2 || ids[0] != "a" || ids[1] != "b" {
+		t.Fatalf("Downstream = %v, %v", ids, ok)
+	}
+	for _, s := range AllStates {
+		cur := reach(t, s)
+		got, err := Next(cur, each)
+		want, werr := Next(cur, sample(KindDependencyFailed, cur))
+		if (err == nil) != (werr == nil) || got.State != want.State {
+			t.Fatalf("from %s: downstream fold = %s, %v; dependency_failed = %s, %v", s, got.State, err, want.State, werr)
+		}
+		if err == nil && got.Cause != "c" {
+			t.Fatalf("from %s: cause %q, want c", s, got.Cause)
+		}
+	}
+	if _, _, ok := Downstream("c", sample(KindDependencyFailed, Drv{})); ok {
+		t.Fatal("Downstream accepted a dependency_failed event")
+	}
+	// On the cause itself the fact changes nothing, and only after a failure.
+	failed := reach(t, Failed)
+	if got, err := Next(failed, ev); err != nil || got.State != Failed {
+		t.Fatalf("Next(failed, downstream_failed) = %s, %v", got.State, err)
+	}
+	if _, err := Next(reach(t, Succeeded), ev); !errors.Is(err, ErrIllegal) {
+		t.Fatalf("Next(succeeded, downstream_failed) = %v, want ErrIllegal", err)
 	}
 }

@@ -111,6 +111,10 @@ func Start(cfg Config) (*Server, error) {
 		JetStream:  true,
 		StoreDir:   dir,
 		SyncAlways: cfg.SyncAlways,
+		// A failure deep in a nixpkgs-sized graph is one downstream_failed
+		// fact listing ~100,000 derivations (~3.5 MB); one node has no
+		// routes or Raft peers for a large message to stall.
+		MaxPayload: 8 << 20,
 		// The embedding process owns signals (SIGTERM drains ekaci's
 		// stages first, then shuts the server down).
 		NoSigs: true,

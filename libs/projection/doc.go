@@ -2,13 +2,17 @@
 // models, and lets a fold react by appending new events through an outbox.
 //
 // A Runner reads the log with an ordered consumer from the last applied
-// sequence, applies a batch of events in one bbolt transaction, and stores
-// the new position in that same transaction: a crash replays the batch
-// rather than skipping it, so Apply must be idempotent (it is handed the
-// stream sequence and can compare). Events a fold decides to append are
-// written to the outbox bucket in the same transaction and published after
-// the commit; a crash between the two republishes them on restart, where
-// the log's de-duplication and expected-sequence guards make that harmless.
+// sequence and folds batches of events into one bbolt write transaction,
+// committed with the new position at a checkpoint: when the log goes idle,
+// or every 200 ms (or 50,000 events) while it does not. A crash replays
+// what was not committed rather than skipping it, and Apply sees each
+// event's stream sequence, so nothing is folded twice. Events a fold
+// decides to append are appended right after their batch, before the
+// checkpoint that covers it, and a checkpoint is committed only once all
+// of them are acknowledged: a crash in between folds the batch again, and
+// since folds are deterministic it decides the same facts with the same
+// ids and sequence guards, which the log refuses as repeats. Outbox
+// entries left in the file by earlier versions are appended at start.
 //
 // A read model is disposable: delete its file and a new Runner rebuilds it
 // from the log.

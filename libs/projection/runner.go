@@ -25,15 +25,19 @@ type Handler interface {
 	Filters() []string
 	// Init creates the model's buckets.
 	Init(tx *bolt.Tx) error
-	// Apply folds one event. It may queue events to append on out.
+	// Apply folds one event. It may queue events to append on out. It
+	// must be deterministic — the same events in the same order make the
+	// same decisions — because decisions are appended before the batch
+	// that made them is committed, and a crash in between folds it again.
 	Apply(tx *bolt.Tx, rec eventlog.Record, out *Outbox) error
 }
 
 // lingerFor is how long a batch waits for more events once it has one.
 const lingerFor = 5 * time.Millisecond
 
-// Flusher is a Handler that buffers writes across a batch: Flush is
-// called once per batch, inside its transaction, before it commits.
+// Flusher is a Handler that buffers writes: Flush is called once per
+// checkpoint (one or more batches), inside its transaction, before it
+// commits.
 type Flusher interface {
 	Flush(tx *bolt.Tx) error
 }
@@ -252,21 +256,49 @@ func (r *Runner) Run(ctx context.Context) error {
 		for range msgs { // let the reader goroutine finish
 		}
 	}()
+	// Folded batches share one write transaction until a checkpoint: the
+	// log is idle, checkpointEvery has passed, or checkpointMax events are
+	// waiting. A batch's decisions are appended right after it is folded,
+	// before its commit; a checkpoint is committed only once every decision
+	// it covers is acknowledged, so a crash before it replays events whose
+	// decisions the fold — deterministic — makes again, and the log's
+	// de-duplication and sequence guards refuse the repeats.
+	var tx *bolt.Tx
+	var txPos uint64
+	var txSince time.Time
+	var txEvents int
+	defer func() {
+		if tx != nil {
+			_ = tx.Rollback()
+		}
+	}()
+	commit := func() error {
+		if tx == nil {
+			return nil
+		}
+		t := tx
+		tx = nil
+		if err := r.checkpoint(t, txPos); err != nil {
+			_ = t.Rollback()
+			return err
+		}
+		return nil
+	}
 	for {
 		var batch []jetstream.Msg
 		select {
 		case <-ctx.Done():
-			return nil
+			// Every decision of what is folded was acknowledged: keep it.
+			return commit()
 		case err := <-errc:
 			return fmt.Errorf("read model %s: %w", r.h.Name(), err)
 		case m, ok := <-msgs:
 			if !ok {
-				return nil
+				return commit()
 			}
 			batch = append(batch, m)
 		}
-		// Take what is waiting; linger a moment for more, since every batch
-		// costs a commit and an fsync whatever its size.
+		// Take what is waiting; linger a moment for more.
 		linger := time.NewTimer(lingerFor)
 	fill:
 		for len(batch) < r.batch {
@@ -281,101 +313,100 @@ func (r *Runner) Run(ctx context.Context) error {
 			}
 		}
 		linger.Stop()
-		if err := r.apply(ctx, batch); err != nil {
-			if ctx.Err() != nil {
-				return nil // stopped mid-flush: the outbox keeps what is left for the next start
+		if tx == nil {
+			var err error
+			if tx, err = r.db.Begin(true); err != nil {
+				return fmt.Errorf("read model %s: %w", r.h.Name(), err)
 			}
-			return err
-		}
-	}
-}
-
-func (r *Runner) apply(ctx context.Context, batch []jetstream.Msg) error {
-	out := &Outbox{}
-	var pos uint64
-	var keys [][]byte
-	err := r.db.Update(func(tx *bolt.Tx) error {
-		meta := tx.Bucket(metaBucket)
-		ob := tx.Bucket(outboxBucket)
-		for _, k := range r.appended {
-			if err := ob.Delete(k); err != nil {
+			txPos, txSince, txEvents = r.Position(), time.Now(), 0
+			if err := r.deleteAppended(tx); err != nil {
 				return err
 			}
 		}
-		pos = r.Position()
-		for _, m := range batch {
-			rec, err := eventlog.DecodeMsg(m)
-			if err != nil {
-				// A message we cannot read is logged and passed over:
-				// stopping here would stop every model behind it.
-				r.logger.Error().Err(err).Str("subject", m.Subject()).Msg("skip undecodable event")
-				if md, merr := m.Metadata(); merr == nil && md.Sequence.Stream > pos {
-					pos = md.Sequence.Stream
-				}
-				continue
-			}
-			if rec.Seq <= pos {
-				continue // folded before a crash; never fold twice
-			}
-			if err := r.h.Apply(tx, rec, out); err != nil {
-				return fmt.Errorf("apply %s (seq %d): %w", rec.Subject, rec.Seq, err)
-			}
-			pos = rec.Seq
-		}
-		if f, ok := r.h.(Flusher); ok {
-			if err := f.Flush(tx); err != nil {
-				return fmt.Errorf("flush %s: %w", r.h.Name(), err)
-			}
-		}
-		var err error
-		keys, err = storeOutbox(tx.Bucket(outboxBucket), out.entries)
+		out, pos, err := r.fold(tx, batch, txPos)
 		if err != nil {
 			return err
 		}
-		return meta.Put([]byte(r.h.Name()), binary.BigEndian.AppendUint64(nil, pos))
-	})
-	if err != nil {
-		return fmt.Errorf("read model %s: %w", r.h.Name(), err)
+		txPos, txEvents = pos, txEvents+len(batch)
+		if len(out.entries) > 0 {
+			if err := r.appendEntries(ctx, nil, out.entries); err != nil {
+				if ctx.Err() != nil {
+					return nil // stopped mid-append: the next start folds these events again
+				}
+				return err
+			}
+		}
+		if len(msgs) == 0 || time.Since(txSince) >= checkpointEvery || txEvents >= checkpointMax {
+			if err := commit(); err != nil {
+				return err
+			}
+		}
 	}
-	r.appended = r.appended[:0]
-	r.advance(pos)
-	if len(out.entries) == 0 {
-		return nil
-	}
-	// The entries just stored are still in hand: append them without
-	// reading them back.
-	return r.appendEntries(ctx, keys, out.entries)
 }
 
-func storeOutbox(b *bolt.Bucket, entries []outEntry) ([][]byte, error) {
-	keys := make([][]byte, 0, len(entries))
-	for _, e := range entries {
-		seq, err := b.NextSequence()
-		if err != nil {
-			return nil, err
+// checkpointEvery and checkpointMax bound how long and how many folded
+// events wait for their commit while more keep arriving: each commit costs
+// an fsync and rewrites every page it touched, so under load many batches
+// share one, and a derivation changed three times in between is written once.
+const (
+	checkpointEvery = 200 * time.Millisecond
+	checkpointMax   = 50000
+)
+
+// deleteAppended deletes the outbox entries appended since the last commit.
+func (r *Runner) deleteAppended(tx *bolt.Tx) error {
+	ob := tx.Bucket(outboxBucket)
+	for _, k := range r.appended {
+		if err := ob.Delete(k); err != nil {
+			return fmt.Errorf("read model %s: %w", r.h.Name(), err)
 		}
-		data, err := proto.Marshal(e.Event)
-		if err != nil {
-			return nil, err
-		}
-		// value: flags(1) expectSeq(8) idLen(2) id event
-		v := make([]byte, 0, 11+len(e.ID)+len(data))
-		flag := byte(0)
-		if e.Expect {
-			flag = 1
-		}
-		v = append(v, flag)
-		v = binary.BigEndian.AppendUint64(v, e.Seq)
-		v = binary.BigEndian.AppendUint16(v, uint16(len(e.ID)))
-		v = append(v, e.ID...)
-		v = append(v, data...)
-		k := binary.BigEndian.AppendUint64(nil, seq)
-		if err := b.Put(k, v); err != nil {
-			return nil, err
-		}
-		keys = append(keys, k)
 	}
-	return keys, nil
+	r.appended = r.appended[:0]
+	return nil
+}
+
+// fold applies a batch in tx, after position pos, and returns the decisions
+// and the new position.
+func (r *Runner) fold(tx *bolt.Tx, batch []jetstream.Msg, pos uint64) (*Outbox, uint64, error) {
+	out := &Outbox{}
+	for _, m := range batch {
+		rec, err := eventlog.DecodeMsg(m)
+		if err != nil {
+			// A message we cannot read is logged and passed over:
+			// stopping here would stop every model behind it.
+			r.logger.Error().Err(err).Str("subject", m.Subject()).Msg("skip undecodable event")
+			if md, merr := m.Metadata(); merr == nil && md.Sequence.Stream > pos {
+				pos = md.Sequence.Stream
+			}
+			continue
+		}
+		if rec.Seq <= pos {
+			continue // folded before a crash; never fold twice
+		}
+		if err := r.h.Apply(tx, rec, out); err != nil {
+			return nil, 0, fmt.Errorf("read model %s: apply %s (seq %d): %w", r.h.Name(), rec.Subject, rec.Seq, err)
+		}
+		pos = rec.Seq
+	}
+	return out, pos, nil
+}
+
+// checkpoint writes the model's buffered changes and position in tx and
+// commits it.
+func (r *Runner) checkpoint(tx *bolt.Tx, pos uint64) error {
+	if f, ok := r.h.(Flusher); ok {
+		if err := f.Flush(tx); err != nil {
+			return fmt.Errorf("read model %s: flush: %w", r.h.Name(), err)
+		}
+	}
+	if err := tx.Bucket(metaBucket).Put([]byte(r.h.Name()), binary.BigEndian.AppendUint64(nil, pos)); err != nil {
+		return fmt.Errorf("read model %s: %w", r.h.Name(), err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("read model %s: commit: %w", r.h.Name(), err)
+	}
+	r.advance(pos)
+	return nil
 }
 
 // flushOutbox appends the outbox entries with the given keys (all when

@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"math"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -83,4 +85,23 @@ func TestMain_(t *testing.T) {
 			t.Fatalf("exit %d after cancellation: %s", code, stderr.String())
 		}
 	})
+}
+
+func TestSetMemoryLimit(t *testing.T) {
+	prev := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(prev) })
+	t.Setenv("GOMEMLIMIT", "")
+	os.Unsetenv("GOMEMLIMIT")
+	if got := SetMemoryLimit(300); got != 300<<20 || debug.SetMemoryLimit(-1) != 300<<20 {
+		t.Fatalf("limit %d, runtime %d; want %d", got, debug.SetMemoryLimit(-1), 300<<20)
+	}
+	debug.SetMemoryLimit(math.MaxInt64)
+	if got := SetMemoryLimit(0); got != math.MaxInt64 {
+		t.Fatalf("limit 0 set %d, want none", got)
+	}
+	t.Setenv("GOMEMLIMIT", "2GiB")
+	debug.SetMemoryLimit(2 << 30)
+	if got := SetMemoryLimit(300); got != 2<<30 {
+		t.Fatalf("GOMEMLIMIT in the environment was overridden: %d", got)
+	}
 }

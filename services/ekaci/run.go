@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ekaci/ekaci/libs/buildstate"
 	"github.com/ekaci/ekaci/libs/eventlog"
 	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
 )
@@ -141,6 +142,12 @@ func Wait(ctx context.Context, log *eventlog.Log, changeID string, progress io.W
 			return nil, err
 		}
 		if rec.Aggregate == eventlog.Drv {
+			if ids, _, ok := buildstate.Downstream(rec.ID, rec.Event); ok {
+				for _, id := range ids {
+					counts.record(id, string(buildstate.KindDependencyFailed))
+				}
+				continue
+			}
 			counts.record(rec.ID, rec.Fact)
 			continue
 		}

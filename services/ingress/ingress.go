@@ -22,6 +22,9 @@ type Config struct {
 	// Applied, when set, is told the stream position after every batch
 	// the graph folds (benchmarks and tests watch it).
 	Applied func(seq uint64)
+	// Limits shape the facts the graph appends (zero: defaults, and as many
+	// derivations per downstream_failed as the server's max payload takes).
+	Limits Limits
 }
 
 // Run keeps the graph model and decides until ctx ends.
@@ -35,22 +38,66 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Applied != nil {
 		opts = append(opts, projection.WithAppliedHook(cfg.Applied))
 	}
-	r, err := projection.New(db, cfg.Log, NewGraph(cfg.Logger), opts...)
+	lim := cfg.Limits
+	if lim.MaxPerFact <= 0 {
+		// As many ids as the server takes in one message.
+		lim.MaxPerFact = PerFact(cfg.Log.JetStream().Conn().MaxPayload())
+	}
+	r, err := projection.New(db, cfg.Log, NewGraph(cfg.Logger).WithLimits(lim), opts...)
 	if err != nil {
 		return err
 	}
 	return r.Run(ctx)
 }
 
-// Graph is the ingress read model and its decisions.
+// Graph is the ingress read model and its decisions. The whole graph —
+// every derivation's state, dependency counter and direct dependents — is
+// kept in memory, bbolt being its durable copy: a fold reads nothing from
+// the file, and a batch writes only the nodes it changed.
 type Graph struct {
 	logger zerolog.Logger
-	index  *graphIndex
-	batch  *batch
+	g      *graph
+	lim    Limits
+}
+
+// Limits shape the facts the graph appends.
+type Limits struct {
+	// BatchOver: a failure with more derivations than this downstream is
+	// recorded as one downstream_failed fact (default 128).
+	BatchOver int
+	// MaxPerFact bounds the derivations one downstream_failed lists, so
+	// that it fits a NATS message (default: what a 1 MiB message holds).
+	MaxPerFact int
+}
+
+// DefaultBatchOver is Limits.BatchOver's default.
+const DefaultBatchOver = 128
+
+// PerFact is how many derivation ids a downstream_failed fact of at most
+// maxPayload bytes holds (each id is at most ~40 bytes of JSON).
+func PerFact(maxPayload int64) int {
+	return int(max(1, (maxPayload-4096)/40))
 }
 
 // NewGraph returns the model, for tests and tools that drive a Runner.
 func NewGraph(logger zerolog.Logger) *Graph { return &Graph{logger: logger} }
+
+// WithLimits sets the limits (zero fields keep their defaults).
+func (m *Graph) WithLimits(l Limits) *Graph {
+	m.lim = l
+	return m
+}
+
+func (m *Graph) limits() Limits {
+	l := m.lim
+	if l.BatchOver <= 0 {
+		l.BatchOver = DefaultBatchOver
+	}
+	if l.MaxPerFact <= 0 {
+		l.MaxPerFact = PerFact(1 << 20)
+	}
+	return l
+}
 
 // Name implements projection.Handler.
 func (*Graph) Name() string { return "ingress" }
@@ -58,21 +105,37 @@ func (*Graph) Name() string { return "ingress" }
 // Filters implements projection.Handler.
 func (*Graph) Filters() []string { return []string{eventlog.KindFilter(eventlog.Drv)} }
 
-// Init implements projection.Handler: it makes the buckets and rebuilds
-// the in-memory dependents index from the stored derivations.
-func (g *Graph) Init(tx *bolt.Tx) error {
+// Version implements projection.Versioned.
+func (*Graph) Version() uint32 { return layoutVersion }
+
+// Reset implements projection.Versioned.
+func (*Graph) Reset(tx *bolt.Tx) error {
+	for _, b := range [][]byte{nodesBucket, infosBucket} {
+		if tx.Bucket(b) == nil {
+			continue
+		}
+		if err := tx.DeleteBucket(b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Init implements projection.Handler: it makes the buckets and loads the
+// graph from them.
+func (m *Graph) Init(tx *bolt.Tx) error {
 	for _, b := range [][]byte{nodesBucket, infosBucket} {
 		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 			return err
 		}
 	}
-	g.index, g.batch = newIndex(), newBatch()
-	return g.index.load(tx)
+	m.g = newGraph()
+	return m.g.load(tx)
 }
 
 // Flush implements projection.Flusher: the batch's node changes are
 // written before its transaction commits.
-func (g *Graph) Flush(tx *bolt.Tx) error { return g.batch.flush(tx) }
+func (m *Graph) Flush(tx *bolt.Tx) error { return m.g.flush(tx) }
 
 func event(id, cause string, p any) *eventsv1.Event {
 	ev := &eventsv1.Event{Id: id, CausationId: cause}
@@ -94,233 +157,248 @@ func event(id, cause string, p any) *eventsv1.Event {
 }
 
 // Apply implements projection.Handler.
-func (g *Graph) Apply(tx *bolt.Tx, rec eventlog.Record, out *projection.Outbox) error {
-	n, err := g.batch.get(tx, rec.ID)
-	if err != nil {
-		return err
-	}
-	if n == nil {
-		n = &node{}
-	}
-	next, err := buildstate.Next(n.Drv, rec.Event)
+func (m *Graph) Apply(tx *bolt.Tx, rec eventlog.Record, out *projection.Outbox) error {
+	g := m.g
+	n := g.intern(rec.ID)
+	nd := &g.nodes[n]
+	next, err := buildstate.Next(nd.drv, rec.Event)
 	if err != nil {
 		// Deciders check before appending, so this is a bug elsewhere;
 		// stopping the graph for every other derivation would be worse.
-		g.logger.Error().Err(err).Str("drv", rec.ID).Uint64("seq", rec.Seq).Msg("refusing an illegal fact found in the log")
+		m.logger.Error().Err(err).Str("drv", rec.ID).Uint64("seq", rec.Seq).Msg("refusing an illegal fact found in the log")
 		return nil
 	}
-	n.Drv, n.LastSeq = next, rec.Seq
+	nd.drv, nd.lastSeq = next, rec.Seq
+	g.touch(n)
 	switch p := rec.Event.GetPayload().(type) {
 	case *eventsv1.Event_DrvDiscovered:
-		return g.discovered(tx, rec, n, p.DrvDiscovered, out)
+		return m.discovered(tx, rec, n, p.DrvDiscovered, out)
 	case *eventsv1.Event_DrvBuildSucceeded:
-		g.batch.put(rec.ID, n)
-		return g.succeeded(tx, rec, out)
+		m.succeeded(rec, n, out)
 	case *eventsv1.Event_DrvBuildFailed:
-		g.batch.put(rec.ID, n)
-		return g.propagate(tx, rec, out, false)
+		m.propagate(rec, n, out, false)
 	case *eventsv1.Event_DrvInterrupted:
-		g.batch.put(rec.ID, n)
-		return g.propagate(tx, rec, out, true)
+		m.propagate(rec, n, out, true)
 	case *eventsv1.Event_DrvDependencyFailed, *eventsv1.Event_DrvBlocked:
-		n.Doomed, n.DoomBlocked = "", false
-		g.batch.put(rec.ID, n)
+		nd.doomed, nd.doomBlocked = 0, false
 		// Its cause may have succeeded (a retry, a later change) while
 		// this verdict was on its way: clear it at once.
 		causeID := rec.Event.GetDrvDependencyFailed().GetCauseDrvId()
 		if causeID == "" {
 			causeID = rec.Event.GetDrvBlocked().GetCauseDrvId()
 		}
-		cn, err := g.batch.get(tx, causeID)
-		if err != nil {
-			return err
+		if c, ok := g.lookup(causeID); ok && g.nodes[c].drv.State == buildstate.Succeeded {
+			out.Append(rec.ID, event(fmt.Sprintf("cleared-%s-%d", rec.ID, rec.Seq), rec.Event.GetId(), &eventsv1.DrvRequeued{Reason: "cause-cleared", NextAttempt: nd.drv.Attempt + 1}), nd.lastSeq)
 		}
-		if cn != nil && cn.Drv.State == buildstate.Succeeded {
-			out.Append(rec.ID, event(fmt.Sprintf("cleared-%s-%d", rec.ID, rec.Seq), rec.Event.GetId(), &eventsv1.DrvRequeued{Reason: "cause-cleared", NextAttempt: n.Drv.Attempt + 1}), n.LastSeq)
-		}
-		return nil
 	case *eventsv1.Event_DrvRequeued:
-		g.batch.put(rec.ID, n)
-		return g.maybeBuildable(tx, rec.ID, n, rec.Event.GetId(), out)
-	default:
-		g.batch.put(rec.ID, n)
-		return nil
-	}
-}
-
-func (g *Graph) discovered(tx *bolt.Tx, rec eventlog.Record, n *node, d *eventsv1.DrvDiscovered, out *projection.Outbox) error {
-	if err := putInfo(tx, rec.ID, d); err != nil {
-		return err
-	}
-	g.index.addInputs(rec.ID, d.GetInputDrvs())
-	var failedCause, blockedCause *node
-	var failedID, blockedID string
-	for _, dep := range d.GetInputDrvs() {
-		dn, err := g.batch.get(tx, dep)
-		if err != nil {
-			return err
-		}
-		if dn == nil {
-			// The evaluator appends inputs before their dependents; a
-			// missing one is counted as unfinished and logged.
-			g.logger.Warn().Str("drv", rec.ID).Str("dep", dep).Msg("dependency not yet discovered")
-			n.Pending++
-			continue
-		}
-		if dn.Drv.State == buildstate.Succeeded {
-			continue
-		}
-		n.Pending++
-		switch {
-		case dn.Drv.State == buildstate.Queued && dn.Doomed != "" && !dn.DoomBlocked:
-			failedCause, failedID = dn, dn.Doomed
-		case dn.Drv.State == buildstate.Queued && dn.Doomed != "":
-			blockedCause, blockedID = dn, dn.Doomed
-		}
-		switch dn.Drv.State {
-		case buildstate.Failed:
-			failedCause, failedID = dn, dep
-		case buildstate.TransitiveFailure:
-			failedCause, failedID = dn, dn.Drv.Cause
-		case buildstate.Interrupted:
-			blockedCause, blockedID = dn, dep
-		case buildstate.Blocked:
-			blockedCause, blockedID = dn, dn.Drv.Cause
-		}
-	}
-	// A verdict inherited here is on its way too: dependents discovered
-	// before it lands inherit it from this node.
-	switch {
-	case d.GetOutputsValid():
-	case failedCause != nil:
-		n.Doomed, n.DoomBlocked = failedID, false
-	case blockedCause != nil:
-		n.Doomed, n.DoomBlocked = blockedID, true
-	}
-	g.batch.put(rec.ID, n)
-	cause := rec.Event.GetId()
-	switch {
-	case d.GetOutputsValid():
-		out.Append(rec.ID, event("cached-"+rec.ID, cause, &eventsv1.DrvBuildSucceeded{Cached: true}), rec.Seq)
-	case failedCause != nil:
-		out.Append(rec.ID, event(fmt.Sprintf("depfailed-%s-%d", rec.ID, rec.Seq), cause, &eventsv1.DrvDependencyFailed{CauseDrvId: failedID, CauseDrvPath: pathOf(tx, failedID)}), rec.Seq)
-	case blockedCause != nil:
-		out.Append(rec.ID, event(fmt.Sprintf("blocked-%s-%d", rec.ID, rec.Seq), cause, &eventsv1.DrvBlocked{CauseDrvId: blockedID, CauseDrvPath: pathOf(tx, blockedID)}), rec.Seq)
-	default:
-		return g.maybeBuildableWith(rec.ID, n, cause, d, out)
+		return m.maybeBuildable(n, rec.Event.GetId(), out)
+	case *eventsv1.Event_DrvDownstreamFailed:
+		ids, each, _ := buildstate.Downstream(rec.ID, rec.Event)
+		m.downstreamFailed(rec, ids, each)
 	}
 	return nil
 }
 
-func pathOf(tx *bolt.Tx, id string) string {
-	d, err := getInfo(tx, id)
-	if err != nil || d == nil {
-		return ""
+func (m *Graph) discovered(tx *bolt.Tx, rec eventlog.Record, n int32, d *eventsv1.DrvDiscovered, out *projection.Outbox) error {
+	g := m.g
+	if err := putInfo(tx, rec.ID, rec.Seq, d); err != nil {
+		return err
 	}
-	return d.GetDrvPath()
+	g.setInfo(n, rec.Seq, d)
+	g.addInputs(n, d.GetInputDrvs())
+	var failedID, blockedID int32 = -1, -1
+	var pending int32
+	for _, depID := range d.GetInputDrvs() {
+		dep, _ := g.lookup(depID) // interned by addInputs
+		dn := &g.nodes[dep]
+		if !dn.discovered() {
+			// The evaluator appends inputs before their dependents; a
+			// missing one is counted as unfinished and logged.
+			m.logger.Warn().Str("drv", rec.ID).Str("dep", depID).Msg("dependency not yet discovered")
+			pending++
+			continue
+		}
+		if dn.drv.State == buildstate.Succeeded {
+			continue
+		}
+		pending++
+		switch {
+		case dn.drv.State == buildstate.Queued && dn.doomed > 0 && !dn.doomBlocked:
+			failedID = dn.doomed - 1
+		case dn.drv.State == buildstate.Queued && dn.doomed > 0:
+			blockedID = dn.doomed - 1
+		}
+		switch dn.drv.State {
+		case buildstate.Failed:
+			failedID = dep
+		case buildstate.TransitiveFailure:
+			failedID = g.intern(dn.drv.Cause)
+		case buildstate.Interrupted:
+			blockedID = dep
+		case buildstate.Blocked:
+			blockedID = g.intern(dn.drv.Cause)
+		}
+	}
+	nd := &g.nodes[n]
+	nd.pending = pending
+	// A verdict inherited here is on its way too: dependents discovered
+	// before it lands inherit it from this node.
+	switch {
+	case d.GetOutputsValid():
+	case failedID >= 0:
+		nd.doomed, nd.doomBlocked = failedID+1, false
+	case blockedID >= 0:
+		nd.doomed, nd.doomBlocked = blockedID+1, true
+	}
+	cause := rec.Event.GetId()
+	switch {
+	case d.GetOutputsValid():
+		out.Append(rec.ID, event("cached-"+rec.ID, cause, &eventsv1.DrvBuildSucceeded{Cached: true}), rec.Seq)
+	case failedID >= 0:
+		c := &g.nodes[failedID]
+		out.Append(rec.ID, event(fmt.Sprintf("depfailed-%s-%d", rec.ID, rec.Seq), cause, &eventsv1.DrvDependencyFailed{CauseDrvId: c.id, CauseDrvPath: c.path}), rec.Seq)
+	case blockedID >= 0:
+		c := &g.nodes[blockedID]
+		out.Append(rec.ID, event(fmt.Sprintf("blocked-%s-%d", rec.ID, rec.Seq), cause, &eventsv1.DrvBlocked{CauseDrvId: c.id, CauseDrvPath: c.path}), rec.Seq)
+	default:
+		return m.maybeBuildable(n, cause, out)
+	}
+	return nil
 }
 
-func (g *Graph) maybeBuildable(tx *bolt.Tx, id string, n *node, cause string, out *projection.Outbox) error {
-	if n.Drv.State != buildstate.Queued || n.Pending > 0 {
+func (m *Graph) maybeBuildable(n int32, cause string, out *projection.Outbox) error {
+	nd := &m.g.nodes[n]
+	if nd.drv.State != buildstate.Queued || nd.pending > 0 {
 		return nil
 	}
-	d, err := getInfo(tx, id)
+	if nd.key == 0 {
+		return fmt.Errorf("derivation %s is queued but was never discovered", nd.id)
+	}
+	b, err := buildstate.DecideBuildable(nd.drv, int(nd.pending), m.g.info(n))
 	if err != nil {
 		return err
 	}
-	if d == nil {
-		return fmt.Errorf("derivation %s is queued but was never discovered", id)
-	}
-	return g.maybeBuildableWith(id, n, cause, d, out)
-}
-
-func (g *Graph) maybeBuildableWith(id string, n *node, cause string, d *eventsv1.DrvDiscovered, out *projection.Outbox) error {
-	if n.Drv.State != buildstate.Queued || n.Pending > 0 {
-		return nil
-	}
-	b, err := buildstate.DecideBuildable(n.Drv, n.Pending, d)
-	if err != nil {
-		return err
-	}
-	out.Append(id, event(fmt.Sprintf("buildable-%s-%d", id, b.GetAttempt()), cause, b), n.LastSeq)
+	out.Append(nd.id, event(fmt.Sprintf("buildable-%s-%d", nd.id, b.GetAttempt()), cause, b), nd.lastSeq)
 	return nil
 }
 
 // succeeded counts the success in every direct dependent, makes the ones
 // with nothing left Buildable, and re-queues what this derivation had
 // failed or blocked before it succeeded.
-func (g *Graph) succeeded(tx *bolt.Tx, rec eventlog.Record, out *projection.Outbox) error {
+func (m *Graph) succeeded(rec eventlog.Record, n int32, out *projection.Outbox) {
+	g := m.g
 	cause := rec.Event.GetId()
-	for _, dep := range g.index.dependentsOf(rec.ID) {
-		dn, err := g.batch.get(tx, dep)
-		if err != nil || dn == nil {
-			return err
+	for _, dep := range g.dependents[n] {
+		dn := &g.nodes[dep]
+		if !dn.discovered() {
+			continue
 		}
-		if dn.Pending > 0 {
-			dn.Pending--
+		if dn.pending > 0 {
+			dn.pending--
 		}
-		g.batch.put(dep, dn)
-		if err := g.maybeBuildable(tx, dep, dn, cause, out); err != nil {
-			return err
+		g.touch(dep)
+		if err := m.maybeBuildable(dep, cause, out); err != nil {
+			m.logger.Error().Err(err).Str("drv", dn.id).Msg("cannot decide buildable")
 		}
 	}
-	return g.walk(tx, rec.ID, func(id string, dn *node) bool {
-		s := dn.Drv.State
-		if s == buildstate.Queued && dn.Doomed == rec.ID {
-			dn.Doomed, dn.DoomBlocked = "", false
-			g.batch.put(id, dn)
+	g.walk(n, func(d int32) bool {
+		dn := &g.nodes[d]
+		s := dn.drv.State
+		if s == buildstate.Queued && dn.doomed == n+1 {
+			dn.doomed, dn.doomBlocked = 0, false
+			g.touch(d)
 			return true
 		}
-		if (s != buildstate.TransitiveFailure && s != buildstate.Blocked) || dn.Drv.Cause != rec.ID {
+		if (s != buildstate.TransitiveFailure && s != buildstate.Blocked) || dn.drv.Cause != rec.ID {
 			return false
 		}
-		out.Append(id, event(fmt.Sprintf("cleared-%s-%d", id, rec.Seq), cause, &eventsv1.DrvRequeued{Reason: "cause-cleared", NextAttempt: dn.Drv.Attempt + 1}), dn.LastSeq)
+		out.Append(dn.id, event(fmt.Sprintf("cleared-%s-%d", dn.id, rec.Seq), cause, &eventsv1.DrvRequeued{Reason: "cause-cleared", NextAttempt: dn.drv.Attempt + 1}), dn.lastSeq)
 		return true
 	})
 }
 
 // propagate marks every Queued derivation downstream of a failed (or
 // interrupted) one as TransitiveFailure (or Blocked), naming it as cause.
-func (g *Graph) propagate(tx *bolt.Tx, rec eventlog.Record, out *projection.Outbox, blocked bool) error {
-	path := pathOf(tx, rec.ID)
+// A failure with more than limits.BatchOver derivations downstream is
+// recorded as one downstream_failed fact on the failed derivation instead
+// of one dependency_failed on each (as many as fit a message; the rest
+// one each).
+func (m *Graph) propagate(rec eventlog.Record, n int32, out *projection.Outbox, blocked bool) {
+	g := m.g
+	path := g.nodes[n].path
 	cause := rec.Event.GetId()
-	return g.walk(tx, rec.ID, func(id string, dn *node) bool {
-		if dn.Drv.State != buildstate.Queued {
+	var down []int32
+	g.walk(n, func(d int32) bool {
+		if g.nodes[d].drv.State != buildstate.Queued {
 			return false
 		}
-		dn.Doomed, dn.DoomBlocked = rec.ID, blocked
-		g.batch.put(id, dn)
-		switch {
-		case blocked:
-			out.Append(id, event(fmt.Sprintf("blocked-%s-%d", id, rec.Seq), cause, &eventsv1.DrvBlocked{CauseDrvId: rec.ID, CauseDrvPath: path}), dn.LastSeq)
-		default:
-			out.Append(id, event(fmt.Sprintf("depfailed-%s-%d", id, rec.Seq), cause, &eventsv1.DrvDependencyFailed{CauseDrvId: rec.ID, CauseDrvPath: path}), dn.LastSeq)
-		}
+		down = append(down, d)
 		return true
 	})
-}
-
-// walk visits the transitive dependents of root breadth-first, each once,
-// descending only through those visit accepts.
-func (g *Graph) walk(tx *bolt.Tx, root string, visit func(id string, n *node) bool) error {
-	seen := map[string]bool{root: true}
-	queue := []string{root}
-	for len(queue) > 0 {
-		cur := queue[0]
-		queue = queue[1:]
-		for _, dep := range g.index.dependentsOf(cur) {
-			if seen[dep] {
-				continue
-			}
-			seen[dep] = true
-			dn, err := g.batch.get(tx, dep)
-			if err != nil {
-				return err
-			}
-			if dn != nil && visit(dep, dn) {
-				queue = append(queue, dep)
-			}
+	one := func(d int32) {
+		dn := &g.nodes[d]
+		switch {
+		case blocked:
+			out.Append(dn.id, event(fmt.Sprintf("blocked-%s-%d", dn.id, rec.Seq), cause, &eventsv1.DrvBlocked{CauseDrvId: rec.ID, CauseDrvPath: path}), dn.lastSeq)
+		default:
+			out.Append(dn.id, event(fmt.Sprintf("depfailed-%s-%d", dn.id, rec.Seq), cause, &eventsv1.DrvDependencyFailed{CauseDrvId: rec.ID, CauseDrvPath: path}), dn.lastSeq)
 		}
 	}
-	return nil
+	lim := m.limits()
+	if blocked || len(down) <= lim.BatchOver {
+		for _, d := range down {
+			dn := &g.nodes[d]
+			dn.doomed, dn.doomBlocked = n+1, blocked
+			g.touch(d)
+			one(d)
+		}
+		return
+	}
+	// Interruptions stay one fact per derivation: their cause may be
+	// re-queued, and each verdict must then be cleared on its own.
+	fact := &eventsv1.DrvDownstreamFailed{CauseDrvPath: path}
+	for _, d := range down {
+		dn := &g.nodes[d]
+		if dn.doomed != 0 {
+			// Already on its way to TransitiveFailure from an earlier
+			// failure: it needs no second verdict.
+			continue
+		}
+		dn.doomed, dn.doomBlocked = n+1, false
+		g.touch(d)
+		if len(fact.DrvIds) < lim.MaxPerFact {
+			fact.DrvIds = append(fact.DrvIds, dn.id)
+		} else {
+			one(d)
+		}
+	}
+	if len(fact.DrvIds) > 0 {
+		// Guarded on the failed derivation's own last event: a replay (a
+		// rebuilt read model) finds this fact after it and is refused.
+		out.Append(rec.ID, &eventsv1.Event{Id: fmt.Sprintf("downstream-%s-%d", rec.ID, rec.Seq), CausationId: cause,
+			Payload: &eventsv1.Event_DrvDownstreamFailed{DrvDownstreamFailed: fact}}, g.nodes[n].lastSeq)
+	}
+}
+
+// downstreamFailed folds a downstream_failed fact: each listed derivation
+// takes the dependency_failed transition. Their own last sequence stays:
+// the fact is not on their subjects, which is what their guards check.
+func (m *Graph) downstreamFailed(rec eventlog.Record, ids []string, each *eventsv1.Event) {
+	g := m.g
+	for _, id := range ids {
+		d, ok := g.lookup(id)
+		if !ok || !g.nodes[d].discovered() {
+			m.logger.Error().Str("drv", id).Uint64("seq", rec.Seq).Msg("downstream_failed names a derivation never discovered")
+			continue
+		}
+		dn := &g.nodes[d]
+		next, err := buildstate.Next(dn.drv, each)
+		if err != nil {
+			m.logger.Error().Err(err).Str("drv", id).Uint64("seq", rec.Seq).Msg("refusing an illegal fact found in the log")
+			continue
+		}
+		dn.drv = next
+		dn.doomed, dn.doomBlocked = 0, false
+		g.touch(d)
+	}
 }

@@ -26,7 +26,9 @@ type fixture struct {
 	r   *projection.Runner
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t *testing.T) *fixture { return newFixtureWith(t, ingress.Limits{}) }
+
+func newFixtureWith(t *testing.T, lim ingress.Limits) *fixture {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
 	_, js := natstest.Connect(t, natstest.NewServer(t))
@@ -39,7 +41,7 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	r, err := projection.New(db, log, ingress.NewGraph(zerolog.Nop()))
+	r, err := projection.New(db, log, ingress.NewGraph(zerolog.Nop()).WithLimits(lim))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,8 +158,24 @@ func TestDiamondBuildsInDependencyOrder(t *testing.T) {
 	f.expect(map[string]buildstate.State{"top": buildstate.Buildable})
 }
 
+// batchWays runs a test with failures recorded one fact per derivation
+// (the default for small graphs) and as one downstream_failed fact.
+var batchWays = []struct {
+	name string
+	lim  ingress.Limits
+}{
+	{"one fact each", ingress.Limits{}},
+	{"one fact for all", ingress.Limits{BatchOver: 1}},
+}
+
 func TestFailurePropagatesDownstream(t *testing.T) {
-	f := newFixture(t)
+	for _, way := range batchWays {
+		t.Run(way.name, func(t *testing.T) { failurePropagatesDownstream(t, way.lim) })
+	}
+}
+
+func failurePropagatesDownstream(t *testing.T, lim ingress.Limits) {
+	f := newFixtureWith(t, lim)
 	f.discover("base", false)
 	f.discover("mid", false, "base")
 	f.discover("leaf", false, "mid")
@@ -213,7 +231,13 @@ func TestInterruptionBlocksAndSuccessClears(t *testing.T) {
 // TransitiveFailure is not yet in the log when the dependent is folded,
 // and the dependent must still end TransitiveFailure, not wait forever.
 func TestDiscoveredWhileAFailureIsOnItsWay(t *testing.T) {
-	f := newFixture(t)
+	for _, way := range batchWays {
+		t.Run(way.name, func(t *testing.T) { discoveredWhileAFailureIsOnItsWay(t, way.lim) })
+	}
+}
+
+func discoveredWhileAFailureIsOnItsWay(t *testing.T, lim ingress.Limits) {
+	f := newFixtureWith(t, lim)
 	f.discover("base", false)
 	f.discover("mid", false, "base")
 	f.settle()
@@ -240,5 +264,95 @@ func TestDiscoveredWhileAFailureIsOnItsWay(t *testing.T) {
 	f.expect(map[string]buildstate.State{"base": buildstate.Failed, "mid": buildstate.TransitiveFailure, "late": buildstate.TransitiveFailure})
 	if got := f.state("late").Cause; got != id("base") {
 		t.Fatalf("late's cause = %q, want base", got)
+	}
+}
+
+// facts counts the log's derivation facts by kind, and returns the ids each
+// downstream_failed listed.
+func (f *fixture) facts() (map[string]int, [][]string) {
+	f.t.Helper()
+	n := map[string]int{}
+	var lists [][]string
+	err := f.log.Read(f.ctx, 0, []string{eventlog.KindFilter(eventlog.Drv)}, func(r eventlog.Record) error {
+		n[r.Fact]++
+		if ids, _, ok := buildstate.Downstream(r.ID, r.Event); ok {
+			lists = append(lists, ids)
+		}
+		return nil
+	})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return n, lists
+}
+
+// TestLargeFailureIsOneFact fails a derivation with six queued ones
+// downstream, over the batch threshold: one downstream_failed fact on it
+// lists as many as a fact may hold, the rest get a fact each, and every one
+// ends TransitiveFailure naming it — also in a model rebuilt from the log,
+// which appends nothing again.
+func TestLargeFailureIsOneFact(t *testing.T) {
+	f := newFixtureWith(t, ingress.Limits{BatchOver: 2, MaxPerFact: 4})
+	f.discover("base", false)
+	for _, m := range []string{"m1", "m2", "m3", "m4", "m5"} {
+		f.discover(m, false, "base")
+	}
+	f.discover("leaf", false, "m1", "m2")
+	f.build("base", false)
+	want := map[string]buildstate.State{"base": buildstate.Failed}
+	for _, m := range []string{"m1", "m2", "m3", "m4", "m5", "leaf"} {
+		want[m] = buildstate.TransitiveFailure
+	}
+	f.expect(want)
+	for name := range want {
+		if name != "base" && f.state(name).Cause != id("base") {
+			t.Errorf("%s: cause %q, want base", name, f.state(name).Cause)
+		}
+	}
+	n, lists := f.facts()
+	if n["downstream_failed"] != 1 || len(lists) != 1 || len(lists[0]) != 4 || n["dependency_failed"] != 2 {
+		t.Fatalf("facts %v, downstream lists %v; want one downstream_failed of 4 and 2 dependency_failed", n, lists)
+	}
+	// Nearest first: the direct dependents lead the list.
+	if lists[0][0] != id("m1") {
+		t.Fatalf("list %v does not start with m1", lists[0])
+	}
+	// A dependent discovered afterwards fails at once.
+	f.discover("late", false, "leaf")
+	f.expect(map[string]buildstate.State{"late": buildstate.TransitiveFailure})
+
+	end, err := f.log.LastSeq(f.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := projection.Open(filepath.Join(t.TempDir(), "rebuilt.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	r, err := projection.New(db, f.log, ingress.NewGraph(zerolog.Nop()).WithLimits(ingress.Limits{BatchOver: 2, MaxPerFact: 4}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, stop := context.WithCancel(f.ctx)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(rctx) }()
+	if err := r.WaitFor(f.ctx, end); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // let a wrongly re-decided fact land
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := f.log.LastSeq(f.ctx); again != end {
+		t.Fatalf("the rebuilt model appended %d events", again-end)
+	}
+	want["late"] = buildstate.TransitiveFailure
+	for name, s := range want {
+		d, ok, err := ingress.State(db, id(name))
+		if err != nil || !ok || d.State != s {
+			t.Errorf("rebuilt %s: %v %v %v, want %s", name, d.State, ok, err, s)
+		}
 	}
 }

@@ -1,7 +1,8 @@
 package ingress
 
 import (
-	"encoding/json"
+	"encoding/binary"
+	"errors"
 	"fmt"
 
 	bolt "go.etcd.io/bbolt"
@@ -11,163 +12,352 @@ import (
 	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
 )
 
+// layoutVersion is the stored layout of ingress.db (projection.Versioned).
+// 0 was JSON node rows keyed by derivation id; 2 is the layout below.
+const layoutVersion = 2
+
 var (
-	// nodes: id → the derivation's state (small JSON, rewritten as it
-	// changes).
-	nodesBucket = []byte("ingress_nodes")
-	// infos: id → its DrvDiscovered (protobuf, written once). Its input
-	// list is the durable copy of the graph's edges: the dependents index
-	// is kept in memory and rebuilt from here when the model opens, so
-	// discovering a derivation writes no per-edge keys.
+	// infos: drv id → its discovered sequence (8 bytes) and its
+	// DrvDiscovered (protobuf); written once. The input lists are the
+	// durable copy of the graph's edges: the dependents index is kept in
+	// memory and rebuilt from here when the model opens.
 	infosBucket = []byte("ingress_infos")
+	// nodes: discovered sequence (8 bytes, big-endian) → the derivation's
+	// state (binary, rewritten as it changes). Keyed by the sequence, not
+	// the id, so that derivations discovered together — which are also
+	// built together — share leaf pages: a commit rewrites a few pages,
+	// not one random page per changed derivation.
+	nodesBucket = []byte("ingress_nodes")
 )
 
-// node is one derivation's state in the graph model.
+// node is one derivation in the graph model. Every node is in memory; the
+// nodes bucket is its durable copy, written for the nodes a batch changed.
 type node struct {
-	Drv     buildstate.Drv `json:"d"`
-	LastSeq uint64         `json:"q"` // stream sequence of its last fact
-	Pending int            `json:"p"` // dependencies not yet succeeded
-	// Doomed names the failed (or interrupted, when DoomBlocked)
-	// derivation whose propagation has marked this one, before its own
-	// TransitiveFailure (or Blocked) event is back from the log: a
-	// dependent discovered in between inherits the verdict from here.
-	Doomed      string `json:"x,omitempty"`
-	DoomBlocked bool   `json:"xb,omitempty"`
+	id  string
+	key uint64 // stream sequence of its DrvDiscovered; 0 before it is discovered
+
+	drv     buildstate.Drv
+	lastSeq uint64 // stream sequence of its last fact
+	pending int32  // dependencies not yet succeeded
+	// doomed is 1 + the number of the failed (or interrupted, when
+	// doomBlocked) derivation whose propagation marked this one, before
+	// its own TransitiveFailure (or Blocked) event is back from the log:
+	// a dependent discovered in between inherits the verdict from here.
+	doomed      int32
+	doomBlocked bool
+	dirty       bool
+
+	// What routing needs, from its DrvDiscovered.
+	path     string
+	system   string
+	fod      bool
+	prefer   bool
+	features []string
 }
 
-// graphIndex is the in-memory dependents index: derivation ids interned to
-// small numbers, and for each the numbers of its direct dependents.
-type graphIndex struct {
+func (n *node) discovered() bool { return n.drv.State != buildstate.None }
+
+// graph holds every derivation and its direct dependents by number.
+type graph struct {
 	num        map[string]int32
-	ids        []string
+	nodes      []node
 	dependents [][]int32
+	changed    []int32 // nodes dirtied by the current batch
+	systems    map[string]string
+
+	// walks mark visited nodes with a generation instead of a fresh set.
+	seen    []uint32
+	seenGen uint32
 }
 
-func newIndex() *graphIndex { return &graphIndex{num: map[string]int32{}} }
+func newGraph() *graph { return &graph{num: map[string]int32{}, systems: map[string]string{}} }
 
-func (x *graphIndex) intern(id string) int32 {
-	if n, ok := x.num[id]; ok {
+func (g *graph) intern(id string) int32 {
+	if n, ok := g.num[id]; ok {
 		return n
 	}
-	n := int32(len(x.ids))
-	x.num[id] = n
-	x.ids = append(x.ids, id)
-	x.dependents = append(x.dependents, nil)
+	n := int32(len(g.nodes))
+	g.num[id] = n
+	g.nodes = append(g.nodes, node{id: id})
+	g.dependents = append(g.dependents, nil)
 	return n
 }
 
-// addInputs records that id depends on each of inputs.
-func (x *graphIndex) addInputs(id string, inputs []string) {
-	n := x.intern(id)
+// lookup returns the number of a known id.
+func (g *graph) lookup(id string) (int32, bool) {
+	n, ok := g.num[id]
+	return n, ok
+}
+
+func (g *graph) touch(n int32) {
+	if !g.nodes[n].dirty {
+		g.nodes[n].dirty = true
+		g.changed = append(g.changed, n)
+	}
+}
+
+// addInputs records that n depends on each of inputs.
+func (g *graph) addInputs(n int32, inputs []string) {
 	for _, in := range inputs {
-		i := x.intern(in)
-		x.dependents[i] = append(x.dependents[i], n)
+		i := g.intern(in)
+		g.dependents[i] = append(g.dependents[i], n)
 	}
 }
 
-func (x *graphIndex) dependentsOf(id string) []string {
-	n, ok := x.num[id]
-	if !ok {
-		return nil
+// setInfo keeps what routing needs from d.
+func (g *graph) setInfo(n int32, key uint64, d *eventsv1.DrvDiscovered) {
+	nd := &g.nodes[n]
+	nd.key, nd.path, nd.fod, nd.prefer = key, d.GetDrvPath(), d.GetFixedOutput(), d.GetPreferLocalBuild()
+	sys := d.GetSystem()
+	if s, ok := g.systems[sys]; ok {
+		sys = s
+	} else {
+		g.systems[sys] = sys
 	}
-	out := make([]string, len(x.dependents[n]))
-	for i, d := range x.dependents[n] {
-		out[i] = x.ids[d]
+	nd.system = sys
+	if fs := d.GetRequiredSystemFeatures(); len(fs) > 0 {
+		nd.features = append([]string(nil), fs...)
 	}
-	return out
 }
 
-// load rebuilds the index from the stored derivations.
-func (x *graphIndex) load(tx *bolt.Tx) error {
-	return tx.Bucket(infosBucket).ForEach(func(k, v []byte) error {
-		d := &eventsv1.DrvDiscovered{}
-		if err := proto.Unmarshal(v, d); err != nil {
-			return fmt.Errorf("decode stored derivation %s: %w", k, err)
+// info is the part of n's DrvDiscovered a Buildable decision copies.
+func (g *graph) info(n int32) *eventsv1.DrvDiscovered {
+	nd := &g.nodes[n]
+	return &eventsv1.DrvDiscovered{DrvPath: nd.path, System: nd.system, FixedOutput: nd.fod, PreferLocalBuild: nd.prefer, RequiredSystemFeatures: nd.features}
+}
+
+// walk visits the transitive dependents of root breadth-first, each once,
+// descending only through those visit accepts.
+func (g *graph) walk(root int32, visit func(n int32) bool) {
+	if len(g.seen) < len(g.nodes) {
+		g.seen = append(g.seen, make([]uint32, len(g.nodes)-len(g.seen))...)
+	}
+	g.seenGen++
+	if g.seenGen == 0 { // wrapped: forget every old mark
+		clear(g.seen)
+		g.seenGen = 1
+	}
+	gen := g.seenGen
+	g.seen[root] = gen
+	queue := []int32{root}
+	for len(queue) > 0 {
+		cur := queue[0]
+		queue = queue[1:]
+		for _, dep := range g.dependents[cur] {
+			if g.seen[dep] == gen {
+				continue
+			}
+			g.seen[dep] = gen
+			if g.nodes[dep].discovered() && visit(dep) {
+				queue = append(queue, dep)
+			}
 		}
-		x.addInputs(string(k), d.GetInputDrvs())
-		return nil
-	})
-}
-
-// batch caches the nodes one batch of events reads and writes, so a node
-// touched by many events of the batch (a dependent whose inputs all
-// succeed at once) is decoded and encoded once. It is written back before
-// the batch's transaction commits.
-type batch struct {
-	nodes map[string]*node
-	dirty map[string]bool
-}
-
-func newBatch() *batch { return &batch{nodes: map[string]*node{}, dirty: map[string]bool{}} }
-
-func (b *batch) get(tx *bolt.Tx, id string) (*node, error) {
-	if n, ok := b.nodes[id]; ok {
-		return n, nil
 	}
-	v := tx.Bucket(nodesBucket).Get([]byte(id))
-	if v == nil {
-		return nil, nil
-	}
-	n := &node{}
-	if err := json.Unmarshal(v, n); err != nil {
-		return nil, fmt.Errorf("decode node %s: %w", id, err)
-	}
-	b.nodes[id] = n
-	return n, nil
 }
 
-func (b *batch) put(id string, n *node) {
-	b.nodes[id] = n
-	b.dirty[id] = true
-}
+func seqKey(seq uint64) []byte { return binary.BigEndian.AppendUint64(make([]byte, 0, 8), seq) }
 
-func (b *batch) flush(tx *bolt.Tx) error {
+// flush writes the nodes the batch changed.
+func (g *graph) flush(tx *bolt.Tx) error {
 	bk := tx.Bucket(nodesBucket)
-	for id := range b.dirty {
-		v, err := json.Marshal(b.nodes[id])
-		if err != nil {
-			return err
+	var buf []byte
+	for _, n := range g.changed {
+		nd := &g.nodes[n]
+		nd.dirty = false
+		if nd.key == 0 {
+			return fmt.Errorf("derivation %s changed state before it was discovered", nd.id)
 		}
-		if err := bk.Put([]byte(id), v); err != nil {
+		buf = g.encode(buf[:0], nd)
+		// bbolt keeps the value slice until commit: copy it.
+		if err := bk.Put(seqKey(nd.key), append([]byte(nil), buf...)); err != nil {
 			return err
 		}
 	}
-	clear(b.nodes)
-	clear(b.dirty)
+	g.changed = g.changed[:0]
 	return nil
 }
 
-func getInfo(tx *bolt.Tx, id string) (*eventsv1.DrvDiscovered, error) {
-	v := tx.Bucket(infosBucket).Get([]byte(id))
-	if v == nil {
-		return nil, nil
+// encode is a node's stored state:
+// id, state, attempt, flags, interruption, cause, events, lastSeq, pending, doomed.
+func (g *graph) encode(b []byte, nd *node) []byte {
+	putString := func(s string) {
+		b = binary.AppendUvarint(b, uint64(len(s)))
+		b = append(b, s...)
 	}
-	d := &eventsv1.DrvDiscovered{}
-	if err := proto.Unmarshal(v, d); err != nil {
-		return nil, fmt.Errorf("decode stored derivation %s: %w", id, err)
+	putString(nd.id)
+	b = append(b, byte(nd.drv.State))
+	b = binary.AppendUvarint(b, uint64(nd.drv.Attempt))
+	var flags byte
+	if nd.drv.RetryUsed {
+		flags |= 1
+	}
+	if nd.drv.Cached {
+		flags |= 2
+	}
+	if nd.doomBlocked {
+		flags |= 4
+	}
+	b = append(b, flags)
+	b = binary.AppendUvarint(b, uint64(nd.drv.Interruption))
+	putString(nd.drv.Cause)
+	b = binary.AppendUvarint(b, uint64(nd.drv.Events))
+	b = binary.AppendUvarint(b, nd.lastSeq)
+	b = binary.AppendUvarint(b, uint64(nd.pending))
+	doomed := ""
+	if nd.doomed > 0 {
+		doomed = g.nodes[nd.doomed-1].id
+	}
+	putString(doomed)
+	return b
+}
+
+var errShort = errors.New("truncated")
+
+type reader struct {
+	b   []byte
+	err error
+}
+
+func (r *reader) uvarint() uint64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.err = errShort
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) byte() byte {
+	if r.err != nil || len(r.b) == 0 {
+		r.err = errShort
+		return 0
+	}
+	c := r.b[0]
+	r.b = r.b[1:]
+	return c
+}
+
+func (r *reader) string() string {
+	n := r.uvarint()
+	if r.err != nil || uint64(len(r.b)) < n {
+		r.err = errShort
+		return ""
+	}
+	s := string(r.b[:n])
+	r.b = r.b[n:]
+	return s
+}
+
+// decoded is a stored node state.
+type decoded struct {
+	id          string
+	drv         buildstate.Drv
+	lastSeq     uint64
+	pending     int32
+	doomed      string
+	doomBlocked bool
+}
+
+func decode(v []byte) (decoded, error) {
+	r := &reader{b: v}
+	var d decoded
+	d.id = r.string()
+	d.drv.State = buildstate.State(r.byte())
+	d.drv.Attempt = uint32(r.uvarint())
+	flags := r.byte()
+	d.drv.RetryUsed, d.drv.Cached, d.doomBlocked = flags&1 != 0, flags&2 != 0, flags&4 != 0
+	d.drv.Interruption = eventsv1.InterruptKind(r.uvarint())
+	d.drv.Cause = r.string()
+	d.drv.Events = int(r.uvarint())
+	d.lastSeq = r.uvarint()
+	d.pending = int32(r.uvarint())
+	d.doomed = r.string()
+	if r.err == nil && len(r.b) != 0 {
+		r.err = fmt.Errorf("%d bytes left over", len(r.b))
+	}
+	if r.err != nil {
+		return d, fmt.Errorf("decode node: %w", r.err)
 	}
 	return d, nil
 }
 
-func putInfo(tx *bolt.Tx, id string, d *eventsv1.DrvDiscovered) error {
-	v, err := proto.Marshal(d)
+// load rebuilds the graph from the stored derivations and their states.
+func (g *graph) load(tx *bolt.Tx) error {
+	err := tx.Bucket(infosBucket).ForEach(func(k, v []byte) error {
+		key, d, err := decodeInfo(v)
+		if err != nil {
+			return fmt.Errorf("stored derivation %s: %w", k, err)
+		}
+		n := g.intern(string(k))
+		g.setInfo(n, key, d)
+		g.addInputs(n, d.GetInputDrvs())
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(nodesBucket).ForEach(func(k, v []byte) error {
+		d, err := decode(v)
+		if err != nil {
+			return fmt.Errorf("stored node %x: %w", k, err)
+		}
+		n := g.intern(d.id)
+		nd := &g.nodes[n]
+		nd.drv, nd.lastSeq, nd.pending, nd.doomBlocked = d.drv, d.lastSeq, d.pending, d.doomBlocked
+		if d.doomed != "" {
+			nd.doomed = g.intern(d.doomed) + 1
+		}
+		return nil
+	})
+}
+
+func decodeInfo(v []byte) (uint64, *eventsv1.DrvDiscovered, error) {
+	if len(v) < 8 {
+		return 0, nil, errShort
+	}
+	d := &eventsv1.DrvDiscovered{}
+	if err := proto.Unmarshal(v[8:], d); err != nil {
+		return 0, nil, err
+	}
+	return binary.BigEndian.Uint64(v[:8]), d, nil
+}
+
+func putInfo(tx *bolt.Tx, id string, key uint64, d *eventsv1.DrvDiscovered) error {
+	v := binary.BigEndian.AppendUint64(nil, key)
+	v, err := proto.MarshalOptions{Deterministic: true}.MarshalAppend(v, d)
 	if err != nil {
 		return err
 	}
 	return tx.Bucket(infosBucket).Put([]byte(id), v)
 }
 
-// State returns a derivation's state as the model knows it, for tests and
-// the admin API.
+// State returns a derivation's state as the stored model knows it, for
+// tests and the admin API.
 func State(db *bolt.DB, id string) (buildstate.Drv, bool, error) {
-	var n *node
+	var out buildstate.Drv
+	var found bool
 	err := db.View(func(tx *bolt.Tx) error {
-		var err error
-		n, err = newBatch().get(tx, id)
-		return err
+		iv := tx.Bucket(infosBucket).Get([]byte(id))
+		if iv == nil {
+			return nil
+		}
+		if len(iv) < 8 {
+			return fmt.Errorf("stored derivation %s: %w", id, errShort)
+		}
+		v := tx.Bucket(nodesBucket).Get(iv[:8])
+		if v == nil {
+			return nil
+		}
+		d, err := decode(v)
+		if err != nil {
+			return fmt.Errorf("derivation %s: %w", id, err)
+		}
+		out, found = d.drv, true
+		return nil
 	})
-	if err != nil || n == nil {
-		return buildstate.Drv{}, false, err
-	}
-	return n.Drv, true, nil
+	return out, found, err
 }

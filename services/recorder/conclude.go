@@ -199,20 +199,38 @@ func (c *Conclusions) Apply(tx *bolt.Tx, rec eventlog.Record, out *projection.Ou
 }
 
 func (c *Conclusions) drv(tx *bolt.Tx, rec eventlog.Record, out *projection.Outbox) error {
-	row, found := c.drvs.lookup(rec.ID)
-	next, err := buildstate.Next(row.Drv, rec.Event)
+	if ids, each, ok := buildstate.Downstream(rec.ID, rec.Event); ok {
+		// One fact on the failed derivation; each listed one takes the
+		// dependency_failed transition it stands for.
+		if err := c.fold(tx, rec.ID, rec.Event, rec, out); err != nil {
+			return err
+		}
+		for _, id := range ids {
+			if err := c.fold(tx, id, each, rec, out); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return c.fold(tx, rec.ID, rec.Event, rec, out)
+}
+
+// fold applies ev to derivation id's row; rec is the fact it came in.
+func (c *Conclusions) fold(tx *bolt.Tx, id string, ev *eventsv1.Event, rec eventlog.Record, out *projection.Outbox) error {
+	row, found := c.drvs.lookup(id)
+	next, err := buildstate.Next(row.Drv, ev)
 	if err != nil {
-		c.logger.Error().Err(err).Str("drv", rec.ID).Uint64("seq", rec.Seq).Msg("refusing an illegal fact found in the log")
+		c.logger.Error().Err(err).Str("drv", id).Uint64("seq", rec.Seq).Msg("refusing an illegal fact found in the log")
 		return nil
 	}
 	if !found {
 		// Cloned: rec.ID is a slice of the subject, which the row would
 		// otherwise keep alive.
-		row.ID, row.Key = strings.Clone(rec.ID), rec.Seq
+		row.ID, row.Key = strings.Clone(id), rec.Seq
 	}
 	wasSettled := row.Drv.State.Settled()
 	row.Drv = next
-	switch p := rec.Event.GetPayload().(type) {
+	switch p := ev.GetPayload().(type) {
 	case *eventsv1.Event_DrvDiscovered:
 		row.Path = p.DrvDiscovered.GetDrvPath()
 	case *eventsv1.Event_DrvBuildSucceeded:
@@ -239,11 +257,11 @@ func (c *Conclusions) drv(tx *bolt.Tx, rec eventlog.Record, out *projection.Outb
 	if delta == 0 {
 		return nil
 	}
-	if _, ok := c.watched[rec.ID]; !ok {
+	if _, ok := c.watched[id]; !ok {
 		return nil // no jobset waits for it
 	}
 	cur := tx.Bucket(watchBucket).Cursor()
-	prefix := watchKey(rec.ID, "")
+	prefix := watchKey(id, "")
 	var touched []string
 	for k, v := cur.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = cur.Next() {
 		jobsetID := string(k[len(prefix):])

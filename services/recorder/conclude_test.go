@@ -175,3 +175,37 @@ func TestReportsDecideRetryThenFailure(t *testing.T) {
 		t.Fatalf("history = %v\nwant      %s", facts, want)
 	}
 }
+
+// TestDownstreamFailedSettlesEveryListedDerivation: one downstream_failed
+// fact on a failed derivation settles each derivation it lists as a
+// transitive failure naming it, and the jobset watching them concludes.
+func TestDownstreamFailedSettlesEveryListedDerivation(t *testing.T) {
+	ctx, log := setup(t)
+	change := "d0wn"
+	job := eventlog.JobsetID(change, "j")
+	appendEv(t, ctx, log, change, &eventsv1.Event{Id: "cfg", Payload: &eventsv1.Event_ChangeConfigRead{ChangeConfigRead: &eventsv1.ChangeConfigRead{Configured: true, Jobs: []string{"j"}}}})
+	for _, n := range []string{"root", "x", "y"} {
+		appendEv(t, ctx, log, did(n), &eventsv1.Event{Id: "disc-" + n, Payload: &eventsv1.Event_DrvDiscovered{DrvDiscovered: &eventsv1.DrvDiscovered{DrvPath: "/nix/store/" + did(n) + "-" + n + ".drv"}}})
+	}
+	var attrs []*eventsv1.JobAttr
+	for _, n := range []string{"x", "y"} {
+		attrs = append(attrs, &eventsv1.JobAttr{Attr: n, DrvId: did(n), DrvPath: "/nix/store/" + did(n) + "-" + n + ".drv", Difference: eventsv1.Difference_DIFFERENCE_NEW})
+	}
+	appendEv(t, ctx, log, job, &eventsv1.Event{Id: "ev", Payload: &eventsv1.Event_JobsetEvaluated{JobsetEvaluated: &eventsv1.JobsetEvaluated{ChangeId: change, Attrs: attrs}}})
+	root := did("root")
+	appendEv(t, ctx, log, root, &eventsv1.Event{Id: "b", Payload: &eventsv1.Event_DrvBuildable{DrvBuildable: &eventsv1.DrvBuildable{Attempt: 1}}})
+	appendEv(t, ctx, log, root, &eventsv1.Event{Id: "s", Payload: &eventsv1.Event_DrvBuildStarted{DrvBuildStarted: &eventsv1.DrvBuildStarted{Attempt: 1}}})
+	appendEv(t, ctx, log, root, &eventsv1.Event{Id: "f", Payload: &eventsv1.Event_DrvBuildFailed{DrvBuildFailed: &eventsv1.DrvBuildFailed{Attempt: 1, ExitCode: 1}}})
+	appendEv(t, ctx, log, root, &eventsv1.Event{Id: "down", Payload: &eventsv1.Event_DrvDownstreamFailed{DrvDownstreamFailed: &eventsv1.DrvDownstreamFailed{
+		CauseDrvPath: "/nix/store/" + root + "-root.drv", DrvIds: []string{did("x"), did("y")},
+	}}})
+	concl := waitFact(t, ctx, log, eventlog.Jobset, job, "concluded").GetJobsetConcluded()
+	if concl.GetConclusion() != eventsv1.Conclusion_CONCLUSION_FAILURE || len(concl.GetResults()) != 2 {
+		t.Fatalf("concluded %v with %d results, want failure with 2", concl.GetConclusion(), len(concl.GetResults()))
+	}
+	for _, r := range concl.GetResults() {
+		if r.GetState() != "transitive-failure" || r.GetCause() != "/nix/store/"+root+"-root.drv" {
+			t.Errorf("%s: state %s, cause %q", r.GetAttr(), r.GetState(), r.GetCause())
+		}
+	}
+}

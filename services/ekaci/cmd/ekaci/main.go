@@ -18,6 +18,7 @@ import (
 	"github.com/ekaci/ekaci/libs/flagenv"
 	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
 	"github.com/ekaci/ekaci/libs/machines"
+	"github.com/ekaci/ekaci/libs/service"
 	"github.com/ekaci/ekaci/libs/telemetry"
 	"github.com/ekaci/ekaci/services/ekaci"
 )
@@ -59,6 +60,7 @@ type options struct {
 	rev, base string
 	output    string
 	timeout   time.Duration
+	memLimit  int
 }
 
 func flags(name string, stderr io.Writer) (*flag.FlagSet, *options) {
@@ -81,6 +83,7 @@ func flags(name string, stderr io.Writer) (*flag.FlagSet, *options) {
 	fs.IntVar(&c.FODMaxJobs, "fod-max-jobs", 1, "fixed-output (fetch) builds run at once")
 	fs.DurationVar(&c.NoOutputTimeout, "no-output-timeout", time.Hour, "stop a build that prints nothing for this long")
 	fs.DurationVar(&c.TotalTimeout, "total-timeout", 0, "stop a build that runs longer than this (0: no limit)")
+	fs.IntVar(&o.memLimit, "memory-limit-mib", service.DefaultMemoryLimitMiB, "soft limit of this process's Go memory, in MiB: the collector works harder near it instead of letting garbage double the footprint (0: none; GOMEMLIMIT, when set, wins)")
 	fs.BoolVar(&c.NoBatch, "no-batch", false, "one nix-build per derivation, instead of one per lane for the ready derivations of a pool")
 	fs.StringVar(&o.machines, "machines", "", "a Nix machines file of remote builders (uri systems ssh-key max-jobs speed-factor features mandatory-features host-key)")
 	fs.Var(&o.nix, "nix-option", "a Nix option for every evaluation and build, name=value, e.g. substituters= (repeatable; in the environment, separate with ';')")
@@ -120,6 +123,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	o.cfg.Logger = logger
+	if o.memLimit < 0 {
+		fmt.Fprintf(stderr, "ekaci %s: --memory-limit-mib %d: want 0 (none) or a size in MiB\n", cmd, o.memLimit)
+		return exitUsage
+	}
+	service.SetMemoryLimit(o.memLimit)
 	o.cfg.Systems = o.systems
 	o.cfg.Features = o.features
 	o.cfg.NixOptions = o.nix

@@ -10,6 +10,7 @@ import (
 	"github.com/ekaci/ekaci/libs/eventlog"
 	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
 	"github.com/ekaci/ekaci/libs/graphgen"
+	"github.com/ekaci/ekaci/services/ingress"
 )
 
 // TestSchedulerAtScaleMatchesTheGraph runs a generated 5,000-derivation
@@ -17,7 +18,20 @@ import (
 // every final state against the one computed from the graph directly: a
 // derivation succeeds iff it and all its transitive dependencies do, after
 // one retry. Not timed.
+// It runs twice: with failures recorded as the defaults say (one fact per
+// derivation below ingress.DefaultBatchOver downstream, one
+// downstream_failed fact above), and with every failure that reaches more
+// than one derivation recorded as one downstream_failed fact.
 func TestSchedulerAtScaleMatchesTheGraph(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		lim  ingress.Limits
+	}{{"default limits", ingress.Limits{}}, {"every failure one fact", ingress.Limits{BatchOver: 1}}} {
+		t.Run(tc.name, func(t *testing.T) { schedulerAtScale(t, tc.lim) })
+	}
+}
+
+func schedulerAtScale(t *testing.T, lim ingress.Limits) {
 	const n = 5000
 	g := graphgen.Generate(graphgen.Params{N: n, Seed: 42})
 	r := rand.New(rand.NewPCG(42, 7))
@@ -46,7 +60,7 @@ func TestSchedulerAtScaleMatchesTheGraph(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	p, err := Start(ctx, Options{Dir: t.TempDir(), Systems: []string{"x86_64-linux", "aarch64-linux"},
+	p, err := Start(ctx, Options{Dir: t.TempDir(), Systems: []string{"x86_64-linux", "aarch64-linux"}, IngressLimits: lim,
 		Fail: func(id string, attempt uint32) bool { return always[id] || (once[id] && attempt == 1) }})
 	if err != nil {
 		t.Fatal(err)
@@ -63,8 +77,17 @@ func TestSchedulerAtScaleMatchesTheGraph(t *testing.T) {
 	}
 	time.Sleep(500 * time.Millisecond) // anything extra (a duplicate) would show below
 	histories := map[string][]*eventsv1.Event{}
+	batched := 0
 	err = p.Log.Read(ctx, 0, []string{eventlog.KindFilter(eventlog.Drv)}, func(rec eventlog.Record) error {
 		histories[rec.ID] = append(histories[rec.ID], rec.Event)
+		// A downstream_failed fact on a failed derivation is the
+		// dependency_failed of each derivation it lists.
+		if ids, each, ok := buildstate.Downstream(rec.ID, rec.Event); ok {
+			batched += len(ids)
+			for _, id := range ids {
+				histories[id] = append(histories[id], each)
+			}
+		}
 		return nil
 	})
 	if err != nil {
@@ -91,7 +114,11 @@ func TestSchedulerAtScaleMatchesTheGraph(t *testing.T) {
 	for _, s := range want {
 		counts[s]++
 	}
-	t.Logf("expected %d succeeded, %d failed, %d transitive failures; %d wrong", counts[buildstate.Succeeded], counts[buildstate.Failed], counts[buildstate.TransitiveFailure], wrong)
+	t.Logf("expected %d succeeded, %d failed, %d transitive failures (%d of them in downstream_failed facts); %d wrong",
+		counts[buildstate.Succeeded], counts[buildstate.Failed], counts[buildstate.TransitiveFailure], batched, wrong)
+	if lim.BatchOver == 1 && batched == 0 {
+		t.Fatal("no failure was recorded as a downstream_failed fact")
+	}
 	if counts[buildstate.Failed] == 0 || counts[buildstate.TransitiveFailure] == 0 || counts[buildstate.Succeeded] == 0 {
 		t.Fatal("the failure pattern does not exercise every outcome")
 	}

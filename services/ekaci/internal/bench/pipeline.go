@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/ekaci/ekaci/libs/buildstate"
 	"github.com/ekaci/ekaci/libs/eventlog"
 	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
 	workv1 "github.com/ekaci/ekaci/libs/gen/ekaci/work/v1"
@@ -78,6 +79,8 @@ type Options struct {
 	SyncAlways bool
 	// Fail picks the no-op builder's failures.
 	Fail func(drvID string, attempt uint32) bool
+	// IngressLimits shape the facts ingress appends (zero: its defaults).
+	IngressLimits ingress.Limits
 }
 
 // Start runs the pipeline's stages.
@@ -118,9 +121,20 @@ func Start(ctx context.Context, o Options) (*Pipeline, error) {
 		return nil, err
 	}
 	p.watch, err = oc.Consume(func(m jetstream.Msg) {
-		if _, _, fact, ok := splitSubject(m.Subject()); ok {
-			p.counter(fact).Add(1)
+		_, _, fact, ok := splitSubject(m.Subject())
+		if !ok {
+			return
 		}
+		if fact == string(buildstate.KindDownstreamFailed) {
+			// One fact failing many: count each as the dependency_failed
+			// it stands for.
+			if rec, err := eventlog.DecodeMsg(m); err == nil {
+				if ids, _, ok := buildstate.Downstream(rec.ID, rec.Event); ok {
+					p.counter(string(buildstate.KindDependencyFailed)).Add(int64(len(ids)))
+				}
+			}
+		}
+		p.counter(fact).Add(1)
 	}, jetstream.PullMaxMessages(4096))
 	if err != nil {
 		p.Close()
@@ -146,7 +160,7 @@ func Start(ctx context.Context, o Options) (*Pipeline, error) {
 		run  func(ctx context.Context, log *eventlog.Log, nc *nats.Conn) error
 	}{
 		{"ingress", func(ctx context.Context, log *eventlog.Log, _ *nats.Conn) error {
-			return ingress.Run(ctx, ingress.Config{Log: log, DataDir: o.Dir, Logger: nop, Applied: func(seq uint64) { p.IngressAt.Store(seq) }})
+			return ingress.Run(ctx, ingress.Config{Log: log, DataDir: o.Dir, Logger: nop, Limits: o.IngressLimits, Applied: func(seq uint64) { p.IngressAt.Store(seq) }})
 		}},
 		{"router", func(ctx context.Context, log *eventlog.Log, _ *nats.Conn) error {
 			return router.Run(ctx, router.Config{Log: log, Logger: nop, Builders: routes})

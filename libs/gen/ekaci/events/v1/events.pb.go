@@ -253,6 +253,7 @@ type Event struct {
 	//	*Event_DrvBlocked
 	//	*Event_DrvInterrupted
 	//	*Event_DrvRequeued
+	//	*Event_DrvDownstreamFailed
 	//	*Event_CheckStarted
 	//	*Event_CheckFinished
 	Payload       isEvent_Payload `protobuf_oneof:"payload"`
@@ -505,6 +506,15 @@ func (x *Event) GetDrvRequeued() *DrvRequeued {
 	return nil
 }
 
+func (x *Event) GetDrvDownstreamFailed() *DrvDownstreamFailed {
+	if x != nil {
+		if x, ok := x.Payload.(*Event_DrvDownstreamFailed); ok {
+			return x.DrvDownstreamFailed
+		}
+	}
+	return nil
+}
+
 func (x *Event) GetCheckStarted() *CheckStarted {
 	if x != nil {
 		if x, ok := x.Payload.(*Event_CheckStarted); ok {
@@ -627,6 +637,12 @@ type Event_DrvRequeued struct {
 	DrvRequeued *DrvRequeued `protobuf:"bytes,39,opt,name=drv_requeued,json=drvRequeued,proto3,oneof"`
 }
 
+type Event_DrvDownstreamFailed struct {
+	// drv_downstream_failed: on a failed derivation's own subject, the
+	// transitive failure of many derivations downstream of it, in one fact.
+	DrvDownstreamFailed *DrvDownstreamFailed `protobuf:"bytes,40,opt,name=drv_downstream_failed,json=drvDownstreamFailed,proto3,oneof"`
+}
+
 type Event_CheckStarted struct {
 	// check_started: a sandboxed check began.
 	CheckStarted *CheckStarted `protobuf:"bytes,50,opt,name=check_started,json=checkStarted,proto3,oneof"`
@@ -676,6 +692,8 @@ func (*Event_DrvBlocked) isEvent_Payload() {}
 func (*Event_DrvInterrupted) isEvent_Payload() {}
 
 func (*Event_DrvRequeued) isEvent_Payload() {}
+
+func (*Event_DrvDownstreamFailed) isEvent_Payload() {}
 
 func (*Event_CheckStarted) isEvent_Payload() {}
 
@@ -2214,6 +2232,68 @@ func (x *DrvInterrupted) GetDetail() string {
 	return ""
 }
 
+// DrvDownstreamFailed records, in one fact on the failed derivation's
+// aggregate, that each listed derivation went from Queued to
+// TransitiveFailure with it as the cause: the same transition as a
+// DrvDependencyFailed on each of them. A failure deep in the graph (a
+// compiler, a bootstrap) dooms tens of thousands of derivations at once;
+// one fact keeps that to one append instead of one per derivation. Small
+// downstream sets are still recorded one DrvDependencyFailed each.
+type DrvDownstreamFailed struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// cause_drv_path is the failed derivation's .drv path.
+	CauseDrvPath string `protobuf:"bytes,1,opt,name=cause_drv_path,json=causeDrvPath,proto3" json:"cause_drv_path,omitempty"`
+	// drv_ids are the derivations it failed, in the order the graph was
+	// walked (nearest first).
+	DrvIds        []string `protobuf:"bytes,2,rep,name=drv_ids,json=drvIds,proto3" json:"drv_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrvDownstreamFailed) Reset() {
+	*x = DrvDownstreamFailed{}
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrvDownstreamFailed) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrvDownstreamFailed) ProtoMessage() {}
+
+func (x *DrvDownstreamFailed) ProtoReflect() protoreflect.Message {
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrvDownstreamFailed.ProtoReflect.Descriptor instead.
+func (*DrvDownstreamFailed) Descriptor() ([]byte, []int) {
+	return file_ekaci_events_v1_events_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *DrvDownstreamFailed) GetCauseDrvPath() string {
+	if x != nil {
+		return x.CauseDrvPath
+	}
+	return ""
+}
+
+func (x *DrvDownstreamFailed) GetDrvIds() []string {
+	if x != nil {
+		return x.DrvIds
+	}
+	return nil
+}
+
 // DrvRequeued sends a derivation back to Queued.
 type DrvRequeued struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2227,7 +2307,7 @@ type DrvRequeued struct {
 
 func (x *DrvRequeued) Reset() {
 	*x = DrvRequeued{}
-	mi := &file_ekaci_events_v1_events_proto_msgTypes[22]
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2239,7 +2319,7 @@ func (x *DrvRequeued) String() string {
 func (*DrvRequeued) ProtoMessage() {}
 
 func (x *DrvRequeued) ProtoReflect() protoreflect.Message {
-	mi := &file_ekaci_events_v1_events_proto_msgTypes[22]
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2252,7 +2332,7 @@ func (x *DrvRequeued) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrvRequeued.ProtoReflect.Descriptor instead.
 func (*DrvRequeued) Descriptor() ([]byte, []int) {
-	return file_ekaci_events_v1_events_proto_rawDescGZIP(), []int{22}
+	return file_ekaci_events_v1_events_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DrvRequeued) GetReason() string {
@@ -2282,7 +2362,7 @@ type CheckStarted struct {
 
 func (x *CheckStarted) Reset() {
 	*x = CheckStarted{}
-	mi := &file_ekaci_events_v1_events_proto_msgTypes[23]
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2294,7 +2374,7 @@ func (x *CheckStarted) String() string {
 func (*CheckStarted) ProtoMessage() {}
 
 func (x *CheckStarted) ProtoReflect() protoreflect.Message {
-	mi := &file_ekaci_events_v1_events_proto_msgTypes[23]
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2307,7 +2387,7 @@ func (x *CheckStarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckStarted.ProtoReflect.Descriptor instead.
 func (*CheckStarted) Descriptor() ([]byte, []int) {
-	return file_ekaci_events_v1_events_proto_rawDescGZIP(), []int{23}
+	return file_ekaci_events_v1_events_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CheckStarted) GetChangeId() string {
@@ -2345,7 +2425,7 @@ type CheckFinished struct {
 
 func (x *CheckFinished) Reset() {
 	*x = CheckFinished{}
-	mi := &file_ekaci_events_v1_events_proto_msgTypes[24]
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2357,7 +2437,7 @@ func (x *CheckFinished) String() string {
 func (*CheckFinished) ProtoMessage() {}
 
 func (x *CheckFinished) ProtoReflect() protoreflect.Message {
-	mi := &file_ekaci_events_v1_events_proto_msgTypes[24]
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2370,7 +2450,7 @@ func (x *CheckFinished) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckFinished.ProtoReflect.Descriptor instead.
 func (*CheckFinished) Descriptor() ([]byte, []int) {
-	return file_ekaci_events_v1_events_proto_rawDescGZIP(), []int{24}
+	return file_ekaci_events_v1_events_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CheckFinished) GetChangeId() string {
@@ -2419,7 +2499,7 @@ var File_ekaci_events_v1_events_proto protoreflect.FileDescriptor
 
 const file_ekaci_events_v1_events_proto_rawDesc = "" +
 	"\n" +
-	"\x1cekaci/events/v1/events.proto\x12\x0fekaci.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfb\x0e\n" +
+	"\x1cekaci/events/v1/events.proto\x12\x0fekaci.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd7\x0f\n" +
 	"\x05Event\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12;\n" +
 	"\voccurred_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
@@ -2447,7 +2527,8 @@ const file_ekaci_events_v1_events_proto_rawDesc = "" +
 	"\vdrv_blocked\x18% \x01(\v2\x1b.ekaci.events.v1.DrvBlockedH\x00R\n" +
 	"drvBlocked\x12J\n" +
 	"\x0fdrv_interrupted\x18& \x01(\v2\x1f.ekaci.events.v1.DrvInterruptedH\x00R\x0edrvInterrupted\x12A\n" +
-	"\fdrv_requeued\x18' \x01(\v2\x1c.ekaci.events.v1.DrvRequeuedH\x00R\vdrvRequeued\x12D\n" +
+	"\fdrv_requeued\x18' \x01(\v2\x1c.ekaci.events.v1.DrvRequeuedH\x00R\vdrvRequeued\x12Z\n" +
+	"\x15drv_downstream_failed\x18( \x01(\v2$.ekaci.events.v1.DrvDownstreamFailedH\x00R\x13drvDownstreamFailed\x12D\n" +
 	"\rcheck_started\x182 \x01(\v2\x1d.ekaci.events.v1.CheckStartedH\x00R\fcheckStarted\x12G\n" +
 	"\x0echeck_finished\x183 \x01(\v2\x1e.ekaci.events.v1.CheckFinishedH\x00R\rcheckFinishedB\t\n" +
 	"\apayload\"\xa3\x01\n" +
@@ -2587,7 +2668,10 @@ const file_ekaci_events_v1_events_proto_rawDesc = "" +
 	"\x0eDrvInterrupted\x122\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1e.ekaci.events.v1.InterruptKindR\x04kind\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\rR\aattempt\x12\x16\n" +
-	"\x06detail\x18\x03 \x01(\tR\x06detail\"H\n" +
+	"\x06detail\x18\x03 \x01(\tR\x06detail\"T\n" +
+	"\x13DrvDownstreamFailed\x12$\n" +
+	"\x0ecause_drv_path\x18\x01 \x01(\tR\fcauseDrvPath\x12\x17\n" +
+	"\adrv_ids\x18\x02 \x03(\tR\x06drvIds\"H\n" +
 	"\vDrvRequeued\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\x12!\n" +
 	"\fnext_attempt\x18\x02 \x01(\rR\vnextAttempt\"?\n" +
@@ -2638,7 +2722,7 @@ func file_ekaci_events_v1_events_proto_rawDescGZIP() []byte {
 }
 
 var file_ekaci_events_v1_events_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_ekaci_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_ekaci_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_ekaci_events_v1_events_proto_goTypes = []any{
 	(Conclusion)(0),               // 0: ekaci.events.v1.Conclusion
 	(Difference)(0),               // 1: ekaci.events.v1.Difference
@@ -2665,15 +2749,16 @@ var file_ekaci_events_v1_events_proto_goTypes = []any{
 	(*DrvDependencyFailed)(nil),   // 22: ekaci.events.v1.DrvDependencyFailed
 	(*DrvBlocked)(nil),            // 23: ekaci.events.v1.DrvBlocked
 	(*DrvInterrupted)(nil),        // 24: ekaci.events.v1.DrvInterrupted
-	(*DrvRequeued)(nil),           // 25: ekaci.events.v1.DrvRequeued
-	(*CheckStarted)(nil),          // 26: ekaci.events.v1.CheckStarted
-	(*CheckFinished)(nil),         // 27: ekaci.events.v1.CheckFinished
-	nil,                           // 28: ekaci.events.v1.JobsetCreated.ArgsEntry
-	nil,                           // 29: ekaci.events.v1.DrvDiscovered.OutputsEntry
-	(*timestamppb.Timestamp)(nil), // 30: google.protobuf.Timestamp
+	(*DrvDownstreamFailed)(nil),   // 25: ekaci.events.v1.DrvDownstreamFailed
+	(*DrvRequeued)(nil),           // 26: ekaci.events.v1.DrvRequeued
+	(*CheckStarted)(nil),          // 27: ekaci.events.v1.CheckStarted
+	(*CheckFinished)(nil),         // 28: ekaci.events.v1.CheckFinished
+	nil,                           // 29: ekaci.events.v1.JobsetCreated.ArgsEntry
+	nil,                           // 30: ekaci.events.v1.DrvDiscovered.OutputsEntry
+	(*timestamppb.Timestamp)(nil), // 31: google.protobuf.Timestamp
 }
 var file_ekaci_events_v1_events_proto_depIdxs = []int32{
-	30, // 0: ekaci.events.v1.Event.occurred_at:type_name -> google.protobuf.Timestamp
+	31, // 0: ekaci.events.v1.Event.occurred_at:type_name -> google.protobuf.Timestamp
 	4,  // 1: ekaci.events.v1.Event.change_requested:type_name -> ekaci.events.v1.ChangeRequested
 	5,  // 2: ekaci.events.v1.Event.change_checked_out:type_name -> ekaci.events.v1.ChangeCheckedOut
 	6,  // 3: ekaci.events.v1.Event.change_checkout_failed:type_name -> ekaci.events.v1.ChangeCheckoutFailed
@@ -2693,24 +2778,25 @@ var file_ekaci_events_v1_events_proto_depIdxs = []int32{
 	22, // 17: ekaci.events.v1.Event.drv_dependency_failed:type_name -> ekaci.events.v1.DrvDependencyFailed
 	23, // 18: ekaci.events.v1.Event.drv_blocked:type_name -> ekaci.events.v1.DrvBlocked
 	24, // 19: ekaci.events.v1.Event.drv_interrupted:type_name -> ekaci.events.v1.DrvInterrupted
-	25, // 20: ekaci.events.v1.Event.drv_requeued:type_name -> ekaci.events.v1.DrvRequeued
-	26, // 21: ekaci.events.v1.Event.check_started:type_name -> ekaci.events.v1.CheckStarted
-	27, // 22: ekaci.events.v1.Event.check_finished:type_name -> ekaci.events.v1.CheckFinished
-	0,  // 23: ekaci.events.v1.ChangeConcluded.conclusion:type_name -> ekaci.events.v1.Conclusion
-	28, // 24: ekaci.events.v1.JobsetCreated.args:type_name -> ekaci.events.v1.JobsetCreated.ArgsEntry
-	1,  // 25: ekaci.events.v1.JobAttr.difference:type_name -> ekaci.events.v1.Difference
-	11, // 26: ekaci.events.v1.JobsetEvaluated.attrs:type_name -> ekaci.events.v1.JobAttr
-	1,  // 27: ekaci.events.v1.AttrResult.difference:type_name -> ekaci.events.v1.Difference
-	0,  // 28: ekaci.events.v1.JobsetConcluded.conclusion:type_name -> ekaci.events.v1.Conclusion
-	14, // 29: ekaci.events.v1.JobsetConcluded.results:type_name -> ekaci.events.v1.AttrResult
-	29, // 30: ekaci.events.v1.DrvDiscovered.outputs:type_name -> ekaci.events.v1.DrvDiscovered.OutputsEntry
-	2,  // 31: ekaci.events.v1.DrvBuildFailedRetry.interruption:type_name -> ekaci.events.v1.InterruptKind
-	2,  // 32: ekaci.events.v1.DrvInterrupted.kind:type_name -> ekaci.events.v1.InterruptKind
-	33, // [33:33] is the sub-list for method output_type
-	33, // [33:33] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	26, // 20: ekaci.events.v1.Event.drv_requeued:type_name -> ekaci.events.v1.DrvRequeued
+	25, // 21: ekaci.events.v1.Event.drv_downstream_failed:type_name -> ekaci.events.v1.DrvDownstreamFailed
+	27, // 22: ekaci.events.v1.Event.check_started:type_name -> ekaci.events.v1.CheckStarted
+	28, // 23: ekaci.events.v1.Event.check_finished:type_name -> ekaci.events.v1.CheckFinished
+	0,  // 24: ekaci.events.v1.ChangeConcluded.conclusion:type_name -> ekaci.events.v1.Conclusion
+	29, // 25: ekaci.events.v1.JobsetCreated.args:type_name -> ekaci.events.v1.JobsetCreated.ArgsEntry
+	1,  // 26: ekaci.events.v1.JobAttr.difference:type_name -> ekaci.events.v1.Difference
+	11, // 27: ekaci.events.v1.JobsetEvaluated.attrs:type_name -> ekaci.events.v1.JobAttr
+	1,  // 28: ekaci.events.v1.AttrResult.difference:type_name -> ekaci.events.v1.Difference
+	0,  // 29: ekaci.events.v1.JobsetConcluded.conclusion:type_name -> ekaci.events.v1.Conclusion
+	14, // 30: ekaci.events.v1.JobsetConcluded.results:type_name -> ekaci.events.v1.AttrResult
+	30, // 31: ekaci.events.v1.DrvDiscovered.outputs:type_name -> ekaci.events.v1.DrvDiscovered.OutputsEntry
+	2,  // 32: ekaci.events.v1.DrvBuildFailedRetry.interruption:type_name -> ekaci.events.v1.InterruptKind
+	2,  // 33: ekaci.events.v1.DrvInterrupted.kind:type_name -> ekaci.events.v1.InterruptKind
+	34, // [34:34] is the sub-list for method output_type
+	34, // [34:34] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_ekaci_events_v1_events_proto_init() }
@@ -2739,6 +2825,7 @@ func file_ekaci_events_v1_events_proto_init() {
 		(*Event_DrvBlocked)(nil),
 		(*Event_DrvInterrupted)(nil),
 		(*Event_DrvRequeued)(nil),
+		(*Event_DrvDownstreamFailed)(nil),
 		(*Event_CheckStarted)(nil),
 		(*Event_CheckFinished)(nil),
 	}
@@ -2748,7 +2835,7 @@ func file_ekaci_events_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ekaci_events_v1_events_proto_rawDesc), len(file_ekaci_events_v1_events_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   27,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
