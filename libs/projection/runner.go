@@ -256,9 +256,9 @@ func (r *Runner) Run(ctx context.Context) error {
 		for range msgs { // let the reader goroutine finish
 		}
 	}()
-	// Folded batches share one write transaction until a checkpoint: the
-	// log is idle, checkpointEvery has passed, or checkpointMax events are
-	// waiting. A batch's decisions are appended right after it is folded,
+	// Folded batches share one write transaction until a checkpoint: no
+	// event came for checkpointIdle, checkpointEvery has passed, or
+	// checkpointMax events are waiting. A batch's decisions are appended right after it is folded,
 	// before its commit; a checkpoint is committed only once every decision
 	// it covers is acknowledged, so a crash before it replays events whose
 	// decisions the fold — deterministic — makes again, and the log's
@@ -286,13 +286,34 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 	for {
 		var batch []jetstream.Msg
+		// With folded events uncommitted, wait for the next only a moment.
+		var idle <-chan time.Time
+		var idleTimer *time.Timer
+		if tx != nil {
+			wait := min(checkpointIdle, max(checkpointEvery-time.Since(txSince), 0))
+			idleTimer = time.NewTimer(wait)
+			idle = idleTimer.C
+		}
+		stopIdle := func() {
+			if idleTimer != nil {
+				idleTimer.Stop()
+			}
+		}
 		select {
 		case <-ctx.Done():
+			stopIdle()
 			// Every decision of what is folded was acknowledged: keep it.
 			return commit()
 		case err := <-errc:
+			stopIdle()
 			return fmt.Errorf("read model %s: %w", r.h.Name(), err)
+		case <-idle:
+			if err := commit(); err != nil {
+				return err
+			}
+			continue
 		case m, ok := <-msgs:
+			stopIdle()
 			if !ok {
 				return commit()
 			}
@@ -336,7 +357,7 @@ func (r *Runner) Run(ctx context.Context) error {
 				return err
 			}
 		}
-		if len(msgs) == 0 || time.Since(txSince) >= checkpointEvery || txEvents >= checkpointMax {
+		if time.Since(txSince) >= checkpointEvery || txEvents >= checkpointMax {
 			if err := commit(); err != nil {
 				return err
 			}
@@ -349,6 +370,7 @@ func (r *Runner) Run(ctx context.Context) error {
 // an fsync and rewrites every page it touched, so under load many batches
 // share one, and a derivation changed three times in between is written once.
 const (
+	checkpointIdle  = 20 * time.Millisecond
 	checkpointEvery = 200 * time.Millisecond
 	checkpointMax   = 50000
 )

@@ -110,7 +110,7 @@ func (*Graph) Version() uint32 { return layoutVersion }
 
 // Reset implements projection.Versioned.
 func (*Graph) Reset(tx *bolt.Tx) error {
-	for _, b := range [][]byte{nodesBucket, infosBucket} {
+	for _, b := range [][]byte{nodesBucket, infosBucket, idsBucket} {
 		if tx.Bucket(b) == nil {
 			continue
 		}
@@ -124,7 +124,7 @@ func (*Graph) Reset(tx *bolt.Tx) error {
 // Init implements projection.Handler: it makes the buckets and loads the
 // graph from them.
 func (m *Graph) Init(tx *bolt.Tx) error {
-	for _, b := range [][]byte{nodesBucket, infosBucket} {
+	for _, b := range [][]byte{nodesBucket, infosBucket, idsBucket} {
 		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 			return err
 		}

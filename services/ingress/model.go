@@ -1,9 +1,11 @@
 package ingress
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/proto"
@@ -13,21 +15,31 @@ import (
 )
 
 // layoutVersion is the stored layout of ingress.db (projection.Versioned).
-// 0 was JSON node rows keyed by derivation id; 2 is the layout below.
-const layoutVersion = 2
+// 0 was JSON node rows keyed by derivation id; 3 is the layout below.
+const layoutVersion = 3
 
 var (
-	// infos: drv id → its discovered sequence (8 bytes) and its
-	// DrvDiscovered (protobuf); written once. The input lists are the
-	// durable copy of the graph's edges: the dependents index is kept in
-	// memory and rebuilt from here when the model opens.
+	// infos: discovered sequence (8 bytes, big-endian) → the derivation's
+	// id and its DrvDiscovered (protobuf); written once, in log order, so
+	// the bucket only ever appends. The input lists are the durable copy
+	// of the graph's edges: the dependents index is kept in memory and
+	// rebuilt from here when the model opens.
 	infosBucket = []byte("ingress_infos")
-	// nodes: discovered sequence (8 bytes, big-endian) → the derivation's
-	// state (binary, rewritten as it changes). Keyed by the sequence, not
-	// the id, so that derivations discovered together — which are also
-	// built together — share leaf pages: a commit rewrites a few pages,
-	// not one random page per changed derivation.
+	// ids: drv id → its discovered sequence, for lookups by id.
+	idsBucket = []byte("ingress_ids")
+	// nodes: discovered sequence → the derivation's state (binary,
+	// rewritten as it changes). Keyed by the sequence, not the id, so that
+	// derivations discovered together — which are also built together —
+	// share leaf pages: a commit rewrites fewer pages than one random page
+	// per changed derivation.
 	nodesBucket = []byte("ingress_nodes")
+)
+
+// Fill factors: infos only appends; node values keep their size as they
+// change, so their pages need little room to grow.
+const (
+	infosFill = 1.0
+	nodesFill = 0.9
 )
 
 // node is one derivation in the graph model. Every node is in memory; the
@@ -160,6 +172,9 @@ func seqKey(seq uint64) []byte { return binary.BigEndian.AppendUint64(make([]byt
 // flush writes the nodes the batch changed.
 func (g *graph) flush(tx *bolt.Tx) error {
 	bk := tx.Bucket(nodesBucket)
+	bk.FillPercent = nodesFill
+	// In key order: each Put then lands on or next to the previous one's page.
+	slices.SortFunc(g.changed, func(a, b int32) int { return cmp.Compare(g.nodes[a].key, g.nodes[b].key) })
 	var buf []byte
 	for _, n := range g.changed {
 		nd := &g.nodes[n]
@@ -288,12 +303,12 @@ func decode(v []byte) (decoded, error) {
 // load rebuilds the graph from the stored derivations and their states.
 func (g *graph) load(tx *bolt.Tx) error {
 	err := tx.Bucket(infosBucket).ForEach(func(k, v []byte) error {
-		key, d, err := decodeInfo(v)
-		if err != nil {
-			return fmt.Errorf("stored derivation %s: %w", k, err)
+		id, d, err := decodeInfo(v)
+		if err != nil || len(k) != 8 {
+			return fmt.Errorf("stored derivation %x: %v", k, err)
 		}
-		n := g.intern(string(k))
-		g.setInfo(n, key, d)
+		n := g.intern(id)
+		g.setInfo(n, binary.BigEndian.Uint64(k), d)
 		g.addInputs(n, d.GetInputDrvs())
 		return nil
 	})
@@ -315,24 +330,33 @@ func (g *graph) load(tx *bolt.Tx) error {
 	})
 }
 
-func decodeInfo(v []byte) (uint64, *eventsv1.DrvDiscovered, error) {
-	if len(v) < 8 {
-		return 0, nil, errShort
+// decodeInfo reads an infos value: uvarint id length, id, DrvDiscovered.
+func decodeInfo(v []byte) (string, *eventsv1.DrvDiscovered, error) {
+	r := &reader{b: v}
+	id := r.string()
+	if r.err != nil {
+		return "", nil, r.err
 	}
 	d := &eventsv1.DrvDiscovered{}
-	if err := proto.Unmarshal(v[8:], d); err != nil {
-		return 0, nil, err
+	if err := proto.Unmarshal(r.b, d); err != nil {
+		return "", nil, err
 	}
-	return binary.BigEndian.Uint64(v[:8]), d, nil
+	return id, d, nil
 }
 
 func putInfo(tx *bolt.Tx, id string, key uint64, d *eventsv1.DrvDiscovered) error {
-	v := binary.BigEndian.AppendUint64(nil, key)
+	v := binary.AppendUvarint(nil, uint64(len(id)))
+	v = append(v, id...)
 	v, err := proto.MarshalOptions{Deterministic: true}.MarshalAppend(v, d)
 	if err != nil {
 		return err
 	}
-	return tx.Bucket(infosBucket).Put([]byte(id), v)
+	infos := tx.Bucket(infosBucket)
+	infos.FillPercent = infosFill
+	if err := infos.Put(seqKey(key), v); err != nil {
+		return err
+	}
+	return tx.Bucket(idsBucket).Put([]byte(id), seqKey(key))
 }
 
 // State returns a derivation's state as the stored model knows it, for
@@ -341,14 +365,11 @@ func State(db *bolt.DB, id string) (buildstate.Drv, bool, error) {
 	var out buildstate.Drv
 	var found bool
 	err := db.View(func(tx *bolt.Tx) error {
-		iv := tx.Bucket(infosBucket).Get([]byte(id))
-		if iv == nil {
+		key := tx.Bucket(idsBucket).Get([]byte(id))
+		if key == nil {
 			return nil
 		}
-		if len(iv) < 8 {
-			return fmt.Errorf("stored derivation %s: %w", id, errShort)
-		}
-		v := tx.Bucket(nodesBucket).Get(iv[:8])
+		v := tx.Bucket(nodesBucket).Get(key)
 		if v == nil {
 			return nil
 		}
