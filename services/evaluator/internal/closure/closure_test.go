@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ekaci/ekaci/libs/eventlog"
 )
 
 func requireNix(t testing.TB) {
@@ -178,5 +180,29 @@ func TestInvalid(t *testing.T) {
 	}
 	if inv, err := Invalid(context.Background(), nil); err != nil || len(inv) != 0 {
 		t.Fatalf("no paths: %v %v", inv, err)
+	}
+}
+
+func TestDrvID(t *testing.T) {
+	for _, p := range []string{
+		"/nix/store/0015xjk3gji79725vq7ihyzp1i0hw615-g528-l6.drv",
+		"/tmp/x/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-bad.drv",
+		"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-rel.drv",
+		"/nix/store/AZaz09__AZaz09__AZaz09__AZaz09__-x.drv",
+		"/nix/store/0015xjk3gji79725vq7ihyzp1i0hw615-g528-l6",
+		"/nix/store/0015xjk3gji79725vq7ihyzp1i0hw61-short.drv",
+		"/nix/store/0015xjk3gji79725vq7ihyzp1i0hw6155-long.drv",
+		"/nix/store/0015xjk3gji79725vq7i-yzp1i0hw615-dash.drv",
+		"/nix/store/0015xjk3gji79725vq7i.yzp1i0hw615-dot.drv",
+		"/nix/store/0015xjk3gji79725vq7ihyzp1i0hw615-x.drv/",
+		"/nix/store/0015xjk3gji79725vq7ihyzp1i0hw615-.drv",
+		"/nix/store/0015xjk3gji79725vq7ihyzp1i0hw615.drv",
+		"/", "", ".drv",
+	} {
+		id, err := drvID(p)
+		wantID, wantErr := eventlog.DrvID(p)
+		if id != wantID || fmt.Sprint(err) != fmt.Sprint(wantErr) {
+			t.Errorf("drvID(%q) = %q, %v, want %q, %v", p, id, err, wantID, wantErr)
+		}
 	}
 }
