@@ -7,7 +7,6 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -66,8 +65,12 @@ type Pipeline struct {
 	group  *errgroup.Group
 	conns  []*nats.Conn
 
-	counts sync.Map // fact -> *atomic.Int64
-	watch  jetstream.ConsumeContext
+	watchJS jetstream.JetStream
+	mu      sync.Mutex
+	facts   map[string]jetstream.Consumer
+	// downstream sums the derivations listed by the downstream_failed
+	// facts read so far (from the consumer of that fact, which is pulled).
+	downstream int64
 	// IngressAt is the stream position the ingress graph has folded.
 	IngressAt atomic.Uint64
 }
@@ -102,44 +105,16 @@ func Start(ctx context.Context, o Options) (*Pipeline, error) {
 		p.Close()
 		return nil, err
 	}
-	// Count every fact as it is appended, through an ordered consumer:
-	// flow-controlled, so a burst cannot drop a count the way a core
-	// subscription that falls behind would.
+	// Facts are counted by the server: a pull consumer per fact that is
+	// never pulled from has every matching event pending, and its info says
+	// how many. Watching every event through a consumer of our own would
+	// add a fourth delivery of each to what is measured.
 	wlog, _, err := connect("bench-watch")
 	if err != nil {
 		p.Close()
 		return nil, err
 	}
-	stream, err := wlog.JetStream().Stream(ctx, eventlog.EventsStream)
-	if err != nil {
-		p.Close()
-		return nil, err
-	}
-	oc, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{eventlog.KindFilter(eventlog.Drv)}})
-	if err != nil {
-		p.Close()
-		return nil, err
-	}
-	p.watch, err = oc.Consume(func(m jetstream.Msg) {
-		_, _, fact, ok := splitSubject(m.Subject())
-		if !ok {
-			return
-		}
-		if fact == string(buildstate.KindDownstreamFailed) {
-			// One fact failing many: count each as the dependency_failed
-			// it stands for.
-			if rec, err := eventlog.DecodeMsg(m); err == nil {
-				if ids, _, ok := buildstate.Downstream(rec.ID, rec.Event); ok {
-					p.counter(string(buildstate.KindDependencyFailed)).Add(int64(len(ids)))
-				}
-			}
-		}
-		p.counter(fact).Add(1)
-	}, jetstream.PullMaxMessages(4096))
-	if err != nil {
-		p.Close()
-		return nil, err
-	}
+	p.watchJS = wlog.JetStream()
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	p.cancel = cancel
 	g, gctx := errgroup.WithContext(rctx)
@@ -189,26 +164,92 @@ func Start(ctx context.Context, o Options) (*Pipeline, error) {
 	return p, nil
 }
 
-// splitSubject reads ekaci.evt.<aggregate>.<id>.<fact>.
-func splitSubject(subject string) (agg, id, fact string, ok bool) {
-	parts := strings.Split(subject, ".")
-	if len(parts) != 5 {
-		return "", "", "", false
+func (p *Pipeline) consumer(ctx context.Context, fact string) (jetstream.Consumer, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c, ok := p.facts[fact]; ok {
+		return c, nil
 	}
-	return parts[2], parts[3], parts[4], true
+	c, err := p.watchJS.CreateOrUpdateConsumer(ctx, eventlog.EventsStream, jetstream.ConsumerConfig{
+		// Durable: an ephemeral consumer nobody pulls from is deleted
+		// after a few seconds.
+		Durable: "bench-count-" + fact, FilterSubject: eventlog.FactFilter(eventlog.Drv, fact),
+		AckPolicy: jetstream.AckNonePolicy, DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if p.facts == nil {
+		p.facts = map[string]jetstream.Consumer{}
+	}
+	p.facts[fact] = c
+	return c, nil
 }
 
-func (p *Pipeline) counter(fact string) *atomic.Int64 {
-	c, _ := p.counts.LoadOrStore(fact, &atomic.Int64{})
-	return c.(*atomic.Int64)
+// Count is how many events of a fact were appended so far. For
+// dependency_failed it includes the derivations listed by
+// downstream_failed facts, each of which stands for one.
+func (p *Pipeline) Count(fact string) int64 {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := p.consumer(ctx, fact)
+	if err != nil {
+		if Trace != nil {
+			fmt.Fprintf(Trace, "count %s: %v\n", fact, err)
+		}
+		return -1
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		if Trace != nil {
+			fmt.Fprintf(Trace, "count %s: %v\n", fact, err)
+		}
+		return -1
+	}
+	n := int64(info.NumPending)
+	if fact == string(buildstate.KindDependencyFailed) {
+		n += p.listedDownstream(ctx)
+	}
+	return n
 }
 
-// Count is how many events of a fact were appended so far.
-func (p *Pipeline) Count(fact string) int64 { return p.counter(fact).Load() }
+// listedDownstream reads the downstream_failed facts not read yet and
+// returns how many derivations all of them list.
+func (p *Pipeline) listedDownstream(ctx context.Context) int64 {
+	c, err := p.consumer(ctx, string(buildstate.KindDownstreamFailed))
+	if err != nil {
+		return 0
+	}
+	for {
+		batch, err := c.FetchNoWait(64)
+		if err != nil {
+			break
+		}
+		got := 0
+		for m := range batch.Messages() {
+			got++
+			rec, err := eventlog.DecodeMsg(m)
+			if err != nil {
+				continue
+			}
+			if ids, _, ok := buildstate.Downstream(rec.ID, rec.Event); ok {
+				p.mu.Lock()
+				p.downstream += int64(len(ids))
+				p.mu.Unlock()
+			}
+		}
+		if got == 0 {
+			break
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.downstream
+}
 
 // WaitCount waits until fact has been appended n times.
 func (p *Pipeline) WaitCount(ctx context.Context, fact string, n int64) error {
-	t := time.NewTicker(2 * time.Millisecond)
+	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
 	for p.Count(fact) < n {
 		select {
@@ -223,9 +264,6 @@ func (p *Pipeline) WaitCount(ctx context.Context, fact string, n int64) error {
 // Close stops the stages and the server.
 func (p *Pipeline) Close() error {
 	var err error
-	if p.watch != nil {
-		p.watch.Stop()
-	}
 	if p.cancel != nil {
 		p.cancel()
 		err = p.group.Wait()
