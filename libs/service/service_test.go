@@ -89,11 +89,17 @@ func TestMain_(t *testing.T) {
 
 func TestSetMemoryLimit(t *testing.T) {
 	prev := debug.SetMemoryLimit(-1)
-	t.Cleanup(func() { debug.SetMemoryLimit(prev) })
+	prevGC := debug.SetGCPercent(100)
+	t.Cleanup(func() { debug.SetMemoryLimit(prev); debug.SetGCPercent(prevGC) })
 	t.Setenv("GOMEMLIMIT", "")
 	os.Unsetenv("GOMEMLIMIT")
+	t.Setenv("GOGC", "")
+	os.Unsetenv("GOGC")
 	if got := SetMemoryLimit(300); got != 300<<20 || debug.SetMemoryLimit(-1) != 300<<20 {
 		t.Fatalf("limit %d, runtime %d; want %d", got, debug.SetMemoryLimit(-1), 300<<20)
+	}
+	if gc := debug.SetGCPercent(100); gc != GCPercentWithLimit {
+		t.Fatalf("GOGC %d under a limit, want %d", gc, GCPercentWithLimit)
 	}
 	debug.SetMemoryLimit(math.MaxInt64)
 	if got := SetMemoryLimit(0); got != math.MaxInt64 {

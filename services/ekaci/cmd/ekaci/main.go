@@ -83,7 +83,7 @@ func flags(name string, stderr io.Writer) (*flag.FlagSet, *options) {
 	fs.IntVar(&c.FODMaxJobs, "fod-max-jobs", 1, "fixed-output (fetch) builds run at once")
 	fs.DurationVar(&c.NoOutputTimeout, "no-output-timeout", time.Hour, "stop a build that prints nothing for this long")
 	fs.DurationVar(&c.TotalTimeout, "total-timeout", 0, "stop a build that runs longer than this (0: no limit)")
-	fs.IntVar(&o.memLimit, "memory-limit-mib", service.DefaultMemoryLimitMiB, "soft limit of this process's Go memory, in MiB: the collector works harder near it instead of letting garbage double the footprint (0: none; GOMEMLIMIT, when set, wins)")
+	fs.IntVar(&o.memLimit, "memory-limit-mib", service.DefaultMemoryLimitMiB, "soft limit of this process's Go memory, in MiB: the collector works harder near it instead of letting garbage double the footprint, and less far below it (GOGC 400) (0: none; GOMEMLIMIT and GOGC, when set, win)")
 	fs.BoolVar(&c.NoBatch, "no-batch", false, "one nix-build per derivation, instead of one per lane for the ready derivations of a pool")
 	fs.StringVar(&o.machines, "machines", "", "a Nix machines file of remote builders (uri systems ssh-key max-jobs speed-factor features mandatory-features host-key)")
 	fs.Var(&o.nix, "nix-option", "a Nix option for every evaluation and build, name=value, e.g. substituters= (repeatable; in the environment, separate with ';')")
