@@ -1,6 +1,7 @@
 package eventlog_test
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/ekaci/ekaci/libs/eventlog"
@@ -35,6 +36,23 @@ func TestIDsAreTokens(t *testing.T) {
 	for _, s := range []string{"x86_64-linux", "weird.system*"} {
 		if !eventlog.ValidToken(eventlog.SystemToken(s)) {
 			t.Errorf("SystemToken(%q) = %q is not a token", s, eventlog.SystemToken(s))
+		}
+	}
+}
+
+func TestValidToken(t *testing.T) {
+	for _, tc := range []struct {
+		s  string
+		ok bool
+	}{
+		{"abc_DEF-019", true},
+		{strings.Repeat("a", 128), true},
+		{strings.Repeat("a", 129), false},
+		{"", false},
+		{"a.b", false}, {"a*", false}, {"a>", false}, {"a b", false}, {"é", false}, {"a/b", false},
+	} {
+		if got := eventlog.ValidToken(tc.s); got != tc.ok {
+			t.Errorf("ValidToken(%q) = %v, want %v", tc.s, got, tc.ok)
 		}
 	}
 }

@@ -131,19 +131,25 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log
 func handle(ctx context.Context, cfg Config, h Handler, m jetstream.Msg, log zerolog.Logger) {
 	hctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go func() {
-		t := time.NewTicker(cfg.AckWait / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-hctx.Done():
-				return
-			case <-t.C:
-				_ = m.InProgress()
-			}
+	// Heartbeats from a timer that re-arms itself, not a goroutine and a
+	// ticker per message: most handlers finish long before the first.
+	var beat *time.Timer
+	var mu sync.Mutex
+	done := false
+	beat = time.AfterFunc(cfg.AckWait/3, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if done {
+			return
 		}
-	}()
+		_ = m.InProgress()
+		beat.Reset(cfg.AckWait / 3)
+	})
 	err := h(hctx, m)
+	mu.Lock()
+	done = true
+	beat.Stop()
+	mu.Unlock()
 	cancel()
 	if err == nil {
 		if aerr := m.Ack(); aerr != nil {

@@ -75,3 +75,48 @@ func TestRetryPermanentAndDrain(t *testing.T) {
 		t.Fatalf("permanent failure handled %d times, want 1", seen["w.bad"])
 	}
 }
+
+// TestHeartbeatsKeepLongWorkFromRedelivery: a handler running three times
+// the ack wait is not redelivered meanwhile, because the worker sends
+// heartbeats; without them the server would hand the message out again.
+func TestHeartbeatsKeepLongWorkFromRedelivery(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, js := natstest.Connect(t, natstest.NewServer(t))
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "W", Subjects: []string{"w.>"}, Retention: jetstream.WorkQueuePolicy}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, "w.long", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	runs := 0
+	finished := make(chan struct{})
+	h := func(ctx context.Context, m jetstream.Msg) error {
+		mu.Lock()
+		runs++
+		first := runs == 1
+		mu.Unlock()
+		if first {
+			time.Sleep(3 * time.Second)
+			close(finished)
+		}
+		return nil
+	}
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- worker.Run(rctx, js, worker.Config{Stream: "W", Durable: "hb", Filters: []string{"w.>"}, AckWait: time.Second, Concurrency: 2}, h, zerolog.Nop())
+	}()
+	<-finished
+	time.Sleep(1500 * time.Millisecond) // a redelivery after the ack wait would show by now
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if runs != 1 {
+		t.Fatalf("handled %d times, want once (heartbeats missing?)", runs)
+	}
+}
