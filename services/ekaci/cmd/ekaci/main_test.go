@@ -108,6 +108,7 @@ func TestBadInvocationsSayWhatIsWrong(t *testing.T) {
 		{"unreachable NATS", []string{"run", "--data-dir", t.TempDir(), "--nats-url", "nats://127.0.0.1:1", repo}, nil, exitError, "cannot reach NATS at nats://127.0.0.1:1"},
 		{"data dir not writable", []string{"run", "--data-dir", filepath.Join(file, "data"), repo}, nil, exitError, "cannot create " + filepath.Join(file, "data")},
 		{"log level", []string{"serve", "--log-level", "loud"}, nil, exitUsage, `"loud"`},
+		{"negative memory limit", []string{"serve", "--memory-limit-mib", "-5"}, nil, exitUsage, "--memory-limit-mib -5"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
