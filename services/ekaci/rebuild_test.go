@@ -6,12 +6,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
-
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/ekaci/ekaci/libs/eventlog"
 	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
+	"github.com/ekaci/ekaci/libs/projection"
 	"github.com/ekaci/ekaci/services/ekaci"
 )
 
@@ -19,23 +17,7 @@ import (
 // bookkeeping (position, outbox).
 func dump(t *testing.T, path string) map[string][]byte {
 	t.Helper()
-	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	out := map[string][]byte{}
-	err = db.View(func(tx *bolt.Tx) error {
-		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
-			if name[0] == '_' {
-				return nil
-			}
-			return b.ForEach(func(k, v []byte) error {
-				out[string(name)+"/"+string(k)] = append([]byte(nil), v...)
-				return nil
-			})
-		})
-	})
+	out, err := projection.Dump(path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,6 @@ package ingress
 import (
 	"cmp"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"slices"
 
@@ -12,11 +11,12 @@ import (
 
 	"github.com/ekaci/ekaci/libs/buildstate"
 	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
+	"github.com/ekaci/ekaci/libs/projection/binrow"
 )
 
 // layoutVersion is the stored layout of ingress.db (projection.Versioned).
-// 0 was JSON node rows keyed by derivation id; 3 is the layout below.
-const layoutVersion = 3
+// 0 was JSON node rows keyed by derivation id; 4 is the layout below.
+const layoutVersion = 4
 
 var (
 	// infos: discovered sequence (8 bytes, big-endian) → the derivation's
@@ -192,79 +192,23 @@ func (g *graph) flush(tx *bolt.Tx) error {
 	return nil
 }
 
-// encode is a node's stored state:
-// id, state, attempt, flags, interruption, cause, events, lastSeq, pending, doomed.
+// encode is a node's stored state: id, its buildstate.Drv (binrow), byte
+// flags (1 doomBlocked), uvarint lastSeq, uvarint pending, doomed's id.
 func (g *graph) encode(b []byte, nd *node) []byte {
-	putString := func(s string) {
-		b = binary.AppendUvarint(b, uint64(len(s)))
-		b = append(b, s...)
-	}
-	putString(nd.id)
-	b = append(b, byte(nd.drv.State))
-	b = binary.AppendUvarint(b, uint64(nd.drv.Attempt))
+	b = binrow.AppendString(b, nd.id)
+	b = binrow.AppendDrv(b, nd.drv)
 	var flags byte
-	if nd.drv.RetryUsed {
+	if nd.doomBlocked {
 		flags |= 1
 	}
-	if nd.drv.Cached {
-		flags |= 2
-	}
-	if nd.doomBlocked {
-		flags |= 4
-	}
 	b = append(b, flags)
-	b = binary.AppendUvarint(b, uint64(nd.drv.Interruption))
-	putString(nd.drv.Cause)
-	b = binary.AppendUvarint(b, uint64(nd.drv.Events))
 	b = binary.AppendUvarint(b, nd.lastSeq)
 	b = binary.AppendUvarint(b, uint64(nd.pending))
 	doomed := ""
 	if nd.doomed > 0 {
 		doomed = g.nodes[nd.doomed-1].id
 	}
-	putString(doomed)
-	return b
-}
-
-var errShort = errors.New("truncated")
-
-type reader struct {
-	b   []byte
-	err error
-}
-
-func (r *reader) uvarint() uint64 {
-	if r.err != nil {
-		return 0
-	}
-	v, n := binary.Uvarint(r.b)
-	if n <= 0 {
-		r.err = errShort
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *reader) byte() byte {
-	if r.err != nil || len(r.b) == 0 {
-		r.err = errShort
-		return 0
-	}
-	c := r.b[0]
-	r.b = r.b[1:]
-	return c
-}
-
-func (r *reader) string() string {
-	n := r.uvarint()
-	if r.err != nil || uint64(len(r.b)) < n {
-		r.err = errShort
-		return ""
-	}
-	s := string(r.b[:n])
-	r.b = r.b[n:]
-	return s
+	return binrow.AppendString(b, doomed)
 }
 
 // decoded is a stored node state.
@@ -278,24 +222,16 @@ type decoded struct {
 }
 
 func decode(v []byte) (decoded, error) {
-	r := &reader{b: v}
+	r := binrow.NewReader(v)
 	var d decoded
-	d.id = r.string()
-	d.drv.State = buildstate.State(r.byte())
-	d.drv.Attempt = uint32(r.uvarint())
-	flags := r.byte()
-	d.drv.RetryUsed, d.drv.Cached, d.doomBlocked = flags&1 != 0, flags&2 != 0, flags&4 != 0
-	d.drv.Interruption = eventsv1.InterruptKind(r.uvarint())
-	d.drv.Cause = r.string()
-	d.drv.Events = int(r.uvarint())
-	d.lastSeq = r.uvarint()
-	d.pending = int32(r.uvarint())
-	d.doomed = r.string()
-	if r.err == nil && len(r.b) != 0 {
-		r.err = fmt.Errorf("%d bytes left over", len(r.b))
-	}
-	if r.err != nil {
-		return d, fmt.Errorf("decode node: %w", r.err)
+	d.id = r.String()
+	d.drv = r.Drv()
+	d.doomBlocked = r.Byte()&1 != 0
+	d.lastSeq = r.Uvarint()
+	d.pending = int32(r.Uvarint())
+	d.doomed = r.String()
+	if err := r.Done(); err != nil {
+		return d, fmt.Errorf("decode node: %w", err)
 	}
 	return d, nil
 }
@@ -330,24 +266,22 @@ func (g *graph) load(tx *bolt.Tx) error {
 	})
 }
 
-// decodeInfo reads an infos value: uvarint id length, id, DrvDiscovered.
+// decodeInfo reads an infos value: id (binrow string), DrvDiscovered.
 func decodeInfo(v []byte) (string, *eventsv1.DrvDiscovered, error) {
-	r := &reader{b: v}
-	id := r.string()
-	if r.err != nil {
-		return "", nil, r.err
+	n, k := binary.Uvarint(v)
+	if k <= 0 || uint64(len(v)-k) < n {
+		return "", nil, binrow.ErrMalformed
 	}
+	id := string(v[k : k+int(n)])
 	d := &eventsv1.DrvDiscovered{}
-	if err := proto.Unmarshal(r.b, d); err != nil {
+	if err := proto.Unmarshal(v[k+int(n):], d); err != nil {
 		return "", nil, err
 	}
 	return id, d, nil
 }
 
 func putInfo(tx *bolt.Tx, id string, key uint64, d *eventsv1.DrvDiscovered) error {
-	v := binary.AppendUvarint(nil, uint64(len(id)))
-	v = append(v, id...)
-	v, err := proto.MarshalOptions{Deterministic: true}.MarshalAppend(v, d)
+	v, err := proto.MarshalOptions{Deterministic: true}.MarshalAppend(binrow.AppendString(nil, id), d)
 	if err != nil {
 		return err
 	}

@@ -93,10 +93,10 @@ func NewConclusions(logger zerolog.Logger) *Conclusions {
 	return &Conclusions{logger: logger, drvs: newDrvTable(), watched: map[string]struct{}{}}
 }
 
-// Version implements projection.Versioned. Version 1: derivation rows in
-// a binary encoding keyed by their discovered sequence; watch keys with a
-// 0 byte between the derivation and the jobset id.
-func (*Conclusions) Version() uint32 { return 1 }
+// Version implements projection.Versioned. Version 2: derivation rows in
+// a binary encoding (binrow) keyed by their discovered sequence; watch
+// keys with a 0 byte between the derivation and the jobset id.
+func (*Conclusions) Version() uint32 { return 2 }
 
 var buckets = [][]byte{drvsBucket, jobsetsBucket, watchBucket, changesBucket}
 

@@ -9,7 +9,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/ekaci/ekaci/libs/buildstate"
-	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
+	"github.com/ekaci/ekaci/libs/projection/binrow"
 )
 
 // drvRow is the recorder's view of one derivation.
@@ -116,113 +116,34 @@ func (t *drvTable) flush(b *bolt.Bucket) error {
 	return nil
 }
 
-// appendRow appends r's stored form (its key is not part of it):
-//
-//	uvarint len, ID
-//	byte State; uvarint Attempt; byte flags (1 RetryUsed, 2 Cached);
-//	varint Interruption; varint Events; uvarint len, Drv.Cause
-//	uvarint len, Path; uvarint len, Detail; uvarint len, Cause
-//	varint Millis
-//
+// appendRow appends r's stored form (its key is not part of it): ID, the
+// buildstate.Drv (binrow.AppendDrv), Path, Detail, Cause, varint Millis.
 // The same row always encodes to the same bytes.
 func appendRow(b []byte, r *drvRow) []byte {
-	str := func(b []byte, s string) []byte {
-		return append(binary.AppendUvarint(b, uint64(len(s))), s...)
-	}
-	b = str(b, r.ID)
-	var flags byte
-	if r.Drv.RetryUsed {
-		flags |= 1
-	}
-	if r.Drv.Cached {
-		flags |= 2
-	}
-	b = append(b, byte(r.Drv.State))
-	b = binary.AppendUvarint(b, uint64(r.Drv.Attempt))
-	b = append(b, flags)
-	b = binary.AppendVarint(b, int64(r.Drv.Interruption))
-	b = binary.AppendVarint(b, int64(r.Drv.Events))
-	b = str(b, r.Drv.Cause)
-	b = str(b, r.Path)
-	b = str(b, r.Detail)
-	b = str(b, r.Cause)
+	b = binrow.AppendString(b, r.ID)
+	b = binrow.AppendDrv(b, r.Drv)
+	b = binrow.AppendString(b, r.Path)
+	b = binrow.AppendString(b, r.Detail)
+	b = binrow.AppendString(b, r.Cause)
 	return binary.AppendVarint(b, r.Millis)
 }
 
 var errBadRow = errors.New("malformed derivation row")
 
-// rowReader reads appendRow's fields; the first error sticks.
-type rowReader struct {
-	b   []byte
-	err error
-}
-
-func (r *rowReader) fail() { r.err, r.b = errBadRow, nil }
-
-func (r *rowReader) byte() byte {
-	if len(r.b) == 0 {
-		r.fail()
-		return 0
-	}
-	c := r.b[0]
-	r.b = r.b[1:]
-	return c
-}
-
-func (r *rowReader) uvarint() uint64 {
-	v, n := binary.Uvarint(r.b)
-	if n <= 0 {
-		r.fail()
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *rowReader) varint() int64 {
-	v, n := binary.Varint(r.b)
-	if n <= 0 {
-		r.fail()
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *rowReader) str() string {
-	n := r.uvarint()
-	if n > uint64(len(r.b)) {
-		r.fail()
-		return ""
-	}
-	s := string(r.b[:n]) // a copy: bbolt's bytes live as long as the transaction
-	r.b = r.b[n:]
-	return s
-}
-
 func decodeRow(v []byte) (drvRow, error) {
-	rd := &rowReader{b: v}
+	rd := binrow.NewReader(v)
 	var r drvRow
-	r.ID = rd.str()
-	r.Drv.State = buildstate.State(rd.byte())
-	attempt := rd.uvarint()
-	flags := rd.byte()
-	r.Drv.Interruption = eventsv1.InterruptKind(rd.varint())
-	r.Drv.Events = int(rd.varint())
-	r.Drv.Cause = rd.str()
-	r.Path = rd.str()
-	r.Detail = rd.str()
-	r.Cause = rd.str()
-	r.Millis = rd.varint()
-	switch {
-	case rd.err != nil:
-		return drvRow{}, rd.err
-	case len(rd.b) != 0:
-		return drvRow{}, fmt.Errorf("%w: %d trailing bytes", errBadRow, len(rd.b))
-	case attempt > 1<<32-1 || flags&^3 != 0 || r.ID == "":
-		return drvRow{}, errBadRow
+	r.ID = rd.String()
+	r.Drv = rd.Drv()
+	r.Path = rd.String()
+	r.Detail = rd.String()
+	r.Cause = rd.String()
+	r.Millis = rd.Varint()
+	if err := rd.Done(); err != nil {
+		return drvRow{}, fmt.Errorf("%w: %w", errBadRow, err)
 	}
-	r.Drv.Attempt = uint32(attempt)
-	r.Drv.RetryUsed, r.Drv.Cached = flags&1 != 0, flags&2 != 0
+	if r.ID == "" {
+		return drvRow{}, fmt.Errorf("%w: no id", errBadRow)
+	}
 	return r, nil
 }

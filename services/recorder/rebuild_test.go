@@ -62,23 +62,7 @@ func foldInto(t *testing.T, ctx context.Context, log *eventlog.Log, path string,
 // test does.
 func dumpModel(t *testing.T, path string) map[string][]byte {
 	t.Helper()
-	db, err := projection.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	out := map[string][]byte{}
-	err = db.View(func(tx *bolt.Tx) error {
-		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
-			if name[0] == '_' {
-				return nil
-			}
-			return b.ForEach(func(k, v []byte) error {
-				out[string(name)+"/"+string(k)] = append([]byte(nil), v...)
-				return nil
-			})
-		})
-	})
+	out, err := projection.Dump(path)
 	if err != nil {
 		t.Fatal(err)
 	}

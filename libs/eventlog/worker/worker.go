@@ -117,6 +117,14 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log
 			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
 				return nil
 			}
+			if errors.Is(err, jetstream.ErrNoHeartbeat) {
+				// The server's idle heartbeats did not come (in a cluster: a
+				// consumer leader moving, a node slow to answer). The
+				// iterator stays usable and pulls again; stopping the stage
+				// here would stall every change behind it.
+				log.Warn().Err(err).Msg("consumer heartbeats missed; pulling again")
+				continue
+			}
 			return fmt.Errorf("consumer %s: %w", cfg.Durable, err)
 		}
 		slots <- struct{}{}
