@@ -69,6 +69,9 @@ func (o *Outbox) Append(id string, ev *eventsv1.Event, expectLast uint64) {
 	o.entries = append(o.entries, outEntry{ID: id, Event: ev, Expect: true, Seq: expectLast})
 }
 
+// Len is how many events are queued.
+func (o *Outbox) Len() int { return len(o.entries) }
+
 // AppendUnguarded queues ev without an expected-sequence guard, for facts
 // on aggregates the fold does not track. Beware: a rebuilt read model
 // replays the fold, and an unguarded event older than the duplicate window

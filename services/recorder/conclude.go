@@ -26,12 +26,67 @@ var (
 	// attributes evaluate to that derivation.
 	watchBucket   = []byte("recorder_watch")
 	changesBucket = []byte("recorder_changes")
+	// jobset_attrs holds <jobset id> 0 <4-byte index> → one of its
+	// attributes (a JobAttr, protobuf): written when the jobset is
+	// evaluated, read when it concludes. The jobset row, rewritten each
+	// time one of its derivations settles, stays small: a nixpkgs jobset
+	// has ~100,000 attributes.
+	jobsetAttrsBucket = []byte("recorder_jobset_attrs")
 )
+
+func attrKey(jobsetID string, i int) []byte {
+	k := make([]byte, 0, len(jobsetID)+5)
+	k = append(append(k, jobsetID...), 0)
+	return binary.BigEndian.AppendUint32(k, uint32(i))
+}
+
+// putAttrs replaces a jobset's stored attributes.
+func putAttrs(tx *bolt.Tx, jobsetID string, attrs []*eventsv1.JobAttr) error {
+	b := tx.Bucket(jobsetAttrsBucket)
+	prefix := append([]byte(jobsetID), 0)
+	var stale [][]byte
+	cur := b.Cursor()
+	for k, _ := cur.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = cur.Next() {
+		stale = append(stale, append([]byte(nil), k...))
+	}
+	for _, k := range stale {
+		if err := b.Delete(k); err != nil {
+			return err
+		}
+	}
+	b.FillPercent = 1.0 // written once, in key order
+	for i, a := range attrs {
+		raw, err := marshalAttr(a)
+		if err != nil {
+			return err
+		}
+		if err := b.Put(attrKey(jobsetID, i), raw); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// eachAttr calls fn with every stored attribute of a jobset, in order.
+func eachAttr(tx *bolt.Tx, jobsetID string, fn func(*eventsv1.JobAttr) error) error {
+	prefix := append([]byte(jobsetID), 0)
+	cur := tx.Bucket(jobsetAttrsBucket).Cursor()
+	for k, v := cur.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = cur.Next() {
+		a, err := unmarshalAttr(v)
+		if err != nil {
+			return err
+		}
+		if err := fn(a); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 type jobsetRow struct {
 	ChangeID   string              `json:"change"`
 	Job        string              `json:"job"`
-	AttrsJSON  [][]byte            `json:"attrs"`
+	Attrs      int                 `json:"attrs"` // how many, in jobset_attrs
 	Unsettled  int                 `json:"unsettled"`
 	Concluded  bool                `json:"concluded"`
 	Conclusion eventsv1.Conclusion `json:"conclusion"`
@@ -93,12 +148,13 @@ func NewConclusions(logger zerolog.Logger) *Conclusions {
 	return &Conclusions{logger: logger, drvs: newDrvTable(), watched: map[string]struct{}{}}
 }
 
-// Version implements projection.Versioned. Version 2: derivation rows in
+// Version implements projection.Versioned. Version 3: derivation rows in
 // a binary encoding (binrow) keyed by their discovered sequence; watch
-// keys with a 0 byte between the derivation and the jobset id.
-func (*Conclusions) Version() uint32 { return 2 }
+// keys with a 0 byte between the derivation and the jobset id; a jobset's
+// attributes in a bucket of their own.
+func (*Conclusions) Version() uint32 { return 3 }
 
-var buckets = [][]byte{drvsBucket, jobsetsBucket, watchBucket, changesBucket}
+var buckets = [][]byte{drvsBucket, jobsetsBucket, watchBucket, changesBucket, jobsetAttrsBucket}
 
 // Reset implements projection.Versioned.
 func (*Conclusions) Reset(tx *bolt.Tx) error {
@@ -303,14 +359,12 @@ func (c *Conclusions) jobset(tx *bolt.Tx, rec eventlog.Record, out *projection.O
 		if js == nil {
 			js = &jobsetRow{ChangeID: p.JobsetEvaluated.GetChangeId(), Last: rec.Seq}
 		}
-		js.AttrsJSON = nil
+		js.Attrs = len(p.JobsetEvaluated.GetAttrs())
 		js.Unsettled = 0
+		if err := putAttrs(tx, rec.ID, p.JobsetEvaluated.GetAttrs()); err != nil {
+			return err
+		}
 		for _, a := range p.JobsetEvaluated.GetAttrs() {
-			raw, err := marshalAttr(a)
-			if err != nil {
-				return err
-			}
-			js.AttrsJSON = append(js.AttrsJSON, raw)
 			if a.GetDrvId() == "" {
 				continue
 			}
@@ -471,11 +525,7 @@ func (c *Conclusions) maybeConclude(tx *bolt.Tx, jobsetID string, rec eventlog.R
 	}
 	conclusion := eventsv1.Conclusion_CONCLUSION_SUCCESS
 	var results []*eventsv1.AttrResult
-	for _, raw := range js.AttrsJSON {
-		a, err := unmarshalAttr(raw)
-		if err != nil {
-			return err
-		}
+	err = eachAttr(tx, jobsetID, func(a *eventsv1.JobAttr) error {
 		r := &eventsv1.AttrResult{Attr: a.GetAttr(), DrvPath: a.GetDrvPath(), Difference: a.GetDifference(), Error: a.GetEvalError(), State: "eval-error"}
 		if a.GetDifference() == eventsv1.Difference_DIFFERENCE_REMOVED {
 			// Only in the base: nothing to build.
@@ -491,6 +541,10 @@ func (c *Conclusions) maybeConclude(tx *bolt.Tx, jobsetID string, rec eventlog.R
 			}
 		}
 		results = append(results, r)
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	sort.Slice(results, func(i, j int) bool { return results[i].GetAttr() < results[j].GetAttr() })
 	js.Concluded, js.Conclusion = true, conclusion
@@ -506,7 +560,9 @@ func (c *Conclusions) maybeConclude(tx *bolt.Tx, jobsetID string, rec eventlog.R
 	return nil
 }
 
-func marshalAttr(a *eventsv1.JobAttr) ([]byte, error) { return proto.Marshal(a) }
+func marshalAttr(a *eventsv1.JobAttr) ([]byte, error) {
+	return proto.MarshalOptions{Deterministic: true}.Marshal(a)
+}
 
 func unmarshalAttr(raw []byte) (*eventsv1.JobAttr, error) {
 	a := &eventsv1.JobAttr{}

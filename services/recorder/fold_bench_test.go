@@ -2,6 +2,7 @@ package recorder
 
 import (
 	"encoding/binary"
+	"fmt"
 	"math/rand/v2"
 	"path/filepath"
 	"syscall"
@@ -105,4 +106,63 @@ func cpuTime(b *testing.B) time.Duration {
 		b.Fatal(err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkSettleLargeJobset: one jobset of n attributes, each its own
+// derivation, then every derivation succeeds (cached) and the jobset
+// concludes. Each settling derivation rewrites its jobset's row, so the
+// row's size must not grow with the number of attributes.
+func BenchmarkSettleLargeJobset(b *testing.B) {
+	const n, batch = 20000, 1024
+	jobset := eventlog.JobsetID("change", "packages")
+	var recs []eventlog.Record
+	var attrs []*eventsv1.JobAttr
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("%032d", i)
+		path := "/nix/store/" + ids[i] + "-pkg.drv"
+		recs = append(recs, drvRec(uint64(len(recs)+1), ids[i], &eventsv1.Event{Payload: &eventsv1.Event_DrvDiscovered{DrvDiscovered: &eventsv1.DrvDiscovered{DrvPath: path}}}))
+		attrs = append(attrs, &eventsv1.JobAttr{Attr: fmt.Sprintf("pkgs.p%d", i), DrvId: ids[i], DrvPath: path, Difference: eventsv1.Difference_DIFFERENCE_NEW})
+	}
+	recs = append(recs, eventlog.Record{Seq: uint64(len(recs) + 1), Aggregate: eventlog.Jobset, ID: jobset, Fact: "evaluated",
+		Event: &eventsv1.Event{Id: "ev", Payload: &eventsv1.Event_JobsetEvaluated{JobsetEvaluated: &eventsv1.JobsetEvaluated{ChangeId: "change", Attrs: attrs}}}})
+	for _, id := range ids {
+		recs = append(recs, drvRec(uint64(len(recs)+1), id, &eventsv1.Event{Payload: &eventsv1.Event_DrvBuildSucceeded{DrvBuildSucceeded: &eventsv1.DrvBuildSucceeded{Cached: true}}}))
+	}
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		db, err := projection.Open(filepath.Join(b.TempDir(), "recorder.db"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		c := NewConclusions(zerolog.Nop())
+		if err := db.Update(c.Init); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		concluded := 0
+		for start := 0; start < len(recs); start += batch {
+			err := db.Update(func(tx *bolt.Tx) error {
+				out := &projection.Outbox{}
+				for _, rec := range recs[start:min(start+batch, len(recs))] {
+					if err := c.Apply(tx, rec, out); err != nil {
+						return err
+					}
+				}
+				concluded += out.Len()
+				return c.Flush(tx)
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.StopTimer()
+		if concluded != 1 {
+			b.Fatalf("%d decisions, want the jobset's conclusion", concluded)
+		}
+		db.Close()
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/settle")
 }
