@@ -72,6 +72,9 @@ func (o *Outbox) Append(id string, ev *eventsv1.Event, expectLast uint64) {
 // Len is how many events are queued.
 func (o *Outbox) Len() int { return len(o.entries) }
 
+// Event is the i-th queued event, for tests of a fold's decisions.
+func (o *Outbox) Event(i int) *eventsv1.Event { return o.entries[i].Event }
+
 // AppendUnguarded queues ev without an expected-sequence guard, for facts
 // on aggregates the fold does not track. Beware: a rebuilt read model
 // replays the fold, and an unguarded event older than the duplicate window

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 	"text/tabwriter"
 
@@ -30,6 +31,11 @@ func PrintText(w io.Writer, o *Outcome) error {
 		return err
 	}
 	for _, js := range o.Jobsets {
+		if n := js.GetResultsOmitted(); n > 0 {
+			fmt.Fprintf(w, "\njob %s: %d more attributes not listed (all of them: %s)\n", js.GetJob(), n, countsText(js.GetCounts()))
+		}
+	}
+	for _, js := range o.Jobsets {
 		for _, r := range js.GetResults() {
 			if r.GetCause() != "" {
 				fmt.Fprintf(w, "\n%s.%s: a dependency failed: %s\n", js.GetJob(), r.GetAttr(), r.GetCause())
@@ -41,6 +47,20 @@ func PrintText(w io.Writer, o *Outcome) error {
 	}
 	_, err := fmt.Fprintf(w, "\nconclusion: %s (%s)\n", conclusionName(o.Conclusion), o.Summary)
 	return err
+}
+
+// countsText is "12 failed, 99988 succeeded", states in name order.
+func countsText(counts map[string]uint32) string {
+	states := make([]string, 0, len(counts))
+	for s := range counts {
+		states = append(states, s)
+	}
+	sort.Strings(states)
+	parts := make([]string, len(states))
+	for i, s := range states {
+		parts[i] = fmt.Sprintf("%d %s", counts[s], s)
+	}
+	return strings.Join(parts, ", ")
 }
 
 func orDash(s string) string {
@@ -68,6 +88,9 @@ type jsonJob struct {
 	Job        string     `json:"job"`
 	Conclusion string     `json:"conclusion"`
 	Attrs      []jsonAttr `json:"attrs"`
+	// Omitted attributes did not fit the conclusion; Counts covers all.
+	Omitted uint32            `json:"omitted,omitempty"`
+	Counts  map[string]uint32 `json:"counts,omitempty"`
 }
 
 type jsonOutcome struct {
@@ -81,7 +104,8 @@ type jsonOutcome struct {
 func PrintJSON(w io.Writer, o *Outcome) error {
 	doc := jsonOutcome{Change: o.ChangeID, Conclusion: conclusionName(o.Conclusion), Summary: o.Summary, Jobs: []jsonJob{}}
 	for _, js := range o.Jobsets {
-		j := jsonJob{Job: js.GetJob(), Conclusion: conclusionName(js.GetConclusion()), Attrs: []jsonAttr{}}
+		j := jsonJob{Job: js.GetJob(), Conclusion: conclusionName(js.GetConclusion()), Attrs: []jsonAttr{},
+			Omitted: js.GetResultsOmitted(), Counts: js.GetCounts()}
 		for _, r := range js.GetResults() {
 			a := jsonAttr{Attr: r.GetAttr(), Drv: r.GetDrvPath(), State: r.GetState(), Difference: differenceName(r.GetDifference()), DurationMs: r.GetDurationMs(), Cause: r.GetCause()}
 			if r.GetState() != "succeeded" {

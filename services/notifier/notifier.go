@@ -70,8 +70,13 @@ func ConclusionName(c eventsv1.Conclusion) string {
 // JobsetConcluded implements Sink.
 func (l *Local) JobsetConcluded(_ context.Context, id string, c *eventsv1.JobsetConcluded) error {
 	counts := map[string]int{}
-	for _, r := range c.GetResults() {
-		counts[r.GetState()]++
+	for state, n := range c.GetCounts() {
+		counts[state] = int(n)
+	}
+	if len(counts) == 0 { // a conclusion without counts lists every result
+		for _, r := range c.GetResults() {
+			counts[r.GetState()]++
+		}
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -10,6 +10,7 @@ import (
 
 	"github.com/rs/zerolog"
 	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ekaci/ekaci/libs/buildstate"
@@ -133,6 +134,9 @@ func putJSON(tx *bolt.Tx, bucket []byte, key string, v any) error {
 // memory is ahead of the file, and the next batch reloads it.
 type Conclusions struct {
 	logger zerolog.Logger
+	// resultBudget bounds the JSON bytes of results a conclusion lists
+	// (0: DefaultResultBudget).
+	resultBudget int
 	drvs   *drvTable
 	// watched are the derivations with an entry in the watch bucket: the
 	// only ones whose settling can move a jobset.
@@ -146,6 +150,13 @@ type Conclusions struct {
 // NewConclusions returns the model.
 func NewConclusions(logger zerolog.Logger) *Conclusions {
 	return &Conclusions{logger: logger, drvs: newDrvTable(), watched: map[string]struct{}{}}
+}
+
+// WithResultBudget bounds the JSON bytes of results one jobset_concluded
+// lists, so that it fits one message.
+func (c *Conclusions) WithResultBudget(bytes int) *Conclusions {
+	c.resultBudget = bytes
+	return c
 }
 
 // Version implements projection.Versioned. Version 3: derivation rows in
@@ -546,7 +557,7 @@ func (c *Conclusions) maybeConclude(tx *bolt.Tx, jobsetID string, rec eventlog.R
 	if err != nil {
 		return err
 	}
-	sort.Slice(results, func(i, j int) bool { return results[i].GetAttr() < results[j].GetAttr() })
+	results, omitted, counts := c.fit(results)
 	js.Concluded, js.Conclusion = true, conclusion
 	if err := putJSON(tx, jobsetsBucket, jobsetID, js); err != nil {
 		return err
@@ -555,9 +566,66 @@ func (c *Conclusions) maybeConclude(tx *bolt.Tx, jobsetID string, rec eventlog.R
 		Id: "concluded-" + jobsetID, CausationId: rec.Event.GetId(), CorrelationId: js.ChangeID,
 		Payload: &eventsv1.Event_JobsetConcluded{JobsetConcluded: &eventsv1.JobsetConcluded{
 			ChangeId: js.ChangeID, Job: js.Job, Conclusion: conclusion, Results: results,
+			ResultsOmitted: omitted, Counts: counts,
 		}},
 	}, js.Last)
 	return nil
+}
+
+// DefaultResultBudget bounds the results one jobset_concluded lists, in
+// bytes of JSON: half of NATS's default 1 MiB message.
+const DefaultResultBudget = 512 << 10
+
+// resultRank orders what a conclusion lists first when not all fits: the
+// failures that decide the verdict, then other failures and evaluation
+// errors, then the rest.
+func resultRank(r *eventsv1.AttrResult) int {
+	failed := r.GetState() != "succeeded" && r.GetState() != "removed"
+	decides := r.GetDifference() != eventsv1.Difference_DIFFERENCE_UNCHANGED
+	switch {
+	case failed && decides:
+		return 0
+	case failed:
+		return 1
+	}
+	return 2
+}
+
+// fit keeps the results that fit the budget — the most telling first —
+// sorted by attribute, and counts every result by state.
+func (c *Conclusions) fit(results []*eventsv1.AttrResult) ([]*eventsv1.AttrResult, uint32, map[string]uint32) {
+	counts := map[string]uint32{}
+	for _, r := range results {
+		counts[r.GetState()]++
+	}
+	budget := c.resultBudget
+	if budget <= 0 {
+		budget = DefaultResultBudget
+	}
+	sort.SliceStable(results, func(i, j int) bool {
+		if a, b := resultRank(results[i]), resultRank(results[j]); a != b {
+			return a < b
+		}
+		return results[i].GetAttr() < results[j].GetAttr()
+	})
+	used, kept := 0, 0
+	for _, r := range results {
+		// Its size as the log will write it (protojson, proto names), and a comma.
+		b, _ := protojson.MarshalOptions{UseProtoNames: true}.Marshal(r)
+		size := len(b) + 1
+		if used+size > budget {
+			break
+		}
+		used += size
+		kept++
+	}
+	omitted := uint32(len(results) - kept)
+	results = results[:kept]
+	sort.Slice(results, func(i, j int) bool { return results[i].GetAttr() < results[j].GetAttr() })
+	if omitted > 0 {
+		c.logger.Warn().Int("listed", kept).Uint32("omitted", omitted).Msg("jobset too large for one message: its conclusion lists the failures first")
+	}
+	return results, omitted, counts
 }
 
 func marshalAttr(a *eventsv1.JobAttr) ([]byte, error) {

@@ -4,10 +4,13 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"sort"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
+	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/ekaci/ekaci/libs/eventlog"
 	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
@@ -207,5 +210,98 @@ func TestDownstreamFailedSettlesEveryListedDerivation(t *testing.T) {
 		if r.GetState() != "transitive-failure" || r.GetCause() != "/nix/store/"+root+"-root.drv" {
 			t.Errorf("%s: state %s, cause %q", r.GetAttr(), r.GetState(), r.GetCause())
 		}
+	}
+}
+
+// TestLargeJobsetConclusionListsFailuresFirst: a jobset whose results do
+// not fit the budget lists the failures that decide the verdict first,
+// then the other failures, then as many successes as fit, says how many it
+// left out, and counts every attribute by state.
+func TestLargeJobsetConclusionListsFailuresFirst(t *testing.T) {
+	db, err := projection.Open(filepath.Join(t.TempDir(), "recorder.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	c := NewConclusions(zerolog.Nop()).WithResultBudget(2000)
+	if err := db.Update(c.Init); err != nil {
+		t.Fatal(err)
+	}
+	const n = 60
+	jobset := eventlog.JobsetID("big", "j")
+	var recs []eventlog.Record
+	var attrs []*eventsv1.JobAttr
+	seq := uint64(0)
+	next := func() uint64 { seq++; return seq }
+	failing := map[int]eventsv1.Difference{7: eventsv1.Difference_DIFFERENCE_NEW, 41: eventsv1.Difference_DIFFERENCE_CHANGED, 23: eventsv1.Difference_DIFFERENCE_UNCHANGED}
+	for i := range n {
+		id := did(fmt.Sprint("d", i))
+		diff := eventsv1.Difference_DIFFERENCE_NEW
+		if d, ok := failing[i]; ok {
+			diff = d
+		}
+		recs = append(recs, drvRec(next(), id, &eventsv1.Event{Payload: &eventsv1.Event_DrvDiscovered{DrvDiscovered: &eventsv1.DrvDiscovered{DrvPath: "/nix/store/" + id + ".drv"}}}))
+		attrs = append(attrs, &eventsv1.JobAttr{Attr: fmt.Sprintf("a%02d", i), DrvId: id, DrvPath: "/nix/store/" + id + ".drv", Difference: diff})
+	}
+	recs = append(recs, eventlog.Record{Seq: next(), Aggregate: eventlog.Jobset, ID: jobset, Fact: "evaluated",
+		Event: &eventsv1.Event{Id: "ev", Payload: &eventsv1.Event_JobsetEvaluated{JobsetEvaluated: &eventsv1.JobsetEvaluated{ChangeId: "big", Attrs: attrs}}}})
+	for i, a := range attrs {
+		if _, ok := failing[i]; ok {
+			for _, ev := range []*eventsv1.Event{
+				{Payload: &eventsv1.Event_DrvBuildable{DrvBuildable: &eventsv1.DrvBuildable{Attempt: 1}}},
+				{Payload: &eventsv1.Event_DrvBuildStarted{DrvBuildStarted: &eventsv1.DrvBuildStarted{Attempt: 1}}},
+				{Payload: &eventsv1.Event_DrvBuildFailed{DrvBuildFailed: &eventsv1.DrvBuildFailed{Attempt: 1, ExitCode: 1, LogTail: "boom"}}},
+			} {
+				recs = append(recs, drvRec(next(), a.GetDrvId(), ev))
+			}
+			continue
+		}
+		recs = append(recs, drvRec(next(), a.GetDrvId(), &eventsv1.Event{Payload: &eventsv1.Event_DrvBuildSucceeded{DrvBuildSucceeded: &eventsv1.DrvBuildSucceeded{Cached: true}}}))
+	}
+	out := &projection.Outbox{}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, rec := range recs {
+			if err := c.Apply(tx, rec, out); err != nil {
+				return err
+			}
+		}
+		return c.Flush(tx)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Len() != 1 {
+		t.Fatalf("%d decisions, want the conclusion", out.Len())
+	}
+	concl := out.Event(0).GetJobsetConcluded()
+	if concl.GetConclusion() != eventsv1.Conclusion_CONCLUSION_FAILURE {
+		t.Fatalf("conclusion %v", concl.GetConclusion())
+	}
+	listed := map[string]string{}
+	var order []string
+	for _, r := range concl.GetResults() {
+		listed[r.GetAttr()] = r.GetState()
+		order = append(order, r.GetAttr())
+	}
+	for _, a := range []string{"a07", "a23", "a41"} {
+		if listed[a] != "failed" {
+			t.Errorf("%s not listed as failed: %v", a, listed)
+		}
+	}
+	if len(listed) == n || concl.GetResultsOmitted() == 0 || len(listed)+int(concl.GetResultsOmitted()) != n {
+		t.Fatalf("listed %d, omitted %d, of %d", len(listed), concl.GetResultsOmitted(), n)
+	}
+	if !sort.StringsAreSorted(order) {
+		t.Fatalf("results not sorted by attr: %v", order)
+	}
+	if got := concl.GetCounts(); got["failed"] != 3 || got["succeeded"] != n-3 {
+		t.Fatalf("counts %v", got)
+	}
+	b, err := protojson.Marshal(concl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) > 2000+512 {
+		t.Fatalf("conclusion is %d bytes of JSON, budget 2000", len(b))
 	}
 }

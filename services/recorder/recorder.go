@@ -26,7 +26,10 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer db.Close()
-	runner, err := projection.New(db, cfg.Log, NewConclusions(cfg.Logger), projection.WithLogger(cfg.Logger))
+	// Half the largest message the server takes, for the event's other
+	// fields and headers.
+	budget := int(cfg.Log.JetStream().Conn().MaxPayload() / 2)
+	runner, err := projection.New(db, cfg.Log, NewConclusions(cfg.Logger).WithResultBudget(budget), projection.WithLogger(cfg.Logger))
 	if err != nil {
 		return err
 	}

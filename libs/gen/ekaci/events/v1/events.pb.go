@@ -1511,8 +1511,16 @@ type JobsetConcluded struct {
 	Job string `protobuf:"bytes,2,opt,name=job,proto3" json:"job,omitempty"`
 	// conclusion is the verdict for this job.
 	Conclusion Conclusion `protobuf:"varint,3,opt,name=conclusion,proto3,enum=ekaci.events.v1.Conclusion" json:"conclusion,omitempty"`
-	// results are the attributes' final states, sorted by attr.
-	Results       []*AttrResult `protobuf:"bytes,4,rep,name=results,proto3" json:"results,omitempty"`
+	// results are the attributes' final states, sorted by attr. A jobset
+	// too large for one message lists the attributes that decide the
+	// verdict first, then the other failures and evaluation errors, then the
+	// rest, as many as fit; results_omitted says how many were left out.
+	Results []*AttrResult `protobuf:"bytes,4,rep,name=results,proto3" json:"results,omitempty"`
+	// results_omitted counts the attributes not in results.
+	ResultsOmitted uint32 `protobuf:"varint,5,opt,name=results_omitted,json=resultsOmitted,proto3" json:"results_omitted,omitempty"`
+	// counts are how many attributes ended in each state, over all of them
+	// (listed or not), e.g. "succeeded": 99988.
+	Counts        map[string]uint32 `protobuf:"bytes,6,rep,name=counts,proto3" json:"counts,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1571,6 +1579,20 @@ func (x *JobsetConcluded) GetConclusion() Conclusion {
 func (x *JobsetConcluded) GetResults() []*AttrResult {
 	if x != nil {
 		return x.Results
+	}
+	return nil
+}
+
+func (x *JobsetConcluded) GetResultsOmitted() uint32 {
+	if x != nil {
+		return x.ResultsOmitted
+	}
+	return 0
+}
+
+func (x *JobsetConcluded) GetCounts() map[string]uint32 {
+	if x != nil {
+		return x.Counts
 	}
 	return nil
 }
@@ -2606,14 +2628,19 @@ const file_ekaci_events_v1_events_proto_rawDesc = "" +
 	"\x05cause\x18\x05 \x01(\tR\x05cause\x12\x14\n" +
 	"\x05error\x18\x06 \x01(\tR\x05error\x12\x1f\n" +
 	"\vduration_ms\x18\a \x01(\x03R\n" +
-	"durationMs\"\xb4\x01\n" +
+	"durationMs\"\xde\x02\n" +
 	"\x0fJobsetConcluded\x12\x1b\n" +
 	"\tchange_id\x18\x01 \x01(\tR\bchangeId\x12\x10\n" +
 	"\x03job\x18\x02 \x01(\tR\x03job\x12;\n" +
 	"\n" +
 	"conclusion\x18\x03 \x01(\x0e2\x1b.ekaci.events.v1.ConclusionR\n" +
 	"conclusion\x125\n" +
-	"\aresults\x18\x04 \x03(\v2\x1b.ekaci.events.v1.AttrResultR\aresults\"\xa8\x03\n" +
+	"\aresults\x18\x04 \x03(\v2\x1b.ekaci.events.v1.AttrResultR\aresults\x12'\n" +
+	"\x0fresults_omitted\x18\x05 \x01(\rR\x0eresultsOmitted\x12D\n" +
+	"\x06counts\x18\x06 \x03(\v2,.ekaci.events.v1.JobsetConcluded.CountsEntryR\x06counts\x1a9\n" +
+	"\vCountsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"\xa8\x03\n" +
 	"\rDrvDiscovered\x12\x19\n" +
 	"\bdrv_path\x18\x01 \x01(\tR\adrvPath\x12\x16\n" +
 	"\x06system\x18\x02 \x01(\tR\x06system\x12E\n" +
@@ -2722,7 +2749,7 @@ func file_ekaci_events_v1_events_proto_rawDescGZIP() []byte {
 }
 
 var file_ekaci_events_v1_events_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_ekaci_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_ekaci_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_ekaci_events_v1_events_proto_goTypes = []any{
 	(Conclusion)(0),               // 0: ekaci.events.v1.Conclusion
 	(Difference)(0),               // 1: ekaci.events.v1.Difference
@@ -2754,11 +2781,12 @@ var file_ekaci_events_v1_events_proto_goTypes = []any{
 	(*CheckStarted)(nil),          // 27: ekaci.events.v1.CheckStarted
 	(*CheckFinished)(nil),         // 28: ekaci.events.v1.CheckFinished
 	nil,                           // 29: ekaci.events.v1.JobsetCreated.ArgsEntry
-	nil,                           // 30: ekaci.events.v1.DrvDiscovered.OutputsEntry
-	(*timestamppb.Timestamp)(nil), // 31: google.protobuf.Timestamp
+	nil,                           // 30: ekaci.events.v1.JobsetConcluded.CountsEntry
+	nil,                           // 31: ekaci.events.v1.DrvDiscovered.OutputsEntry
+	(*timestamppb.Timestamp)(nil), // 32: google.protobuf.Timestamp
 }
 var file_ekaci_events_v1_events_proto_depIdxs = []int32{
-	31, // 0: ekaci.events.v1.Event.occurred_at:type_name -> google.protobuf.Timestamp
+	32, // 0: ekaci.events.v1.Event.occurred_at:type_name -> google.protobuf.Timestamp
 	4,  // 1: ekaci.events.v1.Event.change_requested:type_name -> ekaci.events.v1.ChangeRequested
 	5,  // 2: ekaci.events.v1.Event.change_checked_out:type_name -> ekaci.events.v1.ChangeCheckedOut
 	6,  // 3: ekaci.events.v1.Event.change_checkout_failed:type_name -> ekaci.events.v1.ChangeCheckoutFailed
@@ -2789,14 +2817,15 @@ var file_ekaci_events_v1_events_proto_depIdxs = []int32{
 	1,  // 28: ekaci.events.v1.AttrResult.difference:type_name -> ekaci.events.v1.Difference
 	0,  // 29: ekaci.events.v1.JobsetConcluded.conclusion:type_name -> ekaci.events.v1.Conclusion
 	14, // 30: ekaci.events.v1.JobsetConcluded.results:type_name -> ekaci.events.v1.AttrResult
-	30, // 31: ekaci.events.v1.DrvDiscovered.outputs:type_name -> ekaci.events.v1.DrvDiscovered.OutputsEntry
-	2,  // 32: ekaci.events.v1.DrvBuildFailedRetry.interruption:type_name -> ekaci.events.v1.InterruptKind
-	2,  // 33: ekaci.events.v1.DrvInterrupted.kind:type_name -> ekaci.events.v1.InterruptKind
-	34, // [34:34] is the sub-list for method output_type
-	34, // [34:34] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	30, // 31: ekaci.events.v1.JobsetConcluded.counts:type_name -> ekaci.events.v1.JobsetConcluded.CountsEntry
+	31, // 32: ekaci.events.v1.DrvDiscovered.outputs:type_name -> ekaci.events.v1.DrvDiscovered.OutputsEntry
+	2,  // 33: ekaci.events.v1.DrvBuildFailedRetry.interruption:type_name -> ekaci.events.v1.InterruptKind
+	2,  // 34: ekaci.events.v1.DrvInterrupted.kind:type_name -> ekaci.events.v1.InterruptKind
+	35, // [35:35] is the sub-list for method output_type
+	35, // [35:35] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_ekaci_events_v1_events_proto_init() }
@@ -2835,7 +2864,7 @@ func file_ekaci_events_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ekaci_events_v1_events_proto_rawDesc), len(file_ekaci_events_v1_events_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   28,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
