@@ -169,7 +169,7 @@ func Wait(ctx context.Context, log *eventlog.Log, changeID string, progress io.W
 			fmt.Fprintf(progress, "config refused: %s\n", p.ChangeConfigInvalid.GetError())
 		case *eventsv1.Event_JobsetEvaluated:
 			fmt.Fprintf(progress, "evaluated jobset %s: %d attributes, %d derivations in the closure (%d ms)\n",
-				rec.ID, len(p.JobsetEvaluated.GetAttrs()), p.JobsetEvaluated.GetDrvCount(), p.JobsetEvaluated.GetDurationMs())
+				rec.ID, max(int(p.JobsetEvaluated.GetAttrCount()), len(p.JobsetEvaluated.GetAttrs())), p.JobsetEvaluated.GetDrvCount(), p.JobsetEvaluated.GetDurationMs())
 		case *eventsv1.Event_JobsetEvalFailed:
 			fmt.Fprintf(progress, "evaluation of jobset %s failed: %s\n", rec.ID, p.JobsetEvalFailed.GetError())
 		case *eventsv1.Event_JobsetConcluded:

@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/ekaci/ekaci/libs/eventlog"
 	"github.com/ekaci/ekaci/libs/eventlog/worker"
@@ -113,9 +114,37 @@ func evaluate(ctx context.Context, cfg Config, rec eventlog.Record, js *eventsv1
 		return err
 	}
 	log.Info().Int("attrs", len(attrs)).Int("drvs", len(drvs)).Dur("took", time.Since(start)).Msg("evaluated")
+	// A job too large for one message lists its attributes in parts first.
+	parts := splitAttrs(attrs, int(cfg.Log.JetStream().Conn().MaxPayload()/2))
+	for i, part := range parts[:len(parts)-1] {
+		if err := emit(&eventsv1.Event{Id: fmt.Sprintf("attrs-%s-%d", jobsetID, i), Payload: &eventsv1.Event_JobsetAttrsListed{JobsetAttrsListed: &eventsv1.JobsetAttrsListed{
+			ChangeId: js.GetChangeId(), Part: uint32(i), Attrs: part,
+		}}}); err != nil {
+			return err
+		}
+	}
 	return emit(&eventsv1.Event{Id: "evaluated-" + jobsetID, Payload: &eventsv1.Event_JobsetEvaluated{JobsetEvaluated: &eventsv1.JobsetEvaluated{
-		ChangeId: js.GetChangeId(), Attrs: attrs, DrvCount: uint32(len(drvs)), DurationMs: time.Since(start).Milliseconds(),
+		ChangeId: js.GetChangeId(), Attrs: parts[len(parts)-1], DrvCount: uint32(len(drvs)), DurationMs: time.Since(start).Milliseconds(),
+		AttrParts: uint32(len(parts) - 1), AttrCount: uint32(len(attrs)),
 	}}})
+}
+
+// splitAttrs cuts attrs into parts of at most budget bytes of JSON each
+// (at least one attribute a part), in order; there is always one part.
+func splitAttrs(attrs []*eventsv1.JobAttr, budget int) [][]*eventsv1.JobAttr {
+	parts := [][]*eventsv1.JobAttr{nil}
+	used := 0
+	for _, a := range attrs {
+		b, _ := protojson.MarshalOptions{UseProtoNames: true}.Marshal(a)
+		size := len(b) + 1
+		if used+size > budget && len(parts[len(parts)-1]) > 0 {
+			parts = append(parts, nil)
+			used = 0
+		}
+		parts[len(parts)-1] = append(parts[len(parts)-1], a)
+		used += size
+	}
+	return parts
 }
 
 func displayAttr(p string) string {

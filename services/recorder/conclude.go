@@ -27,7 +27,7 @@ var (
 	// attributes evaluate to that derivation.
 	watchBucket   = []byte("recorder_watch")
 	changesBucket = []byte("recorder_changes")
-	// jobset_attrs holds <jobset id> 0 <4-byte index> → one of its
+	// jobset_attrs holds <jobset id> 0 <4-byte part> <4-byte index> → one of its
 	// attributes (a JobAttr, protobuf): written when the jobset is
 	// evaluated, read when it concludes. The jobset row, rewritten each
 	// time one of its derivations settles, stays small: a nixpkgs jobset
@@ -35,24 +35,28 @@ var (
 	jobsetAttrsBucket = []byte("recorder_jobset_attrs")
 )
 
-func attrKey(jobsetID string, i int) []byte {
-	k := make([]byte, 0, len(jobsetID)+5)
+func attrKey(jobsetID string, part uint32, i int) []byte {
+	k := make([]byte, 0, len(jobsetID)+9)
 	k = append(append(k, jobsetID...), 0)
+	k = binary.BigEndian.AppendUint32(k, part)
 	return binary.BigEndian.AppendUint32(k, uint32(i))
 }
 
-// putAttrs replaces a jobset's stored attributes.
-func putAttrs(tx *bolt.Tx, jobsetID string, attrs []*eventsv1.JobAttr) error {
+// putAttrs stores one part of a jobset's attributes; part 0 replaces
+// whatever an earlier evaluation stored.
+func putAttrs(tx *bolt.Tx, jobsetID string, part uint32, attrs []*eventsv1.JobAttr) error {
 	b := tx.Bucket(jobsetAttrsBucket)
-	prefix := append([]byte(jobsetID), 0)
-	var stale [][]byte
-	cur := b.Cursor()
-	for k, _ := cur.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = cur.Next() {
-		stale = append(stale, append([]byte(nil), k...))
-	}
-	for _, k := range stale {
-		if err := b.Delete(k); err != nil {
-			return err
+	if part == 0 {
+		prefix := append([]byte(jobsetID), 0)
+		var stale [][]byte
+		cur := b.Cursor()
+		for k, _ := cur.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = cur.Next() {
+			stale = append(stale, append([]byte(nil), k...))
+		}
+		for _, k := range stale {
+			if err := b.Delete(k); err != nil {
+				return err
+			}
 		}
 	}
 	b.FillPercent = 1.0 // written once, in key order
@@ -61,7 +65,7 @@ func putAttrs(tx *bolt.Tx, jobsetID string, attrs []*eventsv1.JobAttr) error {
 		if err != nil {
 			return err
 		}
-		if err := b.Put(attrKey(jobsetID, i), raw); err != nil {
+		if err := b.Put(attrKey(jobsetID, part, i), raw); err != nil {
 			return err
 		}
 	}
@@ -370,14 +374,18 @@ func (c *Conclusions) jobset(tx *bolt.Tx, rec eventlog.Record, out *projection.O
 		if js == nil {
 			js = &jobsetRow{ChangeID: p.JobsetEvaluated.GetChangeId(), Last: rec.Seq}
 		}
-		js.Attrs = len(p.JobsetEvaluated.GetAttrs())
+		ev := p.JobsetEvaluated
 		js.Unsettled = 0
-		if err := putAttrs(tx, rec.ID, p.JobsetEvaluated.GetAttrs()); err != nil {
+		// The last part: the attributes of jobset_attrs_listed parts (if
+		// any) are stored already.
+		if err := putAttrs(tx, rec.ID, ev.GetAttrParts(), ev.GetAttrs()); err != nil {
 			return err
 		}
-		for _, a := range p.JobsetEvaluated.GetAttrs() {
+		js.Attrs = 0
+		err = eachAttr(tx, rec.ID, func(a *eventsv1.JobAttr) error {
+			js.Attrs++
 			if a.GetDrvId() == "" {
-				continue
+				return nil
 			}
 			key := watchKey(a.GetDrvId(), rec.ID)
 			n := uint32(0)
@@ -391,11 +399,20 @@ func (c *Conclusions) jobset(tx *bolt.Tx, rec eventlog.Record, out *projection.O
 			if row, ok := c.drvs.lookup(a.GetDrvId()); !ok || !row.Drv.State.Settled() {
 				js.Unsettled++
 			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if want := ev.GetAttrCount(); want != 0 && uint32(js.Attrs) != want {
+			c.logger.Error().Str("jobset", rec.ID).Int("stored", js.Attrs).Uint32("listed", want).Msg("a part of the jobset's attributes is missing from the log")
 		}
 		if err := putJSON(tx, jobsetsBucket, rec.ID, js); err != nil {
 			return err
 		}
 		return c.maybeConclude(tx, rec.ID, rec, out)
+	case *eventsv1.Event_JobsetAttrsListed:
+		return putAttrs(tx, rec.ID, p.JobsetAttrsListed.GetPart(), p.JobsetAttrsListed.GetAttrs())
 	case *eventsv1.Event_JobsetEvalFailed:
 		js, err := getJSON[jobsetRow](tx, jobsetsBucket, rec.ID)
 		if err != nil {

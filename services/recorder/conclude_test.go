@@ -305,3 +305,43 @@ func TestLargeJobsetConclusionListsFailuresFirst(t *testing.T) {
 		t.Fatalf("conclusion is %d bytes of JSON, budget 2000", len(b))
 	}
 }
+
+// TestJobsetListedInParts: a job whose attributes came in
+// jobset_attrs_listed parts before its jobset_evaluated concludes over all
+// of them.
+func TestJobsetListedInParts(t *testing.T) {
+	ctx, log := setup(t)
+	change := "parts"
+	job := eventlog.JobsetID(change, "j")
+	appendEv(t, ctx, log, change, &eventsv1.Event{Id: "cfg", Payload: &eventsv1.Event_ChangeConfigRead{ChangeConfigRead: &eventsv1.ChangeConfigRead{Configured: true, Jobs: []string{"j"}}}})
+	var attrs []*eventsv1.JobAttr
+	for i := range 5 {
+		n := fmt.Sprint("p", i)
+		appendEv(t, ctx, log, did(n), &eventsv1.Event{Id: "disc-" + n, Payload: &eventsv1.Event_DrvDiscovered{DrvDiscovered: &eventsv1.DrvDiscovered{DrvPath: "/nix/store/" + did(n) + ".drv"}}})
+		attrs = append(attrs, &eventsv1.JobAttr{Attr: n, DrvId: did(n), DrvPath: "/nix/store/" + did(n) + ".drv", Difference: eventsv1.Difference_DIFFERENCE_NEW})
+	}
+	appendEv(t, ctx, log, job, &eventsv1.Event{Id: "part0", Payload: &eventsv1.Event_JobsetAttrsListed{JobsetAttrsListed: &eventsv1.JobsetAttrsListed{ChangeId: change, Part: 0, Attrs: attrs[:2]}}})
+	appendEv(t, ctx, log, job, &eventsv1.Event{Id: "part1", Payload: &eventsv1.Event_JobsetAttrsListed{JobsetAttrsListed: &eventsv1.JobsetAttrsListed{ChangeId: change, Part: 1, Attrs: attrs[2:4]}}})
+	appendEv(t, ctx, log, job, &eventsv1.Event{Id: "ev", Payload: &eventsv1.Event_JobsetEvaluated{JobsetEvaluated: &eventsv1.JobsetEvaluated{
+		ChangeId: change, Attrs: attrs[4:], AttrParts: 2, AttrCount: 5}}})
+	// Four of five settle: no conclusion yet.
+	for i := range 4 {
+		n := fmt.Sprint("p", i)
+		appendEv(t, ctx, log, did(n), &eventsv1.Event{Id: "ok-" + n, Payload: &eventsv1.Event_DrvBuildSucceeded{DrvBuildSucceeded: &eventsv1.DrvBuildSucceeded{Cached: true}}})
+	}
+	time.Sleep(300 * time.Millisecond)
+	if recs, _, err := log.Load(ctx, eventlog.Jobset, job); err != nil {
+		t.Fatal(err)
+	} else {
+		for _, r := range recs {
+			if r.Fact == "concluded" {
+				t.Fatal("concluded before its last attribute settled")
+			}
+		}
+	}
+	appendEv(t, ctx, log, did("p4"), &eventsv1.Event{Id: "ok-p4", Payload: &eventsv1.Event_DrvBuildSucceeded{DrvBuildSucceeded: &eventsv1.DrvBuildSucceeded{Cached: true}}})
+	concl := waitFact(t, ctx, log, eventlog.Jobset, job, "concluded").GetJobsetConcluded()
+	if concl.GetConclusion() != eventsv1.Conclusion_CONCLUSION_SUCCESS || len(concl.GetResults()) != 5 || concl.GetCounts()["succeeded"] != 5 {
+		t.Fatalf("concluded %v with %d results, counts %v", concl.GetConclusion(), len(concl.GetResults()), concl.GetCounts())
+	}
+}

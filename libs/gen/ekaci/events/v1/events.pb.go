@@ -243,6 +243,7 @@ type Event struct {
 	//	*Event_JobsetEvaluated
 	//	*Event_JobsetEvalFailed
 	//	*Event_JobsetConcluded
+	//	*Event_JobsetAttrsListed
 	//	*Event_DrvDiscovered
 	//	*Event_DrvBuildable
 	//	*Event_DrvBuildStarted
@@ -411,6 +412,15 @@ func (x *Event) GetJobsetConcluded() *JobsetConcluded {
 	if x != nil {
 		if x, ok := x.Payload.(*Event_JobsetConcluded); ok {
 			return x.JobsetConcluded
+		}
+	}
+	return nil
+}
+
+func (x *Event) GetJobsetAttrsListed() *JobsetAttrsListed {
+	if x != nil {
+		if x, ok := x.Payload.(*Event_JobsetAttrsListed); ok {
+			return x.JobsetAttrsListed
 		}
 	}
 	return nil
@@ -587,6 +597,12 @@ type Event_JobsetConcluded struct {
 	JobsetConcluded *JobsetConcluded `protobuf:"bytes,23,opt,name=jobset_concluded,json=jobsetConcluded,proto3,oneof"`
 }
 
+type Event_JobsetAttrsListed struct {
+	// jobset_attrs_listed: a part of a large job's attributes, appended
+	// before its jobset_evaluated (which counts the parts).
+	JobsetAttrsListed *JobsetAttrsListed `protobuf:"bytes,24,opt,name=jobset_attrs_listed,json=jobsetAttrsListed,proto3,oneof"`
+}
+
 type Event_DrvDiscovered struct {
 	// drv_discovered: a derivation entered the graph (state Queued).
 	DrvDiscovered *DrvDiscovered `protobuf:"bytes,30,opt,name=drv_discovered,json=drvDiscovered,proto3,oneof"`
@@ -672,6 +688,8 @@ func (*Event_JobsetEvaluated) isEvent_Payload() {}
 func (*Event_JobsetEvalFailed) isEvent_Payload() {}
 
 func (*Event_JobsetConcluded) isEvent_Payload() {}
+
+func (*Event_JobsetAttrsListed) isEvent_Payload() {}
 
 func (*Event_DrvDiscovered) isEvent_Payload() {}
 
@@ -1284,7 +1302,13 @@ type JobsetEvaluated struct {
 	// drv_count is the size of the whole closure that was walked.
 	DrvCount uint32 `protobuf:"varint,3,opt,name=drv_count,json=drvCount,proto3" json:"drv_count,omitempty"`
 	// duration_ms is the evaluation time.
-	DurationMs    int64 `protobuf:"varint,4,opt,name=duration_ms,json=durationMs,proto3" json:"duration_ms,omitempty"`
+	DurationMs int64 `protobuf:"varint,4,opt,name=duration_ms,json=durationMs,proto3" json:"duration_ms,omitempty"`
+	// attr_parts is how many jobset_attrs_listed facts, appended before this
+	// one, hold the job's other attributes (0: all are in attrs). A job of
+	// nixpkgs' size does not fit one message.
+	AttrParts uint32 `protobuf:"varint,5,opt,name=attr_parts,json=attrParts,proto3" json:"attr_parts,omitempty"`
+	// attr_count is the number of attributes over every part.
+	AttrCount     uint32 `protobuf:"varint,6,opt,name=attr_count,json=attrCount,proto3" json:"attr_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1347,6 +1371,84 @@ func (x *JobsetEvaluated) GetDurationMs() int64 {
 	return 0
 }
 
+func (x *JobsetEvaluated) GetAttrParts() uint32 {
+	if x != nil {
+		return x.AttrParts
+	}
+	return 0
+}
+
+func (x *JobsetEvaluated) GetAttrCount() uint32 {
+	if x != nil {
+		return x.AttrCount
+	}
+	return 0
+}
+
+// JobsetAttrsListed is one part of a large job's attributes.
+type JobsetAttrsListed struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// change_id is the change this jobset belongs to.
+	ChangeId string `protobuf:"bytes,1,opt,name=change_id,json=changeId,proto3" json:"change_id,omitempty"`
+	// part numbers the parts from 0, in the order they are appended.
+	Part uint32 `protobuf:"varint,2,opt,name=part,proto3" json:"part,omitempty"`
+	// attrs are this part's attributes, in the job's attribute order.
+	Attrs         []*JobAttr `protobuf:"bytes,3,rep,name=attrs,proto3" json:"attrs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobsetAttrsListed) Reset() {
+	*x = JobsetAttrsListed{}
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobsetAttrsListed) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobsetAttrsListed) ProtoMessage() {}
+
+func (x *JobsetAttrsListed) ProtoReflect() protoreflect.Message {
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobsetAttrsListed.ProtoReflect.Descriptor instead.
+func (*JobsetAttrsListed) Descriptor() ([]byte, []int) {
+	return file_ekaci_events_v1_events_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *JobsetAttrsListed) GetChangeId() string {
+	if x != nil {
+		return x.ChangeId
+	}
+	return ""
+}
+
+func (x *JobsetAttrsListed) GetPart() uint32 {
+	if x != nil {
+		return x.Part
+	}
+	return 0
+}
+
+func (x *JobsetAttrsListed) GetAttrs() []*JobAttr {
+	if x != nil {
+		return x.Attrs
+	}
+	return nil
+}
+
 // JobsetEvalFailed records an evaluation that produced nothing to build.
 type JobsetEvalFailed struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1360,7 +1462,7 @@ type JobsetEvalFailed struct {
 
 func (x *JobsetEvalFailed) Reset() {
 	*x = JobsetEvalFailed{}
-	mi := &file_ekaci_events_v1_events_proto_msgTypes[10]
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1372,7 +1474,7 @@ func (x *JobsetEvalFailed) String() string {
 func (*JobsetEvalFailed) ProtoMessage() {}
 
 func (x *JobsetEvalFailed) ProtoReflect() protoreflect.Message {
-	mi := &file_ekaci_events_v1_events_proto_msgTypes[10]
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1385,7 +1487,7 @@ func (x *JobsetEvalFailed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobsetEvalFailed.ProtoReflect.Descriptor instead.
 func (*JobsetEvalFailed) Descriptor() ([]byte, []int) {
-	return file_ekaci_events_v1_events_proto_rawDescGZIP(), []int{10}
+	return file_ekaci_events_v1_events_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *JobsetEvalFailed) GetChangeId() string {
@@ -1425,7 +1527,7 @@ type AttrResult struct {
 
 func (x *AttrResult) Reset() {
 	*x = AttrResult{}
-	mi := &file_ekaci_events_v1_events_proto_msgTypes[11]
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1437,7 +1539,7 @@ func (x *AttrResult) String() string {
 func (*AttrResult) ProtoMessage() {}
 
 func (x *AttrResult) ProtoReflect() protoreflect.Message {
-	mi := &file_ekaci_events_v1_events_proto_msgTypes[11]
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1450,7 +1552,7 @@ func (x *AttrResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttrResult.ProtoReflect.Descriptor instead.
 func (*AttrResult) Descriptor() ([]byte, []int) {
-	return file_ekaci_events_v1_events_proto_rawDescGZIP(), []int{11}
+	return file_ekaci_events_v1_events_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *AttrResult) GetAttr() string {
@@ -1527,7 +1629,7 @@ type JobsetConcluded struct {
 
 func (x *JobsetConcluded) Reset() {
 	*x = JobsetConcluded{}
-	mi := &file_ekaci_events_v1_events_proto_msgTypes[12]
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1539,7 +1641,7 @@ func (x *JobsetConcluded) String() string {
 func (*JobsetConcluded) ProtoMessage() {}
 
 func (x *JobsetConcluded) ProtoReflect() protoreflect.Message {
-	mi := &file_ekaci_events_v1_events_proto_msgTypes[12]
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1552,7 +1654,7 @@ func (x *JobsetConcluded) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobsetConcluded.ProtoReflect.Descriptor instead.
 func (*JobsetConcluded) Descriptor() ([]byte, []int) {
-	return file_ekaci_events_v1_events_proto_rawDescGZIP(), []int{12}
+	return file_ekaci_events_v1_events_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *JobsetConcluded) GetChangeId() string {
@@ -1624,7 +1726,7 @@ type DrvDiscovered struct {
 
 func (x *DrvDiscovered) Reset() {
 	*x = DrvDiscovered{}
-	mi := &file_ekaci_events_v1_events_proto_msgTypes[13]
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1636,7 +1738,7 @@ func (x *DrvDiscovered) String() string {
 func (*DrvDiscovered) ProtoMessage() {}
 
 func (x *DrvDiscovered) ProtoReflect() protoreflect.Message {
-	mi := &file_ekaci_events_v1_events_proto_msgTypes[13]
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1649,7 +1751,7 @@ func (x *DrvDiscovered) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrvDiscovered.ProtoReflect.Descriptor instead.
 func (*DrvDiscovered) Descriptor() ([]byte, []int) {
-	return file_ekaci_events_v1_events_proto_rawDescGZIP(), []int{13}
+	return file_ekaci_events_v1_events_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DrvDiscovered) GetDrvPath() string {
@@ -1736,7 +1838,7 @@ type DrvBuildable struct {
 
 func (x *DrvBuildable) Reset() {
 	*x = DrvBuildable{}
-	mi := &file_ekaci_events_v1_events_proto_msgTypes[14]
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1748,7 +1850,7 @@ func (x *DrvBuildable) String() string {
 func (*DrvBuildable) ProtoMessage() {}
 
 func (x *DrvBuildable) ProtoReflect() protoreflect.Message {
-	mi := &file_ekaci_events_v1_events_proto_msgTypes[14]
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1761,7 +1863,7 @@ func (x *DrvBuildable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrvBuildable.ProtoReflect.Descriptor instead.
 func (*DrvBuildable) Descriptor() ([]byte, []int) {
-	return file_ekaci_events_v1_events_proto_rawDescGZIP(), []int{14}
+	return file_ekaci_events_v1_events_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DrvBuildable) GetDrvPath() string {
@@ -1819,7 +1921,7 @@ type DrvBuildStarted struct {
 
 func (x *DrvBuildStarted) Reset() {
 	*x = DrvBuildStarted{}
-	mi := &file_ekaci_events_v1_events_proto_msgTypes[15]
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1831,7 +1933,7 @@ func (x *DrvBuildStarted) String() string {
 func (*DrvBuildStarted) ProtoMessage() {}
 
 func (x *DrvBuildStarted) ProtoReflect() protoreflect.Message {
-	mi := &file_ekaci_events_v1_events_proto_msgTypes[15]
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1844,7 +1946,7 @@ func (x *DrvBuildStarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrvBuildStarted.ProtoReflect.Descriptor instead.
 func (*DrvBuildStarted) Descriptor() ([]byte, []int) {
-	return file_ekaci_events_v1_events_proto_rawDescGZIP(), []int{15}
+	return file_ekaci_events_v1_events_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DrvBuildStarted) GetAttempt() uint32 {
@@ -1876,7 +1978,7 @@ type DrvBuildSucceeded struct {
 
 func (x *DrvBuildSucceeded) Reset() {
 	*x = DrvBuildSucceeded{}
-	mi := &file_ekaci_events_v1_events_proto_msgTypes[16]
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1888,7 +1990,7 @@ func (x *DrvBuildSucceeded) String() string {
 func (*DrvBuildSucceeded) ProtoMessage() {}
 
 func (x *DrvBuildSucceeded) ProtoReflect() protoreflect.Message {
-	mi := &file_ekaci_events_v1_events_proto_msgTypes[16]
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1901,7 +2003,7 @@ func (x *DrvBuildSucceeded) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrvBuildSucceeded.ProtoReflect.Descriptor instead.
 func (*DrvBuildSucceeded) Descriptor() ([]byte, []int) {
-	return file_ekaci_events_v1_events_proto_rawDescGZIP(), []int{16}
+	return file_ekaci_events_v1_events_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DrvBuildSucceeded) GetAttempt() uint32 {
@@ -1944,7 +2046,7 @@ type DrvBuildFailedRetry struct {
 
 func (x *DrvBuildFailedRetry) Reset() {
 	*x = DrvBuildFailedRetry{}
-	mi := &file_ekaci_events_v1_events_proto_msgTypes[17]
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1956,7 +2058,7 @@ func (x *DrvBuildFailedRetry) String() string {
 func (*DrvBuildFailedRetry) ProtoMessage() {}
 
 func (x *DrvBuildFailedRetry) ProtoReflect() protoreflect.Message {
-	mi := &file_ekaci_events_v1_events_proto_msgTypes[17]
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1969,7 +2071,7 @@ func (x *DrvBuildFailedRetry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrvBuildFailedRetry.ProtoReflect.Descriptor instead.
 func (*DrvBuildFailedRetry) Descriptor() ([]byte, []int) {
-	return file_ekaci_events_v1_events_proto_rawDescGZIP(), []int{17}
+	return file_ekaci_events_v1_events_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DrvBuildFailedRetry) GetAttempt() uint32 {
@@ -2024,7 +2126,7 @@ type DrvBuildFailed struct {
 
 func (x *DrvBuildFailed) Reset() {
 	*x = DrvBuildFailed{}
-	mi := &file_ekaci_events_v1_events_proto_msgTypes[18]
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2036,7 +2138,7 @@ func (x *DrvBuildFailed) String() string {
 func (*DrvBuildFailed) ProtoMessage() {}
 
 func (x *DrvBuildFailed) ProtoReflect() protoreflect.Message {
-	mi := &file_ekaci_events_v1_events_proto_msgTypes[18]
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2049,7 +2151,7 @@ func (x *DrvBuildFailed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrvBuildFailed.ProtoReflect.Descriptor instead.
 func (*DrvBuildFailed) Descriptor() ([]byte, []int) {
-	return file_ekaci_events_v1_events_proto_rawDescGZIP(), []int{18}
+	return file_ekaci_events_v1_events_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DrvBuildFailed) GetAttempt() uint32 {
@@ -2093,7 +2195,7 @@ type DrvDependencyFailed struct {
 
 func (x *DrvDependencyFailed) Reset() {
 	*x = DrvDependencyFailed{}
-	mi := &file_ekaci_events_v1_events_proto_msgTypes[19]
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2105,7 +2207,7 @@ func (x *DrvDependencyFailed) String() string {
 func (*DrvDependencyFailed) ProtoMessage() {}
 
 func (x *DrvDependencyFailed) ProtoReflect() protoreflect.Message {
-	mi := &file_ekaci_events_v1_events_proto_msgTypes[19]
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2118,7 +2220,7 @@ func (x *DrvDependencyFailed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrvDependencyFailed.ProtoReflect.Descriptor instead.
 func (*DrvDependencyFailed) Descriptor() ([]byte, []int) {
-	return file_ekaci_events_v1_events_proto_rawDescGZIP(), []int{19}
+	return file_ekaci_events_v1_events_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DrvDependencyFailed) GetCauseDrvId() string {
@@ -2148,7 +2250,7 @@ type DrvBlocked struct {
 
 func (x *DrvBlocked) Reset() {
 	*x = DrvBlocked{}
-	mi := &file_ekaci_events_v1_events_proto_msgTypes[20]
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2160,7 +2262,7 @@ func (x *DrvBlocked) String() string {
 func (*DrvBlocked) ProtoMessage() {}
 
 func (x *DrvBlocked) ProtoReflect() protoreflect.Message {
-	mi := &file_ekaci_events_v1_events_proto_msgTypes[20]
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2173,7 +2275,7 @@ func (x *DrvBlocked) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrvBlocked.ProtoReflect.Descriptor instead.
 func (*DrvBlocked) Descriptor() ([]byte, []int) {
-	return file_ekaci_events_v1_events_proto_rawDescGZIP(), []int{20}
+	return file_ekaci_events_v1_events_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DrvBlocked) GetCauseDrvId() string {
@@ -2205,7 +2307,7 @@ type DrvInterrupted struct {
 
 func (x *DrvInterrupted) Reset() {
 	*x = DrvInterrupted{}
-	mi := &file_ekaci_events_v1_events_proto_msgTypes[21]
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2217,7 +2319,7 @@ func (x *DrvInterrupted) String() string {
 func (*DrvInterrupted) ProtoMessage() {}
 
 func (x *DrvInterrupted) ProtoReflect() protoreflect.Message {
-	mi := &file_ekaci_events_v1_events_proto_msgTypes[21]
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2230,7 +2332,7 @@ func (x *DrvInterrupted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrvInterrupted.ProtoReflect.Descriptor instead.
 func (*DrvInterrupted) Descriptor() ([]byte, []int) {
-	return file_ekaci_events_v1_events_proto_rawDescGZIP(), []int{21}
+	return file_ekaci_events_v1_events_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DrvInterrupted) GetKind() InterruptKind {
@@ -2274,7 +2376,7 @@ type DrvDownstreamFailed struct {
 
 func (x *DrvDownstreamFailed) Reset() {
 	*x = DrvDownstreamFailed{}
-	mi := &file_ekaci_events_v1_events_proto_msgTypes[22]
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2286,7 +2388,7 @@ func (x *DrvDownstreamFailed) String() string {
 func (*DrvDownstreamFailed) ProtoMessage() {}
 
 func (x *DrvDownstreamFailed) ProtoReflect() protoreflect.Message {
-	mi := &file_ekaci_events_v1_events_proto_msgTypes[22]
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2299,7 +2401,7 @@ func (x *DrvDownstreamFailed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrvDownstreamFailed.ProtoReflect.Descriptor instead.
 func (*DrvDownstreamFailed) Descriptor() ([]byte, []int) {
-	return file_ekaci_events_v1_events_proto_rawDescGZIP(), []int{22}
+	return file_ekaci_events_v1_events_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DrvDownstreamFailed) GetCauseDrvPath() string {
@@ -2329,7 +2431,7 @@ type DrvRequeued struct {
 
 func (x *DrvRequeued) Reset() {
 	*x = DrvRequeued{}
-	mi := &file_ekaci_events_v1_events_proto_msgTypes[23]
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2341,7 +2443,7 @@ func (x *DrvRequeued) String() string {
 func (*DrvRequeued) ProtoMessage() {}
 
 func (x *DrvRequeued) ProtoReflect() protoreflect.Message {
-	mi := &file_ekaci_events_v1_events_proto_msgTypes[23]
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2354,7 +2456,7 @@ func (x *DrvRequeued) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrvRequeued.ProtoReflect.Descriptor instead.
 func (*DrvRequeued) Descriptor() ([]byte, []int) {
-	return file_ekaci_events_v1_events_proto_rawDescGZIP(), []int{23}
+	return file_ekaci_events_v1_events_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DrvRequeued) GetReason() string {
@@ -2384,7 +2486,7 @@ type CheckStarted struct {
 
 func (x *CheckStarted) Reset() {
 	*x = CheckStarted{}
-	mi := &file_ekaci_events_v1_events_proto_msgTypes[24]
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2396,7 +2498,7 @@ func (x *CheckStarted) String() string {
 func (*CheckStarted) ProtoMessage() {}
 
 func (x *CheckStarted) ProtoReflect() protoreflect.Message {
-	mi := &file_ekaci_events_v1_events_proto_msgTypes[24]
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2409,7 +2511,7 @@ func (x *CheckStarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckStarted.ProtoReflect.Descriptor instead.
 func (*CheckStarted) Descriptor() ([]byte, []int) {
-	return file_ekaci_events_v1_events_proto_rawDescGZIP(), []int{24}
+	return file_ekaci_events_v1_events_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CheckStarted) GetChangeId() string {
@@ -2447,7 +2549,7 @@ type CheckFinished struct {
 
 func (x *CheckFinished) Reset() {
 	*x = CheckFinished{}
-	mi := &file_ekaci_events_v1_events_proto_msgTypes[25]
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2459,7 +2561,7 @@ func (x *CheckFinished) String() string {
 func (*CheckFinished) ProtoMessage() {}
 
 func (x *CheckFinished) ProtoReflect() protoreflect.Message {
-	mi := &file_ekaci_events_v1_events_proto_msgTypes[25]
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2472,7 +2574,7 @@ func (x *CheckFinished) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckFinished.ProtoReflect.Descriptor instead.
 func (*CheckFinished) Descriptor() ([]byte, []int) {
-	return file_ekaci_events_v1_events_proto_rawDescGZIP(), []int{25}
+	return file_ekaci_events_v1_events_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *CheckFinished) GetChangeId() string {
@@ -2521,7 +2623,7 @@ var File_ekaci_events_v1_events_proto protoreflect.FileDescriptor
 
 const file_ekaci_events_v1_events_proto_rawDesc = "" +
 	"\n" +
-	"\x1cekaci/events/v1/events.proto\x12\x0fekaci.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd7\x0f\n" +
+	"\x1cekaci/events/v1/events.proto\x12\x0fekaci.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xad\x10\n" +
 	"\x05Event\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12;\n" +
 	"\voccurred_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
@@ -2538,7 +2640,8 @@ const file_ekaci_events_v1_events_proto_rawDesc = "" +
 	"\x0ejobset_created\x18\x14 \x01(\v2\x1e.ekaci.events.v1.JobsetCreatedH\x00R\rjobsetCreated\x12M\n" +
 	"\x10jobset_evaluated\x18\x15 \x01(\v2 .ekaci.events.v1.JobsetEvaluatedH\x00R\x0fjobsetEvaluated\x12Q\n" +
 	"\x12jobset_eval_failed\x18\x16 \x01(\v2!.ekaci.events.v1.JobsetEvalFailedH\x00R\x10jobsetEvalFailed\x12M\n" +
-	"\x10jobset_concluded\x18\x17 \x01(\v2 .ekaci.events.v1.JobsetConcludedH\x00R\x0fjobsetConcluded\x12G\n" +
+	"\x10jobset_concluded\x18\x17 \x01(\v2 .ekaci.events.v1.JobsetConcludedH\x00R\x0fjobsetConcluded\x12T\n" +
+	"\x13jobset_attrs_listed\x18\x18 \x01(\v2\".ekaci.events.v1.JobsetAttrsListedH\x00R\x11jobsetAttrsListed\x12G\n" +
 	"\x0edrv_discovered\x18\x1e \x01(\v2\x1e.ekaci.events.v1.DrvDiscoveredH\x00R\rdrvDiscovered\x12D\n" +
 	"\rdrv_buildable\x18\x1f \x01(\v2\x1d.ekaci.events.v1.DrvBuildableH\x00R\fdrvBuildable\x12N\n" +
 	"\x11drv_build_started\x18  \x01(\v2 .ekaci.events.v1.DrvBuildStartedH\x00R\x0fdrvBuildStarted\x12T\n" +
@@ -2607,13 +2710,21 @@ const file_ekaci_events_v1_events_proto_rawDesc = "" +
 	"difference\x18\x04 \x01(\x0e2\x1b.ekaci.events.v1.DifferenceR\n" +
 	"difference\x12\x1d\n" +
 	"\n" +
-	"eval_error\x18\x05 \x01(\tR\tevalError\"\x9c\x01\n" +
+	"eval_error\x18\x05 \x01(\tR\tevalError\"\xda\x01\n" +
 	"\x0fJobsetEvaluated\x12\x1b\n" +
 	"\tchange_id\x18\x01 \x01(\tR\bchangeId\x12.\n" +
 	"\x05attrs\x18\x02 \x03(\v2\x18.ekaci.events.v1.JobAttrR\x05attrs\x12\x1b\n" +
 	"\tdrv_count\x18\x03 \x01(\rR\bdrvCount\x12\x1f\n" +
 	"\vduration_ms\x18\x04 \x01(\x03R\n" +
-	"durationMs\"E\n" +
+	"durationMs\x12\x1d\n" +
+	"\n" +
+	"attr_parts\x18\x05 \x01(\rR\tattrParts\x12\x1d\n" +
+	"\n" +
+	"attr_count\x18\x06 \x01(\rR\tattrCount\"t\n" +
+	"\x11JobsetAttrsListed\x12\x1b\n" +
+	"\tchange_id\x18\x01 \x01(\tR\bchangeId\x12\x12\n" +
+	"\x04part\x18\x02 \x01(\rR\x04part\x12.\n" +
+	"\x05attrs\x18\x03 \x03(\v2\x18.ekaci.events.v1.JobAttrR\x05attrs\"E\n" +
 	"\x10JobsetEvalFailed\x12\x1b\n" +
 	"\tchange_id\x18\x01 \x01(\tR\bchangeId\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\"\xdb\x01\n" +
@@ -2749,7 +2860,7 @@ func file_ekaci_events_v1_events_proto_rawDescGZIP() []byte {
 }
 
 var file_ekaci_events_v1_events_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_ekaci_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_ekaci_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_ekaci_events_v1_events_proto_goTypes = []any{
 	(Conclusion)(0),               // 0: ekaci.events.v1.Conclusion
 	(Difference)(0),               // 1: ekaci.events.v1.Difference
@@ -2764,29 +2875,30 @@ var file_ekaci_events_v1_events_proto_goTypes = []any{
 	(*JobsetCreated)(nil),         // 10: ekaci.events.v1.JobsetCreated
 	(*JobAttr)(nil),               // 11: ekaci.events.v1.JobAttr
 	(*JobsetEvaluated)(nil),       // 12: ekaci.events.v1.JobsetEvaluated
-	(*JobsetEvalFailed)(nil),      // 13: ekaci.events.v1.JobsetEvalFailed
-	(*AttrResult)(nil),            // 14: ekaci.events.v1.AttrResult
-	(*JobsetConcluded)(nil),       // 15: ekaci.events.v1.JobsetConcluded
-	(*DrvDiscovered)(nil),         // 16: ekaci.events.v1.DrvDiscovered
-	(*DrvBuildable)(nil),          // 17: ekaci.events.v1.DrvBuildable
-	(*DrvBuildStarted)(nil),       // 18: ekaci.events.v1.DrvBuildStarted
-	(*DrvBuildSucceeded)(nil),     // 19: ekaci.events.v1.DrvBuildSucceeded
-	(*DrvBuildFailedRetry)(nil),   // 20: ekaci.events.v1.DrvBuildFailedRetry
-	(*DrvBuildFailed)(nil),        // 21: ekaci.events.v1.DrvBuildFailed
-	(*DrvDependencyFailed)(nil),   // 22: ekaci.events.v1.DrvDependencyFailed
-	(*DrvBlocked)(nil),            // 23: ekaci.events.v1.DrvBlocked
-	(*DrvInterrupted)(nil),        // 24: ekaci.events.v1.DrvInterrupted
-	(*DrvDownstreamFailed)(nil),   // 25: ekaci.events.v1.DrvDownstreamFailed
-	(*DrvRequeued)(nil),           // 26: ekaci.events.v1.DrvRequeued
-	(*CheckStarted)(nil),          // 27: ekaci.events.v1.CheckStarted
-	(*CheckFinished)(nil),         // 28: ekaci.events.v1.CheckFinished
-	nil,                           // 29: ekaci.events.v1.JobsetCreated.ArgsEntry
-	nil,                           // 30: ekaci.events.v1.JobsetConcluded.CountsEntry
-	nil,                           // 31: ekaci.events.v1.DrvDiscovered.OutputsEntry
-	(*timestamppb.Timestamp)(nil), // 32: google.protobuf.Timestamp
+	(*JobsetAttrsListed)(nil),     // 13: ekaci.events.v1.JobsetAttrsListed
+	(*JobsetEvalFailed)(nil),      // 14: ekaci.events.v1.JobsetEvalFailed
+	(*AttrResult)(nil),            // 15: ekaci.events.v1.AttrResult
+	(*JobsetConcluded)(nil),       // 16: ekaci.events.v1.JobsetConcluded
+	(*DrvDiscovered)(nil),         // 17: ekaci.events.v1.DrvDiscovered
+	(*DrvBuildable)(nil),          // 18: ekaci.events.v1.DrvBuildable
+	(*DrvBuildStarted)(nil),       // 19: ekaci.events.v1.DrvBuildStarted
+	(*DrvBuildSucceeded)(nil),     // 20: ekaci.events.v1.DrvBuildSucceeded
+	(*DrvBuildFailedRetry)(nil),   // 21: ekaci.events.v1.DrvBuildFailedRetry
+	(*DrvBuildFailed)(nil),        // 22: ekaci.events.v1.DrvBuildFailed
+	(*DrvDependencyFailed)(nil),   // 23: ekaci.events.v1.DrvDependencyFailed
+	(*DrvBlocked)(nil),            // 24: ekaci.events.v1.DrvBlocked
+	(*DrvInterrupted)(nil),        // 25: ekaci.events.v1.DrvInterrupted
+	(*DrvDownstreamFailed)(nil),   // 26: ekaci.events.v1.DrvDownstreamFailed
+	(*DrvRequeued)(nil),           // 27: ekaci.events.v1.DrvRequeued
+	(*CheckStarted)(nil),          // 28: ekaci.events.v1.CheckStarted
+	(*CheckFinished)(nil),         // 29: ekaci.events.v1.CheckFinished
+	nil,                           // 30: ekaci.events.v1.JobsetCreated.ArgsEntry
+	nil,                           // 31: ekaci.events.v1.JobsetConcluded.CountsEntry
+	nil,                           // 32: ekaci.events.v1.DrvDiscovered.OutputsEntry
+	(*timestamppb.Timestamp)(nil), // 33: google.protobuf.Timestamp
 }
 var file_ekaci_events_v1_events_proto_depIdxs = []int32{
-	32, // 0: ekaci.events.v1.Event.occurred_at:type_name -> google.protobuf.Timestamp
+	33, // 0: ekaci.events.v1.Event.occurred_at:type_name -> google.protobuf.Timestamp
 	4,  // 1: ekaci.events.v1.Event.change_requested:type_name -> ekaci.events.v1.ChangeRequested
 	5,  // 2: ekaci.events.v1.Event.change_checked_out:type_name -> ekaci.events.v1.ChangeCheckedOut
 	6,  // 3: ekaci.events.v1.Event.change_checkout_failed:type_name -> ekaci.events.v1.ChangeCheckoutFailed
@@ -2795,37 +2907,39 @@ var file_ekaci_events_v1_events_proto_depIdxs = []int32{
 	9,  // 6: ekaci.events.v1.Event.change_concluded:type_name -> ekaci.events.v1.ChangeConcluded
 	10, // 7: ekaci.events.v1.Event.jobset_created:type_name -> ekaci.events.v1.JobsetCreated
 	12, // 8: ekaci.events.v1.Event.jobset_evaluated:type_name -> ekaci.events.v1.JobsetEvaluated
-	13, // 9: ekaci.events.v1.Event.jobset_eval_failed:type_name -> ekaci.events.v1.JobsetEvalFailed
-	15, // 10: ekaci.events.v1.Event.jobset_concluded:type_name -> ekaci.events.v1.JobsetConcluded
-	16, // 11: ekaci.events.v1.Event.drv_discovered:type_name -> ekaci.events.v1.DrvDiscovered
-	17, // 12: ekaci.events.v1.Event.drv_buildable:type_name -> ekaci.events.v1.DrvBuildable
-	18, // 13: ekaci.events.v1.Event.drv_build_started:type_name -> ekaci.events.v1.DrvBuildStarted
-	19, // 14: ekaci.events.v1.Event.drv_build_succeeded:type_name -> ekaci.events.v1.DrvBuildSucceeded
-	20, // 15: ekaci.events.v1.Event.drv_build_failed_retry:type_name -> ekaci.events.v1.DrvBuildFailedRetry
-	21, // 16: ekaci.events.v1.Event.drv_build_failed:type_name -> ekaci.events.v1.DrvBuildFailed
-	22, // 17: ekaci.events.v1.Event.drv_dependency_failed:type_name -> ekaci.events.v1.DrvDependencyFailed
-	23, // 18: ekaci.events.v1.Event.drv_blocked:type_name -> ekaci.events.v1.DrvBlocked
-	24, // 19: ekaci.events.v1.Event.drv_interrupted:type_name -> ekaci.events.v1.DrvInterrupted
-	26, // 20: ekaci.events.v1.Event.drv_requeued:type_name -> ekaci.events.v1.DrvRequeued
-	25, // 21: ekaci.events.v1.Event.drv_downstream_failed:type_name -> ekaci.events.v1.DrvDownstreamFailed
-	27, // 22: ekaci.events.v1.Event.check_started:type_name -> ekaci.events.v1.CheckStarted
-	28, // 23: ekaci.events.v1.Event.check_finished:type_name -> ekaci.events.v1.CheckFinished
-	0,  // 24: ekaci.events.v1.ChangeConcluded.conclusion:type_name -> ekaci.events.v1.Conclusion
-	29, // 25: ekaci.events.v1.JobsetCreated.args:type_name -> ekaci.events.v1.JobsetCreated.ArgsEntry
-	1,  // 26: ekaci.events.v1.JobAttr.difference:type_name -> ekaci.events.v1.Difference
-	11, // 27: ekaci.events.v1.JobsetEvaluated.attrs:type_name -> ekaci.events.v1.JobAttr
-	1,  // 28: ekaci.events.v1.AttrResult.difference:type_name -> ekaci.events.v1.Difference
-	0,  // 29: ekaci.events.v1.JobsetConcluded.conclusion:type_name -> ekaci.events.v1.Conclusion
-	14, // 30: ekaci.events.v1.JobsetConcluded.results:type_name -> ekaci.events.v1.AttrResult
-	30, // 31: ekaci.events.v1.JobsetConcluded.counts:type_name -> ekaci.events.v1.JobsetConcluded.CountsEntry
-	31, // 32: ekaci.events.v1.DrvDiscovered.outputs:type_name -> ekaci.events.v1.DrvDiscovered.OutputsEntry
-	2,  // 33: ekaci.events.v1.DrvBuildFailedRetry.interruption:type_name -> ekaci.events.v1.InterruptKind
-	2,  // 34: ekaci.events.v1.DrvInterrupted.kind:type_name -> ekaci.events.v1.InterruptKind
-	35, // [35:35] is the sub-list for method output_type
-	35, // [35:35] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	14, // 9: ekaci.events.v1.Event.jobset_eval_failed:type_name -> ekaci.events.v1.JobsetEvalFailed
+	16, // 10: ekaci.events.v1.Event.jobset_concluded:type_name -> ekaci.events.v1.JobsetConcluded
+	13, // 11: ekaci.events.v1.Event.jobset_attrs_listed:type_name -> ekaci.events.v1.JobsetAttrsListed
+	17, // 12: ekaci.events.v1.Event.drv_discovered:type_name -> ekaci.events.v1.DrvDiscovered
+	18, // 13: ekaci.events.v1.Event.drv_buildable:type_name -> ekaci.events.v1.DrvBuildable
+	19, // 14: ekaci.events.v1.Event.drv_build_started:type_name -> ekaci.events.v1.DrvBuildStarted
+	20, // 15: ekaci.events.v1.Event.drv_build_succeeded:type_name -> ekaci.events.v1.DrvBuildSucceeded
+	21, // 16: ekaci.events.v1.Event.drv_build_failed_retry:type_name -> ekaci.events.v1.DrvBuildFailedRetry
+	22, // 17: ekaci.events.v1.Event.drv_build_failed:type_name -> ekaci.events.v1.DrvBuildFailed
+	23, // 18: ekaci.events.v1.Event.drv_dependency_failed:type_name -> ekaci.events.v1.DrvDependencyFailed
+	24, // 19: ekaci.events.v1.Event.drv_blocked:type_name -> ekaci.events.v1.DrvBlocked
+	25, // 20: ekaci.events.v1.Event.drv_interrupted:type_name -> ekaci.events.v1.DrvInterrupted
+	27, // 21: ekaci.events.v1.Event.drv_requeued:type_name -> ekaci.events.v1.DrvRequeued
+	26, // 22: ekaci.events.v1.Event.drv_downstream_failed:type_name -> ekaci.events.v1.DrvDownstreamFailed
+	28, // 23: ekaci.events.v1.Event.check_started:type_name -> ekaci.events.v1.CheckStarted
+	29, // 24: ekaci.events.v1.Event.check_finished:type_name -> ekaci.events.v1.CheckFinished
+	0,  // 25: ekaci.events.v1.ChangeConcluded.conclusion:type_name -> ekaci.events.v1.Conclusion
+	30, // 26: ekaci.events.v1.JobsetCreated.args:type_name -> ekaci.events.v1.JobsetCreated.ArgsEntry
+	1,  // 27: ekaci.events.v1.JobAttr.difference:type_name -> ekaci.events.v1.Difference
+	11, // 28: ekaci.events.v1.JobsetEvaluated.attrs:type_name -> ekaci.events.v1.JobAttr
+	11, // 29: ekaci.events.v1.JobsetAttrsListed.attrs:type_name -> ekaci.events.v1.JobAttr
+	1,  // 30: ekaci.events.v1.AttrResult.difference:type_name -> ekaci.events.v1.Difference
+	0,  // 31: ekaci.events.v1.JobsetConcluded.conclusion:type_name -> ekaci.events.v1.Conclusion
+	15, // 32: ekaci.events.v1.JobsetConcluded.results:type_name -> ekaci.events.v1.AttrResult
+	31, // 33: ekaci.events.v1.JobsetConcluded.counts:type_name -> ekaci.events.v1.JobsetConcluded.CountsEntry
+	32, // 34: ekaci.events.v1.DrvDiscovered.outputs:type_name -> ekaci.events.v1.DrvDiscovered.OutputsEntry
+	2,  // 35: ekaci.events.v1.DrvBuildFailedRetry.interruption:type_name -> ekaci.events.v1.InterruptKind
+	2,  // 36: ekaci.events.v1.DrvInterrupted.kind:type_name -> ekaci.events.v1.InterruptKind
+	37, // [37:37] is the sub-list for method output_type
+	37, // [37:37] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_ekaci_events_v1_events_proto_init() }
@@ -2844,6 +2958,7 @@ func file_ekaci_events_v1_events_proto_init() {
 		(*Event_JobsetEvaluated)(nil),
 		(*Event_JobsetEvalFailed)(nil),
 		(*Event_JobsetConcluded)(nil),
+		(*Event_JobsetAttrsListed)(nil),
 		(*Event_DrvDiscovered)(nil),
 		(*Event_DrvBuildable)(nil),
 		(*Event_DrvBuildStarted)(nil),
@@ -2864,7 +2979,7 @@ func file_ekaci_events_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ekaci_events_v1_events_proto_rawDesc), len(file_ekaci_events_v1_events_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   29,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
