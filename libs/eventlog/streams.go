@@ -2,6 +2,7 @@ package eventlog
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -97,6 +98,13 @@ func StreamConfigs(o StreamOptions) []jetstream.StreamConfig {
 func Provision(ctx context.Context, js jetstream.JetStream, o StreamOptions) error {
 	for _, cfg := range StreamConfigs(o) {
 		st, err := js.CreateOrUpdateStream(ctx, cfg)
+		// A cluster that has just started may not count every peer
+		// online yet, and refuses to place a replicated stream until it
+		// does: worth waiting a little, not failing the stage.
+		for deadline := time.Now().Add(15 * time.Second); noPeers(err) && time.Now().Before(deadline) && ctx.Err() == nil; {
+			time.Sleep(100 * time.Millisecond)
+			st, err = js.CreateOrUpdateStream(ctx, cfg)
+		}
 		if err != nil {
 			return fmt.Errorf("provision stream %s: %w", cfg.Name, err)
 		}
@@ -117,4 +125,12 @@ func Provision(ctx context.Context, js jetstream.JetStream, o StreamOptions) err
 		}
 	}
 	return nil
+}
+
+// errNoSuitablePeers is JetStream's "no suitable peers for placement".
+const errNoSuitablePeers jetstream.ErrorCode = 10005
+
+func noPeers(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == errNoSuitablePeers
 }
