@@ -33,4 +33,3 @@ func Dump(path string) (map[string][]byte, error) {
 	}
 	return out, nil
 }
-

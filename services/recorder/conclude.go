@@ -141,7 +141,7 @@ type Conclusions struct {
 	// resultBudget bounds the JSON bytes of results a conclusion lists
 	// (0: DefaultResultBudget).
 	resultBudget int
-	drvs   *drvTable
+	drvs         *drvTable
 	// watched are the derivations with an entry in the watch bucket: the
 	// only ones whose settling can move a jobset.
 	watched map[string]struct{}
