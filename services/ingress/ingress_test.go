@@ -356,3 +356,62 @@ func TestLargeFailureIsOneFact(t *testing.T) {
 		}
 	}
 }
+
+// TestRestartLoadsTheGraph stops the model mid-graph and starts a new one
+// on the same file: the graph, counters and states come back from bbolt,
+// and building goes on where it stopped.
+func TestRestartLoadsTheGraph(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	_, js := natstest.Connect(t, natstest.NewServer(t))
+	if err := eventlog.Provision(ctx, js, eventlog.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	log := eventlog.New(js)
+	path := filepath.Join(t.TempDir(), "ingress.db")
+	open := func() (*fixture, func()) {
+		db, err := projection.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := projection.New(db, log, ingress.NewGraph(zerolog.Nop()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rctx, stop := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- r.Run(rctx) }()
+		return &fixture{t: t, ctx: ctx, log: log, db: db, r: r}, func() {
+			stop()
+			if err := <-done; err != nil {
+				t.Errorf("ingress Run: %v", err)
+			}
+			db.Close()
+		}
+	}
+	f, stop := open()
+	f.discover("base", false)
+	f.discover("left", false, "base")
+	f.discover("right", false, "base")
+	f.discover("mid", false, "base")
+	f.discover("top", false, "left", "right", "mid")
+	f.discover("bad", false)
+	f.discover("usesBad", false, "bad")
+	f.build("base", true)
+	f.build("left", true)
+	f.expect(map[string]buildstate.State{"right": buildstate.Buildable, "top": buildstate.Queued})
+	stop()
+
+	f, stop = open()
+	defer stop()
+	f.expect(map[string]buildstate.State{"base": buildstate.Succeeded, "left": buildstate.Succeeded, "right": buildstate.Buildable, "top": buildstate.Queued})
+	// The counter of top came back: right's success leaves mid to wait
+	// for (a lost counter would make top buildable now), mid's ends it.
+	f.build("right", true)
+	f.expect(map[string]buildstate.State{"top": buildstate.Queued})
+	f.build("mid", true)
+	f.expect(map[string]buildstate.State{"top": buildstate.Buildable})
+	// So did the edges: a failure still reaches its dependents.
+	f.build("bad", false)
+	f.expect(map[string]buildstate.State{"bad": buildstate.Failed, "usesBad": buildstate.TransitiveFailure})
+}
