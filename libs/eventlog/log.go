@@ -159,6 +159,13 @@ func Publish(ctx context.Context, js jetstream.JetStream, subject, msgID string,
 	return ack.Sequence, nil
 }
 
+// JSONSize is how many bytes m takes as the log writes it (protojson with
+// proto field names): what counts against a message's max payload.
+func JSONSize(m proto.Message) int {
+	b, _ := marshal.Marshal(m)
+	return len(b)
+}
+
 // DecodeMessage reads a work item published with Publish into m.
 func DecodeMessage(data []byte, m proto.Message) error {
 	return unmarshal.Unmarshal(data, m)

@@ -264,11 +264,12 @@ func (r *Runner) Run(ctx context.Context) error {
 	}()
 	// Folded batches share one write transaction until a checkpoint: no
 	// event came for checkpointIdle, checkpointEvery has passed, or
-	// checkpointMax events are waiting. A batch's decisions are appended right after it is folded,
-	// before its commit; a checkpoint is committed only once every decision
-	// it covers is acknowledged, so a crash before it replays events whose
-	// decisions the fold — deterministic — makes again, and the log's
-	// de-duplication and sequence guards refuse the repeats.
+	// checkpointMax events are waiting. A batch's decisions are appended
+	// right after it is folded, before its commit; a checkpoint is
+	// committed only once every decision it covers is acknowledged, so a
+	// crash before it replays events whose decisions the fold —
+	// deterministic — makes again, and the log's de-duplication and
+	// sequence guards refuse the repeats.
 	var tx *bolt.Tx
 	var txPos uint64
 	var txSince time.Time

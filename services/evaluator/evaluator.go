@@ -16,7 +16,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/ekaci/ekaci/libs/eventlog"
 	"github.com/ekaci/ekaci/libs/eventlog/worker"
@@ -135,8 +134,7 @@ func splitAttrs(attrs []*eventsv1.JobAttr, budget int) [][]*eventsv1.JobAttr {
 	parts := [][]*eventsv1.JobAttr{nil}
 	used := 0
 	for _, a := range attrs {
-		b, _ := protojson.MarshalOptions{UseProtoNames: true}.Marshal(a)
-		size := len(b) + 1
+		size := eventlog.JSONSize(a) + 1
 		if used+size > budget && len(parts[len(parts)-1]) > 0 {
 			parts = append(parts, nil)
 			used = 0

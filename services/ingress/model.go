@@ -268,13 +268,13 @@ func (g *graph) load(tx *bolt.Tx) error {
 
 // decodeInfo reads an infos value: id (binrow string), DrvDiscovered.
 func decodeInfo(v []byte) (string, *eventsv1.DrvDiscovered, error) {
-	n, k := binary.Uvarint(v)
-	if k <= 0 || uint64(len(v)-k) < n {
+	r := binrow.NewReader(v)
+	id := r.String()
+	if r.Rest() == nil {
 		return "", nil, binrow.ErrMalformed
 	}
-	id := string(v[k : k+int(n)])
 	d := &eventsv1.DrvDiscovered{}
-	if err := proto.Unmarshal(v[k+int(n):], d); err != nil {
+	if err := proto.Unmarshal(r.Rest(), d); err != nil {
 		return "", nil, err
 	}
 	return id, d, nil

@@ -10,7 +10,6 @@ import (
 
 	"github.com/rs/zerolog"
 	bolt "go.etcd.io/bbolt"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ekaci/ekaci/libs/buildstate"
@@ -627,9 +626,7 @@ func (c *Conclusions) fit(results []*eventsv1.AttrResult) ([]*eventsv1.AttrResul
 	})
 	used, kept := 0, 0
 	for _, r := range results {
-		// Its size as the log will write it (protojson, proto names), and a comma.
-		b, _ := protojson.MarshalOptions{UseProtoNames: true}.Marshal(r)
-		size := len(b) + 1
+		size := eventlog.JSONSize(r) + 1 // and a comma
 		if used+size > budget {
 			break
 		}

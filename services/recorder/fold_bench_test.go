@@ -61,14 +61,7 @@ func BenchmarkFoldSchedule(b *testing.B) {
 	b.ResetTimer()
 	for range b.N {
 		b.StopTimer()
-		db, err := projection.Open(filepath.Join(b.TempDir(), "recorder.db"))
-		if err != nil {
-			b.Fatal(err)
-		}
-		c := NewConclusions(zerolog.Nop())
-		if err := db.Update(c.Init); err != nil {
-			b.Fatal(err)
-		}
+		db, c := freshModel(b)
 		b.StartTimer()
 		for start := 0; start < len(recs); start += batch {
 			err := db.Update(func(tx *bolt.Tx) error {
@@ -132,14 +125,7 @@ func BenchmarkSettleLargeJobset(b *testing.B) {
 	b.ResetTimer()
 	for range b.N {
 		b.StopTimer()
-		db, err := projection.Open(filepath.Join(b.TempDir(), "recorder.db"))
-		if err != nil {
-			b.Fatal(err)
-		}
-		c := NewConclusions(zerolog.Nop())
-		if err := db.Update(c.Init); err != nil {
-			b.Fatal(err)
-		}
+		db, c := freshModel(b)
 		b.StartTimer()
 		concluded := 0
 		for start := 0; start < len(recs); start += batch {
@@ -165,4 +151,18 @@ func BenchmarkSettleLargeJobset(b *testing.B) {
 		b.StartTimer()
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/settle")
+}
+
+// freshModel opens an empty recorder.db with the model's buckets made.
+func freshModel(b *testing.B) (*bolt.DB, *Conclusions) {
+	b.Helper()
+	db, err := projection.Open(filepath.Join(b.TempDir(), "recorder.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := NewConclusions(zerolog.Nop())
+	if err := db.Update(c.Init); err != nil {
+		b.Fatal(err)
+	}
+	return db, c
 }

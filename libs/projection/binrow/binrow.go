@@ -125,6 +125,10 @@ func (r *Reader) Drv() buildstate.Drv {
 	return d
 }
 
+// Rest returns the bytes not read yet (nil after an error), for a row
+// whose tail is in another encoding.
+func (r *Reader) Rest() []byte { return r.b }
+
 // Done reports the first error, or trailing bytes after the last field.
 func (r *Reader) Done() error {
 	if r.err == nil && len(r.b) != 0 {

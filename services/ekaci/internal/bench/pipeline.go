@@ -71,6 +71,7 @@ type Pipeline struct {
 	// downstream sums the derivations listed by the downstream_failed
 	// facts read so far (from the consumer of that fact, which is pulled).
 	downstream int64
+	countErr   error // the last failure to count, reported by WaitCount
 	// IngressAt is the stream position the ingress graph has folded.
 	IngressAt atomic.Uint64
 }
@@ -186,31 +187,28 @@ func (p *Pipeline) consumer(ctx context.Context, fact string) (jetstream.Consume
 	return c, nil
 }
 
-// Count is how many events of a fact were appended so far. For
-// dependency_failed it includes the derivations listed by
-// downstream_failed facts, each of which stands for one.
+// Count is how many events of a fact were appended so far (-1 when the
+// server cannot say; WaitCount reports why). For dependency_failed it
+// includes the derivations listed by downstream_failed facts, each of
+// which stands for one.
 func (p *Pipeline) Count(fact string) int64 {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	c, err := p.consumer(ctx, fact)
-	if err != nil {
-		if Trace != nil {
-			fmt.Fprintf(Trace, "count %s: %v\n", fact, err)
+	if err == nil {
+		var info *jetstream.ConsumerInfo
+		if info, err = c.Info(ctx); err == nil {
+			n := int64(info.NumPending)
+			if fact == string(buildstate.KindDependencyFailed) {
+				n += p.listedDownstream(ctx)
+			}
+			return n
 		}
-		return -1
 	}
-	info, err := c.Info(ctx)
-	if err != nil {
-		if Trace != nil {
-			fmt.Fprintf(Trace, "count %s: %v\n", fact, err)
-		}
-		return -1
-	}
-	n := int64(info.NumPending)
-	if fact == string(buildstate.KindDependencyFailed) {
-		n += p.listedDownstream(ctx)
-	}
-	return n
+	p.mu.Lock()
+	p.countErr = fmt.Errorf("count %s: %w", fact, err)
+	p.mu.Unlock()
+	return -1
 }
 
 // listedDownstream reads the downstream_failed facts not read yet and
@@ -254,7 +252,10 @@ func (p *Pipeline) WaitCount(ctx context.Context, fact string, n int64) error {
 	for p.Count(fact) < n {
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%s: %d of %d: %w", fact, p.Count(fact), n, ctx.Err())
+			p.mu.Lock()
+			last := p.countErr
+			p.mu.Unlock()
+			return fmt.Errorf("%s: %d of %d (last error: %v): %w", fact, p.Count(fact), n, last, ctx.Err())
 		case <-t.C:
 		}
 	}
