@@ -18,7 +18,7 @@ help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
 
 .PHONY: tools
-tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc ## install pinned code generators into ./bin
+tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/protoc-gen-go-pbjson ## install pinned code generators into ./bin
 
 $(BIN)/buf:
 	GOBIN=$(BIN) GOFLAGS= go install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
@@ -26,6 +26,9 @@ $(BIN)/protoc-gen-go:
 	GOBIN=$(BIN) GOFLAGS= go install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 $(BIN)/protoc-gen-go-grpc:
 	GOBIN=$(BIN) GOFLAGS= go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GRPC_VERSION)
+.PHONY: $(BIN)/protoc-gen-go-pbjson
+$(BIN)/protoc-gen-go-pbjson: # ours: always rebuilt, so generation follows its source
+	go build -o $@ ./libs/pbjson/cmd/protoc-gen-go-pbjson
 
 .PHONY: generate
 generate: tools ## regenerate Go code from proto/

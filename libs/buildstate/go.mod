@@ -18,10 +18,15 @@ replace github.com/ekaci/ekaci/libs/telemetry => ../../libs/telemetry
 
 require github.com/ekaci/ekaci/libs/gen v0.0.0-00010101000000-000000000000
 
-require google.golang.org/protobuf v1.36.12 // indirect
+require (
+	github.com/ekaci/ekaci/libs/pbjson v0.0.0-00010101000000-000000000000 // indirect
+	google.golang.org/protobuf v1.36.12 // indirect
+)
 
 replace github.com/ekaci/ekaci/libs/service => ../../libs/service
 
 replace github.com/ekaci/ekaci/libs/machines => ../../libs/machines
 
 replace github.com/ekaci/ekaci/libs/graphgen => ../../libs/graphgen
+
+replace github.com/ekaci/ekaci/libs/pbjson => ../../libs/pbjson

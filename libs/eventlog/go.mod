@@ -19,6 +19,7 @@ replace github.com/ekaci/ekaci/libs/telemetry => ../../libs/telemetry
 require (
 	github.com/ekaci/ekaci/libs/gen v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/natstest v0.0.0-00010101000000-000000000000
+	github.com/ekaci/ekaci/libs/pbjson v0.0.0-00010101000000-000000000000
 	github.com/nats-io/nats.go v1.55.0
 	github.com/rs/zerolog v1.35.1
 	google.golang.org/protobuf v1.36.12
@@ -45,3 +46,5 @@ replace github.com/ekaci/ekaci/libs/service => ../../libs/service
 replace github.com/ekaci/ekaci/libs/machines => ../../libs/machines
 
 replace github.com/ekaci/ekaci/libs/graphgen => ../../libs/graphgen
+
+replace github.com/ekaci/ekaci/libs/pbjson => ../../libs/pbjson

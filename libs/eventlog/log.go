@@ -8,11 +8,11 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
+	"github.com/ekaci/ekaci/libs/pbjson"
 )
 
 // Headers set on every message ekaci publishes.
@@ -22,9 +22,12 @@ const (
 	contentJSON     = "application/json"
 )
 
+// Payloads are protojson with proto field names, read with unknown fields
+// discarded; pbjson writes and reads them without reflection (generated
+// code) and leaves anything unusual to protojson itself.
 var (
-	marshal   = protojson.MarshalOptions{UseProtoNames: true}
-	unmarshal = protojson.UnmarshalOptions{DiscardUnknown: true}
+	marshal   = pbjson.Marshal
+	unmarshal = pbjson.Unmarshal
 )
 
 // Log appends events to EKACI_EVENTS and reads them back.
@@ -117,7 +120,7 @@ func (l *Log) message(id string, ev *eventsv1.Event) (*nats.Msg, string, string,
 	if ev.OccurredAt == nil {
 		ev.OccurredAt = timestamppb.Now()
 	}
-	data, err := marshal.Marshal(ev)
+	data, err := marshal(ev)
 	if err != nil {
 		return nil, "", "", fmt.Errorf("encode %s: %w", ev.GetId(), err)
 	}
@@ -141,7 +144,7 @@ func isConflict(err error) bool {
 // Publish puts a work item (any protobuf message) on subject with a
 // message id for de-duplication, readable like events.
 func Publish(ctx context.Context, js jetstream.JetStream, subject, msgID string, m proto.Message) (uint64, error) {
-	data, err := marshal.Marshal(m)
+	data, err := marshal(m)
 	if err != nil {
 		return 0, fmt.Errorf("encode %s: %w", subject, err)
 	}
@@ -162,13 +165,13 @@ func Publish(ctx context.Context, js jetstream.JetStream, subject, msgID string,
 // JSONSize is how many bytes m takes as the log writes it (protojson with
 // proto field names): what counts against a message's max payload.
 func JSONSize(m proto.Message) int {
-	b, _ := marshal.Marshal(m)
+	b, _ := marshal(m)
 	return len(b)
 }
 
 // DecodeMessage reads a work item published with Publish into m.
 func DecodeMessage(data []byte, m proto.Message) error {
-	return unmarshal.Unmarshal(data, m)
+	return unmarshal(data, m)
 }
 
 // Record is an event read back from the log.
@@ -189,7 +192,7 @@ func Decode(subject string, data []byte, seq uint64, stored time.Time) (Record, 
 		return Record{}, fmt.Errorf("%w: subject %s", ErrNotEvent, subject)
 	}
 	ev := &eventsv1.Event{}
-	if err := unmarshal.Unmarshal(data, ev); err != nil {
+	if err := unmarshal(data, ev); err != nil {
 		return Record{}, fmt.Errorf("decode %s (seq %d): %w", subject, seq, err)
 	}
 	return Record{Seq: seq, Subject: subject, Aggregate: agg, ID: id, Fact: fact, Time: stored, Event: ev}, nil

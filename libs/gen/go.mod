@@ -16,10 +16,15 @@ replace github.com/ekaci/ekaci/libs/projection => ../../libs/projection
 
 replace github.com/ekaci/ekaci/libs/telemetry => ../../libs/telemetry
 
-require google.golang.org/protobuf v1.36.12
+require (
+	github.com/ekaci/ekaci/libs/pbjson v0.0.0-00010101000000-000000000000
+	google.golang.org/protobuf v1.36.12
+)
 
 replace github.com/ekaci/ekaci/libs/service => ../../libs/service
 
 replace github.com/ekaci/ekaci/libs/machines => ../../libs/machines
 
 replace github.com/ekaci/ekaci/libs/graphgen => ../../libs/graphgen
+
+replace github.com/ekaci/ekaci/libs/pbjson => ../../libs/pbjson

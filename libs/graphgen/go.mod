@@ -21,3 +21,5 @@ replace github.com/ekaci/ekaci/libs/projection => ../../libs/projection
 replace github.com/ekaci/ekaci/libs/service => ../../libs/service
 
 replace github.com/ekaci/ekaci/libs/telemetry => ../../libs/telemetry
+
+replace github.com/ekaci/ekaci/libs/pbjson => ../../libs/pbjson

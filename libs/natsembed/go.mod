@@ -42,3 +42,5 @@ require (
 replace github.com/ekaci/ekaci/libs/machines => ../../libs/machines
 
 replace github.com/ekaci/ekaci/libs/graphgen => ../../libs/graphgen
+
+replace github.com/ekaci/ekaci/libs/pbjson => ../../libs/pbjson

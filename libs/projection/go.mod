@@ -29,6 +29,7 @@ require (
 
 require (
 	github.com/antithesishq/antithesis-sdk-go v0.8.0-default-no-op // indirect
+	github.com/ekaci/ekaci/libs/pbjson v0.0.0-00010101000000-000000000000 // indirect
 	github.com/google/go-tpm v0.9.8 // indirect
 	github.com/klauspost/compress v1.20.3 // indirect
 	github.com/mattn/go-colorable v0.1.14 // indirect
@@ -48,3 +49,5 @@ replace github.com/ekaci/ekaci/libs/service => ../../libs/service
 replace github.com/ekaci/ekaci/libs/machines => ../../libs/machines
 
 replace github.com/ekaci/ekaci/libs/graphgen => ../../libs/graphgen
+
+replace github.com/ekaci/ekaci/libs/pbjson => ../../libs/pbjson

@@ -34,6 +34,7 @@ require (
 	github.com/antithesishq/antithesis-sdk-go v0.8.0-default-no-op // indirect
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
+	github.com/ekaci/ekaci/libs/pbjson v0.0.0-00010101000000-000000000000 // indirect
 	github.com/ekaci/ekaci/libs/telemetry v0.0.0-00010101000000-000000000000 // indirect
 	github.com/google/go-querystring v1.1.0 // indirect
 	github.com/google/go-tpm v0.9.8 // indirect
@@ -62,3 +63,5 @@ require (
 replace github.com/ekaci/ekaci/libs/machines => ../../libs/machines
 
 replace github.com/ekaci/ekaci/libs/graphgen => ../../libs/graphgen
+
+replace github.com/ekaci/ekaci/libs/pbjson => ../../libs/pbjson
