@@ -292,4 +292,4 @@ func (s *batchJob) line(l []byte) {
 	}
 }
 
-func (s *batchJob) tailString() string { return strings.Join(s.tail, "\n") }
+func (s *batchJob) tailString() string { return joinTail(s.tail) }

@@ -514,6 +514,13 @@ func (r *run) line(l []byte) {
 }
 
 func (r *run) tailString() string {
-	lines := append(append([]string(nil), r.tail[r.tailNext:]...), r.tail[:r.tailNext]...)
-	return strings.Join(lines, "\n")
+	return joinTail(append(append([]string(nil), r.tail[r.tailNext:]...), r.tail[:r.tailNext]...))
+}
+
+// joinTail joins the tail's lines as valid UTF-8: a build may print any
+// bytes (Latin-1, binary, a rune cut where a long line was split), and a
+// tail that is not UTF-8 cannot be put in a report or an event (protobuf
+// strings must be); the log file keeps the bytes as they were.
+func joinTail(lines []string) string {
+	return strings.ToValidUTF8(strings.Join(lines, "\n"), "\uFFFD")
 }

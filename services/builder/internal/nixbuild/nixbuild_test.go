@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 var noSubst = []string{"substituters", ""}
@@ -214,6 +215,8 @@ func TestBuildFails(t *testing.T) {
 		// Nix 2.8 counts a missing output as a plain error (1), not a
 		// failed build (100).
 		{name: "no output", script: "echo built nothing", wantCode: 1, wantTail: "failed to produce output path"},
+		// Not UTF-8: Latin-1 "café" and a stray byte.
+		{name: "not utf-8", script: `printf 'caf\351 \377 end\n'; exit 1`, wantCode: 100, wantTail: "caf\uFFFD \uFFFD end"},
 		{name: "missing drv", drv: "/nix/store/00000000000000000000000000000000-missing.drv", wantCode: 1, wantTail: "does not exist"},
 	}
 	for _, tt := range tests {
@@ -235,7 +238,10 @@ func TestBuildFails(t *testing.T) {
 			if !strings.Contains(res.Tail, tt.wantTail) {
 				t.Fatalf("Tail = %q, want it to mention %q", res.Tail, tt.wantTail)
 			}
-			if log := readLog(t, logPath); !strings.HasSuffix(log, res.Tail+"\n") {
+			if !utf8.ValidString(res.Tail) {
+				t.Fatalf("Tail = %q is not UTF-8", res.Tail)
+			}
+			if log := readLog(t, logPath); !strings.HasSuffix(strings.ToValidUTF8(log, "\uFFFD"), res.Tail+"\n") {
 				t.Fatalf("log = %q does not end with the tail %q", log, res.Tail)
 			}
 		})
