@@ -70,6 +70,8 @@ bench: nix ## benchmarks at nixpkgs scale; prints one table and writes docs/BENC
 	@mkdir -p $(BIN) docs
 	go build -o $(BIN)/ekaci-bench ./services/ekaci/cmd/ekaci-bench
 	$(BIN)/ekaci-bench $(BENCH_FLAGS) -out docs/BENCHMARKS-latest.md
+	@echo "== payload codec (libs/pbjson) next to protojson, per buildable event"
+	cd libs/pbjson && go test -run XXX -bench . -benchtime 200000x .
 
 .PHONY: tidy
 tidy: ## go mod tidy in every module (with replace directives for libs/)

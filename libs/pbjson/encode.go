@@ -146,8 +146,21 @@ func (e *Encoder) Timestamp(t *timestamppb.Timestamp) {
 		e.bad = true
 		return
 	}
+	u := time.Unix(secs, 0).UTC()
+	year, month, day := u.Date()
+	hour, minute, sec := u.Clock()
 	b := append(e.buf, '"')
-	b = time.Unix(secs, 0).UTC().AppendFormat(b, "2006-01-02T15:04:05")
+	b = appendDigits(b, year, 4)
+	b = append(b, '-')
+	b = appendDigits(b, int(month), 2)
+	b = append(b, '-')
+	b = appendDigits(b, day, 2)
+	b = append(b, 'T')
+	b = appendDigits(b, hour, 2)
+	b = append(b, ':')
+	b = appendDigits(b, minute, 2)
+	b = append(b, ':')
+	b = appendDigits(b, sec, 2)
 	if nanos != 0 {
 		digits := 9
 		switch {
@@ -157,14 +170,19 @@ func (e *Encoder) Timestamp(t *timestamppb.Timestamp) {
 			nanos, digits = nanos/1000, 6
 		}
 		b = append(b, '.')
-		var frac [9]byte
-		for i := digits - 1; i >= 0; i-- {
-			frac[i] = byte('0' + nanos%10)
-			nanos /= 10
-		}
-		b = append(b, frac[:digits]...)
+		b = appendDigits(b, int(nanos), digits)
 	}
 	e.buf = append(b, 'Z', '"')
+}
+
+// appendDigits appends v (≥ 0) zero-padded to width digits.
+func appendDigits(b []byte, v, width int) []byte {
+	var d [9]byte
+	for i := width - 1; i >= 0; i-- {
+		d[i] = byte('0' + v%10)
+		v /= 10
+	}
+	return append(b, d[:width]...)
 }
 
 // SortedKeys is a map's keys in the order protojson writes them.
