@@ -11,7 +11,8 @@
 //
 // Subject tokens are ids (hashes), never user data: store paths, repository
 // names and attribute paths have dots and wildcards and live in payloads.
-// Payloads are protojson with proto field names, and every message carries
+// Payloads are protojson with proto field names (written and read by
+// libs/pbjson), and every message carries
 // an Ekaci-Event-Type header, so `nats sub` and `nats stream view` print
 // something a person can read.
 //

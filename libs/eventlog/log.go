@@ -144,9 +144,21 @@ func isConflict(err error) bool {
 // Publish puts a work item (any protobuf message) on subject with a
 // message id for de-duplication, readable like events.
 func Publish(ctx context.Context, js jetstream.JetStream, subject, msgID string, m proto.Message) (uint64, error) {
+	msg, err := workMessage(subject, msgID, m)
+	if err != nil {
+		return 0, err
+	}
+	ack, err := js.PublishMsg(ctx, msg)
+	if err != nil {
+		return 0, fmt.Errorf("publish %s: %w", subject, err)
+	}
+	return ack.Sequence, nil
+}
+
+func workMessage(subject, msgID string, m proto.Message) (*nats.Msg, error) {
 	data, err := marshal(m)
 	if err != nil {
-		return 0, fmt.Errorf("encode %s: %w", subject, err)
+		return nil, fmt.Errorf("encode %s: %w", subject, err)
 	}
 	msg := nats.NewMsg(subject)
 	msg.Data = data
@@ -155,11 +167,7 @@ func Publish(ctx context.Context, js jetstream.JetStream, subject, msgID string,
 	}
 	msg.Header.Set(HeaderEventType, string(m.ProtoReflect().Descriptor().FullName()))
 	msg.Header.Set(HeaderContent, contentJSON)
-	ack, err := js.PublishMsg(ctx, msg)
-	if err != nil {
-		return 0, fmt.Errorf("publish %s: %w", subject, err)
-	}
-	return ack.Sequence, nil
+	return msg, nil
 }
 
 // JSONSize is how many bytes m takes as the log writes it (protojson with

@@ -37,8 +37,8 @@ func Run(ctx context.Context, cfg Config) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return runner.Run(ctx) })
 	g.Go(func() error {
-		return worker.Run(ctx, cfg.Log.JetStream(), worker.Config{
-			Stream: eventlog.WorkStream, Durable: "recorder", Filters: []string{ReportsSubject}, Concurrency: 32,
+		return worker.RunBatch(ctx, cfg.Log.JetStream(), worker.Config{
+			Stream: eventlog.WorkStream, Durable: "recorder", Filters: []string{ReportsSubject},
 		}, rep.handle, cfg.Logger)
 	})
 	return g.Wait()

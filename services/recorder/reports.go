@@ -23,32 +23,77 @@ type reports struct {
 	logger zerolog.Logger
 }
 
-func (r *reports) handle(ctx context.Context, m jetstream.Msg) error {
-	rep := &workv1.BuildReport{}
-	if err := eventlog.DecodeMessage(m.Data(), rep); err != nil {
-		return worker.Permanent(fmt.Errorf("decode report %s: %w", m.Subject(), err))
+// handle records a batch of reports. The common case — a success right
+// after the start the builder recorded — needs no read: its appends, each
+// guarded on that start, go out pipelined. Anything in between makes the
+// guard fail, and the history decides (decide).
+func (r *reports) handle(ctx context.Context, msgs []jetstream.Msg) []error {
+	errs := make([]error, len(msgs))
+	reps := make([]*workv1.BuildReport, len(msgs))
+	var items []eventlog.Item
+	var of []int // items[j] is for msgs[of[j]]
+	for i, m := range msgs {
+		rep := &workv1.BuildReport{}
+		if err := eventlog.DecodeMessage(m.Data(), rep); err != nil {
+			errs[i] = worker.Permanent(fmt.Errorf("decode report %s: %w", m.Subject(), err))
+			continue
+		}
+		reps[i] = rep
+		if item, ok := succeededAfterStart(rep); ok {
+			items, of = append(items, item), append(of, i)
+			continue
+		}
+		errs[i] = r.decide(ctx, rep)
 	}
-	return r.record(ctx, rep)
+	if len(items) == 0 {
+		return errs
+	}
+	_, aerrs, err := r.log.AppendMany(ctx, items)
+	if err != nil {
+		for _, i := range of {
+			errs[i] = err // the worker retries them; the appends are idempotent
+		}
+		return errs
+	}
+	for j, i := range of {
+		errs[i] = aerrs[j]
+		if errors.Is(aerrs[j], eventlog.ErrConflict) {
+			errs[i] = r.decide(ctx, reps[i])
+		}
+	}
+	return errs
 }
 
-// record decides the transition a report means and appends it. A report
-// for an attempt that is no longer running (a duplicate, or one overtaken
-// by a cancellation) is dropped.
-func (r *reports) record(ctx context.Context, rep *workv1.BuildReport) error {
+// succeededAfterStart is the append a success right after its recorded
+// start needs: build_succeeded guarded on that start.
+func succeededAfterStart(rep *workv1.BuildReport) (eventlog.Item, bool) {
+	if rep.GetOutcome() != workv1.BuildOutcome_BUILD_OUTCOME_SUCCEEDED || rep.GetStartedSeq() == 0 {
+		return eventlog.Item{}, false
+	}
 	id := rep.GetDrvId()
-	if rep.GetOutcome() == workv1.BuildOutcome_BUILD_OUTCOME_SUCCEEDED && rep.GetStartedSeq() != 0 {
-		// The common case needs no read: a success right after the start
-		// the builder recorded. Anything in between makes the guard fail,
-		// and the history decides below.
-		ev := &eventsv1.Event{Id: fmt.Sprintf("%s-%s-%d", buildstate.KindBuildSucceeded, id, rep.GetAttempt()),
-			Payload: &eventsv1.Event_DrvBuildSucceeded{DrvBuildSucceeded: &eventsv1.DrvBuildSucceeded{
-				Attempt: rep.GetAttempt(), DurationMs: rep.GetDurationMs(),
-			}}}
-		_, err := r.log.Append(ctx, id, ev, eventlog.ExpectLast(rep.GetStartedSeq()))
+	ev := &eventsv1.Event{Id: fmt.Sprintf("%s-%s-%d", buildstate.KindBuildSucceeded, id, rep.GetAttempt()),
+		Payload: &eventsv1.Event_DrvBuildSucceeded{DrvBuildSucceeded: &eventsv1.DrvBuildSucceeded{
+			Attempt: rep.GetAttempt(), DurationMs: rep.GetDurationMs(),
+		}}}
+	return eventlog.Item{ID: id, Event: ev, Expect: true, ExpectSeq: rep.GetStartedSeq()}, true
+}
+
+// record decides the transition a report means and appends it.
+func (r *reports) record(ctx context.Context, rep *workv1.BuildReport) error {
+	if item, ok := succeededAfterStart(rep); ok {
+		_, err := r.log.Append(ctx, item.ID, item.Event, eventlog.ExpectLast(item.ExpectSeq))
 		if !errors.Is(err, eventlog.ErrConflict) {
 			return err
 		}
 	}
+	return r.decide(ctx, rep)
+}
+
+// decide reads the derivation's history, decides the transition the report
+// means and appends it. A report for an attempt that is no longer running
+// (a duplicate, or one overtaken by a cancellation) is dropped.
+func (r *reports) decide(ctx context.Context, rep *workv1.BuildReport) error {
+	id := rep.GetDrvId()
 	history, last, err := r.log.Load(ctx, eventlog.Drv, id)
 	if err != nil {
 		return err

@@ -151,14 +151,16 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.Health.CheckNow(ctx) // know before the first decision
 		go cfg.Health.Run(ctx)
 	}
-	handle := func(ctx context.Context, m jetstream.Msg) error {
+	// route decides one buildable event: the build request to queue, or
+	// none (an unsatisfiable derivation is recorded as interrupted here).
+	route := func(ctx context.Context, m jetstream.Msg) (*eventlog.Work, error) {
 		rec, err := eventlog.DecodeMsg(m)
 		if err != nil {
-			return worker.Permanent(err)
+			return nil, worker.Permanent(err)
 		}
 		b := rec.Event.GetDrvBuildable()
 		if b == nil {
-			return nil
+			return nil, nil
 		}
 		class, ok := Route(cfg.Builders, b, view)
 		if !ok {
@@ -171,20 +173,43 @@ func Run(ctx context.Context, cfg Config) error {
 			}
 			cfg.Logger.Warn().Str("drv", b.GetDrvPath()).Str("system", b.GetSystem()).Msg("no builder can take this derivation")
 			if _, err := cfg.Log.Append(ctx, rec.ID, ev, eventlog.ExpectLast(rec.Seq)); err != nil && !isConflict(err) {
-				return err
+				return nil, err
 			}
-			return nil
+			return nil, nil
 		}
 		req := &workv1.BuildRequest{
 			DrvId: rec.ID, DrvPath: b.GetDrvPath(), System: b.GetSystem(), Class: class,
 			Attempt: b.GetAttempt(), RequiredSystemFeatures: b.GetRequiredSystemFeatures(), LastSeq: rec.Seq,
 		}
-		_, err = eventlog.Publish(ctx, js, BuildSubject(b.GetSystem(), class), fmt.Sprintf("build-%s-%d", rec.ID, b.GetAttempt()), req)
-		return err
+		return &eventlog.Work{Subject: BuildSubject(b.GetSystem(), class), MsgID: fmt.Sprintf("build-%s-%d", rec.ID, b.GetAttempt()), Message: req}, nil
 	}
-	return worker.Run(ctx, js, worker.Config{
+	// A batch's requests are queued pipelined: one round trip for all.
+	handle := func(ctx context.Context, msgs []jetstream.Msg) []error {
+		errs := make([]error, len(msgs))
+		var work []eventlog.Work
+		var of []int // work[j] is for msgs[of[j]]
+		for i, m := range msgs {
+			w, err := route(ctx, m)
+			if w != nil {
+				work, of = append(work, *w), append(of, i)
+			}
+			errs[i] = err
+		}
+		if len(work) == 0 {
+			return errs
+		}
+		werrs, err := eventlog.PublishMany(ctx, js, work)
+		for j, i := range of {
+			errs[i] = werrs[j]
+			if err != nil && werrs[j] == nil {
+				errs[i] = err
+			}
+		}
+		return errs
+	}
+	return worker.RunBatch(ctx, js, worker.Config{
 		Stream: eventlog.EventsStream, Durable: "router",
-		Filters: []string{eventlog.FactFilter(eventlog.Drv, string(buildstate.KindBuildable))}, Concurrency: 32,
+		Filters: []string{eventlog.FactFilter(eventlog.Drv, string(buildstate.KindBuildable))},
 	}, handle, cfg.Logger)
 }
 

@@ -43,6 +43,8 @@ type Config struct {
 	// Backoff is the first redelivery delay; it doubles per delivery up
 	// to 30 s.
 	Backoff time.Duration
+	// Batch is, for RunBatch, the most messages handed over at once.
+	Batch int
 }
 
 func (c Config) withDefaults() Config {
@@ -57,6 +59,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Backoff <= 0 {
 		c.Backoff = 200 * time.Millisecond
+	}
+	if c.Batch <= 0 {
+		c.Batch = 256
 	}
 	return c
 }
@@ -159,6 +164,12 @@ func handle(ctx context.Context, cfg Config, h Handler, m jetstream.Msg, log zer
 	beat.Stop()
 	mu.Unlock()
 	cancel()
+	settle(ctx, cfg, m, err, log)
+}
+
+// settle acknowledges a handled message, or terminates or re-queues it
+// after err.
+func settle(ctx context.Context, cfg Config, m jetstream.Msg, err error, log zerolog.Logger) {
 	if err == nil {
 		if aerr := m.Ack(); aerr != nil {
 			log.Warn().Err(aerr).Str("subject", m.Subject()).Msg("ack lost; the message will be redelivered and handled again")

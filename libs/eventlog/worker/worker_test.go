@@ -15,7 +15,33 @@ import (
 	"github.com/ekaci/ekaci/libs/natstest"
 )
 
+// runners runs a per-message handler through Run, and through RunBatch one
+// batch at a time.
+var runners = []struct {
+	name string
+	run  func(ctx context.Context, js jetstream.JetStream, cfg worker.Config, h worker.Handler) error
+}{
+	{"Run", func(ctx context.Context, js jetstream.JetStream, cfg worker.Config, h worker.Handler) error {
+		return worker.Run(ctx, js, cfg, h, zerolog.Nop())
+	}},
+	{"RunBatch", func(ctx context.Context, js jetstream.JetStream, cfg worker.Config, h worker.Handler) error {
+		return worker.RunBatch(ctx, js, cfg, func(ctx context.Context, msgs []jetstream.Msg) []error {
+			errs := make([]error, len(msgs))
+			for i, m := range msgs {
+				errs[i] = h(ctx, m)
+			}
+			return errs
+		}, zerolog.Nop())
+	}},
+}
+
 func TestRetryPermanentAndDrain(t *testing.T) {
+	for _, r := range runners {
+		t.Run(r.name, func(t *testing.T) { testRetryPermanentAndDrain(t, r.run) })
+	}
+}
+
+func testRetryPermanentAndDrain(t *testing.T, run func(context.Context, jetstream.JetStream, worker.Config, worker.Handler) error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	_, js := natstest.Connect(t, natstest.NewServer(t))
@@ -45,7 +71,7 @@ func TestRetryPermanentAndDrain(t *testing.T) {
 	rctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
-		done <- worker.Run(rctx, js, worker.Config{Stream: "W", Durable: "t", Filters: []string{"w.>"}, Backoff: 10 * time.Millisecond, Concurrency: 2}, h, zerolog.Nop())
+		done <- run(rctx, js, worker.Config{Stream: "W", Durable: "t", Filters: []string{"w.>"}, Backoff: 10 * time.Millisecond, Concurrency: 2}, h)
 	}()
 	natstest.Eventually(t, 10*time.Second, func() bool {
 		mu.Lock()
@@ -80,6 +106,12 @@ func TestRetryPermanentAndDrain(t *testing.T) {
 // the ack wait is not redelivered meanwhile, because the worker sends
 // heartbeats; without them the server would hand the message out again.
 func TestHeartbeatsKeepLongWorkFromRedelivery(t *testing.T) {
+	for _, r := range runners {
+		t.Run(r.name, func(t *testing.T) { testHeartbeats(t, r.run) })
+	}
+}
+
+func testHeartbeats(t *testing.T, run func(context.Context, jetstream.JetStream, worker.Config, worker.Handler) error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	_, js := natstest.Connect(t, natstest.NewServer(t))
@@ -106,7 +138,7 @@ func TestHeartbeatsKeepLongWorkFromRedelivery(t *testing.T) {
 	rctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
-		done <- worker.Run(rctx, js, worker.Config{Stream: "W", Durable: "hb", Filters: []string{"w.>"}, AckWait: time.Second, Concurrency: 2}, h, zerolog.Nop())
+		done <- run(rctx, js, worker.Config{Stream: "W", Durable: "hb", Filters: []string{"w.>"}, AckWait: time.Second, Concurrency: 2}, h)
 	}()
 	<-finished
 	time.Sleep(1500 * time.Millisecond) // a redelivery after the ack wait would show by now
@@ -118,5 +150,71 @@ func TestHeartbeatsKeepLongWorkFromRedelivery(t *testing.T) {
 	defer mu.Unlock()
 	if runs != 1 {
 		t.Fatalf("handled %d times, want once (heartbeats missing?)", runs)
+	}
+}
+
+// TestRunBatchHandsOverWhatIsWaiting: messages queued before the worker
+// starts reach the handler several at a time, each exactly once, and a
+// batch's failed message alone is retried.
+func TestRunBatchHandsOverWhatIsWaiting(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, js := natstest.Connect(t, natstest.NewServer(t))
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "W", Subjects: []string{"w.>"}, Retention: jetstream.WorkQueuePolicy}); err != nil {
+		t.Fatal(err)
+	}
+	const n = 500
+	for i := range n {
+		if _, err := js.PublishAsync(fmt.Sprintf("w.%d", i), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-js.PublishAsyncComplete()
+	var mu sync.Mutex
+	seen := map[string]int{}
+	largest := 0
+	h := func(ctx context.Context, msgs []jetstream.Msg) []error {
+		mu.Lock()
+		defer mu.Unlock()
+		largest = max(largest, len(msgs))
+		errs := make([]error, len(msgs))
+		for i, m := range msgs {
+			seen[m.Subject()]++
+			if m.Subject() == "w.7" && seen["w.7"] == 1 {
+				errs[i] = errors.New("transient")
+			}
+		}
+		return errs
+	}
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- worker.RunBatch(rctx, js, worker.Config{Stream: "W", Durable: "b", Filters: []string{"w.>"}, Backoff: 10 * time.Millisecond, Batch: 64}, h, zerolog.Nop())
+	}()
+	natstest.Eventually(t, 10*time.Second, func() bool {
+		s, err := js.Stream(ctx, "W")
+		if err != nil {
+			return false
+		}
+		info, err := s.Info(ctx)
+		return err == nil && info.State.Msgs == 0
+	}, "every message acknowledged")
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if largest < 2 || largest > 64 {
+		t.Fatalf("largest batch %d, want 2..64", largest)
+	}
+	for i := range n {
+		want := 1
+		if i == 7 {
+			want = 2
+		}
+		if got := seen[fmt.Sprintf("w.%d", i)]; got != want {
+			t.Fatalf("w.%d handled %d times, want %d", i, got, want)
+		}
 	}
 }
