@@ -4,7 +4,7 @@
 // A Runner reads the log with an ordered consumer from the last applied
 // sequence and folds batches of events into one bbolt write transaction,
 // committed with the new position at a checkpoint: when no event came for
-// 20 ms, or every 200 ms (or 50,000 events) while it does not. A crash replays
+// 20 ms, or every second (or 50,000 events) while it does not. A crash replays
 // what was not committed rather than skipping it, and Apply sees each
 // event's stream sequence, so nothing is folded twice. Events a fold
 // decides to append are appended right after their batch, before the
