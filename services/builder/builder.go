@@ -122,6 +122,11 @@ func Run(ctx context.Context, cfg Config) error {
 				Durable:     "builder-" + eventlog.SystemToken(p.System) + "-" + eventlog.ClassToken(p.Class),
 				Filters:     []string{eventlog.BuildSubject(p.System, p.Class)},
 				Concurrency: concurrency,
+				// No more requests delivered than there are slots: one waiting
+				// for a slot gets no heartbeats, and behind builds longer than
+				// the ack wait it would be delivered again and built twice (or,
+				// past the de-duplication window, reported as a process death).
+				MaxAckPending: concurrency,
 				// Short, with heartbeats while a build runs: a builder that dies
 				// has its build redelivered (and recorded as a process death) soon.
 				AckWait: 10 * time.Second,

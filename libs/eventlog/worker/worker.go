@@ -7,6 +7,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -43,8 +44,12 @@ type Config struct {
 	// Backoff is the first redelivery delay; it doubles per delivery up
 	// to 30 s.
 	Backoff time.Duration
-	// Batch is, for RunBatch, the most messages handed over at once.
+	// Batch is, for RunBatch and RunStarted, the most messages handed over
+	// at once.
 	Batch int
+	// MaxAckPending bounds the messages delivered and not yet settled;
+	// 0 means Concurrency*4.
+	MaxAckPending int
 }
 
 func (c Config) withDefaults() Config {
@@ -78,7 +83,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.
 		MaxDeliver:     cfg.MaxDeliver,
 		// A bounded number of unacknowledged messages per handler slot,
 		// so a stuck stage shows as lag rather than silently stalling.
-		MaxAckPending: cfg.Concurrency * 4,
+		MaxAckPending: cmp.Or(cfg.MaxAckPending, cfg.Concurrency*4),
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 	}
 	if len(cfg.Filters) == 1 {

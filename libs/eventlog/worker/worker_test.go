@@ -218,3 +218,72 @@ func TestRunBatchHandsOverWhatIsWaiting(t *testing.T) {
 		}
 	}
 }
+
+// TestWaitingMessagesAreNotRedeliveredBehindLongWork: with no more
+// delivered than there are slots, a message never waits for a slot past
+// the ack wait, so work longer than the ack wait is done once per message.
+// With the default bound (four per slot) the waiting ones are delivered
+// again meanwhile, and handled twice.
+func TestWaitingMessagesAreNotRedeliveredBehindLongWork(t *testing.T) {
+	for _, tt := range []struct {
+		name      string
+		maxAck    int
+		wantTwice bool
+	}{{"one per slot", 1, false}, {"default", 0, true}} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			_, js := natstest.Connect(t, natstest.NewServer(t))
+			if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "W", Subjects: []string{"w.>"}, Retention: jetstream.WorkQueuePolicy}); err != nil {
+				t.Fatal(err)
+			}
+			for i := range 3 {
+				if _, err := js.Publish(ctx, fmt.Sprintf("w.%d", i), nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var mu sync.Mutex
+			runs := map[string]int{}
+			h := func(ctx context.Context, m jetstream.Msg) error {
+				mu.Lock()
+				runs[m.Subject()]++
+				mu.Unlock()
+				time.Sleep(1500 * time.Millisecond) // longer than the ack wait
+				return nil
+			}
+			rctx, stop := context.WithCancel(ctx)
+			done := make(chan error, 1)
+			go func() {
+				done <- worker.Run(rctx, js, worker.Config{Stream: "W", Durable: "slow", Filters: []string{"w.>"},
+					AckWait: time.Second, Concurrency: 1, MaxAckPending: tt.maxAck}, h, zerolog.Nop())
+			}()
+			natstest.Eventually(t, 30*time.Second, func() bool {
+				s, err := js.Stream(ctx, "W")
+				if err != nil {
+					return false
+				}
+				info, err := s.Info(ctx)
+				return err == nil && info.State.Msgs == 0
+			}, "every message acknowledged")
+			stop()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			twice := false
+			for subj, n := range runs {
+				if n > 1 {
+					twice = true
+				}
+				if n < 1 {
+					t.Errorf("%s never handled", subj)
+				}
+			}
+			if twice != tt.wantTwice {
+				t.Fatalf("handled %v; some twice = %v, want %v", runs, twice, tt.wantTwice)
+			}
+		})
+	}
+}
