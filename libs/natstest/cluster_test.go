@@ -2,6 +2,7 @@ package natstest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -14,12 +15,15 @@ const deployDir = "../../deploy/nats"
 
 func r3Stream(t *testing.T, ctx context.Context, js jetstream.JetStream) jetstream.Stream {
 	t.Helper()
-	st, err := js.CreateStream(ctx, jetstream.StreamConfig{
-		Name:     "EVENTS",
-		Subjects: []string{"ekaci.evt.>"},
-		Storage:  jetstream.FileStorage,
-		Replicas: 3,
-	})
+	cfg := jetstream.StreamConfig{Name: "EVENTS", Subjects: []string{"ekaci.evt.>"}, Storage: jetstream.FileStorage, Replicas: 3}
+	st, err := js.CreateStream(ctx, cfg)
+	// A cluster just formed may not yet count every peer as online
+	// (10005: no suitable peers for placement); Provision retries the
+	// same way.
+	for deadline := time.Now().Add(15 * time.Second); isNoPeers(err) && time.Now().Before(deadline); {
+		time.Sleep(200 * time.Millisecond)
+		st, err = js.CreateStream(ctx, cfg)
+	}
 	if err != nil {
 		t.Fatalf("create R3 stream: %v", err)
 	}
@@ -30,6 +34,11 @@ func r3Stream(t *testing.T, ctx context.Context, js jetstream.JetStream) jetstre
 		return err == nil && info.Cluster != nil && info.Cluster.Leader != ""
 	}, "the R3 stream never elected a leader")
 	return st
+}
+
+func isNoPeers(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == 10005
 }
 
 // The deployed configuration, started as is (ports and dirs aside), gives
