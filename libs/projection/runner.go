@@ -235,32 +235,37 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 		return fmt.Errorf("read model %s: consumer: %w", r.h.Name(), err)
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(r.batch))
+	// Consume, not Messages: its iterator arms a heartbeat timer on every
+	// Next, one per event.
+	msgs := make(chan jetstream.Msg, r.batch)
+	quit := make(chan struct{})
+	errc := make(chan error, 1)
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		select {
+		case msgs <- m:
+		case <-quit: // stopped: the rest is folded on the next start
+		}
+	}, jetstream.PullMaxMessages(r.batch), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		// The ordered consumer recreates itself after a gap or missed
+		// heartbeats; what reaches here is worth a line, not a stop.
+		r.logger.Warn().Err(err).Str("model", r.h.Name()).Msg("event consumer")
+	}))
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
-		return fmt.Errorf("read model %s: messages: %w", r.h.Name(), err)
+		return fmt.Errorf("read model %s: consume: %w", r.h.Name(), err)
 	}
-	msgs := make(chan jetstream.Msg, r.batch)
-	errc := make(chan error, 1)
 	go func() {
-		defer close(msgs)
-		for {
-			m, err := it.Next()
-			if err != nil {
-				if !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-					errc <- err
-				}
-				return
-			}
-			msgs <- m
+		<-cc.Closed()
+		select {
+		case errc <- fmt.Errorf("event consumer stopped"):
+		default:
 		}
 	}()
 	defer func() {
-		it.Stop()
-		for range msgs { // let the reader goroutine finish
-		}
+		close(quit)
+		cc.Stop()
 	}()
 	// Folded batches share one write transaction until a checkpoint: no
 	// event came for checkpointIdle, checkpointEvery has passed, or
@@ -313,17 +318,17 @@ func (r *Runner) Run(ctx context.Context) error {
 			return commit()
 		case err := <-errc:
 			stopIdle()
+			if ctx.Err() != nil {
+				return commit() // the connection closed as we stop
+			}
 			return fmt.Errorf("read model %s: %w", r.h.Name(), err)
 		case <-idle:
 			if err := commit(); err != nil {
 				return err
 			}
 			continue
-		case m, ok := <-msgs:
+		case m := <-msgs:
 			stopIdle()
-			if !ok {
-				return commit()
-			}
 			batch = append(batch, m)
 		}
 		// Take what is waiting; linger a moment for more.
@@ -331,10 +336,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	fill:
 		for len(batch) < r.batch {
 			select {
-			case m, ok := <-msgs:
-				if !ok {
-					break fill
-				}
+			case m := <-msgs:
 				batch = append(batch, m)
 			case <-linger.C:
 				break fill
