@@ -96,6 +96,7 @@ type Runner struct {
 	logger  zerolog.Logger
 	batch   int
 	applied func(seq uint64)
+	feed    *Feed // nil: a consumer of its own
 
 	mu      sync.Mutex
 	pos     uint64
@@ -215,58 +216,14 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 		return err
 	}
-	js := r.log.JetStream()
-	stream, err := js.Stream(ctx, eventlog.EventsStream)
+	msgs, errc, stop, err := r.events(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped while starting
 		}
-		return fmt.Errorf("read model %s: stream: %w", r.h.Name(), err)
+		return err
 	}
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: r.h.Filters()}
-	if pos := r.Position(); pos > 0 {
-		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
-		cfg.OptStartSeq = pos + 1
-	}
-	cons, err := stream.OrderedConsumer(ctx, cfg)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return fmt.Errorf("read model %s: consumer: %w", r.h.Name(), err)
-	}
-	// Consume, not Messages: its iterator arms a heartbeat timer on every
-	// Next, one per event.
-	msgs := make(chan jetstream.Msg, r.batch)
-	quit := make(chan struct{})
-	errc := make(chan error, 1)
-	cc, err := cons.Consume(func(m jetstream.Msg) {
-		select {
-		case msgs <- m:
-		case <-quit: // stopped: the rest is folded on the next start
-		}
-	}, jetstream.PullMaxMessages(r.batch), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-		// The ordered consumer recreates itself after a gap or missed
-		// heartbeats; what reaches here is worth a line, not a stop.
-		r.logger.Warn().Err(err).Str("model", r.h.Name()).Msg("event consumer")
-	}))
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return fmt.Errorf("read model %s: consume: %w", r.h.Name(), err)
-	}
-	go func() {
-		<-cc.Closed()
-		select {
-		case errc <- fmt.Errorf("event consumer stopped"):
-		default:
-		}
-	}()
-	defer func() {
-		close(quit)
-		cc.Stop()
-	}()
+	defer stop()
 	// Folded batches share one write transaction until a checkpoint: no
 	// event came for checkpointIdle, checkpointEvery has passed, or
 	// checkpointMax events are waiting. A batch's decisions are appended
@@ -297,7 +254,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		return nil
 	}
 	for {
-		var batch []jetstream.Msg
+		var batch []item
 		// With folded events uncommitted, wait for the next only a moment.
 		var idle <-chan time.Time
 		var idleTimer *time.Timer
@@ -400,21 +357,77 @@ func (r *Runner) deleteAppended(tx *bolt.Tx) error {
 	return nil
 }
 
+// events delivers the model's events, decoded, from its feed or from a
+// consumer of its own; errc reports the source's end while ctx is not done.
+func (r *Runner) events(ctx context.Context) (<-chan item, <-chan error, func(), error) {
+	errc := make(chan error, 1)
+	if r.feed != nil {
+		items, done, err := r.feed.join(ctx, r.h.Name(), r.h.Filters(), r.Position(), r.batch)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("read model %s: %w", r.h.Name(), err)
+		}
+		go func() {
+			<-done
+			errc <- r.feed.Err()
+		}()
+		return items, errc, func() {}, nil
+	}
+	stream, err := r.log.JetStream().Stream(ctx, eventlog.EventsStream)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("read model %s: stream: %w", r.h.Name(), err)
+	}
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: r.h.Filters()}
+	if pos := r.Position(); pos > 0 {
+		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cfg.OptStartSeq = pos + 1
+	}
+	cons, err := stream.OrderedConsumer(ctx, cfg)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("read model %s: consumer: %w", r.h.Name(), err)
+	}
+	// Consume, not Messages: its iterator arms a heartbeat timer on every
+	// Next, one per event.
+	msgs := make(chan item, r.batch)
+	quit := make(chan struct{})
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		select {
+		case msgs <- decodeItem(m):
+		case <-quit: // stopped: the rest is folded on the next start
+		}
+	}, jetstream.PullMaxMessages(r.batch), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		// The ordered consumer recreates itself after a gap or missed
+		// heartbeats; what reaches here is worth a line, not a stop.
+		r.logger.Warn().Err(err).Str("model", r.h.Name()).Msg("event consumer")
+	}))
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("read model %s: consume: %w", r.h.Name(), err)
+	}
+	go func() {
+		<-cc.Closed()
+		select {
+		case errc <- fmt.Errorf("event consumer stopped"):
+		default:
+		}
+	}()
+	return msgs, errc, func() {
+		close(quit)
+		cc.Stop()
+	}, nil
+}
+
 // fold applies a batch in tx, after position pos, and returns the decisions
 // and the new position.
-func (r *Runner) fold(tx *bolt.Tx, batch []jetstream.Msg, pos uint64) (*Outbox, uint64, error) {
+func (r *Runner) fold(tx *bolt.Tx, batch []item, pos uint64) (*Outbox, uint64, error) {
 	out := &Outbox{}
-	for _, m := range batch {
-		rec, err := eventlog.DecodeMsg(m)
-		if err != nil {
+	for _, it := range batch {
+		if it.err != nil {
 			// A message we cannot read is logged and passed over:
 			// stopping here would stop every model behind it.
-			r.logger.Error().Err(err).Str("subject", m.Subject()).Msg("skip undecodable event")
-			if md, merr := m.Metadata(); merr == nil && md.Sequence.Stream > pos {
-				pos = md.Sequence.Stream
-			}
+			r.logger.Error().Err(it.err).Str("subject", it.subject).Msg("skip undecodable event")
+			pos = max(pos, it.seq)
 			continue
 		}
+		rec := it.rec
 		if rec.Seq <= pos {
 			continue // folded before a crash; never fold twice
 		}

@@ -22,6 +22,7 @@ import (
 	workv1 "github.com/ekaci/ekaci/libs/gen/ekaci/work/v1"
 	"github.com/ekaci/ekaci/libs/machines"
 	"github.com/ekaci/ekaci/libs/natsembed"
+	"github.com/ekaci/ekaci/libs/projection"
 	"github.com/ekaci/ekaci/libs/service"
 	"github.com/ekaci/ekaci/libs/telemetry"
 	"github.com/ekaci/ekaci/services/builder"
@@ -169,6 +170,10 @@ func (a *App) Run(ctx context.Context) error {
 	}
 
 	g, ctx := errgroup.WithContext(ctx)
+	// Ingress and the recorder read every derivation event; here, in one
+	// process, they share one consumer (each event delivered and decoded
+	// once instead of twice).
+	feed := projection.NewFeed(a.log, lg("feed"), ingress.ReadModel, recorder.ReadModel)
 	stages := map[string]func(context.Context) error{
 		"gitter": func(ctx context.Context) error {
 			return gitter.Run(ctx, gitter.Config{Log: a.log, Logger: lg("gitter"), GitDir: filepath.Join(cfg.DataDir, "git")})
@@ -180,7 +185,7 @@ func (a *App) Run(ctx context.Context) error {
 			return evaluator.Run(ctx, evaluator.Config{Log: a.log, Logger: lg("evaluator"), NixOptions: cfg.NixOptions})
 		},
 		"ingress": func(ctx context.Context) error {
-			return ingress.Run(ctx, ingress.Config{Log: a.log, DataDir: cfg.DataDir, Logger: lg("ingress")})
+			return ingress.Run(ctx, ingress.Config{Log: a.log, DataDir: cfg.DataDir, Logger: lg("ingress"), Feed: feed})
 		},
 		"router": func(ctx context.Context) error {
 			return router.Run(ctx, router.Config{Log: a.log, Logger: lg("router"), Builders: routes, Health: health})
@@ -193,7 +198,7 @@ func (a *App) Run(ctx context.Context) error {
 			})
 		},
 		"recorder": func(ctx context.Context) error {
-			return recorder.Run(ctx, recorder.Config{Log: a.log, DataDir: cfg.DataDir, Logger: lg("recorder")})
+			return recorder.Run(ctx, recorder.Config{Log: a.log, DataDir: cfg.DataDir, Logger: lg("recorder"), Feed: feed})
 		},
 		"notifier": func(ctx context.Context) error {
 			return notifier.Run(ctx, notifier.Config{Log: a.log, Logger: lg("notifier"), Sink: notifier.NewLocal(notify)})

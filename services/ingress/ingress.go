@@ -25,6 +25,9 @@ type Config struct {
 	// Limits shape the facts the graph appends (zero: defaults, and as many
 	// derivations per downstream_failed as the server's max payload takes).
 	Limits Limits
+	// Feed, when set, is the event feed this process's read models share
+	// (the all-in-one); nil: a consumer of its own.
+	Feed *projection.Feed
 }
 
 // Run keeps the graph model and decides until ctx ends.
@@ -35,6 +38,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer db.Close()
 	opts := []projection.Option{projection.WithLogger(cfg.Logger)}
+	if cfg.Feed != nil {
+		opts = append(opts, projection.WithFeed(cfg.Feed))
+	}
 	if cfg.Applied != nil {
 		opts = append(opts, projection.WithAppliedHook(cfg.Applied))
 	}
@@ -99,8 +105,11 @@ func (m *Graph) limits() Limits {
 	return l
 }
 
+// ReadModel names the ingress read model (for a shared projection.Feed).
+const ReadModel = "ingress"
+
 // Name implements projection.Handler.
-func (*Graph) Name() string { return "ingress" }
+func (*Graph) Name() string { return ReadModel }
 
 // Filters implements projection.Handler.
 func (*Graph) Filters() []string { return []string{eventlog.KindFilter(eventlog.Drv)} }

@@ -194,7 +194,10 @@ func (c *Conclusions) Flush(tx *bolt.Tx) error {
 }
 
 // Name implements projection.Handler.
-func (*Conclusions) Name() string { return "recorder" }
+func (*Conclusions) Name() string { return ReadModel }
+
+// ReadModel names the recorder's read model (for a shared projection.Feed).
+const ReadModel = "recorder"
 
 // Filters implements projection.Handler.
 func (*Conclusions) Filters() []string {

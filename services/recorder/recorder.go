@@ -17,6 +17,9 @@ type Config struct {
 	Log     *eventlog.Log
 	DataDir string // the read model lives in DataDir/recorder.db
 	Logger  zerolog.Logger
+	// Feed, when set, is the event feed this process's read models share
+	// (the all-in-one); nil: a consumer of its own.
+	Feed *projection.Feed
 }
 
 // Run records reports and concludes jobsets until ctx ends.
@@ -29,7 +32,11 @@ func Run(ctx context.Context, cfg Config) error {
 	// Half the largest message the server takes, for the event's other
 	// fields and headers.
 	budget := int(cfg.Log.JetStream().Conn().MaxPayload() / 2)
-	runner, err := projection.New(db, cfg.Log, NewConclusions(cfg.Logger).WithResultBudget(budget), projection.WithLogger(cfg.Logger))
+	opts := []projection.Option{projection.WithLogger(cfg.Logger)}
+	if cfg.Feed != nil {
+		opts = append(opts, projection.WithFeed(cfg.Feed))
+	}
+	runner, err := projection.New(db, cfg.Log, NewConclusions(cfg.Logger).WithResultBudget(budget), opts...)
 	if err != nil {
 		return err
 	}

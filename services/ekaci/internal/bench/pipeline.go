@@ -22,6 +22,7 @@ import (
 	workv1 "github.com/ekaci/ekaci/libs/gen/ekaci/work/v1"
 	"github.com/ekaci/ekaci/libs/graphgen"
 	"github.com/ekaci/ekaci/libs/natsembed"
+	"github.com/ekaci/ekaci/libs/projection"
 	"github.com/ekaci/ekaci/libs/service"
 	"github.com/ekaci/ekaci/services/builder"
 	"github.com/ekaci/ekaci/services/ingress"
@@ -131,12 +132,14 @@ func Start(ctx context.Context, o Options) (*Pipeline, error) {
 			builder.Pool{System: sys, Class: workv1.BuildClass_BUILD_CLASS_LOCAL, MaxJobs: 64},
 			builder.Pool{System: sys, Class: workv1.BuildClass_BUILD_CLASS_FOD, MaxJobs: 16})
 	}
+	// As the all-in-one wires them: ingress and recorder share a feed.
+	feed := projection.NewFeed(p.Log, nop, ingress.ReadModel, recorder.ReadModel)
 	stages := []struct {
 		name string
 		run  func(ctx context.Context, log *eventlog.Log, nc *nats.Conn) error
 	}{
 		{"ingress", func(ctx context.Context, log *eventlog.Log, _ *nats.Conn) error {
-			return ingress.Run(ctx, ingress.Config{Log: log, DataDir: o.Dir, Logger: nop, Limits: o.IngressLimits, Applied: func(seq uint64) { p.IngressAt.Store(seq) }})
+			return ingress.Run(ctx, ingress.Config{Log: log, DataDir: o.Dir, Logger: nop, Limits: o.IngressLimits, Feed: feed, Applied: func(seq uint64) { p.IngressAt.Store(seq) }})
 		}},
 		{"router", func(ctx context.Context, log *eventlog.Log, _ *nats.Conn) error {
 			return router.Run(ctx, router.Config{Log: log, Logger: nop, Builders: routes})
@@ -146,7 +149,7 @@ func Start(ctx context.Context, o Options) (*Pipeline, error) {
 				Noop: &builder.Noop{Fail: o.Fail}, LogDir: filepath.Join(o.Dir, "logs")})
 		}},
 		{"recorder", func(ctx context.Context, log *eventlog.Log, _ *nats.Conn) error {
-			return recorder.Run(ctx, recorder.Config{Log: log, DataDir: o.Dir, Logger: nop})
+			return recorder.Run(ctx, recorder.Config{Log: log, DataDir: o.Dir, Logger: nop, Feed: feed})
 		}},
 	}
 	for _, st := range stages {
