@@ -60,21 +60,28 @@ func (d *Decoder) finish() bool {
 func (d *Decoder) Object() bool { return d.expect('{') }
 
 // First reports whether the object just opened has a field.
-func (d *Decoder) First() bool {
-	if d.peek() == '}' {
+func (d *Decoder) First() bool { return d.first('}') }
+
+// More reports whether another field follows the one just read.
+func (d *Decoder) More() bool { return d.more('}') }
+
+// first reports whether the object or array just opened, ending at end,
+// has a member.
+func (d *Decoder) first(end byte) bool {
+	if d.peek() == end {
 		d.pos++
 		return false
 	}
 	return !d.failed
 }
 
-// More reports whether another field follows the one just read.
-func (d *Decoder) More() bool {
+// more reports whether another member follows, before end.
+func (d *Decoder) more(end byte) bool {
 	switch d.peek() {
 	case ',':
 		d.pos++
 		return true
-	case '}':
+	case end:
 		d.pos++
 		return false
 	}
@@ -121,27 +128,10 @@ func (d *Decoder) Seen(seen *uint64, i int) {
 func (d *Decoder) Array() bool { return d.expect('[') }
 
 // ArrayFirst reports whether the array just opened has an element.
-func (d *Decoder) ArrayFirst() bool {
-	if d.peek() == ']' {
-		d.pos++
-		return false
-	}
-	return !d.failed
-}
+func (d *Decoder) ArrayFirst() bool { return d.first(']') }
 
 // ArrayMore reports whether another element follows.
-func (d *Decoder) ArrayMore() bool {
-	switch d.peek() {
-	case ',':
-		d.pos++
-		return true
-	case ']':
-		d.pos++
-		return false
-	}
-	d.failed = true
-	return false
-}
+func (d *Decoder) ArrayMore() bool { return d.more(']') }
 
 // Key reads a map key and its colon.
 func (d *Decoder) Key() string {

@@ -97,15 +97,7 @@ func start(t *testing.T, ctx context.Context, db *bolt.DB, log *eventlog.Log) (*
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	return r, func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}
+	return r, run(t, ctx, r)
 }
 
 func discover(t *testing.T, ctx context.Context, log *eventlog.Log, id string, deps ...string) uint64 {

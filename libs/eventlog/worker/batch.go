@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -27,21 +25,11 @@ func RunBatch(ctx context.Context, js jetstream.JetStream, cfg Config, h BatchHa
 	cfg = cfg.withDefaults()
 	// Room for a batch being handled and the next one arriving.
 	cfg.Concurrency = max(cfg.Concurrency, cfg.Batch/2)
-	cons, err := Ensure(ctx, js, cfg)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil // stopped while starting
-		}
-		return err
+	it, err := messages(ctx, js, cfg, cfg.Batch)
+	if it == nil {
+		return err // nil when stopped while starting
 	}
 	log = log.With().Str("consumer", cfg.Durable).Logger()
-	it, err := cons.Messages(jetstream.PullMaxMessages(cfg.Batch))
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return fmt.Errorf("consumer %s: %w", cfg.Durable, err)
-	}
 	stop := context.AfterFunc(ctx, it.Drain)
 	defer stop()
 	msgs := make(chan jetstream.Msg, cfg.Batch)
@@ -98,26 +86,9 @@ func RunBatch(ctx context.Context, js jetstream.JetStream, cfg Config, h BatchHa
 }
 
 func handleBatch(ctx context.Context, cfg Config, h BatchHandler, batch []jetstream.Msg, log zerolog.Logger) {
-	// One self-arming heartbeat timer for the whole batch (see handle).
-	var mu sync.Mutex
-	done := false
-	var beat *time.Timer
-	beat = time.AfterFunc(cfg.AckWait/3, func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if done {
-			return
-		}
-		for _, m := range batch {
-			_ = m.InProgress()
-		}
-		beat.Reset(cfg.AckWait / 3)
-	})
+	stop := beatWhile(cfg, batch...) // one timer for the whole batch
 	errs := h(ctx, batch)
-	mu.Lock()
-	done = true
-	beat.Stop()
-	mu.Unlock()
+	stop()
 	for i, m := range batch {
 		var err error
 		switch {

@@ -96,25 +96,35 @@ func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.
 	return cons, nil
 }
 
+// messages ensures the consumer and opens its message iterator, pulling up
+// to pull at a time. Both are nil when ctx ended meanwhile.
+func messages(ctx context.Context, js jetstream.JetStream, cfg Config, pull int) (jetstream.MessagesContext, error) {
+	cons, err := Ensure(ctx, js, cfg)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, nil
+		}
+		return nil, err
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(pull))
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("consumer %s: %w", cfg.Durable, err)
+	}
+	return it, nil
+}
+
 // Run consumes until ctx ends, then stops taking messages, waits for the
 // running handlers (whose context is cancelled too) and returns nil.
 func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log zerolog.Logger) error {
 	cfg = cfg.withDefaults()
-	cons, err := Ensure(ctx, js, cfg)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil // stopped while starting
-		}
-		return err
+	it, err := messages(ctx, js, cfg, cfg.Concurrency)
+	if it == nil {
+		return err // nil when stopped while starting
 	}
 	log = log.With().Str("consumer", cfg.Durable).Logger()
-	it, err := cons.Messages(jetstream.PullMaxMessages(cfg.Concurrency))
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return fmt.Errorf("consumer %s: %w", cfg.Durable, err)
-	}
 	stop := context.AfterFunc(ctx, it.Drain)
 	defer stop()
 
@@ -149,27 +159,37 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log
 func handle(ctx context.Context, cfg Config, h Handler, m jetstream.Msg, log zerolog.Logger) {
 	hctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	// Heartbeats from a timer that re-arms itself, not a goroutine and a
-	// ticker per message: most handlers finish long before the first.
-	var beat *time.Timer
+	stop := beatWhile(cfg, m)
+	err := h(hctx, m)
+	stop()
+	cancel()
+	settle(ctx, cfg, m, err, log)
+}
+
+// beatWhile sends heartbeats for msgs every AckWait/3 until the returned
+// stop is called: from one timer that re-arms itself, not a goroutine and
+// a ticker per message, since most handlers finish long before the first.
+func beatWhile(cfg Config, msgs ...jetstream.Msg) (stop func()) {
 	var mu sync.Mutex
 	done := false
+	var beat *time.Timer
 	beat = time.AfterFunc(cfg.AckWait/3, func() {
 		mu.Lock()
 		defer mu.Unlock()
 		if done {
 			return
 		}
-		_ = m.InProgress()
+		for _, m := range msgs {
+			_ = m.InProgress()
+		}
 		beat.Reset(cfg.AckWait / 3)
 	})
-	err := h(hctx, m)
-	mu.Lock()
-	done = true
-	beat.Stop()
-	mu.Unlock()
-	cancel()
-	settle(ctx, cfg, m, err, log)
+	return func() {
+		mu.Lock()
+		done = true
+		beat.Stop()
+		mu.Unlock()
+	}
 }
 
 // settle acknowledges a handled message, or terminates or re-queues it

@@ -78,14 +78,7 @@ func testRetryPermanentAndDrain(t *testing.T, run func(context.Context, jetstrea
 		defer mu.Unlock()
 		return seen["w.flaky"] == 2 && seen["w.ok"] == 1 && seen["w.bad"] == 1
 	}, "flaky handled twice, ok and bad once")
-	natstest.Eventually(t, 10*time.Second, func() bool {
-		s, err := js.Stream(ctx, "W")
-		if err != nil {
-			return false
-		}
-		info, err := s.Info(ctx)
-		return err == nil && info.State.Msgs == 0
-	}, "work queue emptied by acks and the termination")
+	drained(t, ctx, js, 10*time.Second, "work queue emptied by acks and the termination")
 	stop()
 	select {
 	case err := <-done:
@@ -191,14 +184,7 @@ func TestRunBatchHandsOverWhatIsWaiting(t *testing.T) {
 	go func() {
 		done <- worker.RunBatch(rctx, js, worker.Config{Stream: "W", Durable: "b", Filters: []string{"w.>"}, Backoff: 10 * time.Millisecond, Batch: 64}, h, zerolog.Nop())
 	}()
-	natstest.Eventually(t, 10*time.Second, func() bool {
-		s, err := js.Stream(ctx, "W")
-		if err != nil {
-			return false
-		}
-		info, err := s.Info(ctx)
-		return err == nil && info.State.Msgs == 0
-	}, "every message acknowledged")
+	drained(t, ctx, js, 10*time.Second, "every message acknowledged")
 	stop()
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -258,14 +244,7 @@ func TestWaitingMessagesAreNotRedeliveredBehindLongWork(t *testing.T) {
 				done <- worker.Run(rctx, js, worker.Config{Stream: "W", Durable: "slow", Filters: []string{"w.>"},
 					AckWait: time.Second, Concurrency: 1, MaxAckPending: tt.maxAck}, h, zerolog.Nop())
 			}()
-			natstest.Eventually(t, 30*time.Second, func() bool {
-				s, err := js.Stream(ctx, "W")
-				if err != nil {
-					return false
-				}
-				info, err := s.Info(ctx)
-				return err == nil && info.State.Msgs == 0
-			}, "every message acknowledged")
+			drained(t, ctx, js, 30*time.Second, "every message acknowledged")
 			stop()
 			if err := <-done; err != nil {
 				t.Fatal(err)
@@ -286,4 +265,18 @@ func TestWaitingMessagesAreNotRedeliveredBehindLongWork(t *testing.T) {
 			}
 		})
 	}
+}
+
+// drained waits until the work stream W holds no message: every one
+// acknowledged or terminated.
+func drained(t *testing.T, ctx context.Context, js jetstream.JetStream, within time.Duration, what string) {
+	t.Helper()
+	natstest.Eventually(t, within, func() bool {
+		s, err := js.Stream(ctx, "W")
+		if err != nil {
+			return false
+		}
+		info, err := s.Info(ctx)
+		return err == nil && info.State.Msgs == 0
+	}, what)
 }
