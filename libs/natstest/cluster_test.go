@@ -36,6 +36,23 @@ func r3Stream(t *testing.T, ctx context.Context, js jetstream.JetStream) jetstre
 	return st
 }
 
+// publishReady publishes as soon as the stream answers: a stream whose
+// leader was just elected can, for a moment, have no responder yet on the
+// node the client is connected to (ErrNoStreamResponse: nothing stored).
+func publishReady(t *testing.T, ctx context.Context, js jetstream.JetStream, subject, data string) *jetstream.PubAck {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		ack, err := js.Publish(ctx, subject, []byte(data))
+		if err == nil {
+			return ack
+		}
+		if !errors.Is(err, jetstream.ErrNoStreamResponse) || time.Now().After(deadline) {
+			t.Fatalf("publish %s: %v", subject, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 func isNoPeers(err error) bool {
 	var apiErr *jetstream.APIError
 	return errors.As(err, &apiErr) && apiErr.ErrorCode == 10005
@@ -70,10 +87,7 @@ func TestClusterFromDeployConfig(t *testing.T) {
 	_, js0 := Connect(t, servers[0])
 	st := r3Stream(t, ctx, js0)
 	for i := 1; i <= 3; i++ {
-		ack, err := js0.Publish(ctx, fmt.Sprintf("ekaci.evt.drv.h%d.started", i), []byte(fmt.Sprintf("event %d", i)))
-		if err != nil {
-			t.Fatalf("publish %d: %v", i, err)
-		}
+		ack := publishReady(t, ctx, js0, fmt.Sprintf("ekaci.evt.drv.h%d.started", i), fmt.Sprintf("event %d", i))
 		if ack.Sequence != uint64(i) {
 			t.Fatalf("publish %d: sequence %d", i, ack.Sequence)
 		}
@@ -115,9 +129,7 @@ func TestClusterQuorum(t *testing.T) {
 	defer cancel()
 	_, js := Connect(t, servers[0])
 	r3Stream(t, ctx, js)
-	if _, err := js.Publish(ctx, "ekaci.evt.drv.h1.started", []byte("before")); err != nil {
-		t.Fatalf("publish before: %v", err)
-	}
+	publishReady(t, ctx, js, "ekaci.evt.drv.h1.started", "before")
 
 	// Stop the stream's leader, the harder case: a new one must be elected.
 	var down *server.Server
