@@ -42,8 +42,9 @@ func decodeItem(m jetstream.Msg) item {
 // of its own, as a stage running on its own does.
 //
 // The feed starts once every read model named in NewFeed has joined, from
-// the earliest of their positions; the decoded events are shared, so
-// handlers on a feed must not change them.
+// the earliest of their positions, and serves one run of each: it stops
+// with the context of the last one to join. The decoded events are
+// shared, so handlers on a feed must not change them.
 type Feed struct {
 	log    *eventlog.Log
 	logger zerolog.Logger

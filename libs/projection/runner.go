@@ -367,8 +367,11 @@ func (r *Runner) events(ctx context.Context) (<-chan item, <-chan error, func(),
 			return nil, nil, nil, fmt.Errorf("read model %s: %w", r.h.Name(), err)
 		}
 		go func() {
-			<-done
-			errc <- r.feed.Err()
+			select {
+			case <-done:
+				errc <- r.feed.Err()
+			case <-ctx.Done(): // Run returns on its own
+			}
 		}()
 		return items, errc, func() {}, nil
 	}
