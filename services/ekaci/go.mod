@@ -25,3 +25,72 @@ replace github.com/ekaci/ekaci/libs/machines => ../../libs/machines
 replace github.com/ekaci/ekaci/libs/graphgen => ../../libs/graphgen
 
 replace github.com/ekaci/ekaci/libs/pbjson => ../../libs/pbjson
+
+replace github.com/ekaci/ekaci/services/builder => ../../services/builder
+
+replace github.com/ekaci/ekaci/services/evaluator => ../../services/evaluator
+
+replace github.com/ekaci/ekaci/services/gitter => ../../services/gitter
+
+replace github.com/ekaci/ekaci/services/ingress => ../../services/ingress
+
+replace github.com/ekaci/ekaci/services/notifier => ../../services/notifier
+
+replace github.com/ekaci/ekaci/services/reader => ../../services/reader
+
+replace github.com/ekaci/ekaci/services/recorder => ../../services/recorder
+
+replace github.com/ekaci/ekaci/services/router => ../../services/router
+
+require (
+	github.com/ekaci/ekaci/libs/buildstate v0.0.0-00010101000000-000000000000
+	github.com/ekaci/ekaci/libs/eventlog v0.0.0-00010101000000-000000000000
+	github.com/ekaci/ekaci/libs/flagenv v0.0.0-00010101000000-000000000000
+	github.com/ekaci/ekaci/libs/gen v0.0.0-00010101000000-000000000000
+	github.com/ekaci/ekaci/libs/graphgen v0.0.0-00010101000000-000000000000
+	github.com/ekaci/ekaci/libs/machines v0.0.0-00010101000000-000000000000
+	github.com/ekaci/ekaci/libs/natsembed v0.0.0-00010101000000-000000000000
+	github.com/ekaci/ekaci/libs/natstest v0.0.0-00010101000000-000000000000
+	github.com/ekaci/ekaci/libs/projection v0.0.0-00010101000000-000000000000
+	github.com/ekaci/ekaci/libs/service v0.0.0-00010101000000-000000000000
+	github.com/ekaci/ekaci/libs/telemetry v0.0.0-00010101000000-000000000000
+	github.com/ekaci/ekaci/services/builder v0.0.0-00010101000000-000000000000
+	github.com/ekaci/ekaci/services/evaluator v0.0.0-00010101000000-000000000000
+	github.com/ekaci/ekaci/services/gitter v0.0.0-00010101000000-000000000000
+	github.com/ekaci/ekaci/services/ingress v0.0.0-00010101000000-000000000000
+	github.com/ekaci/ekaci/services/notifier v0.0.0-00010101000000-000000000000
+	github.com/ekaci/ekaci/services/reader v0.0.0-00010101000000-000000000000
+	github.com/ekaci/ekaci/services/recorder v0.0.0-00010101000000-000000000000
+	github.com/ekaci/ekaci/services/router v0.0.0-00010101000000-000000000000
+	github.com/nats-io/nats.go v1.55.0
+	github.com/rs/zerolog v1.35.1
+	go.etcd.io/bbolt v1.5.0
+	golang.org/x/sync v0.25.0
+)
+
+require (
+	github.com/antithesishq/antithesis-sdk-go v0.8.0-default-no-op // indirect
+	github.com/beorn7/perks v1.0.1 // indirect
+	github.com/cespare/xxhash/v2 v2.3.0 // indirect
+	github.com/ekaci/ekaci/libs/pbjson v0.0.0-00010101000000-000000000000 // indirect
+	github.com/google/go-tpm v0.9.8 // indirect
+	github.com/klauspost/compress v1.20.3 // indirect
+	github.com/mattn/go-colorable v0.1.14 // indirect
+	github.com/mattn/go-isatty v0.0.20 // indirect
+	github.com/minio/highwayhash v1.0.4 // indirect
+	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
+	github.com/nats-io/jwt/v2 v2.8.2 // indirect
+	github.com/nats-io/nats-server/v2 v2.15.2 // indirect
+	github.com/nats-io/nkeys v0.4.16 // indirect
+	github.com/nats-io/nuid v1.0.1 // indirect
+	github.com/nix-community/go-nix v0.0.0-20250101154619-4bdde671e0a1 // indirect
+	github.com/prometheus/client_golang v1.25.0 // indirect
+	github.com/prometheus/client_model v0.6.3 // indirect
+	github.com/prometheus/common v0.72.0 // indirect
+	github.com/prometheus/procfs v0.22.0 // indirect
+	golang.org/x/crypto v0.58.0 // indirect
+	golang.org/x/sys v0.49.0 // indirect
+	golang.org/x/term v0.47.0 // indirect
+	golang.org/x/time v0.16.0 // indirect
+	google.golang.org/protobuf v1.36.12 // indirect
+)
