@@ -22,6 +22,10 @@ const (
 	contentJSON     = "application/json"
 )
 
+// contentJSONValue is every message's Content-Type, shared: headers are
+// only read once built (Add would append to a copy, its capacity being 1).
+var contentJSONValue = []string{contentJSON}
+
 // Payloads are protojson with proto field names, read with unknown fields
 // discarded; pbjson writes and reads them without reflection (generated
 // code) and leaves anything unusual to protojson itself.
@@ -124,11 +128,11 @@ func (l *Log) message(id string, ev *eventsv1.Event) (*nats.Msg, string, string,
 	if err != nil {
 		return nil, "", "", fmt.Errorf("encode %s: %w", ev.GetId(), err)
 	}
-	msg := nats.NewMsg(Subject(agg, id, fact))
-	msg.Data = data
-	msg.Header.Set(jetstream.MsgIDHeader, ev.GetId())
-	msg.Header.Set(HeaderEventType, TypeName(ev))
-	msg.Header.Set(HeaderContent, contentJSON)
+	msg := &nats.Msg{Subject: Subject(agg, id, fact), Data: data, Header: nats.Header{
+		jetstream.MsgIDHeader: {ev.GetId()},
+		HeaderEventType:       {TypeName(ev)},
+		HeaderContent:         contentJSONValue,
+	}}
 	return msg, agg, fact, nil
 }
 
@@ -160,13 +164,13 @@ func workMessage(subject, msgID string, m proto.Message) (*nats.Msg, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode %s: %w", subject, err)
 	}
-	msg := nats.NewMsg(subject)
-	msg.Data = data
+	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{
+		HeaderEventType: {string(m.ProtoReflect().Descriptor().FullName())},
+		HeaderContent:   contentJSONValue,
+	}}
 	if msgID != "" {
-		msg.Header.Set(jetstream.MsgIDHeader, msgID)
+		msg.Header[jetstream.MsgIDHeader] = []string{msgID}
 	}
-	msg.Header.Set(HeaderEventType, string(m.ProtoReflect().Descriptor().FullName()))
-	msg.Header.Set(HeaderContent, contentJSON)
 	return msg, nil
 }
 

@@ -1,6 +1,8 @@
 package pbjson
 
 import (
+	"sync"
+
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 )
@@ -20,13 +22,24 @@ var (
 	slowUnmarshal = protojson.UnmarshalOptions{DiscardUnknown: true}
 )
 
+// scratch holds encoders' buffers between calls: Marshal writes into one
+// and returns an exact-size copy, one allocation per message instead of
+// one per doubling.
+var scratch = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
 // Marshal writes m as protojson with proto field names would.
 func Marshal(m proto.Message) ([]byte, error) {
 	if f, ok := m.(Marshaler); ok {
-		e := Encoder{buf: make([]byte, 0, 256)}
+		bp := scratch.Get().(*[]byte)
+		e := Encoder{buf: (*bp)[:0]}
 		f.MarshalProtoJSON(&e)
+		out := append([]byte(nil), e.buf...)
+		if cap(e.buf) <= 1<<20 { // a huge message's buffer is not kept
+			*bp = e.buf
+			scratch.Put(bp)
+		}
 		if !e.bad {
-			return e.buf, nil
+			return out, nil
 		}
 	}
 	return slowMarshal.Marshal(m)

@@ -253,8 +253,11 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 		return nil
 	}
+	// One batch slice for the whole run: a fold keeps no item.
+	batch := make([]item, 0, r.batch)
 	for {
-		var batch []item
+		clear(batch) // drop the last batch's events for the collector
+		batch = batch[:0]
 		// With folded events uncommitted, wait for the next only a moment.
 		var idle <-chan time.Time
 		var idleTimer *time.Timer

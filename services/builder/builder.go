@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -175,7 +176,7 @@ func (b *build) handle(ctx context.Context, m jetstream.Msg) error {
 		}
 	}
 	started := &eventsv1.Event{
-		Id: fmt.Sprintf("started-%s-%d", req.GetDrvId(), req.GetAttempt()),
+		Id: "started-" + req.GetDrvId() + "-" + strconv.FormatUint(uint64(req.GetAttempt()), 10),
 		Payload: &eventsv1.Event_DrvBuildStarted{DrvBuildStarted: &eventsv1.DrvBuildStarted{
 			Attempt: req.GetAttempt(), Builder: b.cfg.Name,
 		}},
@@ -314,7 +315,7 @@ func (b *build) resolve(ctx context.Context, req *workv1.BuildRequest, log zerol
 func (b *build) report(ctx context.Context, req *workv1.BuildRequest, rep *workv1.BuildReport) error {
 	rep.DrvId, rep.DrvPath, rep.Attempt, rep.Builder = req.GetDrvId(), req.GetDrvPath(), req.GetAttempt(), b.cfg.Name
 	_, err := eventlog.Publish(ctx, b.cfg.Log.JetStream(), eventlog.ReportSubject(req.GetDrvId()),
-		fmt.Sprintf("report-%s-%d", req.GetDrvId(), req.GetAttempt()), rep)
+		"report-"+req.GetDrvId()+"-"+strconv.FormatUint(uint64(req.GetAttempt()), 10), rep)
 	return err
 }
 

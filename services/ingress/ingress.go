@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strconv"
 
 	"github.com/rs/zerolog"
 	bolt "go.etcd.io/bbolt"
@@ -287,7 +288,7 @@ func (m *Graph) maybeBuildable(n int32, cause string, out *projection.Outbox) er
 	if err != nil {
 		return err
 	}
-	out.Append(nd.id, event(fmt.Sprintf("buildable-%s-%d", nd.id, b.GetAttempt()), cause, b), nd.lastSeq)
+	out.Append(nd.id, event("buildable-"+nd.id+"-"+strconv.FormatUint(uint64(b.GetAttempt()), 10), cause, b), nd.lastSeq)
 	return nil
 }
 

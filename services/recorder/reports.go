@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -71,7 +72,7 @@ func succeededAfterStart(rep *workv1.BuildReport) (eventlog.Item, bool) {
 		return eventlog.Item{}, false
 	}
 	id := rep.GetDrvId()
-	ev := &eventsv1.Event{Id: fmt.Sprintf("%s-%s-%d", buildstate.KindBuildSucceeded, id, rep.GetAttempt()),
+	ev := &eventsv1.Event{Id: string(buildstate.KindBuildSucceeded) + "-" + id + "-" + strconv.FormatUint(uint64(rep.GetAttempt()), 10),
 		Payload: &eventsv1.Event_DrvBuildSucceeded{DrvBuildSucceeded: &eventsv1.DrvBuildSucceeded{
 			Attempt: rep.GetAttempt(), DurationMs: rep.GetDurationMs(),
 		}}}

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -181,7 +182,7 @@ func Run(ctx context.Context, cfg Config) error {
 			DrvId: rec.ID, DrvPath: b.GetDrvPath(), System: b.GetSystem(), Class: class,
 			Attempt: b.GetAttempt(), RequiredSystemFeatures: b.GetRequiredSystemFeatures(), LastSeq: rec.Seq,
 		}
-		return &eventlog.Work{Subject: BuildSubject(b.GetSystem(), class), MsgID: fmt.Sprintf("build-%s-%d", rec.ID, b.GetAttempt()), Message: req}, nil
+		return &eventlog.Work{Subject: BuildSubject(b.GetSystem(), class), MsgID: "build-" + rec.ID + "-" + strconv.FormatUint(uint64(b.GetAttempt()), 10), Message: req}, nil
 	}
 	// A batch's requests are queued pipelined: one round trip for all.
 	handle := func(ctx context.Context, msgs []jetstream.Msg) []error {
