@@ -86,8 +86,10 @@ func NewClusterFromDir(tb testing.TB, dir string) []*server.Server {
 		go s.Start()
 	}
 	for i, s := range servers {
-		if !s.ReadyForConnections(10 * time.Second) {
-			tb.Fatalf("natstest: %s not ready within 10s", files[i])
+		// Generous: three JetStream servers syncing every write start
+		// slowly on a loaded 2-core machine (10 s was missed once).
+		if !s.ReadyForConnections(30 * time.Second) {
+			tb.Fatalf("natstest: %s not ready within 30s", files[i])
 		}
 	}
 	WaitForMetaLeader(tb, servers, 30*time.Second)
