@@ -33,12 +33,15 @@ func Marshal(m proto.Message) ([]byte, error) {
 		bp := scratch.Get().(*[]byte)
 		e := Encoder{buf: (*bp)[:0]}
 		f.MarshalProtoJSON(&e)
-		out := append([]byte(nil), e.buf...)
+		var out []byte
+		if !e.bad {
+			out = append([]byte(nil), e.buf...)
+		}
 		if cap(e.buf) <= 1<<20 { // a huge message's buffer is not kept
 			*bp = e.buf
 			scratch.Put(bp)
 		}
-		if !e.bad {
+		if out != nil {
 			return out, nil
 		}
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/ekaci/ekaci/libs/buildstate"
 	"github.com/ekaci/ekaci/libs/eventlog"
+	"github.com/ekaci/ekaci/libs/eventlog/eventlogtest"
 	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
 	"github.com/ekaci/ekaci/libs/natstest"
 	"github.com/ekaci/ekaci/libs/projection"
@@ -112,10 +113,7 @@ func discover(t *testing.T, ctx context.Context, log *eventlog.Log, id string, d
 func TestFoldRestartRebuild(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	_, js := natstest.Connect(t, natstest.NewServer(t))
-	if err := eventlog.Provision(ctx, js, eventlog.StreamOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	js := eventlogtest.JetStream(t, ctx)
 	log := eventlog.New(js)
 	dir := t.TempDir()
 	live := openDB(t, filepath.Join(dir, "live.db"))
@@ -204,10 +202,7 @@ func (versioned) Reset(tx *bolt.Tx) error {
 func TestLayoutVersionChangeRebuilds(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	_, js := natstest.Connect(t, natstest.NewServer(t))
-	if err := eventlog.Provision(ctx, js, eventlog.StreamOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	js := eventlogtest.JetStream(t, ctx)
 	log := eventlog.New(js)
 	db := openDB(t, filepath.Join(t.TempDir(), "m.db"))
 	run := func(h projection.Handler) *projection.Runner {

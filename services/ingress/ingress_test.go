@@ -12,8 +12,8 @@ import (
 
 	"github.com/ekaci/ekaci/libs/buildstate"
 	"github.com/ekaci/ekaci/libs/eventlog"
+	"github.com/ekaci/ekaci/libs/eventlog/eventlogtest"
 	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
-	"github.com/ekaci/ekaci/libs/natstest"
 	"github.com/ekaci/ekaci/libs/projection"
 	"github.com/ekaci/ekaci/services/ingress"
 )
@@ -31,10 +31,7 @@ func newFixture(t *testing.T) *fixture { return newFixtureWith(t, ingress.Limits
 func newFixtureWith(t *testing.T, lim ingress.Limits) *fixture {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
-	_, js := natstest.Connect(t, natstest.NewServer(t))
-	if err := eventlog.Provision(ctx, js, eventlog.StreamOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	js := eventlogtest.JetStream(t, ctx)
 	log := eventlog.New(js)
 	db, err := projection.Open(filepath.Join(t.TempDir(), "ingress.db"))
 	if err != nil {
@@ -363,10 +360,7 @@ func TestLargeFailureIsOneFact(t *testing.T) {
 func TestRestartLoadsTheGraph(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	_, js := natstest.Connect(t, natstest.NewServer(t))
-	if err := eventlog.Provision(ctx, js, eventlog.StreamOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	js := eventlogtest.JetStream(t, ctx)
 	log := eventlog.New(js)
 	path := filepath.Join(t.TempDir(), "ingress.db")
 	open := func() (*fixture, func()) {

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/ekaci/ekaci/libs/eventlog"
+	"github.com/ekaci/ekaci/libs/eventlog/eventlogtest"
 	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
 	workv1 "github.com/ekaci/ekaci/libs/gen/ekaci/work/v1"
 	"github.com/ekaci/ekaci/libs/natstest"
@@ -23,10 +24,7 @@ func setup(t *testing.T) (context.Context, *eventlog.Log) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
-	_, js := natstest.Connect(t, natstest.NewServer(t))
-	if err := eventlog.Provision(ctx, js, eventlog.StreamOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	js := eventlogtest.JetStream(t, ctx)
 	log := eventlog.New(js)
 	db, err := projection.Open(filepath.Join(t.TempDir(), "recorder.db"))
 	if err != nil {

@@ -12,8 +12,8 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/ekaci/ekaci/libs/eventlog"
+	"github.com/ekaci/ekaci/libs/eventlog/eventlogtest"
 	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
-	"github.com/ekaci/ekaci/libs/natstest"
 	"github.com/ekaci/ekaci/libs/projection"
 )
 
@@ -76,10 +76,7 @@ func dumpModel(t *testing.T, path string) map[string][]byte {
 func TestOldLayoutIsRebuilt(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	_, js := natstest.Connect(t, natstest.NewServer(t))
-	if err := eventlog.Provision(ctx, js, eventlog.StreamOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	js := eventlogtest.JetStream(t, ctx)
 	log := eventlog.New(js)
 	dir := t.TempDir()
 	live := filepath.Join(dir, "live.db")

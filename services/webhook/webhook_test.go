@@ -15,7 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/ekaci/ekaci/libs/eventlog"
-	"github.com/ekaci/ekaci/libs/natstest"
+	"github.com/ekaci/ekaci/libs/eventlog/eventlogtest"
 	"github.com/ekaci/ekaci/services/webhook"
 )
 
@@ -34,10 +34,7 @@ const prBody = `{"action":"synchronize","number":7,
 func TestWebhook(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	_, js := natstest.Connect(t, natstest.NewServer(t))
-	if err := eventlog.Provision(ctx, js, eventlog.StreamOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	js := eventlogtest.JetStream(t, ctx)
 	log := eventlog.New(js)
 	if _, err := webhook.NewHandler(webhook.Config{Log: log}); !errors.Is(err, webhook.ErrNoSecret) {
 		t.Fatalf("no secret: err = %v, want ErrNoSecret", err)

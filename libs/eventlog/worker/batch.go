@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -24,7 +25,7 @@ type BatchHandler func(ctx context.Context, msgs []jetstream.Msg) []error
 func RunBatch(ctx context.Context, js jetstream.JetStream, cfg Config, h BatchHandler, log zerolog.Logger) error {
 	cfg = cfg.withDefaults()
 	// Room for a batch being handled and the next one arriving.
-	cfg.Concurrency = max(cfg.Concurrency, cfg.Batch/2)
+	cfg.MaxAckPending = cmp.Or(cfg.MaxAckPending, 2*cfg.Batch)
 	it, err := messages(ctx, js, cfg, cfg.Batch)
 	if it == nil {
 		return err // nil when stopped while starting

@@ -1,0 +1,25 @@
+// Package eventlogtest gives a test an event log of its own: an embedded
+// JetStream server on a random port with a temporary store, connected,
+// with ekaci's streams provisioned.
+package eventlogtest
+
+import (
+	"context"
+	"testing"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ekaci/ekaci/libs/eventlog"
+	"github.com/ekaci/ekaci/libs/natstest"
+)
+
+// JetStream starts the server, connects and provisions the streams; the
+// server stops when the test ends.
+func JetStream(t testing.TB, ctx context.Context) jetstream.JetStream {
+	t.Helper()
+	_, js := natstest.Connect(t, natstest.NewServer(t))
+	if err := eventlog.Provision(ctx, js, eventlog.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
