@@ -34,6 +34,24 @@ type Metrics struct {
 	// StageHandled counts messages each stage handled, by result (e.g.
 	// "ok", "retry", "error").
 	StageHandled *prometheus.CounterVec // ekaci_stage_handled_total{stage,result}
+	// GaveUp counts messages a stage stopped handling (refused as
+	// permanent or past max deliveries), by consumer and whether a
+	// terminal fact was recorded for them ("true"/"false"). Anything with
+	// recorded="false" is work that no change will see concluded.
+	GaveUp *prometheus.CounterVec // ekaci_messages_given_up_total{consumer,recorded}
+}
+
+// CountGiveUp is a worker.Config.GaveUp that counts into m.GaveUp; nil m
+// counts nothing.
+func (m *Metrics) CountGiveUp(consumer string, recorded bool) {
+	if m == nil {
+		return
+	}
+	r := "false"
+	if recorded {
+		r = "true"
+	}
+	m.GaveUp.WithLabelValues(consumer, r).Inc()
 }
 
 // BuildDurationBuckets span a cached no-op (a second) to a long build
@@ -78,12 +96,16 @@ func NewMetrics() *Metrics {
 			Name: "ekaci_stage_handled_total",
 			Help: "Messages handled by a stage, by result.",
 		}, []string{"stage", "result"}),
+		GaveUp: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ekaci_messages_given_up_total",
+			Help: "Messages a stage stopped handling (permanent error or max deliveries), by consumer and whether a terminal fact was recorded.",
+		}, []string{"consumer", "recorded"}),
 	}
 	m.registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.EventsAppended, m.BuildQueueDepth, m.BuildsActive, m.ConsumerLag,
-		m.BuildsFinished, m.BuildDuration, m.ProjectionApplied, m.StageHandled,
+		m.BuildsFinished, m.BuildDuration, m.ProjectionApplied, m.StageHandled, m.GaveUp,
 	)
 	return m
 }

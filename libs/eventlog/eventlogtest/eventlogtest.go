@@ -17,8 +17,16 @@ import (
 // server stops when the test ends.
 func JetStream(t testing.TB, ctx context.Context) jetstream.JetStream {
 	t.Helper()
+	return JetStreamWith(t, ctx, eventlog.StreamOptions{})
+}
+
+// JetStreamWith is JetStream with stream options of the test's choosing,
+// e.g. a DuplicateWindow of a second, so that a test can replay a fact
+// after the window and see that nothing is decided twice.
+func JetStreamWith(t testing.TB, ctx context.Context, o eventlog.StreamOptions) jetstream.JetStream {
+	t.Helper()
 	_, js := natstest.Connect(t, natstest.NewServer(t))
-	if err := eventlog.Provision(ctx, js, eventlog.StreamOptions{}); err != nil {
+	if err := eventlog.Provision(ctx, js, o); err != nil {
 		t.Fatal(err)
 	}
 	return js

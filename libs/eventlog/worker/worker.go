@@ -50,7 +50,25 @@ type Config struct {
 	// MaxAckPending bounds the messages delivered and not yet settled;
 	// 0 means Concurrency*4.
 	MaxAckPending int
+	// GiveUp, when set, is called before a message is terminated (refused
+	// as permanent, or failed on its last delivery) so the stage can record
+	// a terminal fact for the message's aggregate (an interruption, an
+	// evaluation or checkout failure): no change may wait forever on a
+	// message nobody will handle again. It is retried a few times; its
+	// error is logged.
+	GiveUp GiveUpFunc
+	// GaveUp, when set, counts each terminated message; recorded says
+	// whether GiveUp recorded its terminal fact (see
+	// telemetry.Metrics.GaveUp).
+	GaveUp func(consumer string, recorded bool)
 }
+
+// GiveUpFunc records what becomes of a message the worker stops handling;
+// cause is the handler's last error.
+type GiveUpFunc func(ctx context.Context, m jetstream.Msg, cause error) error
+
+// giveUpAttempts bounds the calls of GiveUp for one message.
+const giveUpAttempts = 3
 
 func (c Config) withDefaults() Config {
 	if c.AckWait <= 0 {
@@ -208,9 +226,11 @@ func settle(ctx context.Context, cfg Config, m jetstream.Msg, err error, log zer
 	switch {
 	case errors.Is(err, ErrPermanent):
 		log.Error().Err(err).Str("subject", m.Subject()).Msg("message refused for good")
+		giveUp(ctx, cfg, m, err, log)
 		_ = m.Term()
 	case delivered >= uint64(cfg.MaxDeliver):
 		log.Error().Err(err).Str("subject", m.Subject()).Uint64("deliveries", delivered).Msg("giving up after max deliveries")
+		giveUp(ctx, cfg, m, err, log)
 		_ = m.TermWithReason("max deliveries")
 	default:
 		if ctx.Err() == nil {
@@ -218,5 +238,30 @@ func settle(ctx context.Context, cfg Config, m jetstream.Msg, err error, log zer
 		}
 		delay := cfg.Backoff << min(delivered-1, 8)
 		_ = m.NakWithDelay(min(delay, 30*time.Second))
+	}
+}
+
+// giveUp lets the stage record a terminal fact for a message about to be
+// terminated, retrying a little: after the message is terminated nothing
+// will deliver it again.
+func giveUp(ctx context.Context, cfg Config, m jetstream.Msg, cause error, log zerolog.Logger) {
+	recorded := cfg.GiveUp == nil
+	if cfg.GiveUp != nil {
+		// The stage may be stopping: the terminal fact still matters.
+		gctx := context.WithoutCancel(ctx)
+		for attempt := 1; attempt <= giveUpAttempts; attempt++ {
+			err := cfg.GiveUp(gctx, m, cause)
+			if err == nil {
+				recorded = true
+				break
+			}
+			log.Error().Err(err).Str("subject", m.Subject()).Int("attempt", attempt).Msg("could not record the terminal fact of a message given up")
+			if attempt < giveUpAttempts {
+				time.Sleep(cfg.Backoff << attempt)
+			}
+		}
+	}
+	if cfg.GaveUp != nil {
+		cfg.GaveUp(cfg.Durable, recorded && cfg.GiveUp != nil)
 	}
 }

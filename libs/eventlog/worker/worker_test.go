@@ -280,3 +280,87 @@ func drained(t *testing.T, ctx context.Context, js jetstream.JetStream, within t
 		return err == nil && info.State.Msgs == 0
 	}, what)
 }
+
+// TestGiveUpRecordsATerminalFact: a message refused as permanent and one
+// failing on every delivery both reach GiveUp, with the handler's last
+// error, before they are terminated; the counter says whether it recorded.
+func TestGiveUpRecordsATerminalFact(t *testing.T) {
+	for _, r := range runners {
+		t.Run(r.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			_, js := natstest.Connect(t, natstest.NewServer(t))
+			if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "W", Subjects: []string{"w.>"}, Retention: jetstream.WorkQueuePolicy}); err != nil {
+				t.Fatal(err)
+			}
+			for _, s := range []string{"w.bad", "w.broken", "w.ok"} {
+				if _, err := js.Publish(ctx, s, []byte(s)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var mu sync.Mutex
+			delivered := map[string]int{}
+			gaveUp := map[string]string{}
+			counted := map[bool]int{}
+			h := func(ctx context.Context, m jetstream.Msg) error {
+				mu.Lock()
+				delivered[m.Subject()]++
+				n := delivered[m.Subject()]
+				mu.Unlock()
+				switch m.Subject() {
+				case "w.bad":
+					return worker.Permanent(errors.New("cannot ever work"))
+				case "w.broken":
+					return fmt.Errorf("delivery %d broke", n)
+				}
+				return nil
+			}
+			cfg := worker.Config{
+				Stream: "W", Durable: "t", Filters: []string{"w.>"}, Backoff: 10 * time.Millisecond, MaxDeliver: 3,
+				GiveUp: func(ctx context.Context, m jetstream.Msg, cause error) error {
+					mu.Lock()
+					defer mu.Unlock()
+					gaveUp[m.Subject()] = cause.Error()
+					if m.Subject() == "w.broken" {
+						return nil
+					}
+					return errors.New("the log refuses it too")
+				},
+				GaveUp: func(consumer string, recorded bool) {
+					mu.Lock()
+					defer mu.Unlock()
+					counted[recorded]++
+				},
+			}
+			rctx, stop := context.WithCancel(ctx)
+			done := make(chan error, 1)
+			go func() { done <- r.run(rctx, js, cfg, h) }()
+			natstest.Eventually(t, 15*time.Second, func() bool {
+				mu.Lock()
+				defer mu.Unlock()
+				return counted[true]+counted[false] == 2
+			}, "both failing messages given up")
+			stop()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if got, want := gaveUp["w.broken"], "delivery 3 broke"; got != want {
+				t.Errorf("GiveUp(w.broken) cause = %q, want %q", got, want)
+			}
+			if got := gaveUp["w.bad"]; got == "" {
+				t.Errorf("GiveUp was not called for the permanent refusal")
+			}
+			if _, ok := gaveUp["w.ok"]; ok {
+				t.Errorf("GiveUp was called for a message handled fine")
+			}
+			if delivered["w.broken"] != 3 || delivered["w.bad"] != 1 {
+				t.Errorf("deliveries = %v, want w.broken 3 and w.bad 1", delivered)
+			}
+			if counted[true] != 1 || counted[false] != 1 {
+				t.Errorf("GaveUp counted recorded=%d unrecorded=%d, want 1 and 1", counted[true], counted[false])
+			}
+		})
+	}
+}

@@ -168,6 +168,11 @@ const (
 	InterruptKind_INTERRUPT_KIND_PROCESS_DEATH InterruptKind = 4
 	// INTERRUPT_KIND_UNSATISFIABLE: no builder can take it.
 	InterruptKind_INTERRUPT_KIND_UNSATISFIABLE InterruptKind = 5
+	// INTERRUPT_KIND_INFRASTRUCTURE: ekaci's own machinery failed (Nix
+	// could not be started or refused its arguments, the store or daemon
+	// was unreachable, a .drv was gone, a message could not be handled):
+	// not the derivation's fault, never cached as a build failure.
+	InterruptKind_INTERRUPT_KIND_INFRASTRUCTURE InterruptKind = 6
 )
 
 // Enum value maps for InterruptKind.
@@ -179,14 +184,16 @@ var (
 		3: "INTERRUPT_KIND_CANCELLED",
 		4: "INTERRUPT_KIND_PROCESS_DEATH",
 		5: "INTERRUPT_KIND_UNSATISFIABLE",
+		6: "INTERRUPT_KIND_INFRASTRUCTURE",
 	}
 	InterruptKind_value = map[string]int32{
-		"INTERRUPT_KIND_UNSPECIFIED":   0,
-		"INTERRUPT_KIND_OUT_OF_MEMORY": 1,
-		"INTERRUPT_KIND_TIMEOUT":       2,
-		"INTERRUPT_KIND_CANCELLED":     3,
-		"INTERRUPT_KIND_PROCESS_DEATH": 4,
-		"INTERRUPT_KIND_UNSATISFIABLE": 5,
+		"INTERRUPT_KIND_UNSPECIFIED":    0,
+		"INTERRUPT_KIND_OUT_OF_MEMORY":  1,
+		"INTERRUPT_KIND_TIMEOUT":        2,
+		"INTERRUPT_KIND_CANCELLED":      3,
+		"INTERRUPT_KIND_PROCESS_DEATH":  4,
+		"INTERRUPT_KIND_UNSATISFIABLE":  5,
+		"INTERRUPT_KIND_INFRASTRUCTURE": 6,
 	}
 )
 
@@ -1908,13 +1915,22 @@ func (x *DrvBuildable) GetAttempt() uint32 {
 	return 0
 }
 
-// DrvBuildStarted says a builder began an attempt.
+// DrvBuildStarted says a builder began an attempt: appended when Nix is
+// about to build it, not when the request was taken.
 type DrvBuildStarted struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// attempt counts from 1.
 	Attempt uint32 `protobuf:"varint,1,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	// builder names the builder that took it.
-	Builder       string `protobuf:"bytes,2,opt,name=builder,proto3" json:"builder,omitempty"`
+	Builder string `protobuf:"bytes,2,opt,name=builder,proto3" json:"builder,omitempty"`
+	// holder identifies the builder process that holds the attempt (one
+	// life of one builder: a restarted builder is another holder). Another
+	// copy of the request is dropped while this holder is alive; the
+	// attempt is declared dead only once it is gone.
+	Holder string `protobuf:"bytes,3,opt,name=holder,proto3" json:"holder,omitempty"`
+	// lease_seconds is how long after the holder's last sign of life it
+	// counts as gone.
+	LeaseSeconds  uint32 `protobuf:"varint,4,opt,name=lease_seconds,json=leaseSeconds,proto3" json:"lease_seconds,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1961,6 +1977,20 @@ func (x *DrvBuildStarted) GetBuilder() string {
 		return x.Builder
 	}
 	return ""
+}
+
+func (x *DrvBuildStarted) GetHolder() string {
+	if x != nil {
+		return x.Holder
+	}
+	return ""
+}
+
+func (x *DrvBuildStarted) GetLeaseSeconds() uint32 {
+	if x != nil {
+		return x.LeaseSeconds
+	}
+	return 0
 }
 
 // DrvBuildSucceeded says the outputs are valid.
@@ -2421,7 +2451,9 @@ func (x *DrvDownstreamFailed) GetDrvIds() []string {
 // DrvRequeued sends a derivation back to Queued.
 type DrvRequeued struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// reason is "retry" or "cause-cleared".
+	// reason is "retry" (after a first failure), "cause-cleared" (an
+	// interrupted dependency succeeded) or "needed-again" (an interrupted or
+	// blocked derivation that a later jobset needs).
 	Reason string `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
 	// next_attempt is the attempt that will run.
 	NextAttempt   uint32 `protobuf:"varint,2,opt,name=next_attempt,json=nextAttempt,proto3" json:"next_attempt,omitempty"`
@@ -2772,10 +2804,12 @@ const file_ekaci_events_v1_events_proto_rawDesc = "" +
 	"\ffixed_output\x18\x03 \x01(\bR\vfixedOutput\x12,\n" +
 	"\x12prefer_local_build\x18\x04 \x01(\bR\x10preferLocalBuild\x128\n" +
 	"\x18required_system_features\x18\x05 \x03(\tR\x16requiredSystemFeatures\x12\x18\n" +
-	"\aattempt\x18\x06 \x01(\rR\aattempt\"E\n" +
+	"\aattempt\x18\x06 \x01(\rR\aattempt\"\x82\x01\n" +
 	"\x0fDrvBuildStarted\x12\x18\n" +
 	"\aattempt\x18\x01 \x01(\rR\aattempt\x12\x18\n" +
-	"\abuilder\x18\x02 \x01(\tR\abuilder\"f\n" +
+	"\abuilder\x18\x02 \x01(\tR\abuilder\x12\x16\n" +
+	"\x06holder\x18\x03 \x01(\tR\x06holder\x12#\n" +
+	"\rlease_seconds\x18\x04 \x01(\rR\fleaseSeconds\"f\n" +
 	"\x11DrvBuildSucceeded\x12\x18\n" +
 	"\aattempt\x18\x01 \x01(\rR\aattempt\x12\x16\n" +
 	"\x06cached\x18\x02 \x01(\bR\x06cached\x12\x1f\n" +
@@ -2838,14 +2872,15 @@ const file_ekaci_events_v1_events_proto_rawDesc = "" +
 	"\x0eDIFFERENCE_NEW\x10\x01\x12\x16\n" +
 	"\x12DIFFERENCE_CHANGED\x10\x02\x12\x18\n" +
 	"\x14DIFFERENCE_UNCHANGED\x10\x03\x12\x16\n" +
-	"\x12DIFFERENCE_REMOVED\x10\x04*\xcf\x01\n" +
+	"\x12DIFFERENCE_REMOVED\x10\x04*\xf2\x01\n" +
 	"\rInterruptKind\x12\x1e\n" +
 	"\x1aINTERRUPT_KIND_UNSPECIFIED\x10\x00\x12 \n" +
 	"\x1cINTERRUPT_KIND_OUT_OF_MEMORY\x10\x01\x12\x1a\n" +
 	"\x16INTERRUPT_KIND_TIMEOUT\x10\x02\x12\x1c\n" +
 	"\x18INTERRUPT_KIND_CANCELLED\x10\x03\x12 \n" +
 	"\x1cINTERRUPT_KIND_PROCESS_DEATH\x10\x04\x12 \n" +
-	"\x1cINTERRUPT_KIND_UNSATISFIABLE\x10\x05B:Z8github.com/ekaci/ekaci/libs/gen/ekaci/events/v1;eventsv1b\x06proto3"
+	"\x1cINTERRUPT_KIND_UNSATISFIABLE\x10\x05\x12!\n" +
+	"\x1dINTERRUPT_KIND_INFRASTRUCTURE\x10\x06B:Z8github.com/ekaci/ekaci/libs/gen/ekaci/events/v1;eventsv1b\x06proto3"
 
 var (
 	file_ekaci_events_v1_events_proto_rawDescOnce sync.Once

@@ -1305,6 +1305,14 @@ func (x *DrvBuildStarted) MarshalProtoJSON(e *pbjson.Encoder) {
 		e.Name("\"builder\":")
 		e.String(x.Builder)
 	}
+	if x.Holder != "" {
+		e.Name("\"holder\":")
+		e.String(x.Holder)
+	}
+	if x.LeaseSeconds != 0 {
+		e.Name("\"lease_seconds\":")
+		e.Uint32(x.LeaseSeconds)
+	}
 	e.Close()
 }
 
@@ -1319,6 +1327,12 @@ func (x *DrvBuildStarted) UnmarshalProtoJSON(d *pbjson.Decoder) {
 		case "builder":
 			d.Seen(&seen, 1)
 			x.Builder = d.String()
+		case "holder":
+			d.Seen(&seen, 2)
+			x.Holder = d.String()
+		case "lease_seconds", "leaseSeconds":
+			d.Seen(&seen, 3)
+			x.LeaseSeconds = d.Uint32()
 		default:
 			d.Skip()
 		}

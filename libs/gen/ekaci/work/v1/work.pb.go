@@ -88,9 +88,11 @@ type BuildOutcome int32
 const (
 	// BUILD_OUTCOME_UNSPECIFIED is never reported.
 	BuildOutcome_BUILD_OUTCOME_UNSPECIFIED BuildOutcome = 0
-	// BUILD_OUTCOME_SUCCEEDED: nix-build exited 0.
+	// BUILD_OUTCOME_SUCCEEDED: every output of the derivation is valid in
+	// the store (built now, before, or by someone else).
 	BuildOutcome_BUILD_OUTCOME_SUCCEEDED BuildOutcome = 1
-	// BUILD_OUTCOME_FAILED: nix-build exited non-zero.
+	// BUILD_OUTCOME_FAILED: the derivation's own build failed (its builder
+	// exited non-zero, a hash mismatch, a reference check).
 	BuildOutcome_BUILD_OUTCOME_FAILED BuildOutcome = 2
 	// BUILD_OUTCOME_INTERRUPTED: the build was stopped (see interruption).
 	BuildOutcome_BUILD_OUTCOME_INTERRUPTED BuildOutcome = 3
@@ -268,7 +270,10 @@ type BuildReport struct {
 	LogPath string `protobuf:"bytes,10,opt,name=log_path,json=logPath,proto3" json:"log_path,omitempty"`
 	// started_seq is where drv_build_started landed: the recorder appends
 	// the outcome expecting it, without re-reading the history (0: unknown).
-	StartedSeq    uint64 `protobuf:"varint,11,opt,name=started_seq,json=startedSeq,proto3" json:"started_seq,omitempty"`
+	StartedSeq uint64 `protobuf:"varint,11,opt,name=started_seq,json=startedSeq,proto3" json:"started_seq,omitempty"`
+	// holder is the builder process that held the attempt (as in its
+	// drv_build_started); empty for a report of a holder's death.
+	Holder        string `protobuf:"bytes,12,opt,name=holder,proto3" json:"holder,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -380,6 +385,13 @@ func (x *BuildReport) GetStartedSeq() uint64 {
 	return 0
 }
 
+func (x *BuildReport) GetHolder() string {
+	if x != nil {
+		return x.Holder
+	}
+	return ""
+}
+
 var File_ekaci_work_v1_work_proto protoreflect.FileDescriptor
 
 const file_ekaci_work_v1_work_proto_rawDesc = "" +
@@ -392,7 +404,7 @@ const file_ekaci_work_v1_work_proto_rawDesc = "" +
 	"\x05class\x18\x04 \x01(\x0e2\x19.ekaci.work.v1.BuildClassR\x05class\x12\x18\n" +
 	"\aattempt\x18\x05 \x01(\rR\aattempt\x128\n" +
 	"\x18required_system_features\x18\x06 \x03(\tR\x16requiredSystemFeatures\x12\x19\n" +
-	"\blast_seq\x18\a \x01(\x04R\alastSeq\"\x83\x03\n" +
+	"\blast_seq\x18\a \x01(\x04R\alastSeq\"\x9b\x03\n" +
 	"\vBuildReport\x12\x15\n" +
 	"\x06drv_id\x18\x01 \x01(\tR\x05drvId\x12\x19\n" +
 	"\bdrv_path\x18\x02 \x01(\tR\adrvPath\x12\x18\n" +
@@ -407,7 +419,8 @@ const file_ekaci_work_v1_work_proto_rawDesc = "" +
 	"\blog_path\x18\n" +
 	" \x01(\tR\alogPath\x12\x1f\n" +
 	"\vstarted_seq\x18\v \x01(\x04R\n" +
-	"startedSeq*m\n" +
+	"startedSeq\x12\x16\n" +
+	"\x06holder\x18\f \x01(\tR\x06holder*m\n" +
 	"\n" +
 	"BuildClass\x12\x1b\n" +
 	"\x17BUILD_CLASS_UNSPECIFIED\x10\x00\x12\x15\n" +

@@ -139,6 +139,10 @@ func (x *BuildReport) MarshalProtoJSON(e *pbjson.Encoder) {
 		e.Name("\"started_seq\":")
 		e.Uint64(x.StartedSeq)
 	}
+	if x.Holder != "" {
+		e.Name("\"holder\":")
+		e.String(x.Holder)
+	}
 	e.Close()
 }
 
@@ -180,6 +184,9 @@ func (x *BuildReport) UnmarshalProtoJSON(d *pbjson.Decoder) {
 		case "started_seq", "startedSeq":
 			d.Seen(&seen, 10)
 			x.StartedSeq = d.Uint64()
+		case "holder":
+			d.Seen(&seen, 11)
+			x.Holder = d.String()
 		default:
 			d.Skip()
 		}
