@@ -18,14 +18,20 @@ help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
 
 .PHONY: tools
-tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/protoc-gen-go-pbjson ## install pinned code generators into ./bin
+tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/protoc-gen-go-pbjson ## install pinned code generators into ./bin (reinstalled when the installed version is not the pinned one)
 
+# Each tool is checked against its pin on every use: a bin/ left by an
+# older checkout is reinstalled, never used at the wrong version.
+.PHONY: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc
 $(BIN)/buf:
-	GOBIN=$(BIN) GOFLAGS= go install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
+	@if [ "$$($@ --version 2>/dev/null)" != "$(BUF_VERSION:v%=%)" ]; then \
+		echo "installing buf $(BUF_VERSION)"; GOBIN=$(BIN) GOFLAGS= go install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION); fi
 $(BIN)/protoc-gen-go:
-	GOBIN=$(BIN) GOFLAGS= go install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	@if [ "$$($@ --version 2>/dev/null)" != "protoc-gen-go $(PROTOC_GEN_GO_VERSION)" ]; then \
+		echo "installing protoc-gen-go $(PROTOC_GEN_GO_VERSION)"; GOBIN=$(BIN) GOFLAGS= go install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION); fi
 $(BIN)/protoc-gen-go-grpc:
-	GOBIN=$(BIN) GOFLAGS= go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GRPC_VERSION)
+	@if [ "$$($@ --version 2>/dev/null)" != "protoc-gen-go-grpc $(PROTOC_GEN_GRPC_VERSION:v%=%)" ]; then \
+		echo "installing protoc-gen-go-grpc $(PROTOC_GEN_GRPC_VERSION)"; GOBIN=$(BIN) GOFLAGS= go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GRPC_VERSION); fi
 .PHONY: $(BIN)/protoc-gen-go-pbjson
 $(BIN)/protoc-gen-go-pbjson: # ours: always rebuilt, so generation follows its source
 	go build -o $@ ./libs/pbjson/cmd/protoc-gen-go-pbjson
@@ -40,6 +46,16 @@ generate: tools ## regenerate Go code from proto/
 checkgenerate: generate ## fail when committed generated code is stale
 	@if [ -n "$$(git status --porcelain -- libs/gen)" ]; then \
 		echo "generated code in libs/gen is stale: run 'make generate' and commit"; git status --short -- libs/gen; exit 1; fi
+
+.PHONY: lint
+lint: $(BIN)/buf ## gofmt, go vet, buf lint/format, buf breaking against the previous commit, and a GOWORK=off build of every module
+	@bad=$$(git ls-files -z '*.go' | xargs -0 gofmt -l); \
+		if [ -n "$$bad" ]; then echo "not gofmt'ed (run gofmt -w):"; echo "$$bad"; exit 1; fi
+	@for m in $(MODULES); do (cd $$m && go vet ./...) || exit 1; done
+	$(BIN)/buf lint
+	$(BIN)/buf format --diff --exit-code
+	@scripts/buf-breaking.sh $(BIN)/buf
+	@for m in $(MODULES); do (cd $$m && GOWORK=off go build ./...) || { echo "$$m does not build outside the workspace (GOWORK=off): run make tidy"; exit 1; }; done
 
 .PHONY: nix
 nix: ## make sure Nix is installed (apt-get install nix-bin as root)
