@@ -1,23 +1,39 @@
 // Package gitter checks out the revisions of each requested change: one
 // bare mirror per repository (cloned once, fetched after) and a git
-// worktree per commit under test, owned by the change and removed when it
-// concludes. A repository or commit git cannot find is recorded as a
-// checkout failure carrying git's message, not retried.
+// worktree per commit under test, owned by the change and removed, with
+// the change's GC roots, when it concludes.
+//
+// Each request ends in exactly one fact, checked_out or checkout_failed,
+// appended only right after the request (ExpectLast on the change), so a
+// request redelivered at any later time, duplicate window or not, decides
+// nothing twice and makes no worktree nobody will remove. A repository or
+// commit git says does not exist, or a commit that is not a full commit
+// id, fails the checkout at once with git's message; a transient error
+// (network, server, disk) is retried with back-off, and after the last try
+// the checkout fails saying so: the change concludes either way, and can
+// be requested again (see package request).
 package gitter
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
+	"os"
+	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/ekaci/ekaci/libs/eventlog"
+	"github.com/ekaci/ekaci/libs/eventlog/text"
 	"github.com/ekaci/ekaci/libs/eventlog/worker"
 	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
+	"github.com/ekaci/ekaci/libs/telemetry"
 	"github.com/ekaci/ekaci/services/gitter/internal/mirror"
+	"github.com/ekaci/ekaci/services/gitter/request"
 )
 
 // Config wires the stage.
@@ -27,7 +43,24 @@ type Config struct {
 	// GitDir holds the mirrors and worktrees; the reader and evaluator
 	// must see the same paths (a shared volume in a mesh).
 	GitDir string
+	// GCRootsDir is where the evaluator roots each change's .drv files,
+	// one directory per change (<GCRootsDir>/<change id>/...); the gitter
+	// removes a change's directory when the change concludes. Empty:
+	// nothing to remove.
+	GCRootsDir string
+	// Metrics, when set, counts requests given up (ekaci_messages_given_up_total).
+	Metrics *telemetry.Metrics
+	// Backoff is the first retry delay of a transient git error, doubling
+	// per try up to 30 s (default 2 s); MaxDeliver the tries before the
+	// checkout fails (default 8: about two minutes of retries).
+	Backoff    time.Duration
+	MaxDeliver int
+	// Concurrency is how many changes are checked out at once (default 2).
+	Concurrency int
 }
+
+// maxErrorBytes bounds git's message in a checkout_failed fact.
+const maxErrorBytes = 4 << 10
 
 // Run checks out changes until ctx ends.
 func Run(ctx context.Context, cfg Config) error {
@@ -35,36 +68,122 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("git store %s: %w", cfg.GitDir, err)
 	}
-	handle := func(ctx context.Context, m jetstream.Msg) error {
-		rec, err := eventlog.DecodeMsg(m)
-		if err != nil {
-			return worker.Permanent(err)
-		}
-		switch p := rec.Event.GetPayload().(type) {
-		case *eventsv1.Event_ChangeRequested:
-			ev, err := checkout(ctx, store, rec.ID, p.ChangeRequested)
-			if err != nil {
-				return err
-			}
-			ev.CausationId, ev.CorrelationId = rec.Event.GetId(), rec.ID
-			_, err = cfg.Log.Append(ctx, rec.ID, ev)
-			return err
-		case *eventsv1.Event_ChangeConcluded:
-			return cleanup(ctx, cfg, store, rec.ID)
-		}
-		return nil
+	if cfg.Backoff <= 0 {
+		cfg.Backoff = 2 * time.Second
 	}
+	if cfg.MaxDeliver <= 0 {
+		cfg.MaxDeliver = 8
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 2
+	}
+	g := &stage{cfg: cfg, store: store}
 	return worker.Run(ctx, cfg.Log.JetStream(), worker.Config{
 		Stream: eventlog.EventsStream, Durable: "gitter",
 		Filters: []string{eventlog.FactFilter(eventlog.Change, "requested"), eventlog.FactFilter(eventlog.Change, "concluded")},
-		AckWait: time.Minute, Concurrency: 2, MaxDeliver: 5,
-	}, handle, cfg.Logger)
+		AckWait: time.Minute, Concurrency: cfg.Concurrency, MaxDeliver: cfg.MaxDeliver, Backoff: cfg.Backoff,
+		// One message per slot: a request waiting behind long clones is
+		// not redelivered to be checked out twice.
+		MaxAckPending: cfg.Concurrency,
+		GiveUp:        g.giveUp,
+		GaveUp:        cfg.Metrics.CountGiveUp,
+	}, g.handle, cfg.Logger)
 }
 
-// cleanup removes a concluded change's worktrees: nothing reads them once
-// every jobset has concluded.
-func cleanup(ctx context.Context, cfg Config, store *mirror.Store, changeID string) error {
-	recs, _, err := cfg.Log.Load(ctx, eventlog.Change, changeID)
+type stage struct {
+	cfg   Config
+	store *mirror.Store
+	// locks serialize the work on one change (its checkout and its
+	// cleanup) within this process; striped, so they never grow.
+	locks [64]sync.Mutex
+}
+
+func (g *stage) lock(changeID string) func() {
+	h := fnv.New32a()
+	h.Write([]byte(changeID))
+	m := &g.locks[h.Sum32()%uint32(len(g.locks))]
+	m.Lock()
+	return m.Unlock
+}
+
+func (g *stage) handle(ctx context.Context, m jetstream.Msg) error {
+	rec, err := eventlog.DecodeMsg(m)
+	if err != nil {
+		return worker.Permanent(err)
+	}
+	switch p := rec.Event.GetPayload().(type) {
+	case *eventsv1.Event_ChangeRequested:
+		return g.request(ctx, rec, p.ChangeRequested)
+	case *eventsv1.Event_ChangeConcluded:
+		return g.cleanup(ctx, rec)
+	}
+	return nil
+}
+
+// request checks out one change request and records the outcome, unless
+// the change has moved on since the request (a redelivery of a request
+// already checked out, perhaps long concluded and cleaned up).
+func (g *stage) request(ctx context.Context, rec eventlog.Record, req *eventsv1.ChangeRequested) error {
+	defer g.lock(rec.ID)()
+	_, last, err := g.cfg.Log.Load(ctx, eventlog.Change, rec.ID)
+	if err != nil {
+		return err
+	}
+	if last != rec.Seq {
+		g.cfg.Logger.Debug().Str("change", rec.ID).Uint64("request_seq", rec.Seq).Uint64("last_seq", last).Msg("request already handled")
+		return nil
+	}
+	ev, err := checkout(ctx, g.store, rec.ID, req)
+	if err != nil {
+		return err
+	}
+	return g.record(ctx, rec, ev)
+}
+
+// record appends the request's outcome right after the request; a
+// conflict means an outcome already landed (this one's earlier try, or
+// the give-up's), which is the fact that counts.
+func (g *stage) record(ctx context.Context, rec eventlog.Record, ev *eventsv1.Event) error {
+	ev.CausationId, ev.CorrelationId = rec.Event.GetId(), rec.ID
+	_, err := g.cfg.Log.Append(ctx, rec.ID, ev, eventlog.ExpectLast(rec.Seq))
+	if errors.Is(err, eventlog.ErrConflict) {
+		g.cfg.Logger.Info().Str("change", rec.ID).Msg("checkout already recorded")
+		return nil
+	}
+	return err
+}
+
+// giveUp records the checkout failure of a request the worker stops
+// retrying, so the change concludes.
+func (g *stage) giveUp(ctx context.Context, m jetstream.Msg, cause error) error {
+	rec, err := eventlog.DecodeMsg(m)
+	if err != nil {
+		return fmt.Errorf("no change to fail: %w", err)
+	}
+	req := rec.Event.GetChangeRequested()
+	if req == nil {
+		return nil // a cleanup given up leaves disk behind, no change waiting
+	}
+	tries := uint64(1)
+	if md, err := m.Metadata(); err == nil {
+		tries = md.NumDelivered
+	}
+	kind := "an error"
+	if errors.Is(cause, mirror.ErrTransient) {
+		kind = "a transient error"
+	}
+	msg := fmt.Sprintf("checkout of %s at %s gave up after %d tries on %s (request the change again to retry): %v",
+		req.GetRepoUrl(), req.GetHeadCommit(), tries, kind, cause)
+	return g.record(ctx, rec, failedEvent(rec.ID, msg))
+}
+
+// cleanup removes a concluded change's worktrees and GC roots: nothing
+// reads them once every jobset has concluded. What is left behind costs
+// disk, not correctness, so failures are logged, not retried.
+func (g *stage) cleanup(ctx context.Context, rec eventlog.Record) error {
+	changeID := rec.ID
+	defer g.lock(changeID)()
+	recs, _, err := g.cfg.Log.Load(ctx, eventlog.Change, changeID)
 	if err != nil {
 		return err
 	}
@@ -74,25 +193,37 @@ func cleanup(ctx context.Context, cfg Config, store *mirror.Store, changeID stri
 			continue
 		}
 		for _, commit := range []string{req.GetHeadCommit(), req.GetBaseCommit()} {
-			if commit == "" {
-				continue
+			if !request.IsCommit(commit) {
+				continue // never checked out (refused), so no worktree
 			}
-			if err := store.Remove(ctx, req.GetRepoUrl(), commit, changeID); err != nil {
-				// A worktree left behind costs disk, not correctness.
-				cfg.Logger.Warn().Err(err).Str("change", changeID).Msg("could not remove a worktree")
+			if err := g.store.Remove(ctx, req.GetRepoUrl(), commit, changeID); err != nil {
+				g.cfg.Logger.Warn().Err(err).Str("change", changeID).Msg("could not remove a worktree")
 			}
+		}
+	}
+	if g.cfg.GCRootsDir != "" && eventlog.ValidToken(changeID) {
+		// A token has no '/' and no dots: the path stays inside GCRootsDir.
+		if err := os.RemoveAll(filepath.Join(g.cfg.GCRootsDir, changeID)); err != nil {
+			g.cfg.Logger.Warn().Err(err).Str("change", changeID).Msg("could not remove the change's GC roots")
 		}
 	}
 	return nil
 }
 
+func failedEvent(changeID, msg string) *eventsv1.Event {
+	return &eventsv1.Event{Id: "checkout-failed-" + changeID,
+		Payload: &eventsv1.Event_ChangeCheckoutFailed{ChangeCheckoutFailed: &eventsv1.ChangeCheckoutFailed{Error: text.Bound(msg, maxErrorBytes)}}}
+}
+
 // checkout returns the fact to record: checked out, or failed for a reason
 // no retry can fix. Other errors are returned for a retry.
 func checkout(ctx context.Context, store *mirror.Store, changeID string, req *eventsv1.ChangeRequested) (*eventsv1.Event, error) {
+	if err := request.Check(req, "gitter"); err != nil {
+		return failedEvent(changeID, err.Error()), nil
+	}
 	failed := func(err error) (*eventsv1.Event, error) {
-		if errors.Is(err, mirror.ErrUnknownRepo) || errors.Is(err, mirror.ErrUnknownCommit) {
-			return &eventsv1.Event{Id: "checkout-failed-" + eventlog.ChangeID(req.GetRepoUrl(), req.GetHeadCommit(), req.GetBaseCommit()),
-				Payload: &eventsv1.Event_ChangeCheckoutFailed{ChangeCheckoutFailed: &eventsv1.ChangeCheckoutFailed{Error: err.Error()}}}, nil
+		if errors.Is(err, mirror.ErrUnknownRepo) || errors.Is(err, mirror.ErrUnknownCommit) || errors.Is(err, mirror.ErrBadCommit) {
+			return failedEvent(changeID, err.Error()), nil
 		}
 		return nil, err
 	}
@@ -109,6 +240,5 @@ func checkout(ctx context.Context, store *mirror.Store, changeID string, req *ev
 			return failed(fmt.Errorf("base %s: %w", req.GetBaseCommit(), err))
 		}
 	}
-	return &eventsv1.Event{Id: "checked-out-" + eventlog.ChangeID(req.GetRepoUrl(), req.GetHeadCommit(), req.GetBaseCommit()),
-		Payload: &eventsv1.Event_ChangeCheckedOut{ChangeCheckedOut: out}}, nil
+	return &eventsv1.Event{Id: "checked-out-" + changeID, Payload: &eventsv1.Event_ChangeCheckedOut{ChangeCheckedOut: out}}, nil
 }

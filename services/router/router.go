@@ -4,7 +4,11 @@
 // remote pool or local — and queues a build request on
 // ekaci.work.build.<system>.<class>. A derivation no configured builder can
 // take (its system or required features unmet) is recorded as Interrupted
-// (unsatisfiable) instead of waiting forever.
+// (unsatisfiable) instead of waiting forever; one whose request cannot be
+// queued after the last retry is recorded as Interrupted (infrastructure)
+// with the error, so no derivation stays Buildable with nothing queued.
+// Both are guarded (ExpectLast on the buildable fact): they never land
+// after anything else happened to the derivation.
 package router
 
 import (
@@ -21,10 +25,12 @@ import (
 
 	"github.com/ekaci/ekaci/libs/buildstate"
 	"github.com/ekaci/ekaci/libs/eventlog"
+	"github.com/ekaci/ekaci/libs/eventlog/text"
 	"github.com/ekaci/ekaci/libs/eventlog/worker"
 	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
 	workv1 "github.com/ekaci/ekaci/libs/gen/ekaci/work/v1"
 	"github.com/ekaci/ekaci/libs/machines"
+	"github.com/ekaci/ekaci/libs/telemetry"
 )
 
 // Builder is a pool the router may send work to: the local builder, the
@@ -84,7 +90,17 @@ type Config struct {
 	Builders []Builder
 	// Health, when remote builders are configured, says which answer.
 	Health *machines.Health
+	// Metrics, when set, counts buildable events given up
+	// (ekaci_messages_given_up_total).
+	Metrics *telemetry.Metrics
+	// Backoff and MaxDeliver tune the retries of a request that cannot be
+	// queued (defaults: the worker's, 200 ms doubling, 10 tries).
+	Backoff    time.Duration
+	MaxDeliver int
 }
+
+// maxDetailBytes bounds the error quoted in an interruption.
+const maxDetailBytes = 2 << 10
 
 // BuildSubject is where requests for a system and class are queued.
 func BuildSubject(system string, c workv1.BuildClass) string { return eventlog.BuildSubject(system, c) }
@@ -208,9 +224,36 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		return errs
 	}
+	// giveUp records a buildable derivation whose request could not be
+	// queued as interrupted by the infrastructure, unless something else
+	// happened to it meanwhile (its request did land and a builder took it).
+	giveUp := func(ctx context.Context, m jetstream.Msg, cause error) error {
+		rec, err := eventlog.DecodeMsg(m)
+		if err != nil {
+			return fmt.Errorf("no derivation to interrupt: %w", err)
+		}
+		b := rec.Event.GetDrvBuildable()
+		if b == nil {
+			return nil
+		}
+		ev := &eventsv1.Event{
+			Id: fmt.Sprintf("route-failed-%s-%d", rec.ID, b.GetAttempt()), CausationId: rec.Event.GetId(),
+			Payload: &eventsv1.Event_DrvInterrupted{DrvInterrupted: &eventsv1.DrvInterrupted{
+				Kind: eventsv1.InterruptKind_INTERRUPT_KIND_INFRASTRUCTURE, Attempt: 0,
+				Detail: text.Bound(fmt.Sprintf("the router could not queue its build request: %v", cause), maxDetailBytes),
+			}},
+		}
+		cfg.Logger.Error().Err(cause).Str("drv", rec.ID).Str("drv_path", b.GetDrvPath()).Msg("recording a derivation the router gave up on as interrupted")
+		if _, err := cfg.Log.Append(ctx, rec.ID, ev, eventlog.ExpectLast(rec.Seq)); err != nil && !isConflict(err) {
+			return err
+		}
+		return nil
+	}
 	return worker.RunBatch(ctx, js, worker.Config{
 		Stream: eventlog.EventsStream, Durable: "router",
 		Filters: []string{eventlog.FactFilter(eventlog.Drv, string(buildstate.KindBuildable))},
+		Backoff: cfg.Backoff, MaxDeliver: cfg.MaxDeliver,
+		GiveUp: giveUp, GaveUp: cfg.Metrics.CountGiveUp,
 	}, handle, cfg.Logger)
 }
 

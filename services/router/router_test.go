@@ -1,10 +1,18 @@
 package router
 
 import (
+	"context"
+	"strings"
 	"testing"
+	"time"
 
+	"github.com/rs/zerolog"
+
+	"github.com/ekaci/ekaci/libs/eventlog"
+	"github.com/ekaci/ekaci/libs/eventlog/eventlogtest"
 	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
 	workv1 "github.com/ekaci/ekaci/libs/gen/ekaci/work/v1"
+	"github.com/ekaci/ekaci/libs/natstest"
 )
 
 func TestRoute(t *testing.T) {
@@ -57,5 +65,81 @@ func TestRoute(t *testing.T) {
 func TestBuildSubject(t *testing.T) {
 	if got := BuildSubject("x86_64-linux", workv1.BuildClass_BUILD_CLASS_FOD); got != "ekaci.work.build.x86_64-linux.fod" {
 		t.Fatalf("BuildSubject = %s", got)
+	}
+}
+
+// TestUnqueueableBuildIsInterrupted is finding 8 of the core review for
+// the router: a buildable derivation whose request could not be queued
+// was dropped after the last retry, Buildable forever, its change never
+// concluded.
+func TestUnqueueableBuildIsInterrupted(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	js := eventlogtest.JetStream(t, ctx)
+	log := eventlog.New(js)
+	// Nothing can be queued: the work stream is gone.
+	if err := js.DeleteStream(ctx, eventlog.WorkStream); err != nil {
+		t.Fatal(err)
+	}
+	drv := func(n string) (string, string) {
+		id := strings.Repeat(n, 32)
+		return id, "/nix/store/" + id + "-" + n + ".drv"
+	}
+	add := func(id string, ev *eventsv1.Event) {
+		t.Helper()
+		if _, err := log.Append(ctx, id, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, aPath := drv("a")
+	b, bPath := drv("b")
+	for _, d := range []struct{ id, path string }{{a, aPath}, {b, bPath}} {
+		add(d.id, &eventsv1.Event{Id: "buildable-" + d.id, Payload: &eventsv1.Event_DrvBuildable{DrvBuildable: &eventsv1.DrvBuildable{
+			DrvPath: d.path, System: "x86_64-linux", Attempt: 1}}})
+	}
+	// b moved on meanwhile (its request landed once and a builder took it):
+	// giving up on its buildable event must not interrupt it.
+	add(b, &eventsv1.Event{Id: "started-" + b, Payload: &eventsv1.Event_DrvBuildStarted{DrvBuildStarted: &eventsv1.DrvBuildStarted{Attempt: 1}}})
+
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(rctx, Config{Log: log, Logger: zerolog.Nop(), Backoff: 50 * time.Millisecond, MaxDeliver: 2,
+			Builders: []Builder{{Name: "local", Class: workv1.BuildClass_BUILD_CLASS_LOCAL, Systems: []string{"x86_64-linux"}, MaxJobs: 1}}})
+	}()
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("router: %v", err)
+		}
+	}()
+	facts := func(id, fact string) []*eventsv1.Event {
+		recs, _, err := log.Load(ctx, eventlog.Drv, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []*eventsv1.Event
+		for _, r := range recs {
+			if r.Fact == fact {
+				out = append(out, r.Event)
+			}
+		}
+		return out
+	}
+	natstest.Eventually(t, 30*time.Second, func() bool { return len(facts(a, "interrupted")) > 0 }, "a is interrupted")
+	in := facts(a, "interrupted")[0].GetDrvInterrupted()
+	if in.GetKind() != eventsv1.InterruptKind_INTERRUPT_KIND_INFRASTRUCTURE || !strings.Contains(in.GetDetail(), "could not queue its build request") {
+		t.Fatalf("a interrupted with %v", in)
+	}
+	natstest.Eventually(t, 30*time.Second, func() bool {
+		c, err := js.Consumer(ctx, eventlog.EventsStream, "router")
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(ctx)
+		return err == nil && info.NumPending == 0 && info.NumAckPending == 0
+	}, "the router settled every message")
+	if got := facts(b, "interrupted"); len(got) != 0 {
+		t.Fatalf("b, building, was interrupted: %v", got)
 	}
 }

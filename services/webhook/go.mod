@@ -24,7 +24,9 @@ require (
 	github.com/ekaci/ekaci/libs/eventlog v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/flagenv v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/gen v0.0.0-00010101000000-000000000000
+	github.com/ekaci/ekaci/libs/natstest v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/service v0.0.0-00010101000000-000000000000
+	github.com/ekaci/ekaci/services/gitter v0.0.0-00010101000000-000000000000
 	github.com/google/go-github/v60 v60.0.0
 	github.com/rs/zerolog v1.35.1
 )
@@ -33,7 +35,6 @@ require (
 	github.com/antithesishq/antithesis-sdk-go v0.8.0-default-no-op // indirect
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
-	github.com/ekaci/ekaci/libs/natstest v0.0.0-00010101000000-000000000000 // indirect
 	github.com/ekaci/ekaci/libs/pbjson v0.0.0-00010101000000-000000000000 // indirect
 	github.com/ekaci/ekaci/libs/telemetry v0.0.0-00010101000000-000000000000 // indirect
 	github.com/google/go-querystring v1.1.0 // indirect
@@ -65,3 +66,5 @@ replace github.com/ekaci/ekaci/libs/machines => ../../libs/machines
 replace github.com/ekaci/ekaci/libs/graphgen => ../../libs/graphgen
 
 replace github.com/ekaci/ekaci/libs/pbjson => ../../libs/pbjson
+
+replace github.com/ekaci/ekaci/services/gitter => ../../services/gitter

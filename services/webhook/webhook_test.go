@@ -9,6 +9,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -31,6 +32,11 @@ const prBody = `{"action":"synchronize","number":7,
  "pull_request":{"head":{"sha":"1111111111111111111111111111111111111111"},"base":{"sha":"2222222222222222222222222222222222222222"}},
  "repository":{"full_name":"octo/repo","clone_url":"https://github.com/octo/repo.git"}}`
 
+var (
+	badHead = []byte(strings.Replace(prBody, "1111111111111111111111111111111111111111", "../../../../victim", 1))
+	badBase = []byte(strings.Replace(prBody, "2222222222222222222222222222222222222222", "main", 1))
+)
+
 func TestWebhook(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -49,7 +55,7 @@ func TestWebhook(t *testing.T) {
 	}
 	sctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	go func() { done <- webhook.Serve(sctx, ln, h) }()
+	go func() { done <- webhook.Serve(sctx, ln, h, webhook.Timeouts{}) }()
 	defer func() {
 		stop()
 		if err := <-done; err != nil {
@@ -85,6 +91,8 @@ func TestWebhook(t *testing.T) {
 		{"pull request", "pull_request", "d4", sign(body), body, http.StatusAccepted},
 		{"redelivered later", "pull_request", "d5", sign(body), body, http.StatusAccepted},
 		{"malformed json", "pull_request", "d6", sign([]byte("{")), []byte("{"), http.StatusBadRequest},
+		{"head is not a commit id", "pull_request", "d7", sign(badHead), badHead, http.StatusBadRequest},
+		{"base is not a commit id", "pull_request", "d8", sign(badBase), badBase, http.StatusBadRequest},
 	}
 	for _, tt := range tests {
 		if got := post(tt.event, tt.delivery, tt.sig, tt.body); got != tt.want {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -87,6 +88,10 @@ func RunBatch(ctx context.Context, js jetstream.JetStream, cfg Config, h BatchHa
 }
 
 func handleBatch(ctx context.Context, cfg Config, h BatchHandler, batch []jetstream.Msg, log zerolog.Logger) {
+	batch = slices.DeleteFunc(batch, func(m jetstream.Msg) bool { return overDelivered(ctx, cfg, m, log) })
+	if len(batch) == 0 {
+		return
+	}
 	stop := beatWhile(cfg, batch...) // one timer for the whole batch
 	errs := h(ctx, batch)
 	stop()

@@ -36,8 +36,14 @@ type Config struct {
 	// AckWait is how long the server waits for an ack or heartbeat before
 	// redelivering; a running handler sends heartbeats every AckWait/3.
 	AckWait time.Duration
-	// MaxDeliver bounds redeliveries; after it the message is terminated
-	// and logged, never retried forever.
+	// MaxDeliver bounds deliveries; after it the message is given up
+	// (GiveUp, then terminated), never retried forever. The worker counts
+	// them itself, not the server: a server-side bound drops a message
+	// silently after a crash loop, and cuts off a message whose last
+	// delivery was interrupted by a shutdown. A stop gets the message one
+	// more delivery; one delivered more than MaxDeliver+1 times (handlings
+	// ended by crashes or stops) is given up on receipt, without running
+	// the handler again.
 	MaxDeliver int
 	// Concurrency is how many handlers run at once.
 	Concurrency int
@@ -98,7 +104,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.
 		FilterSubjects: cfg.Filters,
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		AckWait:        cfg.AckWait,
-		MaxDeliver:     cfg.MaxDeliver,
+		MaxDeliver:     -1, // bounded by the worker (see Config.MaxDeliver)
 		// A bounded number of unacknowledged messages per handler slot,
 		// so a stuck stage shows as lag rather than silently stalling.
 		MaxAckPending: cmp.Or(cfg.MaxAckPending, cfg.Concurrency*4),
@@ -175,6 +181,9 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log
 }
 
 func handle(ctx context.Context, cfg Config, h Handler, m jetstream.Msg, log zerolog.Logger) {
+	if overDelivered(ctx, cfg, m, log) {
+		return
+	}
 	hctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := beatWhile(cfg, m)
@@ -228,6 +237,10 @@ func settle(ctx context.Context, cfg Config, m jetstream.Msg, err error, log zer
 		log.Error().Err(err).Str("subject", m.Subject()).Msg("message refused for good")
 		giveUp(ctx, cfg, m, err, log)
 		_ = m.Term()
+	case ctx.Err() != nil:
+		// Stopped, most likely by the stop itself: not a verdict on the
+		// message, which the next life of the stage handles again.
+		_ = m.Nak()
 	case delivered >= uint64(cfg.MaxDeliver):
 		log.Error().Err(err).Str("subject", m.Subject()).Uint64("deliveries", delivered).Msg("giving up after max deliveries")
 		giveUp(ctx, cfg, m, err, log)
@@ -264,4 +277,19 @@ func giveUp(ctx context.Context, cfg Config, m jetstream.Msg, cause error, log z
 	if cfg.GaveUp != nil {
 		cfg.GaveUp(cfg.Durable, recorded && cfg.GiveUp != nil)
 	}
+}
+
+// overDelivered gives up a message delivered more than MaxDeliver+1 times
+// (one more for a delivery cut off by a stop), before its handler runs: each earlier handling ended without settling it
+// (the stage crashed or stopped), and running it again may crash again.
+func overDelivered(ctx context.Context, cfg Config, m jetstream.Msg, log zerolog.Logger) bool {
+	md, err := m.Metadata()
+	if err != nil || md.NumDelivered <= uint64(cfg.MaxDeliver)+1 {
+		return false
+	}
+	cause := fmt.Errorf("delivered %d times without being settled: the stage crashed or stopped while handling it each time", md.NumDelivered)
+	log.Error().Err(cause).Str("subject", m.Subject()).Msg("giving up after max deliveries")
+	giveUp(ctx, cfg, m, cause, log)
+	_ = m.TermWithReason("max deliveries")
+	return true
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -362,5 +363,136 @@ func TestGiveUpRecordsATerminalFact(t *testing.T) {
 				t.Errorf("GaveUp counted recorded=%d unrecorded=%d, want 1 and 1", counted[true], counted[false])
 			}
 		})
+	}
+}
+
+// TestCrashLoopIsGivenUpAndAStopIsNot: a message whose every handling
+// ended without a settlement (a stage that crashed on it each time) is
+// given up on receipt once over MaxDeliver+1, without running the handler
+// again; a handler cut off by the stage's own stop on its last delivery is
+// not given up: the next life of the stage handles it once more.
+func TestCrashLoopIsGivenUpAndAStopIsNot(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	_, js := natstest.Connect(t, natstest.NewServer(t))
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "W", Subjects: []string{"w.>"}, Retention: jetstream.WorkQueuePolicy}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, "w.crash", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var handled int
+	var causes []string
+	cfg := worker.Config{
+		Stream: "W", Durable: "t", Filters: []string{"w.>"}, Backoff: 10 * time.Millisecond, MaxDeliver: 2, AckWait: time.Second,
+		GiveUp: func(ctx context.Context, m jetstream.Msg, cause error) error {
+			mu.Lock()
+			defer mu.Unlock()
+			causes = append(causes, cause.Error())
+			return nil
+		},
+	}
+	// Three "lives" that each took the message and died without settling it.
+	cons, err := worker.Ensure(ctx, js, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		natstest.Eventually(t, 10*time.Second, func() bool {
+			b, err := cons.FetchNoWait(1)
+			if err != nil {
+				return false
+			}
+			n := 0
+			for range b.Messages() {
+				n++
+			}
+			return n == 1
+		}, "the message delivered again")
+	}
+	h := func(ctx context.Context, m jetstream.Msg) error {
+		mu.Lock()
+		defer mu.Unlock()
+		handled++
+		return nil
+	}
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- worker.Run(rctx, js, cfg, h, zerolog.Nop()) }()
+	natstest.Eventually(t, 15*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(causes) == 1
+	}, "the crash-looping message given up")
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	if handled != 0 {
+		t.Errorf("the handler ran %d times on a message over MaxDeliver, want 0", handled)
+	}
+	if !strings.Contains(causes[0], "delivered 4 times") {
+		t.Errorf("GiveUp cause = %q, want it to say it was delivered 4 times", causes[0])
+	}
+	causes = nil
+	mu.Unlock()
+
+	// A stop on the last delivery: the handler sees its context end and
+	// returns its error; nothing is given up and the message comes back.
+	if _, err := js.Publish(ctx, "w.stopped", []byte("y")); err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan struct{}, 4)
+	slow := func(ctx context.Context, m jetstream.Msg) error {
+		md, _ := m.Metadata()
+		if md.NumDelivered < 2 {
+			return errors.New("first delivery fails")
+		}
+		started <- struct{}{}
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	rctx, stop = context.WithCancel(ctx)
+	go func() { done <- worker.Run(rctx, js, cfg, slow, zerolog.Nop()) }()
+	select {
+	case <-started:
+	case <-ctx.Done():
+		t.Fatal("the second delivery never came")
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	if len(causes) != 0 {
+		t.Errorf("a handler stopped by the stage's own stop was given up: %q", causes)
+	}
+	mu.Unlock()
+	var again []uint64
+	rctx, stop = context.WithCancel(ctx)
+	go func() {
+		done <- worker.Run(rctx, js, cfg, func(ctx context.Context, m jetstream.Msg) error {
+			md, _ := m.Metadata()
+			mu.Lock()
+			again = append(again, md.NumDelivered)
+			mu.Unlock()
+			return nil
+		}, zerolog.Nop())
+	}()
+	natstest.Eventually(t, 15*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(again) == 1 || len(causes) > 0
+	}, "the stopped message handled by the next life")
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(causes) != 0 || len(again) != 1 || again[0] != 3 {
+		t.Errorf("after a stop on the last delivery: handled at deliveries %v, given up %q; want handled once more (delivery 3), not given up", again, causes)
 	}
 }

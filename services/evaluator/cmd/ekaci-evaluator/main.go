@@ -17,7 +17,19 @@ func main() {
 	fs := flag.NewFlagSet("ekaci-evaluator", flag.ContinueOnError)
 	var nixOpts flagenv.Pairs
 	fs.Var(&nixOpts, "nix-option", "a Nix option for every evaluation, name=value (repeatable)")
+	timeout := fs.Duration("eval-timeout", evaluator.DefaultEvalTimeout, "stop evaluating a job (head and base together) after this long; it fails saying so (0: no limit)")
+	memMiB := fs.Int64("eval-memory-limit-mib", evaluator.DefaultEvalMemoryLimit>>20, "address-space limit of each Nix process evaluating a job, in MiB; over it the job fails saying so (0: no limit)")
+	gcroots := fs.String("gcroots-dir", "", "keep GC roots of evaluated .drv files in DIR/<change id>/<jobset id>/ (the gitter's --gcroots-dir removes DIR/<change id> when the change concludes; empty: no roots)")
 	os.Exit(service.Main(fs, os.Args[1:], func(ctx context.Context, env service.Env) error {
-		return evaluator.Run(ctx, evaluator.Config{Log: env.Log, Logger: env.Logger, NixOptions: nixOpts})
+		// The flags' 0 is no limit; Config's 0 is the default.
+		cfg := evaluator.Config{Log: env.Log, Logger: env.Logger, NixOptions: nixOpts, Metrics: env.Metrics,
+			GCRootsDir: *gcroots, EvalTimeout: -1, EvalMemoryLimit: -1}
+		if *timeout > 0 {
+			cfg.EvalTimeout = *timeout
+		}
+		if *memMiB > 0 {
+			cfg.EvalMemoryLimit = *memMiB << 20
+		}
+		return evaluator.Run(ctx, cfg)
 	}))
 }

@@ -25,8 +25,9 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/ekaci/ekaci/libs/eventlog/text"
 )
 
 // Options says what to evaluate.
@@ -43,6 +44,13 @@ type Options struct {
 	EvalJobs string
 	// Workers is nix-eval-jobs' --workers (default 2).
 	Workers int
+	// MemoryLimit bounds the address space of every Nix process of the
+	// evaluation (RLIMIT_AS, set by sh's ulimit before exec: this machine
+	// has cgroup v1 only), in bytes; 0 is no limit. A process that runs
+	// out of it fails the whole evaluation with ErrMemoryLimit. The time
+	// limit is the caller's context deadline: on it, the process tree is
+	// killed.
+	MemoryLimit int64
 }
 
 // Attr is one evaluated attribute.
@@ -160,7 +168,11 @@ func (e *evaluator) walk(ctx context.Context, path []string, isRoot bool) ([]Att
 		if isRoot && len(res) == 0 {
 			// Nothing found: fine for an empty set, not for a list or a number.
 			var kind string
-			if err := e.eval(ctx, e.expr(path, "builtins.typeOf top"), &kind); err == nil && kind != "set" {
+			err := e.eval(ctx, e.expr(path, "builtins.typeOf top"), &kind)
+			if whole(ctx, err) {
+				return nil, err
+			}
+			if err == nil && kind != "set" {
 				return nil, fmt.Errorf("evaluating %s: it is a %s; want an attribute set or a derivation", e.o.File, kind)
 			}
 		}
@@ -170,22 +182,25 @@ func (e *evaluator) walk(ctx context.Context, path []string, isRoot bool) ([]Att
 			if a.Error != "" {
 				// tryEval hides the message; one more call per failing
 				// attribute (few, normally) gets Nix's own words.
-				a.Error = e.explain(ctx, r.Path, a.Error)
+				var err error
+				if a.Error, err = e.explain(ctx, r.Path, a.Error); err != nil {
+					return nil, err
+				}
 			}
 			attrs = append(attrs, a)
 		}
 		return attrs, nil
 	}
-	if ctx.Err() != nil {
-		return nil, ctx.Err()
+	if whole(ctx, err) {
+		return nil, err
 	}
 	// Which names are there to split over? A failure here is the
 	// attribute's own error (or, at the root, the file's).
 	var names []string
 	namesErr := e.eval(ctx, e.expr(path, `let v = top; in if isDrv v || !(builtins.isAttrs v) || !(recurses p.at v) then null else builtins.attrNames v`), &names)
 	if namesErr != nil || names == nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
+		if whole(ctx, namesErr) {
+			return nil, namesErr
 		}
 		if isRoot {
 			if namesErr == nil {
@@ -225,6 +240,9 @@ func (e *evaluator) evalJobs(ctx context.Context, bin string) ([]Attr, error) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
+		if e.o.MemoryLimit > 0 && outOfMemory(stderr.String()) {
+			return nil, ErrMemoryLimit
+		}
 		return nil, fmt.Errorf("evaluating %s with nix-eval-jobs: %s", e.o.File, trimError(stderr.String()))
 	}
 	var attrs []Attr
@@ -245,6 +263,9 @@ func (e *evaluator) evalJobs(ctx context.Context, bin string) ([]Attr, error) {
 		if path == nil && j.Attr != "" {
 			path = strings.Split(j.Attr, ".")
 		}
+		if e.o.MemoryLimit > 0 && outOfMemory(j.Error) {
+			return nil, ErrMemoryLimit
+		}
 		full := append(append([]string{}, e.root...), path...)
 		attrs = append(attrs, Attr{Path: strings.Join(full, "."), DrvPath: j.DrvPath, Error: trimError(j.Error)})
 		if j.Error == "" {
@@ -255,23 +276,42 @@ func (e *evaluator) evalJobs(ctx context.Context, bin string) ([]Attr, error) {
 }
 
 // explain evaluates the attribute at path without tryEval and returns
-// Nix's error message, or fallback if it does not fail that way.
-func (e *evaluator) explain(ctx context.Context, path []string, fallback string) string {
+// Nix's error message, or fallback if it does not fail that way. An error
+// is one of the whole evaluation (a limit reached, ctx ended).
+func (e *evaluator) explain(ctx context.Context, path []string, fallback string) (string, error) {
 	var ignored any
 	err := e.eval(ctx, e.expr(path, "builtins.seq (if isDrv top then top.drvPath else top) null"), &ignored)
-	if err == nil || ctx.Err() != nil {
-		return fallback
+	if whole(ctx, err) {
+		return "", err
 	}
-	return err.Error()
+	if err == nil {
+		return fallback, nil
+	}
+	return err.Error(), nil
 }
 
-// run runs a Nix command in the checkout, in a process group of its own
-// that is killed whole on cancellation.
+// whole reports whether err ends the whole evaluation rather than being
+// one attribute's error: ctx ended (cancelled, or the time limit) or the
+// memory limit was reached.
+func whole(ctx context.Context, err error) bool {
+	return err != nil && (ctx.Err() != nil || errors.Is(err, ErrMemoryLimit))
+}
+
+// run runs a Nix command in the checkout, under the memory limit, in a
+// process group of its own; on cancellation its whole process tree is
+// killed.
 func (e *evaluator) run(ctx context.Context, bin string, args []string) (stdout, stderr *bytes.Buffer, err error) {
+	if e.o.MemoryLimit > 0 {
+		// sh sets the limit on itself and execs Nix (same pid), so the
+		// limit holds from Nix's first instruction on.
+		kib := strconv.FormatInt(max(e.o.MemoryLimit/1024, 1), 10)
+		args = append([]string{"-c", `ulimit -v "$1" && shift && exec "$@"`, "sh", kib, bin}, args...)
+		bin = "/bin/sh"
+	}
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Dir = e.o.Dir
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.SysProcAttr = sysProcAttr()
+	cmd.Cancel = func() error { killTree(cmd.Process.Pid); return nil }
 	cmd.WaitDelay = 5 * time.Second
 	stdout, stderr = &bytes.Buffer{}, &bytes.Buffer{}
 	cmd.Stdout, cmd.Stderr = stdout, stderr
@@ -293,6 +333,9 @@ func (e *evaluator) eval(ctx context.Context, expr string, out any) error {
 		}
 		var exit *exec.ExitError
 		if errors.As(err, &exit) {
+			if e.o.MemoryLimit > 0 && outOfMemory(stderr.String()) {
+				return ErrMemoryLimit
+			}
 			return errors.New(trimError(stderr.String()))
 		}
 		return fmt.Errorf("nix-instantiate: %w", err)
@@ -305,6 +348,24 @@ func (e *evaluator) eval(ctx context.Context, expr string, out any) error {
 
 var ansiRE = regexp.MustCompile(`\x1b\[[0-9;]*[A-Za-z]`)
 
+// maxError bounds one error message, in bytes.
+const maxError = 2000
+
+// outOfMemory reports whether Nix's stderr says it ran out of memory.
+// Measured on Nix 2.8 under RLIMIT_AS: Boehm GC warns "Out of Memory!
+// Heap size: ... Returning NULL!" and Nix ends with the line "error: out
+// of memory" (exit status 1). A throw "out of memory" prints that line
+// too: a job can only misreport its own failure that way.
+func outOfMemory(stderr string) bool {
+	for _, line := range strings.Split(stderr, "\n") {
+		line = strings.TrimSpace(ansiRE.ReplaceAllString(line, ""))
+		if line == "error: out of memory" || strings.HasPrefix(line, "GC Warning: Out of Memory!") || strings.Contains(line, "std::bad_alloc") {
+			return true
+		}
+	}
+	return false
+}
+
 // trimError keeps Nix's message and its location, without colours and the
 // long trace of our own wrapper expression.
 func trimError(s string) string {
@@ -316,11 +377,9 @@ func trimError(s string) string {
 		}
 		keep = append(keep, strings.TrimRight(line, " "))
 	}
-	out := strings.TrimSpace(strings.Join(keep, "\n"))
-	const max = 2000
-	if len(out) > max {
-		out = out[:max] + "\n…"
-	}
+	// Valid UTF-8 and cut at a rune boundary: the message goes into a
+	// fact, and protobuf refuses a string that is not UTF-8.
+	out := text.Bound(strings.TrimSpace(strings.Join(keep, "\n")), maxError)
 	if out == "" {
 		out = "nix-instantiate failed without a message"
 	}

@@ -1,6 +1,14 @@
 // Package mirror keeps one bare mirror per repository (cloned once,
 // fetched after) and a git worktree per commit under test, with the git
-// CLI. Directory names are tokens derived from the URL, never the URL.
+// CLI. Directory names are tokens derived from the URL, never the URL, and
+// full commit ids, never a revision as given: nothing a request names can
+// lead a path out of the store.
+//
+// Errors say whether retrying can help: ErrUnknownRepo and ErrUnknownCommit
+// are git's word that the repository or commit does not exist (or may not
+// be read), ErrBadCommit a commit that is not a full commit id; every other
+// failure of git (a host that does not resolve, a refused connection, a
+// server error, a full disk) is ErrTransient.
 package mirror
 
 import (
@@ -14,8 +22,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/ekaci/ekaci/libs/eventlog/text"
+	"github.com/ekaci/ekaci/services/gitter/request"
 )
 
 var (
@@ -23,7 +35,31 @@ var (
 	ErrUnknownRepo = errors.New("unknown repository")
 	// ErrUnknownCommit means the mirror has no such commit.
 	ErrUnknownCommit = errors.New("unknown commit")
+	// ErrBadCommit means a commit is not a full commit id (40 or 64
+	// lowercase hex digits).
+	ErrBadCommit = errors.New("not a full commit id")
+	// ErrTransient means git failed in a way a later try may not: the
+	// network, the server, the local disk.
+	ErrTransient = errors.New("transient git error")
 )
+
+// permanentRE matches git's messages for a repository that does not exist
+// or may not be read (local paths, file://, HTTP 401/403/404, ssh keys,
+// missing credentials): retrying cannot help. Anything else is transient.
+var permanentRE = regexp.MustCompile(`(?i)does not exist|does not appear to be a git repository|` +
+	`repository '[^']*' not found|repository not found|returned error: (401|403|404|410)|` +
+	`authentication failed|could not read (username|password)|permission denied \(`)
+
+// fetchError classifies a failed clone or fetch of url.
+func fetchError(ctx context.Context, url string, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if permanentRE.MatchString(err.Error()) {
+		return fmt.Errorf("%w: %s: %v", ErrUnknownRepo, url, err)
+	}
+	return fmt.Errorf("%w: %s: %v", ErrTransient, url, err)
+}
 
 // Store holds mirrors under dir/mirrors and worktrees under dir/worktrees.
 type Store struct {
@@ -100,7 +136,7 @@ func (s *Store) Sync(ctx context.Context, url string) (string, error) {
 	dst := s.mirrorDir(tok)
 	if _, err := os.Stat(filepath.Join(dst, "HEAD")); err == nil {
 		if _, err := git(ctx, dst, "fetch", "--prune", "--quiet", "origin"); err != nil {
-			return "", fmt.Errorf("%w: %s: %v", ErrUnknownRepo, url, err)
+			return "", fetchError(ctx, url, err)
 		}
 		return dst, nil
 	}
@@ -112,10 +148,7 @@ func (s *Store) Sync(ctx context.Context, url string) (string, error) {
 	}
 	defer os.RemoveAll(tmp)
 	if _, err := git(ctx, "", "clone", "--mirror", "--quiet", "--", url, tmp); err != nil {
-		if ctx.Err() != nil {
-			return "", ctx.Err()
-		}
-		return "", fmt.Errorf("%w: %s: %v", ErrUnknownRepo, url, err)
+		return "", fetchError(ctx, url, err)
 	}
 	os.RemoveAll(dst)
 	if err := os.Rename(tmp, dst); err != nil {
@@ -138,20 +171,28 @@ func (s *Store) resolve(ctx context.Context, url, tok, rev string) (string, erro
 		return "", fmt.Errorf("%w: %q is not a revision", ErrUnknownCommit, rev)
 	}
 	out, err := git(ctx, s.mirrorDir(tok), "rev-parse", "--verify", "--quiet", rev+"^{commit}")
-	if err != nil {
-		if ctx.Err() != nil {
-			return "", ctx.Err()
-		}
+	var gerr *gitError
+	switch {
+	case err == nil:
+		return out, nil
+	case ctx.Err() != nil:
+		return "", ctx.Err()
+	case errors.As(err, &gerr) && gerr.code == 1 && gerr.stderr == "":
+		// --verify --quiet: exit 1 and silence is "no such commit".
 		return "", fmt.Errorf("%w: %s is not a commit of %s", ErrUnknownCommit, rev, url)
 	}
-	return out, nil
+	return "", fmt.Errorf("%w: resolve %s in the mirror of %s: %v", ErrTransient, rev, url, err)
 }
 
-// Worktree checks out commit of the (synced) repository in a worktree of
-// its own and returns its absolute path. Asking again returns the same one.
-// owner (e.g. a change id; "" for none) gives each owner its own worktree,
-// so one owner's Remove never pulls a checkout from under another.
+// Worktree checks out commit (a full commit id) of the (synced)
+// repository in a worktree of its own and returns its absolute path. Asking
+// again returns the same one. owner (e.g. a change id, a subject token; ""
+// for none) gives each owner its own worktree, so one owner's Remove never
+// pulls a checkout from under another.
 func (s *Store) Worktree(ctx context.Context, url, commit, owner string) (string, error) {
+	if err := checkNames(commit, owner); err != nil {
+		return "", err
+	}
 	url, err := normalize(url)
 	if err != nil {
 		return "", err
@@ -180,11 +221,27 @@ func (s *Store) Worktree(ctx context.Context, url, commit, owner string) (string
 		return "", err
 	}
 	if _, err := git(ctx, mirror, "worktree", "add", "--detach", "--force", "--quiet", path, sha); err != nil {
-		return "", fmt.Errorf("worktree of %s at %s: %w", url, sha, err)
+		return "", fmt.Errorf("%w: worktree of %s at %s: %v", ErrTransient, url, sha, err)
 	}
 	return path, nil
 }
 
+var ownerRE = regexp.MustCompile(`^[A-Za-z0-9_-]{0,128}$`)
+
+// checkNames refuses a commit or owner that could not safely name a
+// worktree directory.
+func checkNames(commit, owner string) error {
+	if !request.IsCommit(commit) {
+		return fmt.Errorf("%w: %s", ErrBadCommit, strconv.Quote(text.Bound(commit, 100)))
+	}
+	if !ownerRE.MatchString(owner) {
+		return fmt.Errorf("worktree owner %s: want letters, digits, '-' and '_'", strconv.Quote(text.Bound(owner, 100)))
+	}
+	return nil
+}
+
+// worktreePath names owner's worktree of sha, a full commit id that
+// checkNames or git vouched for.
 func (s *Store) worktreePath(tok, sha, owner string) string {
 	name := sha
 	if owner != "" {
@@ -193,8 +250,13 @@ func (s *Store) worktreePath(tok, sha, owner string) string {
 	return filepath.Join(s.dir, "worktrees", tok, name)
 }
 
-// Remove deletes owner's worktree of commit; an absent one is not an error.
+// Remove deletes owner's worktree of commit (a full commit id); an absent
+// one is not an error. A commit that is not a full commit id is refused:
+// it never named a worktree.
 func (s *Store) Remove(ctx context.Context, url, commit, owner string) error {
+	if err := checkNames(commit, owner); err != nil {
+		return err
+	}
 	url, err := normalize(url)
 	if err != nil {
 		return err
@@ -202,8 +264,11 @@ func (s *Store) Remove(ctx context.Context, url, commit, owner string) error {
 	tok := token(url)
 	defer s.lock(tok)()
 	mirror := s.mirrorDir(tok)
+	// Worktree names the directory after what git resolved (a tag's id
+	// resolves to its commit); a commit the mirror no longer knows keeps
+	// its own id, which checkNames vetted: either way a full commit id.
 	sha := commit
-	if resolved, err := s.resolve(ctx, url, tok, commit); err == nil {
+	if resolved, err := s.resolve(ctx, url, tok, commit); err == nil && request.IsCommit(resolved) {
 		sha = resolved
 	}
 	path := s.worktreePath(tok, sha, owner)
@@ -236,11 +301,27 @@ func git(ctx context.Context, dir string, args ...string) (string, error) {
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		msg := strings.TrimSpace(stderr.String())
-		if msg == "" {
-			msg = err.Error()
+		gerr := &gitError{stderr: strings.TrimSpace(stderr.String()), code: -1, err: err}
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			gerr.code = exit.ExitCode()
 		}
-		return "", errors.New(msg)
+		return "", gerr
 	}
 	return strings.TrimSpace(string(out)), nil
+}
+
+// gitError is a failed git command: its exit code (-1 when it did not
+// run) and its own message.
+type gitError struct {
+	stderr string
+	code   int
+	err    error
+}
+
+func (e *gitError) Error() string {
+	if e.stderr == "" {
+		return e.err.Error()
+	}
+	return e.stderr
 }

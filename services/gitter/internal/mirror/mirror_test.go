@@ -3,10 +3,14 @@ package mirror
 import (
 	"context"
 	"errors"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -185,9 +189,18 @@ func TestUnknownRepoAndCommit(t *testing.T) {
 	if _, err := s.Sync(ctx, src); err != nil {
 		t.Fatal(err)
 	}
-	for _, rev := range []string{"0123456789012345678901234567890123456789", "no-branch", "--help"} {
-		if _, err := s.Worktree(ctx, src, rev, ""); !errors.Is(err, ErrUnknownCommit) {
-			t.Errorf("Worktree(%q): err = %v, want ErrUnknownCommit", rev, err)
+	for _, tt := range []struct {
+		rev  string
+		want error
+	}{
+		{"0123456789012345678901234567890123456789", ErrUnknownCommit},
+		{"no-branch", ErrBadCommit},
+		{"--help", ErrBadCommit},
+		{"0123456789ABCDEF012345678901234567890123", ErrBadCommit},
+		{"../../../../etc", ErrBadCommit},
+	} {
+		if _, err := s.Worktree(ctx, src, tt.rev, ""); !errors.Is(err, tt.want) {
+			t.Errorf("Worktree(%q): err = %v, want %v", tt.rev, err, tt.want)
 		}
 	}
 }
@@ -249,5 +262,156 @@ func TestConcurrentUse(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
+	}
+}
+
+// TestRemoveStaysInTheStore is finding 10 of the core review: a commit
+// string that climbs out of worktrees/<repo>/ used to name the directory
+// Remove deleted (the unresolvable commit was used as given).
+func TestRemoveStaysInTheStore(t *testing.T) {
+	ctx := context.Background()
+	src, commits := source(t, "one")
+	parent := t.TempDir()
+	s, err := New(filepath.Join(parent, "store"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Sync(ctx, src); err != nil {
+		t.Fatal(err)
+	}
+	victim := filepath.Join(parent, "victim")
+	if err := os.MkdirAll(victim, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(victim, "precious"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct{ name, commit, owner string }{
+		{"commit climbs out", "../../../../../victim", "c0ffee"},
+		{"commit climbs out without an owner", "../../../victim", ""},
+		{"owner climbs out", commits[0], "../../../../victim/x"},
+		{"absolute commit", victim, "c0ffee"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := s.Remove(ctx, src, tt.commit, tt.owner)
+			if err == nil {
+				t.Errorf("Remove(%q, %q) was not refused", tt.commit, tt.owner)
+			}
+			if _, serr := os.Stat(filepath.Join(victim, "precious")); serr != nil {
+				t.Fatalf("a directory outside the store was deleted (Remove: %v)", err)
+			}
+		})
+	}
+}
+
+// gitServer answers every request with code, as a failing git HTTP
+// server would.
+func gitServer(t *testing.T, code int) string {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, http.StatusText(code), code)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL + "/repo.git"
+}
+
+func TestPermanentAndTransientErrors(t *testing.T) {
+	ctx := context.Background()
+	closed := func() string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		return "http://" + ln.Addr().String() + "/repo.git"
+	}()
+	missing := filepath.Join(t.TempDir(), "nope")
+	tests := []struct {
+		name, url string
+		want      error
+	}{
+		{"missing local path", missing, ErrUnknownRepo},
+		{"missing file URL", "file://" + missing, ErrUnknownRepo},
+		{"HTTP 404", gitServer(t, http.StatusNotFound), ErrUnknownRepo},
+		{"HTTP 403", gitServer(t, http.StatusForbidden), ErrUnknownRepo},
+		{"HTTP 503", gitServer(t, http.StatusServiceUnavailable), ErrTransient},
+		{"HTTP 500", gitServer(t, http.StatusInternalServerError), ErrTransient},
+		{"connection refused", closed, ErrTransient},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := New(t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = s.Sync(ctx, tt.url)
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("Sync(%s): err = %v, want %v", tt.url, err, tt.want)
+			}
+			other := ErrTransient
+			if tt.want == ErrTransient {
+				other = ErrUnknownRepo
+			}
+			if errors.Is(err, other) {
+				t.Fatalf("Sync(%s): err = %v is both", tt.url, err)
+			}
+		})
+	}
+}
+
+// failingGit puts a git on PATH that fails the first n runs whose
+// arguments include verb (clone or fetch) the way a DNS blip does, then
+// runs the real git.
+func failingGit(t *testing.T, verb string, n int) {
+	t.Helper()
+	real, err := exec.LookPath("git")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	count := filepath.Join(dir, "count")
+	script := `#!/bin/sh
+for a in "$@"; do
+  if [ "$a" = "` + verb + `" ]; then
+    n=$(cat "` + count + `" 2>/dev/null || echo 0)
+    if [ "$n" -lt ` + strconv.Itoa(n) + ` ]; then
+      echo $((n + 1)) > "` + count + `"
+      echo "fatal: unable to access 'https://example.invalid/': Could not resolve host: example.invalid" >&2
+      exit 128
+    fi
+  fi
+done
+exec "` + real + `" "$@"
+`
+	if err := os.WriteFile(filepath.Join(dir, "git"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
+}
+
+func TestTransientFetchThenSuccess(t *testing.T) {
+	ctx := context.Background()
+	src, commits := source(t, "one")
+	s, err := New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	failingGit(t, "clone", 1)
+	if _, err := s.Sync(ctx, src); !errors.Is(err, ErrTransient) || errors.Is(err, ErrUnknownRepo) {
+		t.Fatalf("first clone: err = %v, want ErrTransient (not an unknown repository)", err)
+	}
+	if _, err := s.Sync(ctx, src); err != nil {
+		t.Fatalf("second clone: %v", err)
+	}
+	failingGit(t, "fetch", 1)
+	if _, err := s.Sync(ctx, src); !errors.Is(err, ErrTransient) {
+		t.Fatalf("first fetch: err = %v, want ErrTransient", err)
+	}
+	if _, err := s.Sync(ctx, src); err != nil {
+		t.Fatalf("second fetch: %v", err)
+	}
+	if _, err := s.Worktree(ctx, src, commits[0], "c"); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -16,6 +16,8 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+
+	"github.com/ekaci/ekaci/libs/eventlog/text"
 )
 
 // FileName is where the configuration lives, relative to the checkout.
@@ -311,7 +313,7 @@ func object(data []byte, at string) (map[string]json.RawMessage, error) {
 	}
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(data, &m); err != nil {
-		return nil, &Error{Path: at, Msg: err.Error()}
+		return nil, &Error{Path: at, Msg: text.Bound(err.Error(), maxMsg)}
 	}
 	if dup := duplicateKey(data); dup != "" {
 		return nil, &Error{Path: join(at, dup), Msg: "appears twice"}
@@ -322,13 +324,17 @@ func object(data []byte, at string) (map[string]json.RawMessage, error) {
 func syntax(data []byte) error {
 	var v any
 	err := json.Unmarshal(data, &v)
+	var ute *json.UnmarshalTypeError
+	if errors.As(err, &ute) {
+		return nil // a number too big for a float64 is still JSON; its key says what it should be
+	}
 	var se *json.SyntaxError
 	if errors.As(err, &se) {
 		line, col := position(data, se.Offset)
 		return &Error{Msg: fmt.Sprintf("not valid JSON at line %d, column %d: %v", line, col, se)}
 	}
 	if err != nil {
-		return &Error{Msg: "not valid JSON: " + err.Error()}
+		return &Error{Msg: "not valid JSON: " + text.Bound(err.Error(), maxMsg)}
 	}
 	return nil
 }
@@ -395,6 +401,8 @@ func decode(raw json.RawMessage, at, want string, into any) error {
 	return nil
 }
 
+// kindOf says what a JSON value is, for a refusal. The value's own bytes
+// come from the pull request: they are shown made valid UTF-8 and cut short.
 func kindOf(v []byte) string {
 	if len(v) == 0 {
 		return "nothing"
@@ -405,14 +413,21 @@ func kindOf(v []byte) string {
 	case '[':
 		return "an array"
 	case '"':
-		return "a string " + string(v)
+		return "a string " + text.Bound(string(v), maxShown)
 	case 't', 'f':
-		return string(v)
+		return text.Bound(string(v), maxShown)
 	case 'n':
 		return "null"
 	}
-	return "the number " + string(v)
+	return "the number " + text.Bound(string(v), maxShown)
 }
+
+// maxShown bounds the bytes of a refused value shown in a refusal, maxMsg
+// a message of encoding/json's (which may quote the document).
+const (
+	maxShown = 80
+	maxMsg   = 400
+)
 
 func join(at, key string) string {
 	if at == "" {

@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 func checkout(t *testing.T, files map[string]string) string {
@@ -104,6 +105,8 @@ func TestRefusals(t *testing.T) {
 		{name: "check empty command", config: `{"jobs": {"a": {"file": "a.nix"}}, "checks": {"c": {"command": "  "}}}`, path: "checks.c.command", msg: "is empty"},
 		{name: "check timeout type", config: `{"jobs": {"a": {"file": "a.nix"}}, "checks": {"c": {"command": "x", "timeout_seconds": 1.5}}}`, path: "checks.c.timeout_seconds", msg: "whole number"},
 		{name: "check timeout range", config: `{"jobs": {"a": {"file": "a.nix"}}, "checks": {"c": {"command": "x", "timeout_seconds": 0}}}`, path: "checks.c.timeout_seconds", msg: "out of range"},
+		{name: "invalid UTF-8 value", config: "{\"jobs\": {\"a\": {\"file\": \"a.nix\", \"allow_eval_failures\": \"\xff\xfe\"}}}", path: "jobs.a.allow_eval_failures", msg: "want true or false, found a string \"\uFFFD\""},
+		{name: "long value shown short", config: `{"jobs": {"a": {"file": "a.nix", "attr": ` + strings.Repeat("9", 5000) + `}}}`, path: "jobs.a.attr", msg: "want a string, found the number 999"},
 		{name: "check network type", config: `{"jobs": {"a": {"file": "a.nix"}}, "checks": {"c": {"command": "x", "allow_network": 1}}}`, path: "checks.c.allow_network", msg: "want true or false"},
 	}
 	for _, tt := range tests {
@@ -125,6 +128,9 @@ func TestRefusals(t *testing.T) {
 			}
 			if ce.Path != tt.path || !strings.Contains(ce.Msg, tt.msg) {
 				t.Fatalf("got path %q msg %q; want path %q msg containing %q", ce.Path, ce.Msg, tt.path, tt.msg)
+			}
+			if !utf8.ValidString(err.Error()) || len(ce.Msg) > 200 {
+				t.Fatalf("refusal is not valid UTF-8 or not short: %q", ce.Msg)
 			}
 			if !strings.HasPrefix(err.Error(), FileName+": ") {
 				t.Fatalf("error %q does not start with the file name", err)

@@ -38,6 +38,6 @@ func main() {
 			builders = append(builders, router.RemoteBuilders(ms)...)
 			health = machines.NewHealth(ms, nil, 30*time.Second, env.Logger)
 		}
-		return router.Run(ctx, router.Config{Log: env.Log, Logger: env.Logger, Builders: builders, Health: health})
+		return router.Run(ctx, router.Config{Log: env.Log, Logger: env.Logger, Builders: builders, Health: health, Metrics: env.Metrics})
 	}))
 }
