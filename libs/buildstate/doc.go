@@ -14,6 +14,8 @@
 //	Queued ─dependency_failed─▶ TransitiveFailure ─requeued─▶ Queued
 //	Queued ─blocked─▶ Blocked ─requeued─▶ Queued
 //	Queued|Buildable|Building ─interrupted─▶ Interrupted(kind)
+//	Interrupted|Blocked ─requeued(needed-again)─▶ Queued  (a later jobset needs it;
+//	                                      attempts count on, the retry budget stays spent)
 //	Queued|Buildable ─build_succeeded(cached)─▶ Succeeded  (outputs already valid)
 //	Failed ─downstream_failed─▶ Failed   (and each derivation it lists:
 //	                                      Queued ─▶ TransitiveFailure)

@@ -119,11 +119,15 @@ func Next(cur Drv, ev *eventsv1.Event) (Drv, error) {
 		next.Cached = p.DrvBuildSucceeded.GetCached()
 		next.Cause = ""
 	case *eventsv1.Event_DrvBuildFailedRetry:
-		if cur.RetryUsed {
+		// An infrastructure interruption is ekaci's fault, not the
+		// derivation's: it is re-queued without using up the retry (the
+		// recorder bounds how often in a row).
+		infra := p.DrvBuildFailedRetry.GetInterruption() == eventsv1.InterruptKind_INTERRUPT_KIND_INFRASTRUCTURE
+		if cur.RetryUsed && !infra {
 			return cur, fmt.Errorf("%w: %w", ErrIllegal, ErrRetryUsed)
 		}
 		next.State = FailedRetry
-		next.RetryUsed = true
+		next.RetryUsed = cur.RetryUsed || !infra
 		next.Interruption = p.DrvBuildFailedRetry.GetInterruption()
 	case *eventsv1.Event_DrvBuildFailed:
 		next.State = Failed

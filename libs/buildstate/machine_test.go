@@ -361,3 +361,47 @@ func TestDownstreamFoldsAsDependencyFailed(t *testing.T) {
 		t.Fatalf("Next(succeeded, downstream_failed) = %v, want ErrIllegal", err)
 	}
 }
+
+func TestNeededAgain(t *testing.T) {
+	want := map[State]bool{Interrupted: true, Blocked: true}
+	for _, s := range AllStates {
+		if got := s.NeededAgain(); got != want[s] {
+			t.Errorf("%s.NeededAgain() = %v, want %v", s, got, want[s])
+		}
+		// What is needed again must be settled and may be requeued.
+		if s.NeededAgain() && (!s.Settled() || !Allowed(s, KindRequeued)) {
+			t.Errorf("%s is needed again but settled=%v, requeue allowed=%v", s, s.Settled(), Allowed(s, KindRequeued))
+		}
+	}
+	// A requeue keeps the attempt count and the spent retry: the next
+	// buildable is attempt 3, and its failure is final.
+	d := reach(t, FailedRetry)
+	for _, k := range []Kind{KindRequeued, KindBuildable, KindBuildStarted, KindInterrupted} {
+		var err error
+		if d, err = Next(d, sample(k, d)); err != nil {
+			t.Fatalf("%s: %v", k, err)
+		}
+	}
+	needed := &eventsv1.Event{Payload: &eventsv1.Event_DrvRequeued{DrvRequeued: &eventsv1.DrvRequeued{Reason: "needed-again", NextAttempt: d.Attempt + 1}}}
+	d, err := Next(d, needed)
+	if err != nil || d.State != Queued {
+		t.Fatalf("needed-again after interrupted: %v, %v", d.State, err)
+	}
+	b, err := DecideBuildable(d, 0, &eventsv1.DrvDiscovered{})
+	if err != nil || b.GetAttempt() != 3 {
+		t.Fatalf("buildable after needed-again = %v, %v; want attempt 3", b, err)
+	}
+	if d, err = Next(d, &eventsv1.Event{Payload: &eventsv1.Event_DrvBuildable{DrvBuildable: b}}); err != nil {
+		t.Fatal(err)
+	}
+	if d, err = Next(d, sample(KindBuildStarted, d)); err != nil {
+		t.Fatal(err)
+	}
+	ev, err := DecideFailure(d, 3, 1, "", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k, _ := KindOf(ev); k != KindBuildFailed {
+		t.Fatalf("failure after needed-again = %s, want build_failed (the retry stays spent)", k)
+	}
+}

@@ -62,6 +62,17 @@ func (s State) Settled() bool {
 	return false
 }
 
+// NeededAgain reports whether s is settled only for the jobsets that saw
+// it so: an Interrupted derivation (unsatisfiable, process death,
+// cancelled, infrastructure, timeout) or one Blocked behind it is queued
+// again (drv_requeued, reason "needed-again") when a later jobset lists it
+// or something that depends on it. Ingress appends that requeue after the
+// jobset_evaluated (or jobset_attrs_listed part) that needs it, so a read
+// model folding that jobset fact sees the derivation still in s, and its
+// next fact is the requeue. Failed and TransitiveFailure stay: a failed
+// build is cached until retried on purpose.
+func (s State) NeededAgain() bool { return s == Interrupted || s == Blocked }
+
 // IsFailure reports whether s counts as a failure for a conclusion.
 func (s State) IsFailure() bool {
 	switch s {

@@ -11,4 +11,8 @@ var (
 	ErrBadEvent = errors.New("bad event")
 	// ErrNotEvent means a message on the log is not an ekaci event.
 	ErrNotEvent = errors.New("not an ekaci event")
+	// ErrAckTimeout means pipelined appends were not all acknowledged
+	// within the ack timeout: whether they landed is unknown, and
+	// appending them again is safe (ids and guards make it a no-op).
+	ErrAckTimeout = errors.New("no acknowledgement within the ack timeout")
 )

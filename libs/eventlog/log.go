@@ -36,8 +36,10 @@ var (
 
 // Log appends events to EKACI_EVENTS and reads them back.
 type Log struct {
-	js       jetstream.JetStream
-	appended func(aggregate, fact string)
+	js         jetstream.JetStream
+	appended   func(aggregate, fact string)
+	ackTimeout time.Duration
+	health     func(component string, err error)
 }
 
 // Option configures a Log.
@@ -49,9 +51,37 @@ func WithAppendHook(fn func(aggregate, fact string)) Option {
 	return func(l *Log) { l.appended = fn }
 }
 
+// DefaultAckTimeout is how long pipelined appends wait for their
+// acknowledgements (see WithAckTimeout): far above a loaded server's
+// answer (milliseconds) or a cluster's leader election (seconds).
+const DefaultAckTimeout = 30 * time.Second
+
+// WithAckTimeout bounds the wait of AppendMany for acknowledgements: when
+// none of a window's acks comes within d, it returns ErrAckTimeout for the
+// appends not acknowledged (default DefaultAckTimeout). A sync Append is
+// bounded by jetstream's own request timeout.
+func WithAckTimeout(d time.Duration) Option {
+	return func(l *Log) { l.ackTimeout = d }
+}
+
+// WithHealthHook gives the log a readiness sink (telemetry.Health's
+// SetReady): components that write through the log report there while a
+// transient failure keeps them retrying (err) and when it is over (nil).
+func WithHealthHook(fn func(component string, err error)) Option {
+	return func(l *Log) { l.health = fn }
+}
+
+// SetHealth reports component's readiness to the health hook, if any: err
+// while it cannot make progress, nil once it can.
+func (l *Log) SetHealth(component string, err error) {
+	if l.health != nil {
+		l.health(component, err)
+	}
+}
+
 // New returns a Log over js. The streams must exist (Provision).
 func New(js jetstream.JetStream, opts ...Option) *Log {
-	l := &Log{js: js}
+	l := &Log{js: js, ackTimeout: DefaultAckTimeout}
 	for _, o := range opts {
 		o(l)
 	}

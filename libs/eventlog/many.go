@@ -1,8 +1,10 @@
 package eventlog
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -27,12 +29,15 @@ const manyWindow = 1024
 // before the first acknowledgement is awaited, instead of one round trip
 // each. They land in slice order (one connection publishes in order).
 // errs[i] is item i's own failure (ErrConflict for a failed guard); err is
-// a failure of the whole call.
+// a failure of the whole call (the context, a lost connection, no ack
+// within the log's ack timeout: ErrAckTimeout), and then errs[i] is set
+// too for every item not known to be appended, so a caller can retry
+// exactly those (see Transient).
 func (l *Log) AppendMany(ctx context.Context, items []Item) (appended []Appended, errs []error, err error) {
 	appended = make([]Appended, len(items))
 	errs = make([]error, len(items))
 	aggs, facts := make([]string, len(items)), make([]string, len(items))
-	err = pipeline(ctx, l.js, len(items), func(i int) (*nats.Msg, []jetstream.PublishOpt, error) {
+	err = pipeline(ctx, l.js, len(items), l.ackTimeout, func(i int) (*nats.Msg, []jetstream.PublishOpt, error) {
 		it := items[i]
 		msg, agg, fact, err := l.message(it.ID, it.Event)
 		if err != nil {
@@ -69,10 +74,12 @@ type Work struct {
 }
 
 // PublishMany publishes work items pipelined, as AppendMany appends
-// events; errs[i] is item i's own failure, err a failure of the whole call.
+// events, waiting at most DefaultAckTimeout for acknowledgements; errs[i]
+// is item i's own failure, err a failure of the whole call (and then
+// errs[i] is set for every item not known to be published).
 func PublishMany(ctx context.Context, js jetstream.JetStream, items []Work) (errs []error, err error) {
 	errs = make([]error, len(items))
-	err = pipeline(ctx, js, len(items), func(i int) (*nats.Msg, []jetstream.PublishOpt, error) {
+	err = pipeline(ctx, js, len(items), DefaultAckTimeout, func(i int) (*nats.Msg, []jetstream.PublishOpt, error) {
 		msg, err := workMessage(items[i].Subject, items[i].MsgID, items[i].Message)
 		return msg, nil, err
 	}, func(i int, subject string, _ *jetstream.PubAck, err error) {
@@ -85,9 +92,13 @@ func PublishMany(ctx context.Context, js jetstream.JetStream, items []Work) (err
 }
 
 // pipeline publishes n messages made by msg asynchronously, up to
-// manyWindow in flight, and reports each one's outcome to done, in order:
-// the subject ("" when msg failed), the ack or the error.
-func pipeline(ctx context.Context, js jetstream.JetStream, n int,
+// manyWindow in flight, and reports each one's outcome to done exactly
+// once: the subject ("" when msg failed or it was never published), the
+// ack or the error. Acknowledgements are awaited half a window at a time,
+// each half within timeout (one timer for the call, re-armed per half: no
+// cost per message); a failure of the whole call is returned after every
+// item not yet reported is reported with it.
+func pipeline(ctx context.Context, js jetstream.JetStream, n int, timeout time.Duration,
 	msg func(i int) (*nats.Msg, []jetstream.PublishOpt, error),
 	done func(i int, subject string, ack *jetstream.PubAck, err error)) error {
 	type inflight struct {
@@ -95,16 +106,56 @@ func pipeline(ctx context.Context, js jetstream.JetStream, n int,
 		fut     jetstream.PubAckFuture
 		subject string
 	}
-	wait := func(f inflight) error {
-		select {
-		case ack := <-f.fut.Ok():
-			done(f.i, f.subject, ack, nil)
-		case perr := <-f.fut.Err():
-			done(f.i, f.subject, nil, perr)
-		case <-ctx.Done():
-			return ctx.Err()
+	if timeout <= 0 {
+		timeout = DefaultAckTimeout
+	}
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	// wait reports fs's outcomes; on a failure of the whole call it
+	// reports the rest of fs with it.
+	wait := func(fs []inflight) error {
+		timer.Reset(timeout)
+		for k, f := range fs {
+			var err error
+			select {
+			case ack := <-f.fut.Ok():
+				done(f.i, f.subject, ack, nil)
+				continue
+			case perr := <-f.fut.Err():
+				done(f.i, f.subject, nil, perr)
+				continue
+			case <-ctx.Done():
+				err = ctx.Err()
+			case <-timer.C:
+				err = fmt.Errorf("%w (%v)", ErrAckTimeout, timeout)
+			}
+			for _, f := range fs[k:] {
+				done(f.i, f.subject, nil, err)
+			}
+			return err
 		}
 		return nil
+	}
+	// drain waits for what is in flight, half a window at a time.
+	drain := func(window []inflight) error {
+		for len(window) > 0 {
+			k := min(len(window), manyWindow/2)
+			if err := wait(window[:k]); err != nil {
+				for _, f := range window[k:] {
+					done(f.i, f.subject, nil, err)
+				}
+				return err
+			}
+			window = window[k:]
+		}
+		return nil
+	}
+	// unsent reports items from..n-1, never published, as failed by err.
+	unsent := func(from int, err error) error {
+		for j := from; j < n; j++ {
+			done(j, "", nil, err)
+		}
+		return err
 	}
 	var window []inflight
 	for i := range n {
@@ -115,22 +166,22 @@ func pipeline(ctx context.Context, js jetstream.JetStream, n int,
 		}
 		fut, perr := js.PublishMsgAsync(m, opts...)
 		if perr != nil {
-			return fmt.Errorf("publish %s: %w", m.Subject, perr)
+			err := fmt.Errorf("publish %s: %w", m.Subject, perr)
+			// What is in flight may still be acknowledged: wait for it, so
+			// that only what truly failed is reported so.
+			derr := drain(window)
+			return unsent(i, cmp.Or(derr, err))
 		}
 		window = append(window, inflight{i: i, fut: fut, subject: m.Subject})
 		if len(window) >= manyWindow {
-			for _, f := range window[:manyWindow/2] {
-				if err := wait(f); err != nil {
-					return err
+			if err := wait(window[:manyWindow/2]); err != nil {
+				for _, f := range window[manyWindow/2:] {
+					done(f.i, f.subject, nil, err)
 				}
+				return unsent(i+1, err)
 			}
 			window = append(window[:0], window[manyWindow/2:]...)
 		}
 	}
-	for _, f := range window {
-		if err := wait(f); err != nil {
-			return err
-		}
-	}
-	return nil
+	return drain(window)
 }

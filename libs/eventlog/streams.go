@@ -31,9 +31,43 @@ type StreamOptions struct {
 	// LogMaxAge bounds how long live log lines are kept on EKACI_LOGS
 	// (full logs are kept by the builder in files).
 	LogMaxAge time.Duration
+	// EventsMaxBytes is EKACI_EVENTS' byte budget (default
+	// DefaultEventsMaxBytes). JetStream reserves it on the server, so
+	// nothing else can use that space, and with discard new a full log
+	// refuses appends instead of forgetting history: WatchStorage warns
+	// long before.
+	EventsMaxBytes int64
+	// LogsMaxBytes bounds EKACI_LOGS (default DefaultLogsMaxBytes); past
+	// it the oldest lines go, so live logs never take the events' space.
+	LogsMaxBytes int64
+	// LogLinesPerAttempt bounds the live lines kept per build attempt
+	// (one subject each; default DefaultLogLinesPerAttempt): the oldest
+	// go first, so one noisy build cannot push out every other's.
+	LogLinesPerAttempt int64
+	// WorkMaxBytes bounds EKACI_WORK (default DefaultWorkMaxBytes); a
+	// full work queue refuses new work (discard new) rather than drop
+	// builds waiting for a builder.
+	WorkMaxBytes int64
 	// MemoryStorage is for benchmarks and tests only; production keeps
 	// file storage.
 	MemoryStorage bool
+}
+
+// Byte budgets' defaults: together (21 GiB) they are what a server must be
+// able to reserve (Reserved), well below deploy/nats's max_file_store.
+const (
+	DefaultEventsMaxBytes     = 16 << 30
+	DefaultLogsMaxBytes       = 4 << 30
+	DefaultWorkMaxBytes       = 1 << 30
+	DefaultLogLinesPerAttempt = 100_000
+)
+
+// Reserved is the file storage the streams reserve on each server that
+// holds a replica: their byte budgets summed. A server whose JetStream
+// store limit is below it refuses to create them.
+func (o StreamOptions) Reserved() int64 {
+	o = o.withDefaults()
+	return o.EventsMaxBytes + o.LogsMaxBytes + o.WorkMaxBytes
 }
 
 func (o StreamOptions) withDefaults() StreamOptions {
@@ -45,6 +79,18 @@ func (o StreamOptions) withDefaults() StreamOptions {
 	}
 	if o.LogMaxAge <= 0 {
 		o.LogMaxAge = 7 * 24 * time.Hour
+	}
+	if o.EventsMaxBytes <= 0 {
+		o.EventsMaxBytes = DefaultEventsMaxBytes
+	}
+	if o.LogsMaxBytes <= 0 {
+		o.LogsMaxBytes = DefaultLogsMaxBytes
+	}
+	if o.LogLinesPerAttempt <= 0 {
+		o.LogLinesPerAttempt = DefaultLogLinesPerAttempt
+	}
+	if o.WorkMaxBytes <= 0 {
+		o.WorkMaxBytes = DefaultWorkMaxBytes
 	}
 	return o
 }
@@ -63,6 +109,7 @@ func StreamConfigs(o StreamOptions) []jetstream.StreamConfig {
 			Subjects:    []string{EventsRoot + ".>"},
 			Retention:   jetstream.LimitsPolicy,
 			Discard:     jetstream.DiscardNew, // a full log refuses writes rather than forgetting history
+			MaxBytes:    o.EventsMaxBytes,     // reserved: what makes discard new real
 			Storage:     storage,
 			Replicas:    o.Replicas,
 			Duplicates:  o.DuplicateWindow,
@@ -75,6 +122,8 @@ func StreamConfigs(o StreamOptions) []jetstream.StreamConfig {
 			Description: "ekaci work items: builds waiting for builders and builders' reports",
 			Subjects:    []string{WorkRoot + ".>"},
 			Retention:   jetstream.WorkQueuePolicy,
+			Discard:     jetstream.DiscardNew, // refuse new work rather than drop waiting builds
+			MaxBytes:    o.WorkMaxBytes,
 			Storage:     storage,
 			Replicas:    o.Replicas,
 			Duplicates:  o.DuplicateWindow,
@@ -89,13 +138,19 @@ func StreamConfigs(o StreamOptions) []jetstream.StreamConfig {
 			Storage:     storage,
 			Replicas:    o.Replicas,
 			MaxAge:      o.LogMaxAge,
-			AllowDirect: true,
+			// Bytes and lines per attempt bounded too: a build that prints
+			// steadily loses its oldest live lines (its file keeps them all),
+			// and never the space reserved for events.
+			MaxBytes:          o.LogsMaxBytes,
+			MaxMsgsPerSubject: o.LogLinesPerAttempt,
+			AllowDirect:       true,
 		},
 	}
 }
 
 // Provision creates or updates the streams; calling it again is a no-op.
 func Provision(ctx context.Context, js jetstream.JetStream, o StreamOptions) error {
+	d := o.withDefaults()
 	for _, cfg := range StreamConfigs(o) {
 		st, err := js.CreateOrUpdateStream(ctx, cfg)
 		// A cluster that has just started may not count every peer
@@ -104,6 +159,10 @@ func Provision(ctx context.Context, js jetstream.JetStream, o StreamOptions) err
 		for deadline := time.Now().Add(15 * time.Second); noPeers(err) && time.Now().Before(deadline) && ctx.Err() == nil; {
 			time.Sleep(100 * time.Millisecond)
 			st, err = js.CreateOrUpdateStream(ctx, cfg)
+		}
+		if isStorageExceeded(err) {
+			return fmt.Errorf("provision stream %s: %w: the streams reserve %d MiB (events %d, logs %d, work %d) and the server cannot: lower the budgets (--events-max-mib, --logs-max-mib, --work-max-mib) or raise the server's JetStream store limit (max_file_store, --nats-max-store-mib)",
+				cfg.Name, err, d.Reserved()>>20, d.EventsMaxBytes>>20, d.LogsMaxBytes>>20, d.WorkMaxBytes>>20)
 		}
 		if err != nil {
 			return fmt.Errorf("provision stream %s: %w", cfg.Name, err)
@@ -127,8 +186,18 @@ func Provision(ctx context.Context, js jetstream.JetStream, o StreamOptions) err
 	return nil
 }
 
-// errNoSuitablePeers is JetStream's "no suitable peers for placement".
-const errNoSuitablePeers jetstream.ErrorCode = 10005
+// errNoSuitablePeers is JetStream's "no suitable peers for placement";
+// errStorageExceeded its "insufficient storage resources available" (a
+// stream's MaxBytes cannot be reserved).
+const (
+	errNoSuitablePeers jetstream.ErrorCode = 10005
+	errStorageExceeded jetstream.ErrorCode = 10047
+)
+
+func isStorageExceeded(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == errStorageExceeded
+}
 
 func noPeers(err error) bool {
 	var apiErr *jetstream.APIError

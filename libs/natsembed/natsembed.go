@@ -22,6 +22,10 @@ import (
 // so `nats` CLI users reach the all-in-one without flags.
 const DefaultPort = 4222
 
+// DefaultMaxStore is Config.MaxStore's default: ekaci's default stream
+// budgets (21 GiB) and headroom.
+const DefaultMaxStore = 32 << 30
+
 // RandomPort as Config.Port or Config.HTTPPort asks for a free port chosen
 // at start; ClientURL and MonitorURL then report it.
 const RandomPort = -1
@@ -45,6 +49,13 @@ type Config struct {
 	// (`sync_interval: always`). Off by default: see the package comment
 	// for what that risks.
 	SyncAlways bool
+	// MaxStore is JetStream's file store limit in bytes (0:
+	// DefaultMaxStore). Streams reserve their byte budgets against it, so
+	// it must hold them all (eventlog.StreamOptions.Reserved), and it must
+	// be set explicitly: nats-server's own default is 75 % of the disk
+	// free at start, which makes whether the budgets fit depend on the
+	// day. It is a limit, not an allocation: the disk must have the room.
+	MaxStore int64
 	// Logger receives nats-server's log lines. Its level decides whether
 	// nats-server's debug and trace lines are produced at all.
 	Logger zerolog.Logger
@@ -82,6 +93,9 @@ func Start(cfg Config) (*Server, error) {
 	if cfg.StartTimeout <= 0 {
 		cfg.StartTimeout = time.Minute
 	}
+	if cfg.MaxStore <= 0 {
+		cfg.MaxStore = DefaultMaxStore
+	}
 	if err := checkWritable(dir); err != nil {
 		return nil, err
 	}
@@ -111,6 +125,9 @@ func Start(cfg Config) (*Server, error) {
 		JetStream:  true,
 		StoreDir:   dir,
 		SyncAlways: cfg.SyncAlways,
+		// Explicit, so that the streams' reserved budgets fit or not
+		// whatever the disk's free space at start.
+		JetStreamMaxStore: cfg.MaxStore,
 		// A failure deep in a nixpkgs-sized graph is one downstream_failed
 		// fact listing ~100,000 derivations (~3.5 MB); one node has no
 		// routes or Raft peers for a large message to stall.

@@ -445,3 +445,33 @@ func TestFatalLineBecomesError(t *testing.T) {
 		})
 	}
 }
+
+// TestMaxStoreBoundsReservations: the configured store limit is the one
+// the server reserves stream budgets against, whatever the disk's free
+// space: a budget over it is refused, one within it accepted, and the
+// default holds ekaci's default budgets (21 GiB).
+func TestMaxStoreBoundsReservations(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		maxStore int64
+		budget   int64
+		ok       bool
+	}{
+		{"budget within the limit", 64 << 20, 32 << 20, true},
+		{"budget over the limit", 64 << 20, 100 << 20, false},
+		{"default limit holds ekaci's default budgets", 0, 21 << 30, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			s := start(t, Config{DataDir: t.TempDir(), Port: RandomPort, MaxStore: tc.maxStore})
+			js := connect(t, s.ClientURL())
+			_, err := js.CreateStream(ctx, jetstream.StreamConfig{
+				Name: "S", Subjects: []string{"s.>"}, Storage: jetstream.FileStorage, MaxBytes: tc.budget,
+			})
+			if (err == nil) != tc.ok {
+				t.Fatalf("create a stream of %d MiB on a %d MiB store: err %v, want ok %v", tc.budget>>20, tc.maxStore>>20, err, tc.ok)
+			}
+		})
+	}
+}

@@ -22,14 +22,31 @@ func NewServer(tb testing.TB) *server.Server {
 // a server and start another on the same store (a restart).
 func NewServerAt(tb testing.TB, storeDir string) *server.Server {
 	tb.Helper()
+	return NewServerWith(tb, storeDir, nil)
+}
+
+// StoreLimit is a test server's JetStream store limit unless configured
+// otherwise: explicit, so that the streams' reserved byte budgets fit
+// whatever the free disk of the machine running the tests (nats-server's
+// default is 75 % of it), and far above what a test writes.
+const StoreLimit = 1 << 40
+
+// NewServerWith is NewServerAt with the server's options adjusted by
+// configure (nil: none), e.g. a small JetStreamMaxStore.
+func NewServerWith(tb testing.TB, storeDir string, configure func(*server.Options)) *server.Server {
+	tb.Helper()
 	opts := &server.Options{
-		ServerName: "natstest",
-		Host:       "127.0.0.1",
-		Port:       -1,
-		JetStream:  true,
-		StoreDir:   storeDir,
-		NoLog:      true,
-		NoSigs:     true,
+		ServerName:        "natstest",
+		Host:              "127.0.0.1",
+		Port:              -1,
+		JetStream:         true,
+		JetStreamMaxStore: StoreLimit,
+		StoreDir:          storeDir,
+		NoLog:             true,
+		NoSigs:            true,
+	}
+	if configure != nil {
+		configure(opts)
 	}
 	s, err := server.NewServer(opts)
 	if err != nil {

@@ -14,6 +14,19 @@
 // ids and sequence guards, which the log refuses as repeats. Outbox
 // entries left in the file by earlier versions are appended at start.
 //
+// The checkpoint also names the event at the position (its id and the
+// time the log stored it), and Run checks, before folding, that the log
+// still has that event there: a log that lost acknowledged events (a
+// power loss on a server that does not fsync every write), or another log,
+// would otherwise have its new events at sequences the model thinks it
+// folded, and they would be skipped for good. A Versioned model is then
+// rebuilt from the log; any other refuses to run (ErrAheadOfLog).
+//
+// A transient NATS failure while appending decisions (a disconnect, a
+// lost acknowledgement, a leader moving: eventlog.Transient) is retried
+// with back-off and reported through the log's health hook, not returned:
+// in the all-in-one a returned error stops every stage.
+//
 // A read model is disposable: delete its file and a new Runner rebuilds it
 // from the log.
 package projection

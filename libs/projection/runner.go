@@ -1,6 +1,7 @@
 package projection
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -46,7 +47,10 @@ type Flusher interface {
 // holds another version — or none while it already holds a position, a
 // file written before versions were kept — the model's buckets are reset
 // and it is rebuilt from the log, which is always possible since the log
-// is the source of truth.
+// is the source of truth. The same happens when Run finds the model ahead
+// of the log (the event at its position is not the one it folded): then
+// Reset and Init are called again, in Run, so Init must replace whatever
+// state it keeps in memory rather than add to it.
 type Versioned interface {
 	Version() uint32
 	// Reset deletes the model's buckets; Init then creates them empty.
@@ -100,6 +104,7 @@ type Runner struct {
 
 	mu      sync.Mutex
 	pos     uint64
+	mark    mark // the event at pos, as folded
 	changed chan struct{}
 
 	// appended are outbox keys already appended to the log; the next
@@ -138,6 +143,9 @@ func New(db *bolt.DB, log *eventlog.Log, h Handler, opts ...Option) (*Runner, er
 		if v := meta.Get([]byte(h.Name())); v != nil {
 			r.pos = binary.BigEndian.Uint64(v)
 		}
+		if m, ok := decodeMark(meta.Get(r.markKey())); ok {
+			r.mark = m
+		}
 		if vh, ok := h.(Versioned); ok {
 			if err := r.checkVersion(tx, meta, vh); err != nil {
 				return err
@@ -165,8 +173,11 @@ func (r *Runner) checkVersion(tx *bolt.Tx, meta *bolt.Bucket, vh Versioned) erro
 		if err := vh.Reset(tx); err != nil {
 			return fmt.Errorf("reset %s: %w", r.h.Name(), err)
 		}
-		r.pos = 0
+		r.pos, r.mark = 0, mark{}
 		if err := meta.Put([]byte(r.h.Name()), binary.BigEndian.AppendUint64(nil, 0)); err != nil {
+			return err
+		}
+		if err := meta.Delete(r.markKey()); err != nil {
 			return err
 		}
 	}
@@ -197,9 +208,10 @@ func (r *Runner) WaitFor(ctx context.Context, seq uint64) error {
 	}
 }
 
-func (r *Runner) advance(pos uint64) {
+func (r *Runner) advance(m mark) {
+	pos := m.seq
 	r.mu.Lock()
-	r.pos = pos
+	r.pos, r.mark = pos, m
 	close(r.changed)
 	r.changed = make(chan struct{})
 	r.mu.Unlock()
@@ -208,15 +220,36 @@ func (r *Runner) advance(pos uint64) {
 	}
 }
 
-// Run folds events until ctx is cancelled; it returns nil then.
+// Run folds events until ctx is cancelled; it returns nil then. It first
+// checks that the model is not ahead of the log (see Versioned). A
+// transient NATS failure (eventlog.Transient) is retried with back-off,
+// the model reported not ready meanwhile, instead of ending Run.
 func (r *Runner) Run(ctx context.Context) error {
+	if err := r.verify(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
 	if err := r.flushOutbox(ctx, nil); err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
 		return err
 	}
-	msgs, errc, stop, err := r.events(ctx)
+	var msgs <-chan item
+	var errc <-chan error
+	var stop func()
+	var err error
+	if r.feed != nil {
+		msgs, errc, stop, err = r.events(ctx) // a feed is joined once: not retried
+	} else {
+		err = r.retry(ctx, "open the event consumer", func() error {
+			var err error
+			msgs, errc, stop, err = r.events(ctx)
+			return err
+		})
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped while starting
@@ -233,7 +266,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	// deterministic — makes again, and the log's de-duplication and
 	// sequence guards refuse the repeats.
 	var tx *bolt.Tx
-	var txPos uint64
+	var txPos mark
 	var txSince time.Time
 	var txEvents int
 	defer func() {
@@ -308,7 +341,11 @@ func (r *Runner) Run(ctx context.Context) error {
 			if tx, err = r.db.Begin(true); err != nil {
 				return fmt.Errorf("read model %s: %w", r.h.Name(), err)
 			}
-			txPos, txSince, txEvents = r.Position(), time.Now(), 0
+			r.mu.Lock()
+			txPos = r.mark
+			txPos.seq = r.pos // the mark is unknown (zero) for a file from before marks
+			r.mu.Unlock()
+			txSince, txEvents = time.Now(), 0
 			if err := r.deleteAppended(tx); err != nil {
 				return err
 			}
@@ -423,37 +460,47 @@ func (r *Runner) events(ctx context.Context) (<-chan item, <-chan error, func(),
 
 // fold applies a batch in tx, after position pos, and returns the decisions
 // and the new position.
-func (r *Runner) fold(tx *bolt.Tx, batch []item, pos uint64) (*Outbox, uint64, error) {
+func (r *Runner) fold(tx *bolt.Tx, batch []item, pos mark) (*Outbox, mark, error) {
 	out := &Outbox{}
 	for _, it := range batch {
 		if it.err != nil {
 			// A message we cannot read is logged and passed over:
 			// stopping here would stop every model behind it.
 			r.logger.Error().Err(it.err).Str("subject", it.subject).Msg("skip undecodable event")
-			pos = max(pos, it.seq)
+			if it.seq > pos.seq {
+				pos = it.at
+			}
 			continue
 		}
 		rec := it.rec
-		if rec.Seq <= pos {
+		if rec.Seq <= pos.seq {
 			continue // folded before a crash; never fold twice
 		}
 		if err := r.h.Apply(tx, rec, out); err != nil {
-			return nil, 0, fmt.Errorf("read model %s: apply %s (seq %d): %w", r.h.Name(), rec.Subject, rec.Seq, err)
+			return nil, mark{}, fmt.Errorf("read model %s: apply %s (seq %d): %w", r.h.Name(), rec.Subject, rec.Seq, err)
 		}
-		pos = rec.Seq
+		pos = it.at
 	}
 	return out, pos, nil
 }
 
-// checkpoint writes the model's buffered changes and position in tx and
-// commits it.
-func (r *Runner) checkpoint(tx *bolt.Tx, pos uint64) error {
+// checkpoint writes the model's buffered changes, position and mark (which
+// event is at the position: see verify) in tx and commits it.
+func (r *Runner) checkpoint(tx *bolt.Tx, pos mark) error {
 	if f, ok := r.h.(Flusher); ok {
 		if err := f.Flush(tx); err != nil {
 			return fmt.Errorf("read model %s: flush: %w", r.h.Name(), err)
 		}
 	}
-	if err := tx.Bucket(metaBucket).Put([]byte(r.h.Name()), binary.BigEndian.AppendUint64(nil, pos)); err != nil {
+	meta := tx.Bucket(metaBucket)
+	if err := meta.Put([]byte(r.h.Name()), binary.BigEndian.AppendUint64(nil, pos.seq)); err != nil {
+		return fmt.Errorf("read model %s: %w", r.h.Name(), err)
+	}
+	if pos.stored != 0 {
+		if err := meta.Put(r.markKey(), pos.encode()); err != nil {
+			return fmt.Errorf("read model %s: %w", r.h.Name(), err)
+		}
+	} else if err := meta.Delete(r.markKey()); err != nil {
 		return fmt.Errorf("read model %s: %w", r.h.Name(), err)
 	}
 	if err := tx.Commit(); err != nil {
@@ -511,26 +558,45 @@ func (r *Runner) flushOutbox(ctx context.Context, keys [][]byte) error {
 }
 
 // appendEntries appends outbox entries (stored under keys) and marks them
-// for deletion with the next batch.
+// for deletion with the next batch. Entries that fail transiently (a lost
+// connection or acknowledgement, a leader moving) are appended again after
+// a back-off, until they land: their ids and guards make a repeat of one
+// that did land a no-op (inside the duplicate window: a duplicate; after
+// it, a guarded entry conflicts with itself).
 func (r *Runner) appendEntries(ctx context.Context, keys [][]byte, entries []outEntry) error {
 	// Pipelined: one round trip for the whole outbox, not one per event.
 	batch := make([]eventlog.Item, len(entries))
 	for i, e := range entries {
 		batch[i] = eventlog.Item{ID: e.ID, Event: e.Event, Expect: e.Expect, ExpectSeq: e.Seq}
 	}
-	_, errs, err := r.log.AppendMany(ctx, batch)
-	if err != nil {
-		return fmt.Errorf("read model %s: outbox: %w", r.h.Name(), err)
-	}
-	for i, aerr := range errs {
-		switch {
-		case aerr == nil:
-		case errors.Is(aerr, eventlog.ErrConflict):
-			// The aggregate moved on; the fold will see why and decide again.
-			r.logger.Debug().Err(aerr).Str("event", entries[i].Event.GetId()).Msg("outbox entry superseded")
-		default:
-			return fmt.Errorf("read model %s: outbox: %w", r.h.Name(), aerr)
+	err := r.retry(ctx, "append decisions", func() error {
+		_, errs, err := r.log.AppendMany(ctx, batch)
+		again := batch[:0] // entries to append again, in order
+		var cause error
+		for i, aerr := range errs {
+			switch {
+			case aerr == nil:
+			case errors.Is(aerr, eventlog.ErrConflict):
+				// The aggregate moved on; the fold will see why and decide again.
+				r.logger.Debug().Err(aerr).Str("event", batch[i].Event.GetId()).Msg("outbox entry superseded")
+			case eventlog.Transient(aerr):
+				again = append(again, batch[i])
+				cause = cmp.Or(cause, aerr)
+			default:
+				return fmt.Errorf("read model %s: outbox: %w", r.h.Name(), aerr)
+			}
 		}
+		batch = again
+		if len(batch) > 0 {
+			return fmt.Errorf("read model %s: outbox: %d of %d appends: %w", r.h.Name(), len(batch), len(errs), cause)
+		}
+		if err != nil && !eventlog.Transient(err) {
+			return fmt.Errorf("read model %s: outbox: %w", r.h.Name(), err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	r.appended = append(r.appended, keys...)
 	return nil

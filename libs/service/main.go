@@ -51,6 +51,7 @@ func MainContext(ctx context.Context, fs *flag.FlagSet, args []string, stderr io
 	logLevel := fs.String("log-level", "info", "trace, debug, info, warn or error")
 	logFormat := fs.String("log-format", "auto", "json, console, or auto (console on a terminal)")
 	httpAddr := fs.String("http-addr", ":9090", "address for /metrics, /healthz and /readyz; empty: off")
+	storage := AddStorageFlags(fs)
 	if err := flagenv.Parse(fs, args, "EKACI"); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -68,7 +69,12 @@ func MainContext(ctx context.Context, fs *flag.FlagSet, args []string, stderr io
 		return 2
 	}
 	logger = logger.With().Str("stage", name).Logger()
-	nc, js, err := Connect(ctx, *natsURL, name, eventlog.StreamOptions{Replicas: *replicas})
+	streams, err := storage.Streams(eventlog.StreamOptions{Replicas: *replicas})
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", name, err)
+		return 2
+	}
+	nc, js, err := Connect(ctx, *natsURL, name, streams)
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", name, err)
 		return 1
@@ -84,7 +90,7 @@ func MainContext(ctx context.Context, fs *flag.FlagSet, args []string, stderr io
 	env := Env{Conn: nc, Logger: logger, Metrics: telemetry.NewMetrics(), Health: &telemetry.Health{}}
 	env.Log = eventlog.New(js, eventlog.WithAppendHook(func(agg, fact string) {
 		env.Metrics.EventsAppended.WithLabelValues(agg, fact).Inc()
-	}))
+	}), eventlog.WithHealthHook(env.Health.SetReady))
 	logger.Info().Str("nats", *natsURL).Msg("started")
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
@@ -97,6 +103,12 @@ func MainContext(ctx context.Context, fs *flag.FlagSet, args []string, stderr io
 	})
 	g.Go(func() error {
 		env.Metrics.WatchConsumers(gctx, js, 5*time.Second, logger)
+		return nil
+	})
+	g.Go(func() error {
+		eventlog.WatchStorage(gctx, js, 15*time.Second, logger, func(u eventlog.Usage) {
+			env.Metrics.SetStreamUsage(u.Stream, u.Bytes, u.MaxBytes)
+		})
 		return nil
 	})
 	if *httpAddr != "" {

@@ -77,8 +77,26 @@ func Lock(dir string) (func(), error) {
 	}, nil
 }
 
-// Connect dials NATS and provisions ekaci's streams.
-func Connect(ctx context.Context, url, name string, streams eventlog.StreamOptions) (*nats.Conn, jetstream.JetStream, error) {
+// ConnectOption adjusts Connect.
+type ConnectOption func(*connectConfig)
+
+type connectConfig struct{ ackTimeout time.Duration }
+
+// WithAckTimeout sets how long an asynchronous publish on the returned
+// handle waits for its acknowledgement before failing with
+// jetstream.ErrAsyncPublishTimeout (default eventlog.DefaultAckTimeout).
+func WithAckTimeout(d time.Duration) ConnectOption {
+	return func(c *connectConfig) { c.ackTimeout = d }
+}
+
+// Connect dials NATS and provisions ekaci's streams. The JetStream handle
+// times out asynchronous publishes (see WithAckTimeout): without it
+// nats.go waits forever for an acknowledgement lost on the way.
+func Connect(ctx context.Context, url, name string, streams eventlog.StreamOptions, opts ...ConnectOption) (*nats.Conn, jetstream.JetStream, error) {
+	cc := connectConfig{ackTimeout: eventlog.DefaultAckTimeout}
+	for _, o := range opts {
+		o(&cc)
+	}
 	nc, err := nats.Connect(url,
 		nats.Name(name),
 		nats.Timeout(5*time.Second),
@@ -88,7 +106,7 @@ func Connect(ctx context.Context, url, name string, streams eventlog.StreamOptio
 	if err != nil {
 		return nil, nil, fmt.Errorf("cannot reach NATS at %s: %w (check --nats-url / EKACI_NATS_URL)", url, err)
 	}
-	js, err := jetstream.New(nc)
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(cc.ackTimeout))
 	if err != nil {
 		nc.Close()
 		return nil, nil, fmt.Errorf("jetstream on %s: %w", url, err)

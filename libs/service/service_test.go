@@ -13,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/ekaci/ekaci/libs/eventlog"
 	"github.com/ekaci/ekaci/libs/natstest"
 )
@@ -54,6 +57,7 @@ func TestMain_(t *testing.T) {
 		{"extra args", []string{"x"}, 2, "unexpected arguments"},
 		{"bad log level", []string{"-log-level", "loud"}, 2, `"loud"`},
 		{"unreachable", []string{"-nats-url", "nats://127.0.0.1:1", "-http-addr", ""}, 1, "cannot reach NATS at nats://127.0.0.1:1"},
+		{"no events budget", []string{"-events-max-mib", "0"}, 2, "--events-max-mib 0"},
 		{"body fails", []string{"-nats-url", srv.ClientURL(), "-http-addr", ""}, 1, "stage broke"},
 	}
 	for _, tt := range tests {
@@ -109,5 +113,41 @@ func TestSetMemoryLimit(t *testing.T) {
 	debug.SetMemoryLimit(2 << 30)
 	if got := SetMemoryLimit(300); got != 2<<30 {
 		t.Fatalf("GOMEMLIMIT in the environment was overridden: %d", got)
+	}
+}
+
+// TestConnectTimesOutLostAcks (review finding 12): the handle Connect
+// returns fails an asynchronous publish whose acknowledgement never comes
+// (here: a core subscriber takes the subject, no stream does) instead of
+// waiting for it forever.
+func TestConnectTimesOutLostAcks(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	srv := natstest.NewServer(t)
+	sub, _ := natstest.Connect(t, srv)
+	if _, err := sub.Subscribe("lost.>", func(*nats.Msg) {}); err != nil {
+		t.Fatal(err)
+	}
+	if err := sub.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	nc, js, err := Connect(ctx, srv.ClientURL(), "test", eventlog.StreamOptions{}, WithAckTimeout(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	fut, err := js.PublishMsgAsync(&nats.Msg{Subject: "lost.x", Data: []byte("x")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-fut.Err():
+		if !errors.Is(err, jetstream.ErrAsyncPublishTimeout) {
+			t.Fatalf("publish failed with %v, want ErrAsyncPublishTimeout", err)
+		}
+	case <-fut.Ok():
+		t.Fatal("acknowledged by nobody")
+	case <-time.After(10 * time.Second):
+		t.Fatal("no timeout within 10 s for an acknowledgement that never comes")
 	}
 }

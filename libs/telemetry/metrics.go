@@ -39,6 +39,21 @@ type Metrics struct {
 	// terminal fact was recorded for them ("true"/"false"). Anything with
 	// recorded="false" is work that no change will see concluded.
 	GaveUp *prometheus.CounterVec // ekaci_messages_given_up_total{consumer,recorded}
+	// StreamBytes and StreamMaxBytes are each stream's stored bytes and
+	// byte budget (eventlog.WatchStorage sets them): EKACI_EVENTS refuses
+	// appends once the first reaches the second, so alert well before.
+	StreamBytes    *prometheus.GaugeVec // ekaci_stream_bytes{stream}
+	StreamMaxBytes *prometheus.GaugeVec // ekaci_stream_max_bytes{stream}
+}
+
+// SetStreamUsage records a stream's bytes and budget (0: none); nil m
+// records nothing.
+func (m *Metrics) SetStreamUsage(stream string, bytes, maxBytes uint64) {
+	if m == nil {
+		return
+	}
+	m.StreamBytes.WithLabelValues(stream).Set(float64(bytes))
+	m.StreamMaxBytes.WithLabelValues(stream).Set(float64(maxBytes))
 }
 
 // CountGiveUp is a worker.Config.GaveUp that counts into m.GaveUp; nil m
@@ -100,12 +115,21 @@ func NewMetrics() *Metrics {
 			Name: "ekaci_messages_given_up_total",
 			Help: "Messages a stage stopped handling (permanent error or max deliveries), by consumer and whether a terminal fact was recorded.",
 		}, []string{"consumer", "recorded"}),
+		StreamBytes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "ekaci_stream_bytes",
+			Help: "Bytes stored in each of ekaci's JetStream streams.",
+		}, []string{"stream"}),
+		StreamMaxBytes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "ekaci_stream_max_bytes",
+			Help: "Byte budget of each of ekaci's JetStream streams (0: none); EKACI_EVENTS refuses appends when full.",
+		}, []string{"stream"}),
 	}
 	m.registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.EventsAppended, m.BuildQueueDepth, m.BuildsActive, m.ConsumerLag,
 		m.BuildsFinished, m.BuildDuration, m.ProjectionApplied, m.StageHandled, m.GaveUp,
+		m.StreamBytes, m.StreamMaxBytes,
 	)
 	return m
 }

@@ -19,7 +19,7 @@ func TestBatcherSharesWaitingWorkAmongLanes(t *testing.T) {
 	var sizes []int
 	running, peak := 0, 0
 	release := make(chan struct{})
-	runBatch = func(ctx context.Context, jobs []nixbuild.Job, _ nixbuild.BatchOptions) ([]nixbuild.Result, error) {
+	runBatch = func(ctx context.Context, jobs []nixbuild.Job, _ nixbuild.Options) ([]nixbuild.Result, error) {
 		mu.Lock()
 		sizes = append(sizes, len(jobs))
 		running++
@@ -39,9 +39,9 @@ func TestBatcherSharesWaitingWorkAmongLanes(t *testing.T) {
 		mu.Unlock()
 		return res, nil
 	}
-	t.Cleanup(func() { runBatch = nixbuild.BuildBatch })
+	t.Cleanup(func() { runBatch = nixbuild.Realise })
 
-	bt := newBatcher(2, nixbuild.BatchOptions{})
+	bt := newBatcher(2, nixbuild.Options{})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go bt.run(ctx)
@@ -52,10 +52,13 @@ func TestBatcherSharesWaitingWorkAmongLanes(t *testing.T) {
 	submit := func(i int) {
 		defer wg.Done()
 		drv := fmt.Sprintf("/nix/store/%032d-x.drv", i)
-		res, err := bt.build(ctx, nixbuild.Job{DrvPath: drv})
+		var starts int
+		res, started, err := bt.build(ctx, ctx, nixbuild.Job{DrvPath: drv}, func(context.Context) (bool, error) { starts++; return true, nil })
 		switch {
 		case err != nil:
 			errs <- err
+		case !started || starts != 1:
+			errs <- fmt.Errorf("job %s: started %v, %d starts", drv, started, starts)
 		case res.Tail != drv:
 			errs <- fmt.Errorf("job %s got the result of %s", drv, res.Tail)
 		}

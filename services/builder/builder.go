@@ -1,15 +1,24 @@
 // Package builder pulls build requests for the systems and pools it serves
-// from EKACI_WORK, runs nix-build on each, streams every log line live to
-// ekaci.log.<drv-id>.<attempt> (and to a compressed file per attempt), and
-// reports what happened on ekaci.work.report.<drv-id> for the recorder to
-// decide. Builders on other machines run this same package against the
-// same NATS: work is pulled, never pushed.
+// from EKACI_WORK, realises each derivation with Nix (all its outputs),
+// judges it by the Nix store (see internal/nixbuild), streams every log
+// line live to ekaci.log.<drv-id>.<attempt> (and to a compressed file per
+// attempt, capped), and reports what happened on ekaci.work.report.<drv-id>
+// for the recorder to decide. Builders on other machines run this same
+// package against the same NATS: work is pulled, never pushed.
+//
+// One holder per attempt: each life of a builder process is a holder
+// (HoldersBucket). drv_build_started names the holder and its lease and is
+// appended when Nix is about to build the derivation, not when the request
+// is taken. Another copy of a request for an attempt that is Building is
+// dropped while its holder is alive, and the attempt is reported dead only
+// once the holder's lease has passed without a heartbeat.
 package builder
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -28,6 +37,7 @@ import (
 	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
 	workv1 "github.com/ekaci/ekaci/libs/gen/ekaci/work/v1"
 	"github.com/ekaci/ekaci/libs/machines"
+	"github.com/ekaci/ekaci/libs/service"
 	"github.com/ekaci/ekaci/libs/telemetry"
 	"github.com/ekaci/ekaci/services/builder/internal/nixbuild"
 )
@@ -47,7 +57,7 @@ type Config struct {
 	Name   string // this builder's name, recorded on each attempt
 	Pools  []Pool
 	// Health knows the remote machines and which answer; a remote pool's
-	// build waits until one that can take it does, and nix-build gets
+	// build waits until one that can take it does, and nix-store gets
 	// only those (--builders, with --max-jobs 0 so it never falls back to
 	// building here).
 	Health          *machines.Health
@@ -58,10 +68,23 @@ type Config struct {
 	// begins before they are stopped (and reported as interrupted).
 	ShutdownGrace time.Duration
 	LogDir        string
+	// MaxLogBytes caps each attempt's log file (and its live lines); past
+	// it a notice line is written and the build goes on. 0 means
+	// nixbuild.DefaultMaxLogBytes (256 MiB); < 0 no cap.
+	MaxLogBytes int64
+	// StateDir keeps what outlives one life of the builder: a file per
+	// running nix-store (so the next life ends what a killed one left
+	// running, before it builds again) and the last holder id (so the next
+	// life clears its heartbeat at once). It is locked while the builder
+	// runs. Empty: none of that (tests).
+	StateDir string
+	// Lease is how long after its last heartbeat this builder's attempts
+	// count as abandoned; 0 means DefaultLease.
+	Lease time.Duration
 	// Metrics, when set, counts active and finished builds.
 	Metrics *telemetry.Metrics
-	// NoBatch builds each derivation with a nix-build of its own instead
-	// of batching the ready ones of a pool into one nix-build per lane.
+	// NoBatch builds each derivation with a nix-store of its own instead
+	// of batching the ready ones of a pool into one nix-store per lane.
 	NoBatch bool
 	// Noop is for benchmarks only: nothing is built, every request is
 	// reported at once as a success (or as a failure where Noop.Fail
@@ -75,15 +98,84 @@ type Noop struct {
 	Fail func(drvID string, attempt uint32) bool
 }
 
+// workerMaxDeliver is the consumer's MaxDeliver (0: the worker's default);
+// tests lower it to reach the give-up path quickly.
+var workerMaxDeliver = 0
+
+// maxReportTail bounds a report's log tail in bytes, detail included: the
+// report and the fact made of it must fit the server's max payload (1 MiB
+// in the mesh) with everything else they carry.
+const maxReportTail = nixbuild.DefaultTailBytes + 4<<10
+
 // Run serves every pool until ctx ends, letting running builds finish
 // within the shutdown grace.
 func Run(ctx context.Context, cfg Config) error {
 	if cfg.ShutdownGrace <= 0 {
 		cfg.ShutdownGrace = 30 * time.Second
 	}
+	if cfg.Lease <= 0 {
+		cfg.Lease = DefaultLease
+	}
 	if cfg.Noop != nil {
 		cfg.Logger.Error().Msg("NO-OP BUILDER: nothing is built; every build is reported without running Nix (benchmark mode)")
 	}
+	id := newHolderID(cfg.Name)
+	log := cfg.Logger.With().Str("holder", id).Logger()
+
+	var tracker *nixbuild.Tracker
+	var previous string
+	if cfg.StateDir != "" {
+		unlock, err := service.Lock(cfg.StateDir)
+		if err != nil {
+			return fmt.Errorf("builder state dir: %w", err)
+		}
+		defer unlock()
+		running := filepath.Join(cfg.StateDir, "running")
+		// Before building again: end whatever a previous life left running.
+		sw, err := nixbuild.Sweep(running, 5*time.Second)
+		if err != nil {
+			return err
+		}
+		if sw.Ended > 0 {
+			log.Warn().Int("ended", sw.Ended).Strs("drv_paths", sw.Drvs).Strs("previous_holders", sw.Owners).
+				Msg("ended Nix processes a previous life of this builder left running")
+		}
+		holderFile := filepath.Join(cfg.StateDir, "holder")
+		if b, err := os.ReadFile(holderFile); err == nil {
+			previous = strings.TrimSpace(string(b))
+		}
+		if err := os.WriteFile(holderFile, []byte(id+"\n"), 0o644); err != nil {
+			return fmt.Errorf("builder state dir: %w", err)
+		}
+		if tracker, err = nixbuild.NewTracker(running, id); err != nil {
+			return err
+		}
+	}
+	hs, err := openHolders(ctx, cfg.Log.JetStream(), id, cfg.Name, cfg.Lease, log)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	// The previous life is dead (we hold its lock): its attempts need not
+	// wait out its lease.
+	hs.forget(ctx, previous)
+	beatCtx, stopBeat := context.WithCancel(context.WithoutCancel(ctx))
+	var beating sync.WaitGroup
+	beating.Add(1)
+	go func() {
+		defer beating.Done()
+		hs.beat(beatCtx)
+	}()
+	// Last: the heartbeat stops (and its key goes) only after every
+	// handler reported.
+	defer beating.Wait()
+	defer stopBeat()
+
+	store := nixbuild.NewStore(cfg.NixOptions)
+	defer store.Close()
+
 	// Batches outlive a shutdown by the grace period, as single builds do.
 	lanesCtx, stopLanes := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopLanes()
@@ -101,14 +193,13 @@ func Run(ctx context.Context, cfg Config) error {
 	defer lanes.Wait()
 	defer stopLanes() // after the workers drained: no build is waiting any more
 
+	run := &runtime{cfg: cfg, holders: hs, store: store, tracker: tracker, log: log, held: map[string]bool{}}
 	g, ctx := errgroup.WithContext(ctx)
 	for _, p := range cfg.Pools {
-		b := &build{cfg: cfg, pool: p}
+		b := &build{runtime: run, pool: p}
 		concurrency := max(p.MaxJobs, 1)
 		if cfg.Noop == nil && !cfg.NoBatch && p.Class != workv1.BuildClass_BUILD_CLASS_REMOTE {
-			b.batch = newBatcher(p.MaxJobs, nixbuild.BatchOptions{
-				NixOptions: cfg.NixOptions, NoOutputTimeout: cfg.NoOutputTimeout, TotalTimeout: cfg.TotalTimeout,
-			})
+			b.batch = newBatcher(p.MaxJobs, run.nixOptions())
 			lanes.Add(1)
 			go func() {
 				defer lanes.Done()
@@ -125,37 +216,116 @@ func Run(ctx context.Context, cfg Config) error {
 				Concurrency: concurrency,
 				// No more requests delivered than there are slots: one waiting
 				// for a slot gets no heartbeats, and behind builds longer than
-				// the ack wait it would be delivered again and built twice (or,
-				// past the de-duplication window, reported as a process death).
+				// the ack wait it would be delivered again.
 				MaxAckPending: concurrency,
 				// Short, with heartbeats while a build runs: a builder that dies
-				// has its build redelivered (and recorded as a process death) soon.
-				AckWait: 10 * time.Second,
-			}, b.handle, cfg.Logger)
+				// has its build redelivered soon (and reported dead once its
+				// holder's lease has passed).
+				AckWait:    10 * time.Second,
+				MaxDeliver: workerMaxDeliver,
+				GiveUp:     b.giveUp,
+				GaveUp:     run.gaveUp,
+			}, b.handle, log)
 		})
 	}
 	return g.Wait()
 }
 
-type build struct {
-	cfg   Config
-	pool  Pool
-	batch *batcher // nil: one nix-build per derivation
+// runtime is what every pool of one builder life shares.
+type runtime struct {
+	cfg     Config
+	holders *holders
+	store   *nixbuild.Store
+	tracker *nixbuild.Tracker
+	log     zerolog.Logger
+
+	mu   sync.Mutex
+	held map[string]bool // attempts this life is handling now (drvID/attempt)
 }
+
+func (r *runtime) nixOptions() nixbuild.Options {
+	return nixbuild.Options{
+		NixOptions: r.cfg.NixOptions, NoOutputTimeout: r.cfg.NoOutputTimeout, TotalTimeout: r.cfg.TotalTimeout,
+		MaxLogBytes: r.cfg.MaxLogBytes, Store: r.store, Tracker: r.tracker,
+	}
+}
+
+func (r *runtime) gaveUp(consumer string, recorded bool) {
+	if r.cfg.Metrics != nil {
+		r.cfg.Metrics.CountGiveUp(consumer, recorded)
+	}
+}
+
+func attemptKey(req *workv1.BuildRequest) string {
+	return req.GetDrvId() + "/" + strconv.FormatUint(uint64(req.GetAttempt()), 10)
+}
+
+// hold marks an attempt as handled by this life; false when it already is
+// (another copy of its request, or its own redelivery).
+func (r *runtime) hold(req *workv1.BuildRequest) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	k := attemptKey(req)
+	if r.held[k] {
+		return false
+	}
+	r.held[k] = true
+	return true
+}
+
+func (r *runtime) release(req *workv1.BuildRequest) {
+	r.mu.Lock()
+	delete(r.held, attemptKey(req))
+	r.mu.Unlock()
+}
+
+type build struct {
+	*runtime
+	pool  Pool
+	batch *batcher // nil: one nix-store per derivation
+}
+
+// decision is what resolve made of a request.
+type decision struct {
+	// last is the sequence to append build_started after (0: nothing to
+	// build; the request was dropped, deferred or reported).
+	last uint64
+	// startedSeq is set when this holder already recorded the start (a
+	// retried handler): build without appending it again.
+	startedSeq uint64
+}
+
+// errDeferred says a request was put back with a delay of our choosing.
+var errDeferred = errors.New("request deferred")
 
 func (b *build) handle(ctx context.Context, m jetstream.Msg) error {
 	req := &workv1.BuildRequest{}
 	if err := eventlog.DecodeMessage(m.Data(), req); err != nil {
 		return worker.Permanent(fmt.Errorf("decode build request %s: %w", m.Subject(), err))
 	}
-	log := b.cfg.Logger.With().Str("drv", req.GetDrvPath()).Uint32("attempt", req.GetAttempt()).Logger()
+	log := b.log.With().Str("drv", req.GetDrvId()).Str("drv_path", req.GetDrvPath()).Uint32("attempt", req.GetAttempt()).Logger()
+	if !b.hold(req) {
+		// This life handles the attempt already: a copy, or the request
+		// redelivered while its build runs. The running handler reports.
+		log.Info().Msg("copy of a request this builder is handling dropped")
+		return nil
+	}
+	defer b.release(req)
+	err := b.handleHeld(ctx, m, req, log)
+	if errors.Is(err, errDeferred) {
+		return nil // already nak'd with its delay
+	}
+	return err
+}
+
+func (b *build) handleHeld(ctx context.Context, m jetstream.Msg, req *workv1.BuildRequest, log zerolog.Logger) error {
 	// The common case needs no read: the request carries the sequence the
 	// derivation was routed at. Only when the history moved on (a
 	// redelivery, a builder that died) is it read and decided.
-	last := req.GetLastSeq()
-	if last == 0 {
+	d := decision{last: req.GetLastSeq()}
+	if d.last == 0 {
 		var err error
-		if last, err = b.resolve(ctx, req, log); err != nil || last == 0 {
+		if d, err = b.resolve(ctx, m, req, log); err != nil || (d.last == 0 && d.startedSeq == 0) {
 			return err
 		}
 	}
@@ -175,24 +345,17 @@ func (b *build) handle(ctx context.Context, m jetstream.Msg) error {
 			remoteLines = append(remoteLines, m.Line())
 		}
 	}
-	started := &eventsv1.Event{
-		Id: "started-" + req.GetDrvId() + "-" + strconv.FormatUint(uint64(req.GetAttempt()), 10),
-		Payload: &eventsv1.Event_DrvBuildStarted{DrvBuildStarted: &eventsv1.DrvBuildStarted{
-			Attempt: req.GetAttempt(), Builder: b.cfg.Name,
-		}},
-	}
-	startedAt, err := b.cfg.Log.Append(ctx, req.GetDrvId(), started, eventlog.ExpectLast(last))
-	if errors.Is(err, eventlog.ErrConflict) && req.GetLastSeq() != 0 {
-		if last, err = b.resolve(ctx, req, log); err != nil || last == 0 {
-			return err
+	// start records build_started when Nix is about to build: for a
+	// batch, when its lane takes it, not while it waits in the queue.
+	startedSeq := d.startedSeq
+	start := func(ctx context.Context) (bool, error) {
+		if startedSeq != 0 {
+			return true, nil
 		}
-		startedAt, err = b.cfg.Log.Append(ctx, req.GetDrvId(), started, eventlog.ExpectLast(last))
+		seq, err := b.start(ctx, m, req, d.last, log)
+		startedSeq = seq
+		return seq != 0, err
 	}
-	if err != nil {
-		return err
-	}
-	startedSeq := startedAt.Seq
-	log.Info().Msg("build started")
 
 	// Builds outlive a shutdown by the grace period, then stop.
 	bctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -209,6 +372,9 @@ func (b *build) handle(ctx context.Context, m jetstream.Msg) error {
 	defer stop()
 
 	if b.cfg.Noop != nil {
+		if ok, err := start(ctx); !ok {
+			return err
+		}
 		rep := &workv1.BuildReport{Outcome: workv1.BuildOutcome_BUILD_OUTCOME_SUCCEEDED, StartedSeq: startedSeq}
 		if b.cfg.Noop.Fail != nil && b.cfg.Noop.Fail(req.GetDrvId(), req.GetAttempt()) {
 			rep.Outcome, rep.ExitCode, rep.LogTail = workv1.BuildOutcome_BUILD_OUTCOME_FAILED, 100, "no-op builder: failure chosen by the benchmark"
@@ -217,11 +383,10 @@ func (b *build) handle(ctx context.Context, m jetstream.Msg) error {
 	}
 
 	liveSubject := eventlog.LogSubject(req.GetDrvId(), req.GetAttempt())
-	opts := nixbuild.Options{
-		NixOptions:      b.cfg.NixOptions,
-		NoOutputTimeout: b.cfg.NoOutputTimeout,
-		TotalTimeout:    b.cfg.TotalTimeout,
-		LogPath:         filepath.Join(b.cfg.LogDir, req.GetDrvId(), fmt.Sprintf("%d.log.zst", req.GetAttempt())),
+	opts := b.nixOptions()
+	job := nixbuild.Job{
+		DrvPath: req.GetDrvPath(),
+		LogPath: filepath.Join(b.cfg.LogDir, req.GetDrvId(), fmt.Sprintf("%d.log.zst", req.GetAttempt())),
 		OnLine: func(line []byte) {
 			if b.cfg.Conn != nil {
 				_ = b.cfg.Conn.Publish(liveSubject, line)
@@ -239,17 +404,22 @@ func (b *build) handle(ctx context.Context, m jetstream.Msg) error {
 		defer active.Dec()
 	}
 	var res nixbuild.Result
+	var started bool
+	var err error
 	if b.batch != nil {
-		res, err = b.batch.build(bctx, nixbuild.Job{DrvPath: req.GetDrvPath(), LogPath: opts.LogPath, OnLine: opts.OnLine})
-	} else {
-		res, err = nixbuild.Build(bctx, req.GetDrvPath(), opts)
+		res, started, err = b.batch.build(bctx, ctx, job, start)
+	} else if started, err = start(ctx); started {
+		res, err = b.realise(bctx, job, opts)
+	}
+	if !started {
+		return err // dropped, reported or deferred while starting; or retried
 	}
 	if err != nil {
 		return fmt.Errorf("build %s: %w", req.GetDrvPath(), err)
 	}
 	rep := &workv1.BuildReport{
 		ExitCode: int32(res.ExitCode), LogTail: res.Tail, DurationMs: res.Duration.Milliseconds(), LogPath: res.LogPath,
-		StartedSeq: startedSeq,
+		StartedSeq: startedSeq, Holder: b.holders.id,
 	}
 	switch res.Outcome {
 	case nixbuild.Succeeded:
@@ -269,22 +439,77 @@ func (b *build) handle(ctx context.Context, m jetstream.Msg) error {
 			rep.LogTail = detail + "\n" + rep.LogTail
 		}
 	}
+	rep.LogTail = nixbuild.TailBytes(rep.LogTail, maxReportTail)
 	outcome := strings.ToLower(strings.TrimPrefix(rep.GetOutcome().String(), "BUILD_OUTCOME_"))
 	if m := b.cfg.Metrics; m != nil {
 		m.BuildsFinished.WithLabelValues(outcome).Inc()
 		m.BuildDuration.WithLabelValues(outcome).Observe(res.Duration.Seconds())
 	}
-	log.Info().Str("outcome", outcome).Dur("took", res.Duration).Msg("build finished")
+	log.Info().Str("outcome", outcome).Stringer("interruption", res.Interruption).Dur("took", res.Duration).
+		Int("invocations", res.Invocations).Msg("build finished")
 	return b.report(context.WithoutCancel(ctx), req, rep)
 }
 
+// realise is one derivation alone (no batching).
+func (b *build) realise(ctx context.Context, job nixbuild.Job, opts nixbuild.Options) (nixbuild.Result, error) {
+	res, err := nixbuild.Realise(ctx, []nixbuild.Job{job}, opts)
+	if err != nil {
+		return nixbuild.Result{}, err
+	}
+	return res[0], nil
+}
+
+// start appends build_started for this holder after last. It returns the
+// sequence it landed at, or 0 when the request turned out to be one not
+// to build (dropped, deferred or reported by resolve).
+func (b *build) start(ctx context.Context, m jetstream.Msg, req *workv1.BuildRequest, last uint64, log zerolog.Logger) (uint64, error) {
+	started := &eventsv1.Event{
+		// The holder is in the id: another holder's start of the same
+		// attempt is then no duplicate (which would read as success) but
+		// a conflict, and resolve sees who holds it.
+		Id: "started-" + req.GetDrvId() + "-" + strconv.FormatUint(uint64(req.GetAttempt()), 10) + "-" + b.holders.id,
+		Payload: &eventsv1.Event_DrvBuildStarted{DrvBuildStarted: &eventsv1.DrvBuildStarted{
+			Attempt: req.GetAttempt(), Builder: b.cfg.Name, Holder: b.holders.id,
+			LeaseSeconds: uint32(b.cfg.Lease / time.Second),
+		}},
+	}
+	a, err := b.cfg.Log.Append(ctx, req.GetDrvId(), started, eventlog.ExpectLast(last))
+	if errors.Is(err, eventlog.ErrConflict) {
+		d, err := b.resolve(ctx, m, req, log)
+		if err != nil || d.startedSeq != 0 || d.last == 0 {
+			return d.startedSeq, err
+		}
+		a, err = b.cfg.Log.Append(ctx, req.GetDrvId(), started, eventlog.ExpectLast(d.last))
+		if err != nil {
+			return 0, err
+		}
+	} else if err != nil {
+		return 0, err
+	}
+	log.Info().Msg("build started")
+	return a.Seq, nil
+}
+
+// startedOf returns the record of the start of attempt in history.
+func startedOf(history []eventlog.Record, attempt uint32) (eventlog.Record, *eventsv1.DrvBuildStarted) {
+	for i := len(history) - 1; i >= 0; i-- {
+		if s := history[i].Event.GetDrvBuildStarted(); s != nil && s.GetAttempt() == attempt {
+			return history[i], s
+		}
+	}
+	return eventlog.Record{}, nil
+}
+
 // resolve reads the derivation's history and decides what a request means
-// now: the sequence to append build_started after, or 0 when the request is
-// stale (dropped) or was for a build that died mid-way (reported as such).
-func (b *build) resolve(ctx context.Context, req *workv1.BuildRequest, log zerolog.Logger) (uint64, error) {
+// now: build it (after decision.last), go on building it as its holder
+// (decision.startedSeq), or nothing: stale (dropped), held by a live
+// holder (dropped), held by a holder that is late (deferred until its
+// lease has passed), or held by a holder that is gone (its death
+// reported).
+func (b *build) resolve(ctx context.Context, m jetstream.Msg, req *workv1.BuildRequest, log zerolog.Logger) (decision, error) {
 	history, last, err := b.cfg.Log.Load(ctx, eventlog.Drv, req.GetDrvId())
 	if err != nil {
-		return 0, err
+		return decision{}, err
 	}
 	evs := make([]*eventsv1.Event, len(history))
 	for i, h := range history {
@@ -292,30 +517,103 @@ func (b *build) resolve(ctx context.Context, req *workv1.BuildRequest, log zerol
 	}
 	cur, err := buildstate.Fold(evs)
 	if err != nil {
-		return 0, worker.Permanent(fmt.Errorf("fold %s: %w", req.GetDrvId(), err))
+		return decision{}, worker.Permanent(fmt.Errorf("fold %s: %w", req.GetDrvId(), err))
 	}
 	switch {
-	case cur.State == buildstate.Building && cur.Attempt == req.GetAttempt():
-		// Redelivered while recorded as Building: the builder that took it
-		// died mid-build. Record that; the recorder decides on a retry.
-		log.Warn().Msg("build was running on a builder that stopped; reporting process death")
-		return 0, b.report(ctx, req, &workv1.BuildReport{
-			Outcome: workv1.BuildOutcome_BUILD_OUTCOME_INTERRUPTED, ExitCode: -1,
-			Interruption: eventsv1.InterruptKind_INTERRUPT_KIND_PROCESS_DEATH,
-			LogTail:      "stopped: the builder running this attempt stopped before reporting",
-			StartedSeq:   last,
-		})
-	case cur.State != buildstate.Buildable || cur.Attempt != req.GetAttempt():
+	case cur.State == buildstate.Buildable && cur.Attempt == req.GetAttempt():
+		return decision{last: last}, nil
+	case cur.State != buildstate.Building || cur.Attempt != req.GetAttempt():
 		log.Info().Stringer("state", cur.State).Msg("stale build request dropped")
-		return 0, nil
+		return decision{}, nil
 	}
-	return last, nil
+	rec, st := startedOf(history, req.GetAttempt())
+	holder := st.GetHolder()
+	if holder == b.holders.id {
+		// This life started it and its handler failed since (and is being
+		// retried): go on as its holder.
+		return decision{startedSeq: rec.Seq}, nil
+	}
+	live, wait, err := b.holders.check(ctx, holder, time.Duration(st.GetLeaseSeconds())*time.Second)
+	if err != nil {
+		return decision{}, err
+	}
+	switch live {
+	case alive:
+		log.Info().Str("held_by", holder).Msg("copy of a request for an attempt a live builder holds dropped")
+		return decision{}, nil
+	case suspect:
+		// Its heartbeat is late but its lease has not passed: keep the
+		// request and ask again once it has.
+		log.Info().Str("held_by", holder).Dur("retry_in", wait).Msg("the builder holding this attempt is late; asking again after its lease")
+		if err := m.NakWithDelay(wait + time.Second); err != nil {
+			return decision{}, err
+		}
+		return decision{}, errDeferred
+	}
+	log.Warn().Str("held_by", holder).Msg("the builder holding this attempt is gone; reporting its death")
+	rep := &workv1.BuildReport{
+		Outcome: workv1.BuildOutcome_BUILD_OUTCOME_INTERRUPTED, ExitCode: -1,
+		Interruption: eventsv1.InterruptKind_INTERRUPT_KIND_PROCESS_DEATH,
+		LogTail:      fmt.Sprintf("stopped: the builder holding this attempt (%s, %s) stopped before reporting", st.GetBuilder(), holder),
+		StartedSeq:   last,
+	}
+	// A message id of its own: a real outcome and a report of death must
+	// never drop one another as duplicates.
+	return decision{}, b.publish(ctx, req, rep, "death-"+req.GetDrvId()+"-"+strconv.FormatUint(uint64(req.GetAttempt()), 10)+"-"+holder)
 }
 
+// giveUp records a terminal fact for a request the worker stops handling
+// (refused as permanent, or failed on its last delivery), so the
+// derivation never stays Building (or Buildable) with nothing to move it:
+// an infrastructure interruption with the error, after recording this
+// holder's start if nobody started the attempt.
+func (b *build) giveUp(ctx context.Context, m jetstream.Msg, cause error) error {
+	req := &workv1.BuildRequest{}
+	if err := eventlog.DecodeMessage(m.Data(), req); err != nil || req.GetDrvId() == "" {
+		b.log.Error().Err(cause).Str("subject", m.Subject()).Msg("a build request that cannot be read was given up; nothing to record")
+		return nil
+	}
+	log := b.log.With().Str("drv", req.GetDrvId()).Str("drv_path", req.GetDrvPath()).Uint32("attempt", req.GetAttempt()).Logger()
+	history, last, err := b.cfg.Log.Load(ctx, eventlog.Drv, req.GetDrvId())
+	if err != nil {
+		return err
+	}
+	evs := make([]*eventsv1.Event, len(history))
+	for i, h := range history {
+		evs[i] = h.Event
+	}
+	cur, err := buildstate.Fold(evs)
+	if err != nil || cur.Attempt != req.GetAttempt() {
+		return nil // nothing of this attempt to settle
+	}
+	switch cur.State {
+	case buildstate.Buildable:
+		if last, err = b.start(ctx, m, req, last, log); err != nil || last == 0 {
+			return err
+		}
+	case buildstate.Building:
+	default:
+		return nil
+	}
+	rep := &workv1.BuildReport{
+		Outcome: workv1.BuildOutcome_BUILD_OUTCOME_INTERRUPTED, ExitCode: -1,
+		Interruption: eventsv1.InterruptKind_INTERRUPT_KIND_INFRASTRUCTURE,
+		LogTail:      nixbuild.TailBytes("stopped: the builder gave up on this request: "+cause.Error()+"; not a build failure", maxReportTail),
+		StartedSeq:   last, Holder: b.holders.id,
+	}
+	log.Error().Err(cause).Msg("build request given up; reported as an infrastructure interruption")
+	return b.publish(ctx, req, rep, "gaveup-"+req.GetDrvId()+"-"+strconv.FormatUint(uint64(req.GetAttempt()), 10))
+}
+
+// report publishes a builder's own outcome of an attempt.
 func (b *build) report(ctx context.Context, req *workv1.BuildRequest, rep *workv1.BuildReport) error {
+	rep.Holder = b.holders.id
+	return b.publish(ctx, req, rep, "report-"+req.GetDrvId()+"-"+strconv.FormatUint(uint64(req.GetAttempt()), 10))
+}
+
+func (b *build) publish(ctx context.Context, req *workv1.BuildRequest, rep *workv1.BuildReport, msgID string) error {
 	rep.DrvId, rep.DrvPath, rep.Attempt, rep.Builder = req.GetDrvId(), req.GetDrvPath(), req.GetAttempt(), b.cfg.Name
-	_, err := eventlog.Publish(ctx, b.cfg.Log.JetStream(), eventlog.ReportSubject(req.GetDrvId()),
-		"report-"+req.GetDrvId()+"-"+strconv.FormatUint(uint64(req.GetAttempt()), 10), rep)
+	_, err := eventlog.Publish(ctx, b.cfg.Log.JetStream(), eventlog.ReportSubject(req.GetDrvId()), msgID, rep)
 	return err
 }
 
@@ -327,6 +625,8 @@ func interruptKind(i nixbuild.Interruption) eventsv1.InterruptKind {
 		return eventsv1.InterruptKind_INTERRUPT_KIND_CANCELLED
 	case nixbuild.OutOfMemory:
 		return eventsv1.InterruptKind_INTERRUPT_KIND_OUT_OF_MEMORY
+	case nixbuild.Infrastructure:
+		return eventsv1.InterruptKind_INTERRUPT_KIND_INFRASTRUCTURE
 	default:
 		return eventsv1.InterruptKind_INTERRUPT_KIND_PROCESS_DEATH
 	}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/ekaci/ekaci/libs/eventlog"
 	workv1 "github.com/ekaci/ekaci/libs/gen/ekaci/work/v1"
+	"github.com/ekaci/ekaci/libs/logretention"
 	"github.com/ekaci/ekaci/libs/machines"
 	"github.com/ekaci/ekaci/libs/natsembed"
 	"github.com/ekaci/ekaci/libs/projection"
@@ -44,6 +45,16 @@ type Config struct {
 	SyncAlways bool
 	Replicas   int
 	HTTPAddr   string // metrics and health; empty: off
+	// Streams sizes ekaci's streams (byte budgets; Replicas above wins
+	// over its Replicas); zero fields are eventlog's defaults.
+	Streams eventlog.StreamOptions
+	// NatsMaxStore is the embedded server's JetStream store limit in
+	// bytes; 0: the streams' budgets (Streams.Reserved) plus 1 GiB.
+	NatsMaxStore int64
+	// BuildLogMaxAge and BuildLogMaxBytes bound the build logs under
+	// <data-dir>/logs (0: logretention's defaults, 30 days and 20 GiB).
+	BuildLogMaxAge   time.Duration
+	BuildLogMaxBytes int64
 
 	Systems         []string
 	Features        []string
@@ -55,6 +66,13 @@ type Config struct {
 	// NoBatch gives every derivation a nix-build of its own instead of
 	// batching a pool's ready derivations into one nix-build per lane.
 	NoBatch bool
+	// MaxLogBytes caps each build attempt's log (0: the builder's
+	// default, 256 MiB; < 0: none).
+	MaxLogBytes int64
+	// EvalTimeout and EvalMemoryLimit (bytes) bound the evaluation of one
+	// job (see evaluator.Config): 0 is the evaluator's default, < 0 none.
+	EvalTimeout     time.Duration
+	EvalMemoryLimit int64
 	// Machines are remote builders (Nix machines-file format); their
 	// health is checked with `nix store ping` before they get work.
 	Machines []machines.Machine
@@ -102,17 +120,25 @@ func Start(ctx context.Context, cfg Config) (_ *App, err error) {
 		return nil, err
 	}
 	a.url = cfg.NatsURL
+	streams := cfg.Streams
+	streams.Replicas = cfg.Replicas
 	if a.url == "" {
+		// The store holds every stream's reserved budget, so live logs
+		// can never take the space events need.
+		maxStore := cfg.NatsMaxStore
+		if maxStore <= 0 {
+			maxStore = streams.Reserved() + 1<<30
+		}
 		a.server, err = natsembed.Start(natsembed.Config{
 			DataDir: filepath.Join(cfg.DataDir, "nats"), Host: cfg.NatsHost, Port: cfg.NatsPort,
-			SyncAlways: cfg.SyncAlways, Logger: cfg.Logger.With().Str("component", "nats").Logger(),
+			SyncAlways: cfg.SyncAlways, MaxStore: maxStore, Logger: cfg.Logger.With().Str("component", "nats").Logger(),
 		})
 		if err != nil {
 			return nil, err
 		}
 		a.url = a.server.ClientURL()
 	}
-	if a.nc, a.js, err = service.Connect(ctx, a.url, "ekaci", eventlog.StreamOptions{Replicas: cfg.Replicas}); err != nil {
+	if a.nc, a.js, err = service.Connect(ctx, a.url, "ekaci", streams); err != nil {
 		if cfg.NatsURL != "" {
 			return nil, fmt.Errorf("%w; or leave --nats-url empty to run an embedded server", err)
 		}
@@ -120,7 +146,7 @@ func Start(ctx context.Context, cfg Config) (_ *App, err error) {
 	}
 	a.log = eventlog.New(a.js, eventlog.WithAppendHook(func(agg, fact string) {
 		a.metrics.EventsAppended.WithLabelValues(agg, fact).Inc()
-	}))
+	}), eventlog.WithHealthHook(a.health.SetReady))
 	return a, nil
 }
 
@@ -176,29 +202,37 @@ func (a *App) Run(ctx context.Context) error {
 	feed := projection.NewFeed(a.log, lg("feed"), ingress.ReadModel, recorder.ReadModel)
 	stages := map[string]func(context.Context) error{
 		"gitter": func(ctx context.Context) error {
-			return gitter.Run(ctx, gitter.Config{Log: a.log, Logger: lg("gitter"), GitDir: filepath.Join(cfg.DataDir, "git")})
+			return gitter.Run(ctx, gitter.Config{Log: a.log, Logger: lg("gitter"), GitDir: filepath.Join(cfg.DataDir, "git"),
+				GCRootsDir: filepath.Join(cfg.DataDir, "gcroots"), Metrics: a.metrics})
 		},
 		"reader": func(ctx context.Context) error {
-			return reader.Run(ctx, reader.Config{Log: a.log, Logger: lg("reader")})
+			return reader.Run(ctx, reader.Config{Log: a.log, Logger: lg("reader"), Metrics: a.metrics})
 		},
 		"evaluator": func(ctx context.Context) error {
-			return evaluator.Run(ctx, evaluator.Config{Log: a.log, Logger: lg("evaluator"), NixOptions: cfg.NixOptions})
+			return evaluator.Run(ctx, evaluator.Config{
+				Log: a.log, Logger: lg("evaluator"), NixOptions: cfg.NixOptions, Metrics: a.metrics,
+				EvalTimeout: cfg.EvalTimeout, EvalMemoryLimit: cfg.EvalMemoryLimit,
+				// <data-dir>/gcroots/<change id>/<jobset id>/drv...: the gitter
+				// removes <data-dir>/gcroots/<change id> when the change concludes.
+				GCRootsDir: filepath.Join(cfg.DataDir, "gcroots"),
+			})
 		},
 		"ingress": func(ctx context.Context) error {
 			return ingress.Run(ctx, ingress.Config{Log: a.log, DataDir: cfg.DataDir, Logger: lg("ingress"), Feed: feed})
 		},
 		"router": func(ctx context.Context) error {
-			return router.Run(ctx, router.Config{Log: a.log, Logger: lg("router"), Builders: routes, Health: health})
+			return router.Run(ctx, router.Config{Log: a.log, Logger: lg("router"), Builders: routes, Health: health, Metrics: a.metrics})
 		},
 		"builder": func(ctx context.Context) error {
 			return builder.Run(ctx, builder.Config{
 				Log: a.log, Conn: a.nc, Logger: lg("builder"), Name: "local", Pools: pools,
 				NixOptions: cfg.NixOptions, NoOutputTimeout: cfg.NoOutputTimeout, TotalTimeout: cfg.TotalTimeout,
 				LogDir: filepath.Join(cfg.DataDir, "logs"), Metrics: a.metrics, Health: health, NoBatch: cfg.NoBatch,
+				StateDir: filepath.Join(cfg.DataDir, "builder"), MaxLogBytes: cfg.MaxLogBytes,
 			})
 		},
 		"recorder": func(ctx context.Context) error {
-			return recorder.Run(ctx, recorder.Config{Log: a.log, DataDir: cfg.DataDir, Logger: lg("recorder"), Feed: feed})
+			return recorder.Run(ctx, recorder.Config{Log: a.log, DataDir: cfg.DataDir, Logger: lg("recorder"), Feed: feed, Metrics: a.metrics})
 		},
 		"notifier": func(ctx context.Context) error {
 			return notifier.Run(ctx, notifier.Config{Log: a.log, Logger: lg("notifier"), Sink: notifier.NewLocal(notify)})
@@ -217,6 +251,17 @@ func (a *App) Run(ctx context.Context) error {
 	g.Go(func() error {
 		a.metrics.WatchConsumers(ctx, a.js, 5*time.Second, lg("metrics"))
 		return nil
+	})
+	g.Go(func() error {
+		eventlog.WatchStorage(ctx, a.js, 15*time.Second, lg("storage"), func(u eventlog.Usage) {
+			a.metrics.SetStreamUsage(u.Stream, u.Bytes, u.MaxBytes)
+		})
+		return nil
+	})
+	g.Go(func() error {
+		return logretention.New(logretention.Config{
+			Dir: filepath.Join(cfg.DataDir, "logs"), MaxAge: cfg.BuildLogMaxAge, MaxBytes: cfg.BuildLogMaxBytes, Logger: lg("logretention"),
+		}).Run(ctx)
 	})
 	if cfg.HTTPAddr != "" {
 		g.Go(func() error { return telemetry.Serve(ctx, cfg.HTTPAddr, a.metrics, a.health, lg("http")) })

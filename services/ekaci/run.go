@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 	"github.com/ekaci/ekaci/libs/buildstate"
 	"github.com/ekaci/ekaci/libs/eventlog"
 	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
+	"github.com/ekaci/ekaci/services/gitter/request"
 )
 
 // Request is one `ekaci run`.
@@ -25,8 +25,6 @@ type Request struct {
 	Rev  string // head revision; default HEAD (local repositories only)
 	Base string // optional base revision
 }
-
-var commitRE = regexp.MustCompile(`^[0-9a-f]{40}$`)
 
 // Resolve turns a request into a change: absolute repository location and
 // full commit ids. Remote repositories need full commit ids.
@@ -44,17 +42,24 @@ func Resolve(ctx context.Context, req Request) (*eventsv1.ChangeRequested, error
 		url = abs
 	}
 	resolve := func(rev string) (string, error) {
-		if commitRE.MatchString(rev) {
+		if request.IsCommit(rev) {
 			return rev, nil
 		}
 		if !local {
-			return "", fmt.Errorf("revision %q of %s: give a full 40-hex commit id for remote repositories", rev, url)
+			return "", fmt.Errorf("revision %q of %s: give a full commit id (40 or 64 lowercase hex digits) for remote repositories", rev, url)
+		}
+		if strings.HasPrefix(rev, "-") {
+			return "", fmt.Errorf("revision %q of %s: a revision cannot start with '-'", rev, url)
 		}
 		out, err := exec.CommandContext(ctx, "git", "-C", url, "rev-parse", "--verify", "--quiet", rev+"^{commit}").Output()
 		if err != nil {
 			return "", fmt.Errorf("revision %q is not a commit in %s (git rev-parse: %v)", rev, url, err)
 		}
-		return strings.TrimSpace(string(out)), nil
+		sha := strings.TrimSpace(string(out))
+		if !request.IsCommit(sha) {
+			return "", fmt.Errorf("revision %q of %s: git rev-parse gave %q, not a full commit id", rev, url, sha)
+		}
+		return sha, nil
 	}
 	if req.Rev == "" {
 		req.Rev = "HEAD"
@@ -72,17 +77,18 @@ func Resolve(ctx context.Context, req Request) (*eventsv1.ChangeRequested, error
 	return cr, nil
 }
 
-// Submit appends the change request; submitting the same change again
-// joins the one already recorded.
+// Submit appends the change request and returns the change to follow:
+// submitting the same change again joins the one already recorded (an
+// earlier run, or a run cut off), unless its checkout failed, when it
+// starts the change's next attempt (see package request). Commits must be
+// full commit ids.
 func Submit(ctx context.Context, log *eventlog.Log, cr *eventsv1.ChangeRequested) (string, error) {
 	id := eventlog.ChangeID(cr.GetRepoUrl(), cr.GetHeadCommit(), cr.GetBaseCommit())
-	ev := &eventsv1.Event{Id: "requested-" + id, CorrelationId: id, Payload: &eventsv1.Event_ChangeRequested{ChangeRequested: cr}}
-	// A change already requested (an earlier run, or a run cut off) is
-	// joined rather than requested twice.
-	if _, err := log.Append(ctx, id, ev, eventlog.ExpectLast(0)); err != nil && !errors.Is(err, eventlog.ErrConflict) {
+	got, err := request.Record(ctx, log, cr, "requested-"+id, "ekaci run")
+	if err != nil {
 		return "", fmt.Errorf("submit change: %w", err)
 	}
-	return id, nil
+	return got.ChangeID, nil
 }
 
 // Outcome is a concluded change.

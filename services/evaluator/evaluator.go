@@ -4,6 +4,9 @@
 // their dependents, with what routing needs. A derivation already known
 // (from another jobset or change) is not recorded again: it is one
 // aggregate, whoever discovers it first.
+//
+// It decides what a jobset's attributes are and which derivations they need
+// (jobset_evaluated, drv_discovered), or that the jobset did not evaluate.
 package evaluator
 
 import (
@@ -107,7 +110,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return evaluate(ctx, cfg, rec, js)
 	}
 	return worker.Run(ctx, cfg.Log.JetStream(), worker.Config{
-		Stream: eventlog.EventsStream, Durable: "evaluator",
+		Stream: eventlog.EventsStream, Durable: eventlog.EvaluatorDurable,
 		Filters: []string{eventlog.FactFilter(eventlog.Jobset, "created")},
 		AckWait: time.Minute, Concurrency: concurrency, MaxDeliver: 5,
 		// One message per slot: a waiting jobset.created must not outlast

@@ -18,21 +18,15 @@ import (
 	"github.com/ekaci/ekaci/libs/eventlog/eventlogtest"
 	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
 	"github.com/ekaci/ekaci/libs/natstest"
+	"github.com/ekaci/ekaci/libs/nixtest"
 	"github.com/ekaci/ekaci/libs/telemetry"
 )
 
-var offline = []string{"substituters", ""}
+var offline = nixtest.NoSubstituters()
 
 // window is the tests' duplicate window: a fact appended again after it is
 // not recognised by its id, only by the writer's guard.
 const window = time.Second
-
-func requireNix(t testing.TB) {
-	t.Helper()
-	if _, err := exec.LookPath("nix-instantiate"); err != nil {
-		t.Fatal("nix-instantiate not on PATH: run `make nix` (apt-get install -y nix-bin) first")
-	}
-}
 
 // checkout writes files into a fresh directory (a stand-in for the
 // gitter's worktree).
@@ -63,7 +57,7 @@ type harness struct {
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
-	requireNix(t)
+	nixtest.Require(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	t.Cleanup(cancel)
 	js := eventlogtest.JetStreamWith(t, ctx, eventlog.StreamOptions{DuplicateWindow: window})

@@ -24,12 +24,23 @@ require (
 	github.com/ekaci/ekaci/libs/eventlog v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/flagenv v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/gen v0.0.0-00010101000000-000000000000
+	github.com/ekaci/ekaci/libs/natstest v0.0.0-00010101000000-000000000000
+	github.com/ekaci/ekaci/libs/nixtest v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/service v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/telemetry v0.0.0-00010101000000-000000000000
 	github.com/nats-io/nats.go v1.55.0
 	github.com/nix-community/go-nix v0.0.0-20250101154619-4bdde671e0a1
 	github.com/rs/zerolog v1.35.1
 	google.golang.org/protobuf v1.36.12
+)
+
+require (
+	github.com/antithesishq/antithesis-sdk-go v0.8.0-default-no-op // indirect
+	github.com/google/go-tpm v0.9.8 // indirect
+	github.com/minio/highwayhash v1.0.4 // indirect
+	github.com/nats-io/jwt/v2 v2.8.2 // indirect
+	github.com/nats-io/nats-server/v2 v2.15.2 // indirect
+	golang.org/x/time v0.16.0 // indirect
 )
 
 require (
@@ -57,3 +68,5 @@ replace github.com/ekaci/ekaci/libs/machines => ../../libs/machines
 replace github.com/ekaci/ekaci/libs/graphgen => ../../libs/graphgen
 
 replace github.com/ekaci/ekaci/libs/pbjson => ../../libs/pbjson
+
+replace github.com/ekaci/ekaci/libs/nixtest => ../../libs/nixtest

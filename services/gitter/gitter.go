@@ -3,6 +3,9 @@
 // worktree per commit under test, owned by the change and removed, with
 // the change's GC roots, when it concludes.
 //
+// It decides whether a change's commits can be checked out (checked_out or
+// checkout_failed).
+//
 // Each request ends in exactly one fact, checked_out or checkout_failed,
 // appended only right after the request (ExpectLast on the change), so a
 // request redelivered at any later time, duplicate window or not, decides
@@ -79,7 +82,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	g := &stage{cfg: cfg, store: store}
 	return worker.Run(ctx, cfg.Log.JetStream(), worker.Config{
-		Stream: eventlog.EventsStream, Durable: "gitter",
+		Stream: eventlog.EventsStream, Durable: eventlog.GitterDurable,
 		Filters: []string{eventlog.FactFilter(eventlog.Change, "requested"), eventlog.FactFilter(eventlog.Change, "concluded")},
 		AckWait: time.Minute, Concurrency: cfg.Concurrency, MaxDeliver: cfg.MaxDeliver, Backoff: cfg.Backoff,
 		// One message per slot: a request waiting behind long clones is

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 
 	"github.com/rs/zerolog"
 	bolt "go.etcd.io/bbolt"
@@ -29,6 +30,9 @@ type Config struct {
 	// Feed, when set, is the event feed this process's read models share
 	// (the all-in-one); nil: a consumer of its own.
 	Feed *projection.Feed
+	// Graph, when set, is the model to run (benchmarks read its
+	// Resident); nil: a new one. Limits apply to it either way.
+	Graph *Graph
 }
 
 // Run keeps the graph model and decides until ctx ends.
@@ -50,21 +54,28 @@ func Run(ctx context.Context, cfg Config) error {
 		// As many ids as the server takes in one message.
 		lim.MaxPerFact = PerFact(cfg.Log.JetStream().Conn().MaxPayload())
 	}
-	r, err := projection.New(db, cfg.Log, NewGraph(cfg.Logger).WithLimits(lim), opts...)
+	model := cfg.Graph
+	if model == nil {
+		model = NewGraph(cfg.Logger)
+	}
+	r, err := projection.New(db, cfg.Log, model.WithLimits(lim), opts...)
 	if err != nil {
 		return err
 	}
 	return r.Run(ctx)
 }
 
-// Graph is the ingress read model and its decisions. The whole graph —
-// every derivation's state, dependency counter and direct dependents — is
-// kept in memory, bbolt being its durable copy: a fold reads nothing from
-// the file, and a batch writes only the nodes it changed.
+// Graph is the ingress read model and its decisions. What is not settled
+// — every derivation still to build, with its dependency counter and its
+// unsettled direct dependents — is kept in memory, and so is what those
+// need; settled derivations leave memory at the next checkpoint and are
+// read back from bbolt when a later fold needs one. bbolt is the durable
+// copy of all of it: a batch writes only the nodes it changed.
 type Graph struct {
-	logger zerolog.Logger
-	g      *graph
-	lim    Limits
+	logger   zerolog.Logger
+	g        *graph
+	lim      Limits
+	resident atomic.Int64
 }
 
 // Limits shape the facts the graph appends.
@@ -112,15 +123,18 @@ const ReadModel = "ingress"
 // Name implements projection.Handler.
 func (*Graph) Name() string { return ReadModel }
 
-// Filters implements projection.Handler.
-func (*Graph) Filters() []string { return []string{eventlog.KindFilter(eventlog.Drv)} }
+// Filters implements projection.Handler: the derivation facts, and the
+// jobsets' attribute lists (what a later jobset needs again).
+func (*Graph) Filters() []string {
+	return []string{eventlog.KindFilter(eventlog.Drv), eventlog.KindFilter(eventlog.Jobset)}
+}
 
 // Version implements projection.Versioned.
 func (*Graph) Version() uint32 { return layoutVersion }
 
 // Reset implements projection.Versioned.
 func (*Graph) Reset(tx *bolt.Tx) error {
-	for _, b := range [][]byte{nodesBucket, infosBucket, idsBucket} {
+	for _, b := range buckets {
 		if tx.Bucket(b) == nil {
 			continue
 		}
@@ -131,21 +145,38 @@ func (*Graph) Reset(tx *bolt.Tx) error {
 	return nil
 }
 
-// Init implements projection.Handler: it makes the buckets and loads the
-// graph from them.
+// Init implements projection.Handler: it makes the buckets and loads what
+// is not settled.
 func (m *Graph) Init(tx *bolt.Tx) error {
-	for _, b := range [][]byte{nodesBucket, infosBucket, idsBucket} {
+	for _, b := range buckets {
 		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 			return err
 		}
 	}
 	m.g = newGraph()
-	return m.g.load(tx)
+	if err := m.g.open(tx); err != nil {
+		return err
+	}
+	m.resident.Store(int64(len(m.g.num)))
+	return nil
 }
 
-// Flush implements projection.Flusher: the batch's node changes are
-// written before its transaction commits.
-func (m *Graph) Flush(tx *bolt.Tx) error { return m.g.flush(tx) }
+// Flush implements projection.Flusher: the changes since the last
+// checkpoint are written before its transaction commits, and what nothing
+// needs any more leaves memory.
+func (m *Graph) Flush(tx *bolt.Tx) error {
+	m.g.tx = tx
+	if err := m.g.flush(tx); err != nil {
+		return err
+	}
+	m.resident.Store(int64(len(m.g.num)))
+	return nil
+}
+
+// Resident is how many derivations the model held in memory after its
+// last checkpoint (safe to call from any goroutine), for tests and
+// benchmarks.
+func (m *Graph) Resident() int { return int(m.resident.Load()) }
 
 func event(id, cause string, p any) *eventsv1.Event {
 	ev := &eventsv1.Event{Id: id, CausationId: cause}
@@ -166,20 +197,65 @@ func event(id, cause string, p any) *eventsv1.Event {
 	return ev
 }
 
+// Requeue reasons ingress appends (DrvRequeued.reason).
+const (
+	ReasonNeededAgain  = "needed-again"
+	ReasonCauseCleared = "cause-cleared"
+)
+
+// requeue appends a requeue of n, guarded on its last fact, and marks it
+// asked so that nothing asks twice before the fact is back.
+func (m *Graph) requeue(n int32, idPrefix, reason, cause string, out *projection.Outbox) {
+	g := m.g
+	nd := &g.nodes[n]
+	if nd.asked {
+		return
+	}
+	out.Append(nd.id, event(idPrefix+"-"+nd.id+"-"+strconv.FormatUint(nd.lastSeq, 10), cause,
+		&eventsv1.DrvRequeued{Reason: reason, NextAttempt: nd.drv.Attempt + 1}), nd.lastSeq)
+	nd.asked = true
+	g.touch(n)
+}
+
 // Apply implements projection.Handler.
 func (m *Graph) Apply(tx *bolt.Tx, rec eventlog.Record, out *projection.Outbox) error {
 	g := m.g
-	n := g.intern(rec.ID)
+	g.tx = tx
+	switch p := rec.Event.GetPayload().(type) {
+	case *eventsv1.Event_JobsetEvaluated:
+		return m.listed(rec, "e", p.JobsetEvaluated.GetAttrs(), out)
+	case *eventsv1.Event_JobsetAttrsListed:
+		return m.listed(rec, strconv.FormatUint(uint64(p.JobsetAttrsListed.GetPart()), 10), p.JobsetAttrsListed.GetAttrs(), out)
+	}
+	if rec.Aggregate != eventlog.Drv {
+		return nil
+	}
+	n, err := g.node(rec.ID)
+	if err != nil {
+		return err
+	}
 	nd := &g.nodes[n]
-	next, err := buildstate.Next(nd.drv, rec.Event)
+	prev := nd.drv
+	next, err := buildstate.Next(prev, rec.Event)
 	if err != nil {
 		// Deciders check before appending, so this is a bug elsewhere;
 		// stopping the graph for every other derivation would be worse.
 		m.logger.Error().Err(err).Str("drv", rec.ID).Uint64("seq", rec.Seq).Msg("refusing an illegal fact found in the log")
 		return nil
 	}
-	nd.drv, nd.lastSeq = next, rec.Seq
+	nd.drv, nd.lastSeq, nd.asked = next, rec.Seq, false
 	g.touch(n)
+	if next.State != buildstate.Queued {
+		g.clearDoomed(n) // a verdict on its way now finds it moved on
+	}
+	if prev.State == buildstate.Blocked && next.State != buildstate.Blocked {
+		if err := m.unblock(n, prev.Cause); err != nil {
+			return err
+		}
+	}
+	if prev.State != buildstate.None && !prev.State.Settled() && next.State.Settled() {
+		g.unregister(n)
+	}
 	switch p := rec.Event.GetPayload().(type) {
 	case *eventsv1.Event_DrvDiscovered:
 		return m.discovered(tx, rec, n, p.DrvDiscovered, out)
@@ -189,22 +265,19 @@ func (m *Graph) Apply(tx *bolt.Tx, rec eventlog.Record, out *projection.Outbox) 
 		m.propagate(rec, n, out, false)
 	case *eventsv1.Event_DrvInterrupted:
 		m.propagate(rec, n, out, true)
-	case *eventsv1.Event_DrvDependencyFailed, *eventsv1.Event_DrvBlocked:
-		nd.doomed, nd.doomBlocked = 0, false
+	case *eventsv1.Event_DrvDependencyFailed:
 		// Its cause may have succeeded (a retry, a later change) while
 		// this verdict was on its way: clear it at once.
-		causeID := rec.Event.GetDrvDependencyFailed().GetCauseDrvId()
-		if causeID == "" {
-			causeID = rec.Event.GetDrvBlocked().GetCauseDrvId()
+		if c, ok := g.lookup(p.DrvDependencyFailed.GetCauseDrvId()); ok && g.nodes[c].drv.State == buildstate.Succeeded {
+			m.requeue(n, "cleared", ReasonCauseCleared, rec.Event.GetId(), out)
 		}
-		if c, ok := g.lookup(causeID); ok && g.nodes[c].drv.State == buildstate.Succeeded {
-			out.Append(rec.ID, event(fmt.Sprintf("cleared-%s-%d", rec.ID, rec.Seq), rec.Event.GetId(), &eventsv1.DrvRequeued{Reason: "cause-cleared", NextAttempt: nd.drv.Attempt + 1}), nd.lastSeq)
-		}
+	case *eventsv1.Event_DrvBlocked:
+		return m.blocked(rec, n, p.DrvBlocked.GetCauseDrvId(), out)
 	case *eventsv1.Event_DrvRequeued:
-		return m.maybeBuildable(n, rec.Event.GetId(), out)
+		return m.requeued(rec, n, prev, out)
 	case *eventsv1.Event_DrvDownstreamFailed:
 		ids, each, _ := buildstate.Downstream(rec.ID, rec.Event)
-		m.downstreamFailed(rec, ids, each)
+		return m.downstreamFailed(rec, ids, each)
 	}
 	return nil
 }
@@ -215,16 +288,30 @@ func (m *Graph) discovered(tx *bolt.Tx, rec eventlog.Record, n int32, d *eventsv
 		return err
 	}
 	g.setInfo(n, rec.Seq, d)
-	g.addInputs(n, d.GetInputDrvs())
+	if err := g.setInputs(n, d.GetInputDrvs()); err != nil {
+		return err
+	}
+	return m.decide(rec, n, true, d.GetOutputsValid(), out)
+}
+
+// decide counts n's unfinished inputs and appends what follows from them:
+// a transitive failure when one failed for good, a block when one is
+// interrupted, buildable when none is left. A derivation just discovered
+// is not blocked by an interrupted input: the jobset that discovered it
+// needs that input again and queues it once its attributes are listed (a
+// block now would settle the jobset before that). One queued again
+// (fresh false) is blocked by an interrupted input nothing asked for again.
+// A derivation whose outputs are valid already succeeds without a build.
+func (m *Graph) decide(rec eventlog.Record, n int32, fresh, valid bool, out *projection.Outbox) error {
+	g := m.g
 	var failedID, blockedID int32 = -1, -1
 	var pending int32
-	for _, depID := range d.GetInputDrvs() {
-		dep, _ := g.lookup(depID) // interned by addInputs
+	for _, dep := range g.nodes[n].inputs {
 		dn := &g.nodes[dep]
 		if !dn.discovered() {
 			// The evaluator appends inputs before their dependents; a
 			// missing one is counted as unfinished and logged.
-			m.logger.Warn().Str("drv", rec.ID).Str("dep", depID).Msg("dependency not yet discovered")
+			m.logger.Warn().Str("drv", rec.ID).Str("dep", dn.id).Msg("dependency not yet discovered")
 			pending++
 			continue
 		}
@@ -232,48 +319,64 @@ func (m *Graph) discovered(tx *bolt.Tx, rec eventlog.Record, n int32, d *eventsv
 			continue
 		}
 		pending++
-		switch {
-		case dn.drv.State == buildstate.Queued && dn.doomed > 0 && !dn.doomBlocked:
-			failedID = dn.doomed - 1
-		case dn.drv.State == buildstate.Queued && dn.doomed > 0:
-			blockedID = dn.doomed - 1
-		}
 		switch dn.drv.State {
+		case buildstate.Queued:
+			switch {
+			case dn.doomed > 0 && !dn.doomBlocked:
+				failedID = dn.doomed - 1
+			case dn.doomed > 0 && !fresh && g.stillInterrupted(dn.doomed-1):
+				blockedID = dn.doomed - 1
+			}
 		case buildstate.Failed:
 			failedID = dep
 		case buildstate.TransitiveFailure:
-			failedID = g.intern(dn.drv.Cause)
+			c, err := g.node(dn.drv.Cause)
+			if err != nil {
+				return err
+			}
+			failedID = c
 		case buildstate.Interrupted:
-			blockedID = dep
+			if !fresh && !dn.asked {
+				blockedID = dep
+			}
 		case buildstate.Blocked:
-			blockedID = g.intern(dn.drv.Cause)
+			if fresh || dn.asked {
+				break
+			}
+			c, err := g.node(dn.drv.Cause)
+			if err != nil {
+				return err
+			}
+			if g.stillInterrupted(c) {
+				blockedID = c
+			}
 		}
 	}
 	nd := &g.nodes[n]
 	nd.pending = pending
-	// A verdict inherited here is on its way too: dependents discovered
-	// before it lands inherit it from this node.
-	switch {
-	case d.GetOutputsValid():
-	case failedID >= 0:
-		nd.doomed, nd.doomBlocked = failedID+1, false
-	case blockedID >= 0:
-		nd.doomed, nd.doomBlocked = blockedID+1, true
-	}
 	cause := rec.Event.GetId()
 	switch {
-	case d.GetOutputsValid():
-		out.Append(rec.ID, event("cached-"+rec.ID, cause, &eventsv1.DrvBuildSucceeded{Cached: true}), rec.Seq)
+	case valid:
+		out.Append(nd.id, event("cached-"+nd.id, cause, &eventsv1.DrvBuildSucceeded{Cached: true}), nd.lastSeq)
 	case failedID >= 0:
+		// A verdict inherited here is on its way too: dependents
+		// discovered before it lands inherit it from this node.
+		g.setDoomed(n, failedID, false)
 		c := &g.nodes[failedID]
-		out.Append(rec.ID, event(fmt.Sprintf("depfailed-%s-%d", rec.ID, rec.Seq), cause, &eventsv1.DrvDependencyFailed{CauseDrvId: c.id, CauseDrvPath: c.path}), rec.Seq)
+		out.Append(nd.id, event(fmt.Sprintf("depfailed-%s-%d", nd.id, rec.Seq), cause, &eventsv1.DrvDependencyFailed{CauseDrvId: c.id, CauseDrvPath: c.path}), nd.lastSeq)
 	case blockedID >= 0:
+		g.setDoomed(n, blockedID, true)
 		c := &g.nodes[blockedID]
-		out.Append(rec.ID, event(fmt.Sprintf("blocked-%s-%d", rec.ID, rec.Seq), cause, &eventsv1.DrvBlocked{CauseDrvId: c.id, CauseDrvPath: c.path}), rec.Seq)
+		out.Append(nd.id, event(fmt.Sprintf("blocked-%s-%d", nd.id, rec.Seq), cause, &eventsv1.DrvBlocked{CauseDrvId: c.id, CauseDrvPath: c.path}), nd.lastSeq)
 	default:
 		return m.maybeBuildable(n, cause, out)
 	}
 	return nil
+}
+
+// stillInterrupted: c is interrupted and nothing has asked for it again.
+func (g *graph) stillInterrupted(c int32) bool {
+	return g.nodes[c].drv.State == buildstate.Interrupted && !g.nodes[c].asked
 }
 
 func (m *Graph) maybeBuildable(n int32, cause string, out *projection.Outbox) error {
@@ -292,17 +395,13 @@ func (m *Graph) maybeBuildable(n int32, cause string, out *projection.Outbox) er
 	return nil
 }
 
-// succeeded counts the success in every direct dependent, makes the ones
-// with nothing left Buildable, and re-queues what this derivation had
-// failed or blocked before it succeeded.
+// succeeded counts the success in every direct dependent and makes the
+// ones with nothing left Buildable.
 func (m *Graph) succeeded(rec eventlog.Record, n int32, out *projection.Outbox) {
 	g := m.g
 	cause := rec.Event.GetId()
-	for _, dep := range g.dependents[n] {
+	g.eachDependent(n, func(dep int32) {
 		dn := &g.nodes[dep]
-		if !dn.discovered() {
-			continue
-		}
 		if dn.pending > 0 {
 			dn.pending--
 		}
@@ -310,21 +409,192 @@ func (m *Graph) succeeded(rec eventlog.Record, n int32, out *projection.Outbox) 
 		if err := m.maybeBuildable(dep, cause, out); err != nil {
 			m.logger.Error().Err(err).Str("drv", dn.id).Msg("cannot decide buildable")
 		}
-	}
-	g.walk(n, func(d int32) bool {
-		dn := &g.nodes[d]
-		s := dn.drv.State
-		if s == buildstate.Queued && dn.doomed == n+1 {
-			dn.doomed, dn.doomBlocked = 0, false
-			g.touch(d)
-			return true
+	})
+}
+
+// requeued folds a derivation queued again: it counts its inputs afresh
+// (its counter was not kept while it was settled) and decides like a new
+// one. When it was interrupted, what it blocked follows it.
+func (m *Graph) requeued(rec eventlog.Record, n int32, prev buildstate.Drv, out *projection.Outbox) error {
+	g := m.g
+	if prev.State.Settled() {
+		ids, err := g.inputIDs(n)
+		if err != nil {
+			return err
 		}
-		if (s != buildstate.TransitiveFailure && s != buildstate.Blocked) || dn.drv.Cause != rec.ID {
+		if err := g.setInputs(n, ids); err != nil {
+			return err
+		}
+	}
+	if prev.State == buildstate.Interrupted {
+		if err := m.causeRequeued(rec, n, out); err != nil {
+			return err
+		}
+	}
+	return m.decide(rec, n, false, false, out)
+}
+
+// causeRequeued lets the derivations c blocked follow it: those Blocked
+// are queued again (cause-cleared), and the marks of blocks still on
+// their way are dropped, so that nothing inherits them; when such a block
+// lands, it finds c no longer interrupted and is cleared at once.
+func (m *Graph) causeRequeued(rec eventlog.Record, c int32, out *projection.Outbox) error {
+	g := m.g
+	g.walk(c, func(d int32) bool {
+		dn := &g.nodes[d]
+		if dn.drv.State != buildstate.Queued || dn.doomed != c+1 {
 			return false
 		}
-		out.Append(dn.id, event(fmt.Sprintf("cleared-%s-%d", dn.id, rec.Seq), cause, &eventsv1.DrvRequeued{Reason: "cause-cleared", NextAttempt: dn.drv.Attempt + 1}), dn.lastSeq)
+		g.clearDoomed(d)
+		g.touch(d)
 		return true
 	})
+	prefix := seqKey(g.nodes[c].key)
+	var keys [][]byte
+	cur := g.tx.Bucket(blockedBucket).Cursor()
+	for k, _ := cur.Seek(prefix); k != nil && len(k) == 16 && string(k[:8]) == string(prefix); k, _ = cur.Next() {
+		keys = append(keys, append([]byte(nil), k[8:]...))
+	}
+	causeID := g.nodes[c].id
+	for _, k := range keys {
+		v := g.tx.Bucket(nodesBucket).Get(k)
+		if v == nil {
+			return fmt.Errorf("blocked derivation %x: not stored", k)
+		}
+		d, err := decode(v)
+		if err != nil {
+			return err
+		}
+		b, err := g.node(d.id)
+		if err != nil {
+			return err
+		}
+		if bn := &g.nodes[b]; bn.drv.State == buildstate.Blocked && bn.drv.Cause == causeID {
+			m.requeue(b, "cleared", ReasonCauseCleared, rec.Event.GetId(), out)
+		}
+	}
+	return nil
+}
+
+// blocked folds a block: the blocked bucket remembers it for when its
+// cause is queued again; a cause that already was is followed at once.
+func (m *Graph) blocked(rec eventlog.Record, n int32, causeID string, out *projection.Outbox) error {
+	g := m.g
+	c, err := g.node(causeID)
+	if err != nil {
+		return err
+	}
+	if !g.nodes[c].discovered() {
+		m.logger.Error().Str("drv", rec.ID).Str("cause", causeID).Msg("blocked by a derivation never discovered")
+		return nil
+	}
+	if !g.stillInterrupted(c) {
+		m.requeue(n, "cleared", ReasonCauseCleared, rec.Event.GetId(), out)
+	}
+	return g.tx.Bucket(blockedBucket).Put(blockedKey(g.nodes[c].key, g.nodes[n].key), nil)
+}
+
+// unblock forgets that n was blocked by causeID.
+func (m *Graph) unblock(n int32, causeID string) error {
+	g := m.g
+	c, err := g.node(causeID)
+	if err != nil || g.nodes[c].key == 0 {
+		return err
+	}
+	return g.tx.Bucket(blockedBucket).Delete(blockedKey(g.nodes[c].key, g.nodes[n].key))
+}
+
+// listed folds one list of a jobset's attributes (a jobset_attrs_listed
+// part or its jobset_evaluated): what the attributes need that is
+// interrupted or blocked is queued again, inputs first, so that a later
+// change does not inherit the verdicts of an earlier one's infrastructure.
+// Failures stay cached. A list folded before (the same fact replayed after
+// the duplicate window) is passed over.
+func (m *Graph) listed(rec eventlog.Record, part string, attrs []*eventsv1.JobAttr, out *projection.Outbox) error {
+	g := m.g
+	seen := g.tx.Bucket(jobsetsBucket)
+	key := append(append([]byte(rec.ID), 0), part...)
+	if seen.Get(key) != nil {
+		m.logger.Info().Str("jobset", rec.ID).Str("part", part).Uint64("seq", rec.Seq).Msg("attributes listed again: already folded")
+		return nil
+	}
+	if err := seen.Put(key, []byte{}); err != nil {
+		return err
+	}
+	g.newGen()
+	for _, a := range attrs {
+		if a.GetDrvId() == "" {
+			continue
+		}
+		if err := m.need(rec, a.GetDrvId(), out); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// need walks root's closure depth-first through what may hide an
+// interruption (queued, interrupted or blocked derivations; the rest have
+// their inputs succeeded, or failed for good) and queues the interrupted
+// and blocked ones again, each after its inputs.
+func (m *Graph) need(rec eventlog.Record, rootID string, out *projection.Outbox) error {
+	g := m.g
+	root, err := g.node(rootID)
+	if err != nil {
+		return err
+	}
+	descends := func(n int32) bool {
+		switch g.nodes[n].drv.State {
+		case buildstate.Queued, buildstate.Interrupted, buildstate.Blocked:
+			return true
+		}
+		return false
+	}
+	type frame struct {
+		n      int32
+		inputs []string
+		i      int
+	}
+	var stack []frame
+	push := func(n int32) error {
+		if !g.mark(n) || !descends(n) {
+			return nil
+		}
+		f := frame{n: n}
+		if g.nodes[n].registered {
+			for _, in := range g.nodes[n].inputs {
+				f.inputs = append(f.inputs, g.nodes[in].id)
+			}
+		} else if f.inputs, err = g.inputIDs(n); err != nil {
+			return err
+		}
+		stack = append(stack, f)
+		return nil
+	}
+	if err := push(root); err != nil {
+		return err
+	}
+	for len(stack) > 0 {
+		top := &stack[len(stack)-1]
+		if top.i < len(top.inputs) {
+			id := top.inputs[top.i]
+			top.i++
+			in, err := g.node(id)
+			if err != nil {
+				return err
+			}
+			if err := push(in); err != nil {
+				return err
+			}
+			continue
+		}
+		n := top.n
+		stack = stack[:len(stack)-1]
+		if s := g.nodes[n].drv.State; s == buildstate.Interrupted || s == buildstate.Blocked {
+			m.requeue(n, "needed", ReasonNeededAgain, rec.Event.GetId(), out)
+		}
+	}
+	return nil
 }
 
 // propagate marks every Queued derivation downstream of a failed (or
@@ -357,8 +627,7 @@ func (m *Graph) propagate(rec eventlog.Record, n int32, out *projection.Outbox, 
 	lim := m.limits()
 	if blocked || len(down) <= lim.BatchOver {
 		for _, d := range down {
-			dn := &g.nodes[d]
-			dn.doomed, dn.doomBlocked = n+1, blocked
+			g.setDoomed(d, n, blocked)
 			g.touch(d)
 			one(d)
 		}
@@ -374,7 +643,7 @@ func (m *Graph) propagate(rec eventlog.Record, n int32, out *projection.Outbox, 
 			// failure: it needs no second verdict.
 			continue
 		}
-		dn.doomed, dn.doomBlocked = n+1, false
+		g.setDoomed(d, n, false)
 		g.touch(d)
 		if len(fact.DrvIds) < lim.MaxPerFact {
 			fact.DrvIds = append(fact.DrvIds, dn.id)
@@ -393,22 +662,35 @@ func (m *Graph) propagate(rec eventlog.Record, n int32, out *projection.Outbox, 
 // downstreamFailed folds a downstream_failed fact: each listed derivation
 // takes the dependency_failed transition. Their own last sequence stays:
 // the fact is not on their subjects, which is what their guards check.
-func (m *Graph) downstreamFailed(rec eventlog.Record, ids []string, each *eventsv1.Event) {
+func (m *Graph) downstreamFailed(rec eventlog.Record, ids []string, each *eventsv1.Event) error {
 	g := m.g
 	for _, id := range ids {
-		d, ok := g.lookup(id)
-		if !ok || !g.nodes[d].discovered() {
+		d, err := g.node(id)
+		if err != nil {
+			return err
+		}
+		if !g.nodes[d].discovered() {
 			m.logger.Error().Str("drv", id).Uint64("seq", rec.Seq).Msg("downstream_failed names a derivation never discovered")
 			continue
 		}
 		dn := &g.nodes[d]
-		next, err := buildstate.Next(dn.drv, each)
+		prev := dn.drv
+		next, err := buildstate.Next(prev, each)
 		if err != nil {
 			m.logger.Error().Err(err).Str("drv", id).Uint64("seq", rec.Seq).Msg("refusing an illegal fact found in the log")
 			continue
 		}
 		dn.drv = next
-		dn.doomed, dn.doomBlocked = 0, false
+		g.clearDoomed(d)
 		g.touch(d)
+		if prev.State == buildstate.Blocked {
+			if err := m.unblock(d, prev.Cause); err != nil {
+				return err
+			}
+		}
+		if !prev.State.Settled() {
+			g.unregister(d)
+		}
 	}
+	return nil
 }

@@ -19,26 +19,34 @@ import (
 )
 
 type fixture struct {
-	t   *testing.T
-	ctx context.Context
-	log *eventlog.Log
-	db  *bolt.DB
-	r   *projection.Runner
+	t     *testing.T
+	ctx   context.Context
+	log   *eventlog.Log
+	db    *bolt.DB
+	r     *projection.Runner
+	graph *ingress.Graph
 }
 
 func newFixture(t *testing.T) *fixture { return newFixtureWith(t, ingress.Limits{}) }
 
 func newFixtureWith(t *testing.T, lim ingress.Limits) *fixture {
+	return newFixtureOn(t, lim, eventlog.StreamOptions{})
+}
+
+// newFixtureOn runs the model over streams provisioned with opts (e.g. a
+// short duplicate window).
+func newFixtureOn(t *testing.T, lim ingress.Limits, opts eventlog.StreamOptions) *fixture {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
-	js := eventlogtest.JetStream(t, ctx)
+	js := eventlogtest.JetStreamWith(t, ctx, opts)
 	log := eventlog.New(js)
 	db, err := projection.Open(filepath.Join(t.TempDir(), "ingress.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	r, err := projection.New(db, log, ingress.NewGraph(zerolog.Nop()).WithLimits(lim))
+	graph := ingress.NewGraph(zerolog.Nop()).WithLimits(lim)
+	r, err := projection.New(db, log, graph)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +59,7 @@ func newFixtureWith(t *testing.T, lim ingress.Limits) *fixture {
 			t.Errorf("ingress Run: %v", err)
 		}
 	})
-	return &fixture{t: t, ctx: ctx, log: log, db: db, r: r}
+	return &fixture{t: t, ctx: ctx, log: log, db: db, r: r, graph: graph}
 }
 
 // id makes a 32-character derivation id from a short name.

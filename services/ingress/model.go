@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"slices"
+	"strings"
 
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/proto"
@@ -15,15 +16,15 @@ import (
 )
 
 // layoutVersion is the stored layout of ingress.db (projection.Versioned).
-// 0 was JSON node rows keyed by derivation id; 4 is the layout below.
-const layoutVersion = 4
+// 0 was JSON node rows keyed by derivation id; 4 had no live, blocked or
+// jobsets buckets; 5 is the layout below.
+const layoutVersion = 5
 
 var (
 	// infos: discovered sequence (8 bytes, big-endian) → the derivation's
 	// id and its DrvDiscovered (protobuf); written once, in log order, so
 	// the bucket only ever appends. The input lists are the durable copy
-	// of the graph's edges: the dependents index is kept in memory and
-	// rebuilt from here when the model opens.
+	// of the graph's edges.
 	infosBucket = []byte("ingress_infos")
 	// ids: drv id → its discovered sequence, for lookups by id.
 	idsBucket = []byte("ingress_ids")
@@ -33,7 +34,21 @@ var (
 	// share leaf pages: a commit rewrites fewer pages than one random page
 	// per changed derivation.
 	nodesBucket = []byte("ingress_nodes")
+	// live: discovered sequence → nothing, for every derivation not
+	// settled: what the model loads when it opens.
+	liveBucket = []byte("ingress_live")
+	// blocked: the cause's discovered sequence, then the blocked one's →
+	// nothing, for every Blocked derivation: when the interrupted cause is
+	// queued again, the derivations it blocked follow it, whether or not
+	// they are in memory.
+	blockedBucket = []byte("ingress_blocked")
+	// jobsets: jobset id, 0, part ("e" for jobset_evaluated) → nothing,
+	// for every list of attributes folded: a repeated one (a replay after
+	// the duplicate window) decides nothing again.
+	jobsetsBucket = []byte("ingress_jobsets")
 )
+
+var buckets = [][]byte{nodesBucket, infosBucket, idsBucket, liveBucket, blockedBucket, jobsetsBucket}
 
 // Fill factors: infos only appends; node values keep their size as they
 // change, so their pages need little room to grow.
@@ -42,22 +57,36 @@ const (
 	nodesFill = 0.9
 )
 
-// node is one derivation in the graph model. Every node is in memory; the
-// nodes bucket is its durable copy, written for the nodes a batch changed.
+// node is one derivation in memory. Every derivation that is not settled
+// is in memory, with its inputs; a settled one stays only while something
+// in memory needs it (an unsettled dependent, a verdict naming it on its
+// way) and is read back from bbolt when needed again.
 type node struct {
 	id  string
 	key uint64 // stream sequence of its DrvDiscovered; 0 before it is discovered
 
 	drv     buildstate.Drv
 	lastSeq uint64 // stream sequence of its last fact
-	pending int32  // dependencies not yet succeeded
+	pending int32  // dependencies not yet succeeded (kept while it is not settled)
 	// doomed is 1 + the number of the failed (or interrupted, when
 	// doomBlocked) derivation whose propagation marked this one, before
 	// its own TransitiveFailure (or Blocked) event is back from the log:
 	// a dependent discovered in between inherits the verdict from here.
 	doomed      int32
 	doomBlocked bool
-	dirty       bool
+	// asked: a requeue of it, guarded on lastSeq, is on its way to the
+	// log; any fact on it clears the flag.
+	asked bool
+
+	// Not stored: how memory keeps track of it.
+	dirty      bool
+	candidate  bool   // listed in graph.candidates
+	liveStored bool   // its key is in the live bucket
+	registered bool   // counted in its inputs' live and listed as their dependent
+	reg        uint32 // the registration its dependents-list entries carry
+	live       int32  // registered dependents
+	pins       int32  // nodes whose doomed names this one
+	inputs     []int32
 
 	// What routing needs, from its DrvDiscovered.
 	path     string
@@ -69,12 +98,26 @@ type node struct {
 
 func (n *node) discovered() bool { return n.drv.State != buildstate.None }
 
-// graph holds every derivation and its direct dependents by number.
+// dep is an entry of a dependents list: valid while the node is still
+// registered under the same registration.
+type dep struct {
+	n   int32
+	reg uint32
+}
+
+// graph holds the derivations in memory and, for each, the unsettled
+// derivations that depend on it directly. Slots of nodes that leave memory
+// are reused; list entries of a node that settled or left are dropped
+// when the list is next walked.
 type graph struct {
+	tx         *bolt.Tx // the transaction of the fold in progress
 	num        map[string]int32
 	nodes      []node
-	dependents [][]int32
-	changed    []int32 // nodes dirtied by the current batch
+	dependents [][]dep
+	free       []int32
+	changed    []int32 // nodes dirtied since the last flush
+	candidates []int32 // nodes that may leave memory at the next flush
+	regSeq     uint32
 	systems    map[string]string
 
 	// walks mark visited nodes with a generation instead of a fresh set.
@@ -84,21 +127,185 @@ type graph struct {
 
 func newGraph() *graph { return &graph{num: map[string]int32{}, systems: map[string]string{}} }
 
+// intern gives id a slot in memory, as a derivation not yet discovered.
 func (g *graph) intern(id string) int32 {
-	if n, ok := g.num[id]; ok {
-		return n
+	id = strings.Clone(id) // ids are often slices of a subject or a bbolt page
+	var n int32
+	if len(g.free) > 0 {
+		n = g.free[len(g.free)-1]
+		g.free = g.free[:len(g.free)-1]
+		g.nodes[n] = node{id: id}
+	} else {
+		n = int32(len(g.nodes))
+		g.nodes = append(g.nodes, node{id: id})
+		g.dependents = append(g.dependents, nil)
 	}
-	n := int32(len(g.nodes))
 	g.num[id] = n
-	g.nodes = append(g.nodes, node{id: id})
-	g.dependents = append(g.dependents, nil)
+	g.consider(n)
 	return n
 }
 
-// lookup returns the number of a known id.
+// lookup returns the slot of an id in memory.
 func (g *graph) lookup(id string) (int32, bool) {
 	n, ok := g.num[id]
 	return n, ok
+}
+
+// node returns id's slot, reading a derivation that left memory back from
+// bbolt, or giving a new one a slot.
+func (g *graph) node(id string) (int32, error) {
+	if n, ok := g.num[id]; ok {
+		return n, nil
+	}
+	if k := g.tx.Bucket(idsBucket).Get([]byte(id)); k != nil {
+		n, _, err := g.load(k)
+		return n, err
+	}
+	return g.intern(id), nil
+}
+
+// load reads the derivation stored under key into memory and returns its
+// slot and input ids. Its dependents list starts empty: the unsettled
+// derivations that depend on it are in memory already, so none does.
+func (g *graph) load(key []byte) (int32, []string, error) {
+	v := g.tx.Bucket(nodesBucket).Get(key)
+	info := g.tx.Bucket(infosBucket).Get(key)
+	if v == nil || info == nil || len(key) != 8 {
+		return 0, nil, fmt.Errorf("stored derivation %x: missing", key)
+	}
+	d, err := decode(v)
+	if err != nil {
+		return 0, nil, fmt.Errorf("stored node %x: %w", key, err)
+	}
+	id, di, err := decodeInfo(info)
+	if err != nil {
+		return 0, nil, fmt.Errorf("stored derivation %x: %w", key, err)
+	}
+	if id != d.id {
+		return 0, nil, fmt.Errorf("stored derivation %x: node %s, info %s", key, d.id, id)
+	}
+	if n, ok := g.num[d.id]; ok {
+		return n, di.GetInputDrvs(), nil // read already, through another's verdict
+	}
+	n := g.intern(d.id)
+	g.setInfo(n, binary.BigEndian.Uint64(key), di)
+	nd := &g.nodes[n]
+	nd.drv, nd.lastSeq, nd.pending, nd.doomBlocked, nd.asked = d.drv, d.lastSeq, d.pending, d.doomBlocked, d.asked
+	if d.doomed != "" {
+		c, err := g.node(d.doomed)
+		if err != nil {
+			return 0, nil, err
+		}
+		g.setDoomed(n, c, d.doomBlocked)
+	}
+	return n, di.GetInputDrvs(), nil
+}
+
+// inputIDs reads n's input ids from its stored DrvDiscovered.
+func (g *graph) inputIDs(n int32) ([]string, error) {
+	v := g.tx.Bucket(infosBucket).Get(seqKey(g.nodes[n].key))
+	if v == nil {
+		return nil, fmt.Errorf("derivation %s: no stored inputs", g.nodes[n].id)
+	}
+	_, d, err := decodeInfo(v)
+	if err != nil {
+		return nil, fmt.Errorf("derivation %s: %w", g.nodes[n].id, err)
+	}
+	return d.GetInputDrvs(), nil
+}
+
+// setInputs resolves n's inputs (reading those that left memory) and
+// registers n with them.
+func (g *graph) setInputs(n int32, ids []string) error {
+	inputs := make([]int32, len(ids))
+	for i, id := range ids {
+		in, err := g.node(id)
+		if err != nil {
+			return err
+		}
+		inputs[i] = in
+	}
+	g.nodes[n].inputs = inputs
+	g.register(n)
+	return nil
+}
+
+// register lists n as a dependent of each of its inputs, which stay in
+// memory while it is registered.
+func (g *graph) register(n int32) {
+	g.regSeq++
+	nd := &g.nodes[n]
+	nd.registered, nd.reg = true, g.regSeq
+	for _, in := range nd.inputs {
+		list := g.dependents[in]
+		if len(list) == cap(list) && len(list) >= 32 {
+			// Drop stale entries before growing, so that a list is never
+			// more than twice its valid entries.
+			list = g.compact(in)
+		}
+		g.dependents[in] = append(list, dep{n, g.regSeq})
+		g.nodes[in].live++
+	}
+}
+
+// unregister is register undone, when n settles.
+func (g *graph) unregister(n int32) {
+	nd := &g.nodes[n]
+	if !nd.registered {
+		return
+	}
+	for _, in := range nd.inputs {
+		g.nodes[in].live--
+		g.consider(in)
+	}
+	nd.registered, nd.inputs = false, nil
+}
+
+// compact drops n's dependents-list entries that are no longer valid.
+func (g *graph) compact(n int32) []dep {
+	list := g.dependents[n]
+	k := 0
+	for _, e := range list {
+		if d := &g.nodes[e.n]; d.registered && d.reg == e.reg {
+			list[k] = e
+			k++
+		}
+	}
+	clear(list[k:])
+	g.dependents[n] = list[:k]
+	return list[:k]
+}
+
+// eachDependent calls fn for each registered dependent of n.
+func (g *graph) eachDependent(n int32, fn func(d int32)) {
+	for _, e := range g.compact(n) {
+		fn(e.n)
+	}
+}
+
+func (g *graph) setDoomed(n, cause int32, blocked bool) {
+	g.clearDoomed(n)
+	g.nodes[n].doomed, g.nodes[n].doomBlocked = cause+1, blocked
+	g.nodes[cause].pins++
+}
+
+func (g *graph) clearDoomed(n int32) {
+	nd := &g.nodes[n]
+	if nd.doomed == 0 {
+		return
+	}
+	c := nd.doomed - 1
+	nd.doomed, nd.doomBlocked = 0, false
+	g.nodes[c].pins--
+	g.consider(c)
+}
+
+// consider lists n as a candidate to leave memory at the next flush.
+func (g *graph) consider(n int32) {
+	if nd := &g.nodes[n]; !nd.candidate {
+		nd.candidate = true
+		g.candidates = append(g.candidates, n)
+	}
 }
 
 func (g *graph) touch(n int32) {
@@ -108,12 +315,18 @@ func (g *graph) touch(n int32) {
 	}
 }
 
-// addInputs records that n depends on each of inputs.
-func (g *graph) addInputs(n int32, inputs []string) {
-	for _, in := range inputs {
-		i := g.intern(in)
-		g.dependents[i] = append(g.dependents[i], n)
-	}
+// evictable: nothing in memory needs n, and its state is stored.
+func (g *graph) evictable(n int32) bool {
+	nd := &g.nodes[n]
+	settled := nd.drv.State.Settled() || nd.drv.State == buildstate.None
+	return nd.id != "" && settled && !nd.registered && nd.live == 0 && nd.pins == 0 && !nd.dirty
+}
+
+func (g *graph) evict(n int32) {
+	delete(g.num, g.nodes[n].id)
+	g.nodes[n] = node{}
+	g.dependents[n] = nil
+	g.free = append(g.free, n)
 }
 
 // setInfo keeps what routing needs from d.
@@ -138,41 +351,51 @@ func (g *graph) info(n int32) *eventsv1.DrvDiscovered {
 	return &eventsv1.DrvDiscovered{DrvPath: nd.path, System: nd.system, FixedOutput: nd.fod, PreferLocalBuild: nd.prefer, RequiredSystemFeatures: nd.features}
 }
 
-// walk visits the transitive dependents of root breadth-first, each once,
-// descending only through those visit accepts.
-func (g *graph) walk(root int32, visit func(n int32) bool) {
-	if len(g.seen) < len(g.nodes) {
-		g.seen = append(g.seen, make([]uint32, len(g.nodes)-len(g.seen))...)
-	}
+// newGen starts a walk: mark(n) is then true the first time only.
+func (g *graph) newGen() {
 	g.seenGen++
 	if g.seenGen == 0 { // wrapped: forget every old mark
 		clear(g.seen)
 		g.seenGen = 1
 	}
-	gen := g.seenGen
-	g.seen[root] = gen
+}
+
+func (g *graph) mark(n int32) bool {
+	if int(n) >= len(g.seen) {
+		g.seen = append(g.seen, make([]uint32, len(g.nodes)-len(g.seen))...)
+	}
+	if g.seen[n] == g.seenGen {
+		return false
+	}
+	g.seen[n] = g.seenGen
+	return true
+}
+
+// walk visits the transitive unsettled dependents of root breadth-first,
+// each once, descending only through those visit accepts.
+func (g *graph) walk(root int32, visit func(n int32) bool) {
+	g.newGen()
+	g.mark(root)
 	queue := []int32{root}
 	for len(queue) > 0 {
 		cur := queue[0]
 		queue = queue[1:]
-		for _, dep := range g.dependents[cur] {
-			if g.seen[dep] == gen {
-				continue
-			}
-			g.seen[dep] = gen
-			if g.nodes[dep].discovered() && visit(dep) {
+		g.eachDependent(cur, func(dep int32) {
+			if g.mark(dep) && g.nodes[dep].discovered() && visit(dep) {
 				queue = append(queue, dep)
 			}
-		}
+		})
 	}
 }
 
 func seqKey(seq uint64) []byte { return binary.BigEndian.AppendUint64(make([]byte, 0, 8), seq) }
 
-// flush writes the nodes the batch changed.
+// flush writes the nodes changed since the last flush, then lets go of
+// those nothing in memory needs any more.
 func (g *graph) flush(tx *bolt.Tx) error {
 	bk := tx.Bucket(nodesBucket)
 	bk.FillPercent = nodesFill
+	live := tx.Bucket(liveBucket)
 	// In key order: each Put then lands on or next to the previous one's page.
 	slices.SortFunc(g.changed, func(a, b int32) int { return cmp.Compare(g.nodes[a].key, g.nodes[b].key) })
 	var buf []byte
@@ -183,23 +406,47 @@ func (g *graph) flush(tx *bolt.Tx) error {
 			return fmt.Errorf("derivation %s changed state before it was discovered", nd.id)
 		}
 		buf = g.encode(buf[:0], nd)
+		k := seqKey(nd.key)
 		// bbolt keeps the value slice until commit: copy it.
-		if err := bk.Put(seqKey(nd.key), append([]byte(nil), buf...)); err != nil {
+		if err := bk.Put(k, append([]byte(nil), buf...)); err != nil {
 			return err
 		}
+		switch want := !nd.drv.State.Settled(); {
+		case want && !nd.liveStored:
+			if err := live.Put(k, nil); err != nil {
+				return err
+			}
+		case !want && nd.liveStored:
+			if err := live.Delete(k); err != nil {
+				return err
+			}
+		}
+		nd.liveStored = !nd.drv.State.Settled()
+		g.consider(n)
 	}
 	g.changed = g.changed[:0]
+	for _, n := range g.candidates {
+		g.nodes[n].candidate = false
+		if g.evictable(n) {
+			g.evict(n)
+		}
+	}
+	g.candidates = g.candidates[:0]
 	return nil
 }
 
 // encode is a node's stored state: id, its buildstate.Drv (binrow), byte
-// flags (1 doomBlocked), uvarint lastSeq, uvarint pending, doomed's id.
+// flags (1 doomBlocked, 2 asked), uvarint lastSeq, uvarint pending,
+// doomed's id.
 func (g *graph) encode(b []byte, nd *node) []byte {
 	b = binrow.AppendString(b, nd.id)
 	b = binrow.AppendDrv(b, nd.drv)
 	var flags byte
 	if nd.doomBlocked {
 		flags |= 1
+	}
+	if nd.asked {
+		flags |= 2
 	}
 	b = append(b, flags)
 	b = binary.AppendUvarint(b, nd.lastSeq)
@@ -219,6 +466,7 @@ type decoded struct {
 	pending     int32
 	doomed      string
 	doomBlocked bool
+	asked       bool
 }
 
 func decode(v []byte) (decoded, error) {
@@ -226,7 +474,8 @@ func decode(v []byte) (decoded, error) {
 	var d decoded
 	d.id = r.String()
 	d.drv = r.Drv()
-	d.doomBlocked = r.Byte()&1 != 0
+	flags := r.Byte()
+	d.doomBlocked, d.asked = flags&1 != 0, flags&2 != 0
 	d.lastSeq = r.Uvarint()
 	d.pending = int32(r.Uvarint())
 	d.doomed = r.String()
@@ -236,34 +485,36 @@ func decode(v []byte) (decoded, error) {
 	return d, nil
 }
 
-// load rebuilds the graph from the stored derivations and their states.
-func (g *graph) load(tx *bolt.Tx) error {
-	err := tx.Bucket(infosBucket).ForEach(func(k, v []byte) error {
-		id, d, err := decodeInfo(v)
-		if err != nil || len(k) != 8 {
-			return fmt.Errorf("stored derivation %x: %v", k, err)
+// open loads what is not settled, and what that needs: its inputs, and
+// the causes of verdicts on their way. Settled derivations stay in bbolt
+// until a fold needs one.
+func (g *graph) open(tx *bolt.Tx) error {
+	g.tx = tx
+	type liveNode struct {
+		n      int32
+		inputs []string
+	}
+	var all []liveNode
+	err := tx.Bucket(liveBucket).ForEach(func(k, _ []byte) error {
+		n, inputs, err := g.load(k)
+		if err != nil {
+			return err
 		}
-		n := g.intern(id)
-		g.setInfo(n, binary.BigEndian.Uint64(k), d)
-		g.addInputs(n, d.GetInputDrvs())
+		g.nodes[n].liveStored = true
+		all = append(all, liveNode{n, inputs})
 		return nil
 	})
 	if err != nil {
 		return err
 	}
-	return tx.Bucket(nodesBucket).ForEach(func(k, v []byte) error {
-		d, err := decode(v)
-		if err != nil {
-			return fmt.Errorf("stored node %x: %w", k, err)
+	// In discovered order, as the live fold registered them: the
+	// dependents lists come back in the same order.
+	for _, l := range all {
+		if err := g.setInputs(l.n, l.inputs); err != nil {
+			return err
 		}
-		n := g.intern(d.id)
-		nd := &g.nodes[n]
-		nd.drv, nd.lastSeq, nd.pending, nd.doomBlocked = d.drv, d.lastSeq, d.pending, d.doomBlocked
-		if d.doomed != "" {
-			nd.doomed = g.intern(d.doomed) + 1
-		}
-		return nil
-	})
+	}
+	return nil
 }
 
 // decodeInfo reads an infos value: id (binrow string), DrvDiscovered.
@@ -291,6 +542,11 @@ func putInfo(tx *bolt.Tx, id string, key uint64, d *eventsv1.DrvDiscovered) erro
 		return err
 	}
 	return tx.Bucket(idsBucket).Put([]byte(id), seqKey(key))
+}
+
+// blockedKey is the blocked bucket's key for dependent d blocked by cause c.
+func blockedKey(c, d uint64) []byte {
+	return binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(make([]byte, 0, 16), c), d)
 }
 
 // State returns a derivation's state as the stored model knows it, for

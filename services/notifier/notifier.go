@@ -1,7 +1,9 @@
 // Package notifier tells people how a change ended. This version has one
 // sink, a local one that writes a conclusion line per jobset and change
-// (the line `ekaci run` and the logs show); GitHub check runs are another
-// sink behind the same interface.
+// (the line `ekaci run` and the logs show). GitHub check runs are not
+// built yet; they would be another Sink.
+//
+// It decides nothing: it reports the recorder's conclusions.
 package notifier
 
 import (
@@ -48,7 +50,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return nil
 	}
 	return worker.Run(ctx, cfg.Log.JetStream(), worker.Config{
-		Stream: eventlog.EventsStream, Durable: "notifier",
+		Stream: eventlog.EventsStream, Durable: eventlog.NotifierDurable,
 		Filters: []string{eventlog.FactFilter(eventlog.Jobset, "concluded"), eventlog.FactFilter(eventlog.Change, "concluded")},
 	}, handle, cfg.Logger)
 }

@@ -2,6 +2,9 @@
 // strictly and turns every job into a jobset. A missing file means no CI is
 // configured; a bad one is recorded with the key path that is wrong.
 //
+// It decides what CI a change has: its jobs (config_read, jobset_created)
+// or why it has none (config_invalid).
+//
 // Each checkout ends in exactly one fact, config_read or config_invalid,
 // appended only right after the change's checked_out (ExpectLast), and
 // each jobset is created only as new (ExpectLast(0)): a checkout
@@ -72,7 +75,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return record(ctx, cfg, rec, invalid(rec.ID, fmt.Sprintf("could not read %s: %v", ciconfig.FileName, cause)))
 	}
 	return worker.Run(ctx, cfg.Log.JetStream(), worker.Config{
-		Stream: eventlog.EventsStream, Durable: "reader",
+		Stream: eventlog.EventsStream, Durable: eventlog.ReaderDurable,
 		Filters: []string{eventlog.FactFilter(eventlog.Change, "checked_out")},
 		AckWait: 30 * time.Second, Concurrency: concurrency, MaxDeliver: cfg.MaxDeliver, Backoff: cfg.Backoff,
 		// One message per slot: none waits long enough to be redelivered.
@@ -138,9 +141,6 @@ func read(ctx context.Context, cfg Config, rec eventlog.Record, co *eventsv1.Cha
 			return err
 		}
 		read.Jobs = append(read.Jobs, job.Name)
-	}
-	for _, c := range conf.Checks {
-		read.Checks = append(read.Checks, c.Name)
 	}
 	return record(ctx, cfg, rec, &eventsv1.Event{Id: "config-read-" + changeID, Payload: &eventsv1.Event_ChangeConfigRead{ChangeConfigRead: read}})
 }

@@ -158,7 +158,8 @@ func TestOldLayoutIsRebuilt(t *testing.T) {
 		}
 	}
 
-	// Rows are keyed by their discovered sequence.
+	// Rows are keyed by their discovered sequence (settled so lately that
+	// they are still live).
 	for _, n := range []string{"a", "b", "c"} {
 		recs, _, err := log.Load(ctx, eventlog.Drv, did(n))
 		if err != nil {
@@ -169,8 +170,8 @@ func TestOldLayoutIsRebuilt(t *testing.T) {
 		if err != nil {
 			t.Fatalf("row of %s under its discovered sequence %d: %v", n, recs[0].Seq, err)
 		}
-		if r.ID != did(n) || r.Drv.Events != len(recs) {
-			t.Errorf("row under %d = %+v, want %s after %d events", recs[0].Seq, r, did(n), len(recs))
+		if r.ID != did(n) || r.Drv.Events != len(recs) || r.SettledAt != recs[len(recs)-1].Seq {
+			t.Errorf("row under %d = %+v, want %s after %d events, settled at %d", recs[0].Seq, r, did(n), len(recs), recs[len(recs)-1].Seq)
 		}
 	}
 }

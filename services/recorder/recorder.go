@@ -10,6 +10,7 @@ import (
 	"github.com/ekaci/ekaci/libs/eventlog"
 	"github.com/ekaci/ekaci/libs/eventlog/worker"
 	"github.com/ekaci/ekaci/libs/projection"
+	"github.com/ekaci/ekaci/libs/telemetry"
 )
 
 // Config wires the stage.
@@ -20,6 +21,8 @@ type Config struct {
 	// Feed, when set, is the event feed this process's read models share
 	// (the all-in-one); nil: a consumer of its own.
 	Feed *projection.Feed
+	// Metrics, when set, counts the reports the recorder gave up on.
+	Metrics *telemetry.Metrics
 }
 
 // Run records reports and concludes jobsets until ctx ends.
@@ -45,7 +48,10 @@ func Run(ctx context.Context, cfg Config) error {
 	g.Go(func() error { return runner.Run(ctx) })
 	g.Go(func() error {
 		return worker.RunBatch(ctx, cfg.Log.JetStream(), worker.Config{
-			Stream: eventlog.WorkStream, Durable: "recorder", Filters: []string{ReportsSubject},
+			Stream: eventlog.WorkStream, Durable: eventlog.RecorderReportsDurable, Filters: []string{eventlog.ReportsFilter},
+			// A report given up on ends its attempt as an infrastructure
+			// interruption, lest the derivation stay Building.
+			GiveUp: rep.giveUp, GaveUp: cfg.Metrics.CountGiveUp,
 		}, rep.handle, cfg.Logger)
 	})
 	return g.Wait()

@@ -9,6 +9,9 @@
 // with the error, so no derivation stays Buildable with nothing queued.
 // Both are guarded (ExpectLast on the buildable fact): they never land
 // after anything else happened to the derivation.
+//
+// It decides which pool builds each buildable derivation, or that none can
+// (interrupted).
 package router
 
 import (
@@ -102,9 +105,6 @@ type Config struct {
 // maxDetailBytes bounds the error quoted in an interruption.
 const maxDetailBytes = 2 << 10
 
-// BuildSubject is where requests for a system and class are queued.
-func BuildSubject(system string, c workv1.BuildClass) string { return eventlog.BuildSubject(system, c) }
-
 // Route picks the class for a buildable derivation; ok is false when no
 // builder can take it, healthy or not. Fixed-output derivations go to the
 // FOD pool, preferLocalBuild to the local builder; the rest go local while
@@ -188,7 +188,7 @@ func Run(ctx context.Context, cfg Config) error {
 					Detail: fmt.Sprintf("no builder serves system %q with features %v", b.GetSystem(), b.GetRequiredSystemFeatures()),
 				}},
 			}
-			cfg.Logger.Warn().Str("drv", b.GetDrvPath()).Str("system", b.GetSystem()).Msg("no builder can take this derivation")
+			cfg.Logger.Warn().Str("drv", rec.ID).Str("drv_path", b.GetDrvPath()).Str("system", b.GetSystem()).Msg("no builder can take this derivation")
 			if _, err := cfg.Log.Append(ctx, rec.ID, ev, eventlog.ExpectLast(rec.Seq)); err != nil && !isConflict(err) {
 				return nil, err
 			}
@@ -198,7 +198,7 @@ func Run(ctx context.Context, cfg Config) error {
 			DrvId: rec.ID, DrvPath: b.GetDrvPath(), System: b.GetSystem(), Class: class,
 			Attempt: b.GetAttempt(), RequiredSystemFeatures: b.GetRequiredSystemFeatures(), LastSeq: rec.Seq,
 		}
-		return &eventlog.Work{Subject: BuildSubject(b.GetSystem(), class), MsgID: "build-" + rec.ID + "-" + strconv.FormatUint(uint64(b.GetAttempt()), 10), Message: req}, nil
+		return &eventlog.Work{Subject: eventlog.BuildSubject(b.GetSystem(), class), MsgID: "build-" + rec.ID + "-" + strconv.FormatUint(uint64(b.GetAttempt()), 10), Message: req}, nil
 	}
 	// A batch's requests are queued pipelined: one round trip for all.
 	handle := func(ctx context.Context, msgs []jetstream.Msg) []error {
@@ -250,7 +250,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return nil
 	}
 	return worker.RunBatch(ctx, js, worker.Config{
-		Stream: eventlog.EventsStream, Durable: "router",
+		Stream: eventlog.EventsStream, Durable: eventlog.RouterDurable,
 		Filters: []string{eventlog.FactFilter(eventlog.Drv, string(buildstate.KindBuildable))},
 		Backoff: cfg.Backoff, MaxDeliver: cfg.MaxDeliver,
 		GiveUp: giveUp, GaveUp: cfg.Metrics.CountGiveUp,
@@ -280,7 +280,7 @@ func (l *localLoad) get(ctx context.Context, system string) int {
 		return s.n
 	}
 	n := 0
-	name := "builder-" + eventlog.SystemToken(system) + "-" + eventlog.ClassToken(workv1.BuildClass_BUILD_CLASS_LOCAL)
+	name := eventlog.BuilderDurable(system, workv1.BuildClass_BUILD_CLASS_LOCAL)
 	if c, err := l.js.Consumer(ctx, eventlog.WorkStream, name); err == nil {
 		if info, err := c.Info(ctx); err == nil {
 			n = int(info.NumPending) + info.NumAckPending

@@ -63,7 +63,7 @@ func TestRoute(t *testing.T) {
 }
 
 func TestBuildSubject(t *testing.T) {
-	if got := BuildSubject("x86_64-linux", workv1.BuildClass_BUILD_CLASS_FOD); got != "ekaci.work.build.x86_64-linux.fod" {
+	if got := eventlog.BuildSubject("x86_64-linux", workv1.BuildClass_BUILD_CLASS_FOD); got != "ekaci.work.build.x86_64-linux.fod" {
 		t.Fatalf("BuildSubject = %s", got)
 	}
 }
@@ -141,5 +141,22 @@ func TestUnqueueableBuildIsInterrupted(t *testing.T) {
 	}, "the router settled every message")
 	if got := facts(b, "interrupted"); len(got) != 0 {
 		t.Fatalf("b, building, was interrupted: %v", got)
+	}
+}
+
+// TestBuilderDurable pins the builder pools' consumer names the router
+// reads backlogs from: a renamed durable orphans a work-queue consumer.
+func TestBuilderDurable(t *testing.T) {
+	for _, tc := range []struct {
+		system string
+		class  workv1.BuildClass
+		want   string
+	}{
+		{"x86_64-linux", workv1.BuildClass_BUILD_CLASS_LOCAL, "builder-x86_64-linux-local"},
+		{"aarch64-darwin", workv1.BuildClass_BUILD_CLASS_FOD, "builder-aarch64-darwin-fod"},
+	} {
+		if got := eventlog.BuilderDurable(tc.system, tc.class); got != tc.want {
+			t.Errorf("BuilderDurable(%s, %s) = %s, want %s", tc.system, tc.class, got, tc.want)
+		}
 	}
 }

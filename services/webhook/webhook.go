@@ -1,6 +1,9 @@
 // Package webhook receives GitHub webhooks and records a change request for
 // every pull request opened, reopened or updated.
 //
+// It decides which GitHub deliveries become change requests
+// (change_requested).
+//
 // The signature (X-Hub-Signature-256, HMAC-SHA256 of the raw body) is
 // checked in constant time before the body is parsed; there is no SHA-1
 // fallback and no unsigned mode: the stage refuses to start without a

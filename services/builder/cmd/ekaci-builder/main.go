@@ -5,11 +5,13 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
 	"os"
 	"time"
 
 	"github.com/ekaci/ekaci/libs/flagenv"
 	workv1 "github.com/ekaci/ekaci/libs/gen/ekaci/work/v1"
+	"github.com/ekaci/ekaci/libs/logretention"
 	"github.com/ekaci/ekaci/libs/machines"
 	"github.com/ekaci/ekaci/libs/service"
 	"github.com/ekaci/ekaci/services/builder"
@@ -28,7 +30,12 @@ func main() {
 	noOutput := fs.Duration("no-output-timeout", time.Hour, "stop a build that prints nothing for this long")
 	total := fs.Duration("total-timeout", 0, "stop a build that runs longer than this (0: no limit)")
 	logDir := fs.String("log-dir", "/var/lib/ekaci/logs", "where each attempt's compressed log is kept")
+	logMaxAge := fs.Duration("log-max-age", logretention.DefaultMaxAge, "delete logs under --log-dir last written longer ago than this")
+	logMaxMiB := fs.Int64("log-max-mib", logretention.DefaultMaxBytes>>20, "bound the logs under --log-dir to this many MiB, deleting the oldest first (logs being written are never deleted)")
 	noBatch := fs.Bool("no-batch", false, "one nix-build per derivation, instead of one per lane for the ready derivations of a pool")
+	maxLogBytes := fs.Int64("max-log-bytes", 256<<20, "cap each build attempt's log at this many bytes; past it a notice is written and the build goes on (-1: no cap)")
+	stateDir := fs.String("state-dir", "/var/lib/ekaci/builder", "what outlives one life of this builder (locked while it runs): files naming its running Nix processes, ended at the next start, and its holder id")
+	lease := fs.Duration("lease", builder.DefaultLease, "how long after this builder's last heartbeat its running attempts count as abandoned")
 	machinesFile := fs.String("machines", "", "a Nix machines file: also serve the remote pools of their systems, building through them")
 	os.Exit(service.Main(fs, os.Args[1:], func(ctx context.Context, env service.Env) error {
 		var pools []builder.Pool
@@ -56,9 +63,18 @@ func main() {
 				pools = append(pools, builder.Pool{System: sys, Class: workv1.BuildClass_BUILD_CLASS_REMOTE, MaxJobs: n})
 			}
 		}
+		if *logMaxAge <= 0 || *logMaxMiB <= 0 {
+			return fmt.Errorf("--log-max-age %v, --log-max-mib %d: want both above 0", *logMaxAge, *logMaxMiB)
+		}
+		// Logs are pruned in this process, the one writing them: it sees
+		// which are open (see logretention).
+		go func() {
+			_ = logretention.New(logretention.Config{Dir: *logDir, MaxAge: *logMaxAge, MaxBytes: *logMaxMiB << 20, Logger: env.Logger}).Run(ctx)
+		}()
 		return builder.Run(ctx, builder.Config{
 			Log: env.Log, Conn: env.Conn, Logger: env.Logger, Name: *name, Pools: pools,
 			NixOptions: nixOpts, NoOutputTimeout: *noOutput, TotalTimeout: *total, LogDir: *logDir, Metrics: env.Metrics, Health: health, NoBatch: *noBatch,
+			MaxLogBytes: *maxLogBytes, StateDir: *stateDir, Lease: *lease,
 		})
 	}))
 }

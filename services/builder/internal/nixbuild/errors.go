@@ -3,8 +3,9 @@ package nixbuild
 import "errors"
 
 var (
-	// ErrNoNixBuild means nix-build is not on PATH; nothing was started.
-	ErrNoNixBuild = errors.New("nix-build not found")
-	// ErrBadOptions means Options cannot be turned into a command line.
+	// ErrNoNix means nix-store is not on PATH; nothing was started.
+	ErrNoNix = errors.New("nix-store not found")
+	// ErrBadOptions means Options or a job cannot be turned into a
+	// command line.
 	ErrBadOptions = errors.New("bad nixbuild options")
 )

@@ -1,64 +1,75 @@
-// Package nixbuild runs one nix-build of a .drv and reports what happened:
-// succeeded (with the output paths), failed (with nix-build's exit code), or
-// interrupted (timeout, cancellation, OOM kill, process death).
+// Package nixbuild realises derivations with Nix and judges each one by
+// the Nix store: succeeded (every output valid, whether built now, before
+// or by someone else), failed (its own build failed: a builder's exit
+// status, a hash mismatch, a reference check), or interrupted (a timeout,
+// a cancellation, an OOM kill, a dead Nix, or a fault of the machinery
+// such as a garbage-collected .drv).
 //
 // It promises that
-//   - every output line reaches Options.OnLine in order, and the whole
-//     output lands in a zstd-compressed log file that is complete and
-//     closed when Build returns, whatever happened;
-//   - when Build kills a build (timeout, cancellation), nix-build and the
-//     builder processes it started are gone when Build returns: nix-build
-//     runs in its own process group, and the groups Nix puts its builders
-//     in are tracked and killed too (see procs.go);
-//   - Build returns an error only when nothing could be started.
-//
-// Nix 2.8 writes build logs on stderr and only the output paths on stdout.
-// Build asks for --log-format raw-with-logs, which passes the builder's
-// lines through unprefixed (bar-with-logs would prefix every line with
-// "name> "; plain raw would drop them).
+//   - every output of every derivation is realised (`nix-store --realise`,
+//     which, unlike `nix-build X.drv`, does not stop at the output `out`);
+//   - a verdict never comes from text: after each Nix invocation the
+//     validity of every output of every derivation it was given is asked of
+//     the store (Store), and a derivation that is not all valid is
+//     classified from Nix's own records of that derivation's build
+//     activity (see Judge and parser); nothing a builder prints can change
+//     another derivation's verdict or classification;
+//   - a failure of the invocation is not a failure of the derivations in
+//     it: the ones Nix did not judge are built again, in halves down to
+//     alone, and only alone does what stopped Nix become their verdict;
+//   - the log stream is read without pause whatever a build prints: lines
+//     of any length are split for OnLine and the tail, each attempt's log
+//     stops at MaxLogBytes (with a notice; the build goes on) and the tail
+//     is bounded in bytes and valid UTF-8;
+//   - when Realise stops a build (cancellation) or Nix dies, nix-store and
+//     the builder processes it started are gone when Realise returns, and
+//     nix-store gets SIGTERM if this process dies (Pdeathsig); a Tracker
+//     lets the next life of the process end whatever survived;
+//   - Realise returns an error only when nothing could be started.
 package nixbuild
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
-	"sync/atomic"
-	"syscall"
 	"time"
+
+	"github.com/nix-community/go-nix/pkg/derivation"
 )
 
-// MaxLineBytes is the longest line handed to OnLine (and kept in Tail) in
-// one piece; a longer line arrives as several consecutive pieces. The log
-// file always keeps lines whole. 64 KiB stays well below NATS's default
-// 1 MiB max payload for live publishing.
+// MaxLineBytes is the longest piece of a line handed to OnLine (and kept
+// in Tail); a longer line arrives as several consecutive pieces. The log
+// file keeps lines whole. 64 KiB stays well below NATS's 1 MiB max payload
+// for live publishing.
 const MaxLineBytes = 64 << 10
 
 const (
 	defaultTailLines = 30
-	defaultKillGrace = 5 * time.Second
-	// maxStdout bounds what we keep of nix-build's stdout, which holds only
-	// output paths; anything past it is read and dropped.
-	maxStdout = 1 << 20
-	// readerDrain is how long we wait for EOF on our pipes after nix-build
-	// exited; only a process that escaped with a copy of them delays it.
+	// DefaultTailBytes bounds Result.Tail: a report (and the fact the
+	// recorder makes of it) must fit the server's max payload (1 MiB in
+	// the mesh) with room to spare.
+	DefaultTailBytes = 32 << 10
+	// DefaultMaxLogBytes is each attempt's log cap.
+	DefaultMaxLogBytes = 256 << 20
+	defaultKillGrace   = 5 * time.Second
+	// readerDrain is how long we wait for EOF on stderr after nix-store
+	// exited; only a process that escaped with a copy of it delays it.
 	readerDrain = 2 * time.Second
 )
 
-// snapshotEvery is how often the process groups below nix-build are
+// snapshotEvery is how often the process groups below nix-store are
 // re-read (a handful of /proc reads each time).
 var snapshotEvery = 250 * time.Millisecond
 
 // testHookSnapshot, when set, sees every refreshed group set (tests only).
 var testHookSnapshot func(groups []int)
 
-// Options tune one build. The zero value builds locally with Nix defaults,
-// no timeouts and no log file.
+// Options tune a realisation. The zero value builds locally with Nix
+// defaults, no timeouts and no log file.
 type Options struct {
 	// Builders is the Nix machines spec passed as --builders. Empty means
 	// local only: --builders '' is still passed so no build-remote hook runs.
@@ -66,27 +77,49 @@ type Options struct {
 	// NixOptions are extra name/value pairs, each passed as
 	// --option name value, e.g. {"substituters", ""}.
 	NixOptions []string
-	// MaxJobs is passed as --max-jobs; 0 leaves Nix's default.
+	// MaxJobs is --max-jobs for remote builds (with Builders; 0 there
+	// means never build here). Local invocations always build one
+	// derivation at a time (a batch's parallelism is several invocations):
+	// that is what lets each build's end be read from Nix's counters.
 	MaxJobs int
-	// NoOutputTimeout interrupts the build when nix-build prints no line for
-	// this long; 0 means never. Nix forwards builder output line by line, so
-	// a builder printing progress without newlines counts as silent.
+	// NoOutputTimeout and TotalTimeout apply to each derivation, through
+	// Nix's own max-silent-time and timeout (whole seconds, rounded up).
 	NoOutputTimeout time.Duration
-	// TotalTimeout interrupts the build after this long; 0 means never.
-	TotalTimeout time.Duration
-	// KillGrace is how long nix-build gets after SIGTERM to stop its
+	TotalTimeout    time.Duration
+	// KillGrace is how long nix-store gets after SIGTERM to stop its
 	// builders before everything gets SIGKILL; 0 means 5s.
 	KillGrace time.Duration
 	// LogPath is where the full log goes, zstd-compressed, parent
 	// directories created, replaced if present. Empty: no log file.
+	// (Build only; Realise takes it per Job.)
 	LogPath string
-	// OnLine gets every output line without its newline, stdout and stderr
-	// merged in order. It is called from one goroutine at a time, never
-	// after Build returns, and may keep the slice. It should be quick: a
-	// slow OnLine slows the build (nix-build blocks on a full pipe).
+	// OnLine gets every output line without its newline (Build only;
+	// Realise takes it per Job). It is called from one goroutine at a
+	// time, never after Realise returns, and may keep the slice. It should
+	// be quick: a slow OnLine slows the build.
 	OnLine func(line []byte)
 	// TailLines is how many last lines Result.Tail keeps; 0 means 30.
 	TailLines int
+	// TailBytes bounds Result.Tail in bytes; 0 means DefaultTailBytes.
+	TailBytes int
+	// MaxLogBytes caps each derivation's log (file and OnLine); past it a
+	// notice line is written and the rest is dropped while the build goes
+	// on. 0 means DefaultMaxLogBytes; < 0 no cap.
+	MaxLogBytes int64
+	// Store answers validity questions; nil: one is made per call (and
+	// closed after).
+	Store *Store
+	// Tracker, when set, records each running nix-store so that the next
+	// life of this process can end what this one left running.
+	Tracker *Tracker
+}
+
+// Job is one derivation of a realisation.
+type Job struct {
+	DrvPath string
+	// LogPath and OnLine are Options.LogPath and Options.OnLine, per job.
+	LogPath string
+	OnLine  func(line []byte)
 }
 
 // Outcome is how a build ended. The zero value is no outcome, so an unset
@@ -116,17 +149,20 @@ type Interruption int
 
 const (
 	None Interruption = iota
-	// Timeout: our NoOutputTimeout or TotalTimeout, or Nix's own
-	// max-silent-time/timeout (nix-build exit code 101).
+	// Timeout: Nix's max-silent-time or timeout stopped the build.
 	Timeout
 	// Cancelled: the context was done.
 	Cancelled
-	// OutOfMemory: a SIGKILL we did not send while the kernel OOM killer
-	// was active; a heuristic, see oom.go.
+	// OutOfMemory: Nix died of a SIGKILL we did not send while the
+	// kernel OOM killer was active; a heuristic, see oom.go.
 	OutOfMemory
-	// ProcessDeath: nix-build died of a signal we did not send and OOM is
-	// not a plausible cause.
+	// ProcessDeath: Nix died of a signal we did not send, or stopped
+	// before it finished the build.
 	ProcessDeath
+	// Infrastructure: the machinery failed, not the derivation: its .drv
+	// is gone from the store, Nix refused it or could not reach its
+	// store, Nix hung.
+	Infrastructure
 )
 
 func (i Interruption) String() string {
@@ -141,386 +177,277 @@ func (i Interruption) String() string {
 		return "out-of-memory"
 	case ProcessDeath:
 		return "process-death"
+	case Infrastructure:
+		return "infrastructure"
 	}
 	return "Interruption(" + strconv.Itoa(int(i)) + ")"
 }
 
-// Result is what happened to one build.
+// Result is what happened to one derivation.
 type Result struct {
 	Outcome Outcome
-	// ExitCode is nix-build's exit status: 0 on success, 100 for a failed
-	// builder, 101 when Nix's own timeout hit, 1 for other Nix errors
-	// (e.g. no such .drv, or a SIGTERM/SIGINT from someone else, which
-	// nix-build catches: that one is reported as ProcessDeath); -1 when it
-	// was killed by us or died of a signal. An OutOfMemory verdict on a
-	// builder keeps nix-build's 100.
+	// ExitCode is Nix's exit status for a failed build built alone (100
+	// a builder failed, 102 a hash mismatch, 1 another error such as a
+	// missing output), 100 for a failed build in a batch, 101 for a
+	// timeout, 0 on success, -1 when Nix was stopped or died.
 	ExitCode     int
 	Interruption Interruption
-	// Tail is the last TailLines output lines, joined by "\n".
+	// Tail is the last TailLines output lines, joined by "\n", at most
+	// TailBytes long, valid UTF-8.
 	Tail     string
 	Duration time.Duration
-	// LogPath is Options.LogPath, for convenience.
+	// LogPath is the job's LogPath, for convenience.
 	LogPath string
 	// LogErr is set when the log file could not be fully written or
-	// closed; the build's outcome stands regardless.
+	// closed; the outcome stands regardless.
 	LogErr error
-	// OutPaths are the store paths nix-build printed, on success only.
+	// OutPaths are every output path of the derivation (sorted by output
+	// name), on success only.
 	OutPaths []string
 	// Detail says in a sentence why an interrupted build stopped.
 	Detail string
+	// Invocations is how many Nix invocations the derivation took part in
+	// (more than one when an invocation failed and it was built again).
+	Invocations int
 }
 
-// Build runs `nix-build drvPath --no-out-link` with o and waits for it.
-// The error is non-nil only when the build could not start (bad options,
-// nix-build not on PATH, log file not creatable); everything that happens
-// after start is in the Result.
-func Build(ctx context.Context, drvPath string, o Options) (Result, error) {
-	args, err := o.args(drvPath)
-	if err != nil {
-		return Result{}, err
-	}
-	bin, err := exec.LookPath("nix-build")
-	if err != nil {
-		return Result{}, fmt.Errorf("%w: %w", ErrNoNixBuild, err)
-	}
-	lf, err := createLog(o.LogPath)
-	if err != nil {
-		return Result{}, err
-	}
+func (o Options) withDefaults() Options {
 	if o.TailLines <= 0 {
 		o.TailLines = defaultTailLines
+	}
+	if o.TailBytes <= 0 {
+		o.TailBytes = DefaultTailBytes
+	}
+	if o.MaxLogBytes == 0 {
+		o.MaxLogBytes = DefaultMaxLogBytes
 	}
 	if o.KillGrace <= 0 {
 		o.KillGrace = defaultKillGrace
 	}
-	r := &run{o: o, log: lf, tail: make([]string, 0, o.TailLines)}
-	return r.do(ctx, bin, args, drvPath)
+	return o
 }
 
-func (o Options) args(drvPath string) ([]string, error) {
-	if drvPath == "" || strings.HasPrefix(drvPath, "-") {
-		return nil, fmt.Errorf("%w: drv path %q", ErrBadOptions, drvPath)
-	}
+func (o Options) check() error {
 	if len(o.NixOptions)%2 != 0 {
-		return nil, fmt.Errorf("%w: NixOptions has %d entries, want name/value pairs", ErrBadOptions, len(o.NixOptions))
+		return fmt.Errorf("%w: NixOptions has %d entries, want name/value pairs", ErrBadOptions, len(o.NixOptions))
 	}
 	if o.MaxJobs < 0 {
-		return nil, fmt.Errorf("%w: MaxJobs %d", ErrBadOptions, o.MaxJobs)
+		return fmt.Errorf("%w: MaxJobs %d", ErrBadOptions, o.MaxJobs)
 	}
-	a := []string{drvPath, "--no-out-link", "--log-format", "raw-with-logs", "--builders", o.Builders}
-	if o.MaxJobs > 0 {
-		a = append(a, "--max-jobs", strconv.Itoa(o.MaxJobs))
-	}
-	for i := 0; i < len(o.NixOptions); i += 2 {
-		a = append(a, "--option", o.NixOptions[i], o.NixOptions[i+1])
-	}
-	return a, nil
+	return nil
 }
 
-// run is the state of one Build. The stream goroutine owns log, tail and
-// builderKilled until it finishes; the main goroutine uses them after.
-type run struct {
-	o             Options
-	detail        string // why supervise killed it, in words
-	log           *logFile
-	tail          []string // ring of the last TailLines lines
-	tailNext      int
-	builderKilled bool         // nix-build said a builder died of SIGKILL
-	lastInterrupt bool         // the last line is Nix's "interrupted by the user"
-	lastOutput    atomic.Int64 // unix nanoseconds of the last line
+// Build realises one derivation with o (LogPath and OnLine included).
+func Build(ctx context.Context, drvPath string, o Options) (Result, error) {
+	res, err := Realise(ctx, []Job{{DrvPath: drvPath, LogPath: o.LogPath, OnLine: o.OnLine}}, o)
+	if err != nil {
+		return Result{}, err
+	}
+	return res[0], nil
 }
 
-func (r *run) do(ctx context.Context, bin string, args []string, drvPath string) (Result, error) {
-	res := Result{LogPath: r.o.LogPath, ExitCode: -1}
-	if ctx.Err() != nil {
-		// Do not start what is already cancelled; still leave a (empty,
-		// valid) log so every Result.LogPath can be opened.
-		res.Outcome, res.Interruption = Interrupted, Cancelled
-		res.LogErr = r.log.Close()
-		return res, nil
+// Realise builds jobs (independent derivations: none an input of another)
+// and judges each by the store. Results are in jobs' order. The error is
+// non-nil only when nothing could be started (bad options, no nix-store,
+// a log file that cannot be created).
+func Realise(ctx context.Context, jobs []Job, o Options) ([]Result, error) {
+	o = o.withDefaults()
+	if err := o.check(); err != nil {
+		return nil, err
 	}
-	errR, errW, err := os.Pipe()
+	for _, j := range jobs {
+		if !strings.HasPrefix(j.DrvPath, "/") || !strings.HasSuffix(j.DrvPath, ".drv") {
+			return nil, fmt.Errorf("%w: drv path %q", ErrBadOptions, j.DrvPath)
+		}
+	}
+	bin, err := exec.LookPath("nix-store")
 	if err != nil {
-		r.log.discard()
-		return Result{}, fmt.Errorf("pipe for nix-build %s: %w", drvPath, err)
+		return nil, fmt.Errorf("%w: %w", ErrNoNix, err)
 	}
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		errR.Close()
-		errW.Close()
-		r.log.discard()
-		return Result{}, fmt.Errorf("pipe for nix-build %s: %w", drvPath, err)
+	js := make([]*job, len(jobs))
+	for i, j := range jobs {
+		lf, err := createLog(j.LogPath)
+		if err != nil {
+			for _, s := range js[:i] {
+				s.log.file.discard()
+			}
+			return nil, err
+		}
+		js[i] = &job{Job: j, log: newJobLog(lf, j.OnLine, o)}
 	}
-	defer errR.Close()
-	defer outR.Close()
-
-	cmd := exec.Command(bin, args...) // not CommandContext: we kill the whole tree ourselves
-	cmd.Stdout, cmd.Stderr = outW, errW
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	oom := startOOMProbe()
+	store := o.Store
+	if store == nil {
+		store = NewStore(o.NixOptions)
+		defer store.Close()
+	}
 	start := time.Now()
-	r.lastOutput.Store(start.UnixNano())
-	err = cmd.Start()
-	errW.Close()
-	outW.Close()
-	if err != nil {
-		r.log.discard()
-		return Result{}, fmt.Errorf("start nix-build %s: %w", drvPath, err)
-	}
-	pid := cmd.Process.Pid
-
-	streamDone := make(chan struct{})
-	go func() {
-		defer close(streamDone)
-		r.stream(errR)
-	}()
-	var stdout []byte
-	stdoutDone := make(chan struct{})
-	go func() {
-		defer close(stdoutDone)
-		stdout, _ = io.ReadAll(io.LimitReader(outR, maxStdout))
-		_, _ = io.Copy(io.Discard, outR)
-	}()
-	waited := make(chan struct{})
-	go func() {
-		defer close(waited)
-		_ = cmd.Wait() // the verdict comes from ProcessState
-	}()
-
-	reason, groups := r.supervise(ctx, pid, waited)
-	res.Duration = time.Since(start)
-	ws := cmd.ProcessState.Sys().(syscall.WaitStatus)
-	if reason != None || ws.Signaled() {
-		// Whatever nix-build left behind goes now: the rest of its own
-		// group and the builder groups it started.
-		groups.kill(syscall.SIGKILL)
-		_ = syscall.Kill(-pid, syscall.SIGKILL)
-	}
-
-	readers := make(chan struct{})
-	go func() {
-		<-streamDone
-		<-stdoutDone
-		close(readers)
-	}()
-	drain := time.NewTimer(readerDrain)
-	select {
-	case <-readers:
-	case <-drain.C:
-		// Someone outside nix-build still holds our pipes open; stop
-		// reading rather than hang.
-		_ = errR.SetReadDeadline(time.Now())
-		_ = outR.SetReadDeadline(time.Now())
-		<-readers
-	}
-	drain.Stop()
-
-	// nix-build writes stdout (the output paths) only after the build is
-	// done, so appending it after all of stderr keeps the true order
-	// without racing two readers.
-	var outPaths []string
-	for l := range bytes.Lines(stdout) {
-		l = bytes.TrimSuffix(l, []byte("\n"))
-		r.log.Write(l)
-		r.log.Write([]byte("\n"))
-		r.line(l)
-		if p := string(bytes.TrimSpace(l)); strings.HasPrefix(p, "/") {
-			outPaths = append(outPaths, p)
+	r := &realisation{bin: bin, o: o, store: store}
+	r.prepare(ctx, js)
+	var todo []*job
+	for _, j := range js {
+		if j.verdict == nil {
+			todo = append(todo, j)
 		}
 	}
-	res.LogErr = r.log.Close()
-	res.Tail = r.tailString()
-
-	switch {
-	case cmd.ProcessState.Success():
-		// Even if we were killing it: it finished first.
-		res.Outcome, res.ExitCode, res.OutPaths = Succeeded, 0, outPaths
-	case reason != None:
-		res.Outcome, res.Interruption, res.Detail = Interrupted, reason, r.detail
-	case ws.Signaled():
-		res.Outcome, res.Interruption = Interrupted, ProcessDeath
-		res.Detail = fmt.Sprintf("nix-build died of %v", ws.Signal())
-		if rose, known := oom.rose(); ws.Signal() == syscall.SIGKILL && (rose || !known) {
-			res.Interruption = OutOfMemory
-			res.Detail = "killed, most likely by the out-of-memory killer"
-		}
-	default:
-		res.ExitCode = ws.ExitStatus()
-		res.Outcome = Failed
-		// Nix 2.8 exits 0x60|bits for build failures: 0x04 failed (100),
-		// 0x01 timed out (101), 0x02 hash mismatch, 0x08 check mismatch.
-		if c := res.ExitCode; c&0x60 == 0x60 && c&^0x6f == 0 && c&0x01 != 0 {
-			res.Outcome, res.Interruption = Interrupted, Timeout
-			res.Detail = "stopped by Nix's own timeout (max-silent-time or timeout)"
-		} else if c == 1 && r.lastInterrupt {
-			// nix-build turns SIGTERM/SIGINT/SIGHUP from someone else into
-			// this message and exit code 1: a death, not a failed build.
-			res.Outcome, res.Interruption = Interrupted, ProcessDeath
-			res.Detail = "nix-build was interrupted by a signal from outside ekaci"
-		} else if r.builderKilled {
-			if rose, _ := oom.rose(); rose {
-				res.Outcome, res.Interruption = Interrupted, OutOfMemory
-				res.Detail = "the builder was killed, most likely by the out-of-memory killer"
-			}
-		}
+	if len(todo) > 0 {
+		r.run(ctx, todo)
 	}
-	return res, nil
+	elapsed := time.Since(start)
+	results := make([]Result, len(js))
+	for i, j := range js {
+		v := *j.verdict
+		res := Result{Outcome: v.Outcome, Interruption: v.Interruption, ExitCode: v.ExitCode, Detail: v.Detail,
+			LogPath: j.LogPath, Duration: j.took, Invocations: r.invocations[j]}
+		if res.Duration == 0 {
+			res.Duration = elapsed
+		}
+		if v.Outcome == Succeeded {
+			res.OutPaths = j.outputs
+		}
+		res.Tail = j.log.tailString()
+		res.LogErr = j.log.close()
+		results[i] = res
+	}
+	return results, nil
 }
 
-// supervise waits for nix-build to exit, killing it and its builders on
-// timeout or cancellation. It returns why it killed (or None) and the
-// process groups last seen below nix-build.
-func (r *run) supervise(ctx context.Context, pid int, waited <-chan struct{}) (Interruption, groupSet) {
-	groups := groupSet{}
-	reason := None
-	var totalC, silenceC, graceC <-chan time.Time
-	if r.o.TotalTimeout > 0 {
-		t := time.NewTimer(r.o.TotalTimeout)
-		defer t.Stop()
-		totalC = t.C
-	}
-	var silence *time.Timer
-	if r.o.NoOutputTimeout > 0 {
-		silence = time.NewTimer(r.o.NoOutputTimeout)
-		defer silence.Stop()
-		silenceC = silence.C
-	}
-	tick := time.NewTicker(snapshotEvery)
-	defer tick.Stop()
-	snapshot := func() {
-		groups.refresh(pid, pid)
-		if testHookSnapshot != nil {
-			gs := make([]int, 0, len(groups))
-			for g := range groups {
-				gs = append(gs, g)
-			}
-			testHookSnapshot(gs)
-		}
-	}
-	done := ctx.Done()
-	fromSilence := false
-	kill := func(why Interruption) {
-		select {
-		case <-waited:
-			return // it just exited on its own; that verdict stands
-		default:
-		}
-		reason = why
-		switch {
-		case why == Cancelled:
-			r.detail = "stopped: the build was cancelled"
-		case fromSilence:
-			r.detail = fmt.Sprintf("stopped: no output for %s (the no-output timeout)", r.o.NoOutputTimeout)
-		default:
-			r.detail = fmt.Sprintf("stopped: still running after %s (the total timeout)", r.o.TotalTimeout)
-		}
-		done, totalC, silenceC = nil, nil, nil
-		snapshot()
-		// SIGTERM first: Nix then kills its builders itself and exits
-		// with "interrupted by the user".
-		_ = syscall.Kill(-pid, syscall.SIGTERM)
-		graceC = time.After(r.o.KillGrace)
-	}
-
-	for {
-		select {
-		case <-waited:
-			return reason, groups
-		case <-done:
-			kill(Cancelled)
-		case <-totalC:
-			kill(Timeout)
-		case <-silenceC:
-			idle := time.Since(time.Unix(0, r.lastOutput.Load()))
-			if idle >= r.o.NoOutputTimeout {
-				fromSilence = true
-				kill(Timeout)
-			} else {
-				silence.Reset(r.o.NoOutputTimeout - idle)
-			}
-		case <-graceC:
-			graceC = nil
-			snapshot()
-			groups.kill(syscall.SIGKILL)
-			_ = syscall.Kill(-pid, syscall.SIGKILL)
-		case <-tick.C:
-			snapshot()
-		}
-	}
+type realisation struct {
+	bin         string
+	o           Options
+	store       *Store
+	invocations map[*job]int
 }
 
-// stream copies nix-build's stderr to the log and splits it into lines.
-// bufio.Reader.ReadSlice, unlike a Scanner, never fails on a long line: it
-// hands over full buffers, which we pass on in MaxLineBytes pieces.
-func (r *run) stream(rd io.Reader) {
-	br := bufio.NewReaderSize(rd, MaxLineBytes)
-	var pending []byte
-	split := false // pending's line was already partly handed out
-	for {
-		chunk, err := br.ReadSlice('\n')
-		if len(chunk) > 0 {
-			r.lastOutput.Store(time.Now().UnixNano())
-			r.log.Write(chunk)
-			complete := chunk[len(chunk)-1] == '\n'
-			if complete {
-				chunk = chunk[:len(chunk)-1]
-			}
-			pending = append(pending, chunk...)
-			for len(pending) > MaxLineBytes || (!complete && len(pending) == MaxLineBytes) {
-				r.line(pending[:MaxLineBytes])
-				pending = pending[:copy(pending, pending[MaxLineBytes:])]
-				split = true
-			}
-			if complete {
-				if len(pending) > 0 || !split {
-					r.line(pending)
-				}
-				pending, split = pending[:0], false
-			}
-		}
-		if err == bufio.ErrBufferFull {
+// prepare reads each .drv's outputs and asks the store, in one question,
+// which .drv files and outputs are valid: a .drv that is gone is an
+// infrastructure interruption before any build, and a derivation whose
+// outputs are all valid already is a success without one.
+func (r *realisation) prepare(ctx context.Context, js []*job) {
+	r.invocations = map[*job]int{}
+	var ask []string
+	for _, j := range js {
+		outs, err := readOutputs(j.DrvPath)
+		if err != nil {
+			j.verdict = &Verdict{Outcome: Interrupted, Interruption: Infrastructure, ExitCode: -1,
+				Detail: fmt.Sprintf("stopped: %v; not a build failure", err)}
 			continue
 		}
-		if err != nil { // io.EOF, or the drain deadline
-			if len(pending) > 0 {
-				r.line(pending)
+		j.outputs = outs
+		ask = append(ask, j.DrvPath)
+		ask = append(ask, outs...)
+	}
+	if len(ask) == 0 {
+		return
+	}
+	invalid, err := r.store.Invalid(context.WithoutCancel(ctx), ask)
+	if err != nil {
+		for _, j := range js {
+			if j.verdict == nil {
+				j.verdict = storeUnreachable(err)
 			}
-			return
+		}
+		return
+	}
+	for _, j := range js {
+		if j.verdict != nil {
+			continue
+		}
+		j.drvValid = !invalid[j.DrvPath]
+		o := Observed{DrvValid: j.drvValid, OutputsValid: true}
+		for _, out := range j.outputs {
+			if invalid[out] {
+				o.OutputsValid = false
+			}
+		}
+		if !o.DrvValid || o.OutputsValid {
+			v := Judge(o, Invocation{Jobs: 1})
+			j.verdict = &v
 		}
 	}
 }
 
-var (
-	builderFailedPrefix = []byte("error: builder for ")
-	killedBySIGKILL     = []byte("failed due to signal 9 (Killed)")
-	interruptedByUser   = []byte("error: interrupted by the user")
-)
+func storeUnreachable(err error) *Verdict {
+	return &Verdict{Outcome: Interrupted, Interruption: Infrastructure, ExitCode: -1,
+		Detail: fmt.Sprintf("stopped: the Nix store could not be asked which outputs are valid: %v; not a build failure", err)}
+}
 
-// line hands one line to OnLine (as its own copy) and the tail.
-func (r *run) line(l []byte) {
-	if bytes.HasPrefix(l, builderFailedPrefix) && bytes.Contains(l, killedBySIGKILL) {
-		r.builderKilled = true
+// run realises js in one invocation, judges each by the store, and builds
+// the ones Nix did not judge again, in halves, until each was alone.
+func (r *realisation) run(ctx context.Context, js []*job) {
+	res, err := invoke(ctx, r.bin, js, r.o)
+	for _, j := range js {
+		r.invocations[j]++
 	}
-	r.lastInterrupt = bytes.Equal(l, interruptedByUser)
-	if len(r.tail) < cap(r.tail) {
-		r.tail = append(r.tail, string(l))
-	} else {
-		r.tail[r.tailNext] = string(l)
-		r.tailNext = (r.tailNext + 1) % len(r.tail)
+	if err != nil {
+		// Not even started (fork failed, the pipe could not be made).
+		res = invocation{inv: Invocation{Jobs: len(js), Exit: -1}}
+		res.other = []string{err.Error()}
 	}
-	if r.o.OnLine != nil {
-		r.o.OnLine(bytes.Clone(l))
+	ask := make([]string, 0, 2*len(js))
+	for _, j := range js {
+		ask = append(ask, j.outputs...)
+	}
+	invalid, qerr := r.store.Invalid(context.WithoutCancel(ctx), ask)
+	var again []*job
+	for _, j := range js {
+		if qerr != nil {
+			j.verdict = storeUnreachable(qerr)
+			continue
+		}
+		v := Judge(j.observed(res, invalid), res.inv)
+		if v.Again {
+			if len(js) == 1 {
+				j.aborted++
+			}
+			again = append(again, j)
+			continue
+		}
+		if v.Outcome == Interrupted && v.Interruption != Cancelled && len(js) == 1 && len(res.other) > 0 && !j.started {
+			// Alone and never started: what Nix said is the only clue, and
+			// it is this derivation's own invocation.
+			for _, l := range res.other {
+				j.log.line([]byte(l))
+			}
+		}
+		j.verdict = &v
+	}
+	switch {
+	case len(again) == 0:
+	case len(again) == 1:
+		r.run(ctx, again)
+	default:
+		half := (len(again) + 1) / 2
+		r.run(ctx, again[:half])
+		r.run(ctx, again[half:])
 	}
 }
 
-func (r *run) tailString() string {
-	return joinTail(append(append([]string(nil), r.tail[r.tailNext:]...), r.tail[:r.tailNext]...))
-}
-
-// joinTail joins the tail's lines as valid UTF-8: a build may print any
-// bytes (Latin-1, binary, a rune cut where a long line was split), and a
-// tail that is not UTF-8 cannot be put in a report or an event (protobuf
-// strings must be); the log file keeps the bytes as they were.
-func joinTail(lines []string) string {
-	return strings.ToValidUTF8(strings.Join(lines, "\n"), "\uFFFD")
+// readOutputs returns every output path of the derivation at drvPath,
+// sorted by output name, read from the .drv with go-nix.
+func readOutputs(drvPath string) ([]string, error) {
+	f, err := os.Open(drvPath)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", drvPath, err)
+	}
+	defer f.Close()
+	d, err := derivation.ReadDerivation(f)
+	if err != nil {
+		return nil, fmt.Errorf("parse %s: %w", drvPath, err)
+	}
+	names := make([]string, 0, len(d.Outputs))
+	for name := range d.Outputs {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	outs := make([]string, 0, len(names))
+	for _, name := range names {
+		p := d.Outputs[name].Path
+		if p == "" {
+			// A content-addressed (floating) output has no path before it
+			// is built; 2.8 needs an experimental feature for those.
+			return nil, fmt.Errorf("%s: output %q has no path (content-addressed derivations are not supported)", drvPath, name)
+		}
+		outs = append(outs, p)
+	}
+	return outs, nil
 }

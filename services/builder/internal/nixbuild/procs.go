@@ -122,6 +122,9 @@ type procStat struct {
 	state byte
 	ppid  int
 	pgrp  int
+	// start is the process's start time in clock ticks since boot: with
+	// the pid, it names one process even after the pid is reused.
+	start uint64
 }
 
 // readStat parses /proc/<pid>/stat. The command name is in parentheses and
@@ -137,13 +140,14 @@ func readStat(pid int) (procStat, bool) {
 		return procStat{}, false
 	}
 	f := bytes.Fields(b[i+1:])
-	if len(f) < 3 || len(f[0]) != 1 {
+	if len(f) < 20 || len(f[0]) != 1 {
 		return procStat{}, false
 	}
 	ppid, err1 := strconv.Atoi(string(f[1]))
 	pgrp, err2 := strconv.Atoi(string(f[2]))
-	if err1 != nil || err2 != nil {
+	start, err3 := strconv.ParseUint(string(f[19]), 10, 64)
+	if err1 != nil || err2 != nil || err3 != nil {
 		return procStat{}, false
 	}
-	return procStat{state: f[0][0], ppid: ppid, pgrp: pgrp}, true
+	return procStat{state: f[0][0], ppid: ppid, pgrp: pgrp, start: start}, true
 }

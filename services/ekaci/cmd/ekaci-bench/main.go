@@ -49,7 +49,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.sample, "sample", 200, "derivations timed one `nix show-derivation` process each")
 	fs.StringVar(&o.out, "out", "", "also write the table (markdown) to this file")
 	fs.StringVar(&o.memprof, "memprofile", "", "with -scenario: write a heap profile here when it ends, before it stops (go tool pprof)")
-	fs.BoolVar(&o.trace, "trace", false, "with -scenario propagate: print progress every 250 ms to stderr")
+	fs.BoolVar(&o.trace, "trace", false, "with -scenario propagate: print progress every 250 ms to stderr (history: each change)")
 	fs.IntVar(&o.memLimit, "memory-limit-mib", service.DefaultMemoryLimitMiB, "the soft memory limit each scenario's process runs under, as the all-in-one's default (0: none)")
 	fs.StringVar(&o.cpuprof, "cpuprofile", "", "with -scenario: write a CPU profile of it here (go tool pprof)")
 	if err := fs.Parse(args); err != nil {
@@ -112,6 +112,8 @@ func child(o options, stdout, stderr io.Writer) int {
 		res, err = bench.Closure(ctx, dir, o.closureN, o.sample)
 	case "real":
 		res, err = bench.RealBuilds(ctx, dir, o.realN)
+	case "history":
+		res, err = bench.History(ctx, dir, o.n, 1)
 	default:
 		err = fmt.Errorf("unknown scenario %q", o.scenario)
 	}
@@ -135,7 +137,7 @@ func parent(o options, stdout, stderr io.Writer) int {
 		return 1
 	}
 	results := map[string]measured{}
-	for _, sc := range []string{"ceiling", "bolt", "schedule", "propagate", "closure", "real"} {
+	for _, sc := range []string{"ceiling", "bolt", "schedule", "propagate", "closure", "real", "history"} {
 		fmt.Fprintf(stderr, "ekaci-bench: %s ...\n", sc)
 		cmd := exec.Command(self, "-scenario", sc, "-n", fmt.Sprint(o.n), "-closure-n", fmt.Sprint(o.closureN),
 			"-real-n", fmt.Sprint(o.realN), "-sample", fmt.Sprint(o.sample), "-memory-limit-mib", fmt.Sprint(o.memLimit))
@@ -201,6 +203,14 @@ func render(o options, r map[string]measured) string {
 	row(fmt.Sprintf("real builds: %d-drv graph, `ekaci run` path vs one `nix-build --keep-going -j2`", real.N),
 		fmt.Sprintf("%.1f s", real.Seconds), fmt.Sprintf("%.1f s", real.Extra["nix_build_s"]),
 		fmt.Sprintf("%.2f×", real.Seconds/real.Extra["nix_build_s"]), "≤ 1.5×", real.Seconds <= 1.5*real.Extra["nix_build_s"], real.rssMB)
+	hist := r["history"]
+	tRatio, mRatio := hist.Extra["last_s"]/hist.Extra["first_s"], hist.Extra["last_rss_mib"]/hist.Extra["first_rss_mib"]
+	row(fmt.Sprintf("history: %d changes of %d drvs, each 95%% shared with the one before, one data dir: the last vs the first", bench.HistoryChanges, hist.N),
+		fmt.Sprintf("%.1f s, peak %.0f MiB (live heap after it %.0f MiB)", hist.Extra["last_s"], hist.Extra["last_rss_mib"], hist.Extra["last_heap_mib"]),
+		fmt.Sprintf("first: %.1f s, peak %.0f MiB (live heap after it %.0f MiB)", hist.Extra["first_s"], hist.Extra["first_rss_mib"], hist.Extra["first_heap_mib"]),
+		fmt.Sprintf("%.2f× / %.2f×", tRatio, mRatio), "≤ 1.2× time and peak RSS", tRatio <= 1.2 && mRatio <= 1.2, hist.rssMB)
+	row(fmt.Sprintf("start-up after the %d changes: restart on the data dir until a one-derivation change concludes", bench.HistoryChanges),
+		fmt.Sprintf("%.2f s", hist.Extra["startup_s"]), fmt.Sprintf("the embedded nats-server's restart alone: %.2f s", hist.Extra["startup_server_s"]), "", "≤ 2 s", hist.Extra["startup_s"] <= 2, hist.rssMB)
 	peak := max(sched.rssMB, prop.rssMB)
 	row(fmt.Sprintf("peak RSS of the all-in-one at %d drvs (ingest, schedule, propagation; soft memory limit %d MiB)", sched.N, o.memLimit),
 		fmt.Sprintf("%.0f MiB", peak), "", "", "≤ 1 GiB", peak <= 1024, peak)

@@ -17,10 +17,12 @@ import (
 
 	"github.com/ekaci/ekaci/libs/flagenv"
 	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
+	"github.com/ekaci/ekaci/libs/logretention"
 	"github.com/ekaci/ekaci/libs/machines"
 	"github.com/ekaci/ekaci/libs/service"
 	"github.com/ekaci/ekaci/libs/telemetry"
 	"github.com/ekaci/ekaci/services/ekaci"
+	"github.com/ekaci/ekaci/services/evaluator"
 )
 
 // Exit statuses: a failed conclusion is 1, a usage error 2, anything that
@@ -61,6 +63,12 @@ type options struct {
 	output    string
 	timeout   time.Duration
 	memLimit  int
+
+	evalMemMiB int64 // --eval-memory-limit-mib
+
+	storage     *service.StorageFlags // --events-max-mib, --logs-max-mib, ...
+	natsMaxMiB  int64                 // --nats-max-store-mib
+	buildLogMiB int64                 // --build-log-max-mib
 }
 
 func flags(name string, stderr io.Writer) (*flag.FlagSet, *options) {
@@ -85,6 +93,13 @@ func flags(name string, stderr io.Writer) (*flag.FlagSet, *options) {
 	fs.DurationVar(&c.TotalTimeout, "total-timeout", 0, "stop a build that runs longer than this (0: no limit)")
 	fs.IntVar(&o.memLimit, "memory-limit-mib", service.DefaultMemoryLimitMiB, "soft limit of this process's Go memory, in MiB: the collector works harder near it instead of letting garbage double the footprint, and less far below it (GOGC 400) (0: none; GOMEMLIMIT and GOGC, when set, win)")
 	fs.BoolVar(&c.NoBatch, "no-batch", false, "one nix-build per derivation, instead of one per lane for the ready derivations of a pool")
+	fs.Int64Var(&c.MaxLogBytes, "max-log-bytes", 256<<20, "cap each build attempt's log at this many bytes; past it a notice is written and the build goes on (-1: no cap)")
+	fs.DurationVar(&c.EvalTimeout, "eval-timeout", evaluator.DefaultEvalTimeout, "stop evaluating a job (head and base together) after this long; it fails saying so (0: no limit)")
+	fs.Int64Var(&o.evalMemMiB, "eval-memory-limit-mib", evaluator.DefaultEvalMemoryLimit>>20, "address-space limit of each Nix process evaluating a job, in MiB; over it the job fails saying so (0: no limit)")
+	o.storage = service.AddStorageFlags(fs)
+	fs.Int64Var(&o.natsMaxMiB, "nats-max-store-mib", 0, "JetStream store limit of the embedded NATS server, in MiB; it must hold the streams' budgets (0: their sum plus 1 GiB)")
+	fs.DurationVar(&c.BuildLogMaxAge, "build-log-max-age", logretention.DefaultMaxAge, "delete build logs under <data-dir>/logs last written longer ago than this")
+	fs.Int64Var(&o.buildLogMiB, "build-log-max-mib", logretention.DefaultMaxBytes>>20, "bound the build logs under <data-dir>/logs to this many MiB, deleting the oldest first (logs being written are never deleted)")
 	fs.StringVar(&o.machines, "machines", "", "a Nix machines file of remote builders (uri systems ssh-key max-jobs speed-factor features mandatory-features host-key)")
 	fs.Var(&o.nix, "nix-option", "a Nix option for every evaluation and build, name=value, e.g. substituters= (repeatable; in the environment, separate with ';')")
 	if name == "run" {
@@ -131,6 +146,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	o.cfg.Systems = o.systems
 	o.cfg.Features = o.features
 	o.cfg.NixOptions = o.nix
+	if o.cfg.Streams, err = o.storage.Streams(o.cfg.Streams); err != nil {
+		fmt.Fprintf(stderr, "ekaci %s: %v\n", cmd, err)
+		return exitUsage
+	}
+	if o.natsMaxMiB < 0 || o.buildLogMiB <= 0 || o.cfg.BuildLogMaxAge <= 0 {
+		fmt.Fprintf(stderr, "ekaci %s: --nats-max-store-mib %d, --build-log-max-mib %d, --build-log-max-age %v: want sizes and an age above 0 (the store limit may be 0: automatic)\n", cmd, o.natsMaxMiB, o.buildLogMiB, o.cfg.BuildLogMaxAge)
+		return exitUsage
+	}
+	o.cfg.NatsMaxStore, o.cfg.BuildLogMaxBytes = o.natsMaxMiB<<20, o.buildLogMiB<<20
+	if o.cfg.EvalTimeout <= 0 {
+		o.cfg.EvalTimeout = -1 // the flag's 0 is no limit; Config's 0 the default
+	}
+	o.cfg.EvalMemoryLimit = -1
+	if o.evalMemMiB > 0 {
+		o.cfg.EvalMemoryLimit = o.evalMemMiB << 20
+	}
 	if o.machines != "" {
 		if o.cfg.Machines, err = machines.ReadFile(o.machines); err != nil {
 			fmt.Fprintf(stderr, "ekaci %s: --machines: %v\n", cmd, err)

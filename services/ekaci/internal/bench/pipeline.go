@@ -75,6 +75,8 @@ type Pipeline struct {
 	countErr   error // the last failure to count, reported by WaitCount
 	// IngressAt is the stream position the ingress graph has folded.
 	IngressAt atomic.Uint64
+	// Ingress is the ingress model (its Resident, for the history scenario).
+	Ingress *ingress.Graph
 }
 
 // Options of a pipeline run.
@@ -94,7 +96,7 @@ func Start(ctx context.Context, o Options) (*Pipeline, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Pipeline{Server: srv}
+	p := &Pipeline{Server: srv, Ingress: ingress.NewGraph(zerolog.Nop())}
 	connect := func(name string) (*eventlog.Log, *nats.Conn, error) {
 		nc, js, err := service.Connect(ctx, srv.ClientURL(), name, eventlog.StreamOptions{})
 		if err != nil {
@@ -139,7 +141,7 @@ func Start(ctx context.Context, o Options) (*Pipeline, error) {
 		run  func(ctx context.Context, log *eventlog.Log, nc *nats.Conn) error
 	}{
 		{"ingress", func(ctx context.Context, log *eventlog.Log, _ *nats.Conn) error {
-			return ingress.Run(ctx, ingress.Config{Log: log, DataDir: o.Dir, Logger: nop, Limits: o.IngressLimits, Feed: feed, Applied: func(seq uint64) { p.IngressAt.Store(seq) }})
+			return ingress.Run(ctx, ingress.Config{Log: log, DataDir: o.Dir, Logger: nop, Limits: o.IngressLimits, Feed: feed, Applied: func(seq uint64) { p.IngressAt.Store(seq) }, Graph: p.Ingress})
 		}},
 		{"router", func(ctx context.Context, log *eventlog.Log, _ *nats.Conn) error {
 			return router.Run(ctx, router.Config{Log: log, Logger: nop, Builders: routes})

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ekaci/ekaci/libs/nixtest"
 )
 
 // layered is a Nix file of layers × width trivial derivations, each
@@ -35,7 +37,7 @@ func layered(layers, width, fanIn int, salt string) string {
 // BenchmarkWalk reads a 2,000-derivation closure (20 layers of 100, 8
 // inputs each) from .drv files.
 func BenchmarkWalk(b *testing.B) {
-	requireNix(b)
+	nixtest.Require(b)
 	const layers, width = 20, 100
 	var attrs []string
 	for w := 0; w < width; w++ {

@@ -12,14 +12,8 @@ import (
 	"time"
 
 	"github.com/ekaci/ekaci/libs/eventlog"
+	"github.com/ekaci/ekaci/libs/nixtest"
 )
-
-func requireNix(t testing.TB) {
-	t.Helper()
-	if _, err := exec.LookPath("nix-instantiate"); err != nil {
-		t.Fatal("nix-instantiate not on PATH: run `make nix` (apt-get install -y nix-bin) first")
-	}
-}
 
 // instantiate writes expr to a file and returns attribute → .drv path.
 func instantiate(t testing.TB, expr string, attrs ...string) map[string]string {
@@ -30,7 +24,7 @@ func instantiate(t testing.TB, expr string, attrs ...string) map[string]string {
 		t.Fatal(err)
 	}
 	out := map[string]string{}
-	args := []string{"--option", "substituters", "", file}
+	args := append(nixtest.NoSubstitutersArgs(), file)
 	for _, a := range attrs {
 		args = append(args, "-A", a)
 	}
@@ -71,7 +65,7 @@ func salted(t testing.TB) string {
 }
 
 func TestWalk(t *testing.T) {
-	requireNix(t)
+	nixtest.Require(t)
 	drvs := instantiate(t, salted(t), "base", "left", "right", "top", "fod", "usesFod", "structured")
 	got, err := Walk(context.Background(), []string{drvs["top"], drvs["usesFod"], drvs["structured"], drvs["left"]})
 	if err != nil {
@@ -160,7 +154,7 @@ func TestWalkMissingDrv(t *testing.T) {
 }
 
 func TestInvalid(t *testing.T) {
-	requireNix(t)
+	nixtest.Require(t)
 	drvs := instantiate(t, salted(t), "base")
 	d, err := Walk(context.Background(), []string{drvs["base"]})
 	if err != nil {
@@ -171,7 +165,7 @@ func TestInvalid(t *testing.T) {
 	if err != nil || !inv[out] {
 		t.Fatalf("unbuilt output: invalid=%v err=%v", inv, err)
 	}
-	if b, err := exec.Command("nix-build", "--option", "substituters", "", "--no-out-link", drvs["base"]).CombinedOutput(); err != nil {
+	if b, err := exec.Command("nix-build", append(nixtest.NoSubstitutersArgs(), "--no-out-link", drvs["base"])...).CombinedOutput(); err != nil {
 		t.Fatalf("nix-build: %v\n%s", err, b)
 	}
 	inv, err = Invalid(context.Background(), []string{out})

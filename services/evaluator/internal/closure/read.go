@@ -89,8 +89,11 @@ func parse(path string, data io.Reader) (Drv, error) {
 	return d, nil
 }
 
-// drvID is eventlog.DrvID(path), without its regular expression when path
-// is /<dir>/<32 letters, digits or _>-<name>.drv, as a store path is.
+// drvID is eventlog.DrvID(path), with a shorter path (no path.Base, no
+// general token check) when path is /<dir>/<32 letters, digits or
+// _>-<name>.drv, as a store path is: about 60 ns against 80-120 ns a call
+// (go test -bench, 2 shared cores), a few milliseconds in a 100,000
+// derivation closure.
 func drvID(path string) (string, error) {
 	base := path[strings.LastIndexByte(path, '/')+1:]
 	if len(base) < 33 || base[32] != '-' || !strings.HasSuffix(base, ".drv") {

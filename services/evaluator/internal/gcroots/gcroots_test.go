@@ -9,22 +9,22 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ekaci/ekaci/libs/nixtest"
 )
 
-var offline = []string{"substituters", ""}
+var offline = nixtest.NoSubstituters()
 
 // instantiate writes n fresh derivations (unique names: nothing else roots
 // them) and returns their .drv paths.
 func instantiate(t *testing.T, n int) []string {
 	t.Helper()
-	if _, err := exec.LookPath("nix-instantiate"); err != nil {
-		t.Fatal("nix-instantiate not on PATH: run `make nix` (apt-get install -y nix-bin) first")
-	}
+	nixtest.Require(t)
 	var list strings.Builder
 	for i := range n {
 		fmt.Fprintf(&list, ` (derivation { name = "gcroots-test-%d-%d"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo > $out" ]; })`, time.Now().UnixNano(), i)
 	}
-	out, err := exec.Command("nix-instantiate", "--option", "substituters", "", "-E", "["+list.String()+" ]").Output()
+	out, err := exec.Command("nix-instantiate", append(nixtest.NoSubstitutersArgs(), "-E", "["+list.String()+" ]")...).Output()
 	if err != nil {
 		t.Fatalf("nix-instantiate: %v", err)
 	}

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"github.com/ekaci/ekaci/libs/nixtest"
 )
 
 // Review finding 7: trimError cut at byte 2000, in the middle of a rune,
@@ -63,7 +65,7 @@ func TestOutOfMemory(t *testing.T) {
 // the same job without a limit would take GiBs (measured: genList of 1e8
 // needs over 800 MB for the list alone).
 func TestMemoryLimit(t *testing.T) {
-	requireNix(t)
+	nixtest.Require(t)
 	dir := write(t, map[string]string{
 		"big.nix":    `{ fine = derivation { name = "fine"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo > $out" ]; }; big = builtins.genList (x: x) 100000000; }`,
 		"small.nix":  `{ fine = derivation { name = "fine"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo > $out" ]; }; }`,
@@ -101,7 +103,7 @@ func TestMemoryLimit(t *testing.T) {
 // also a builder of an import-from-derivation, which Nix runs in a process
 // group of its own.
 func TestTimeLimitKillsTheTree(t *testing.T) {
-	requireNix(t)
+	nixtest.Require(t)
 	marker := fmt.Sprintf("ekaci-eval-timeout-%d", time.Now().UnixNano())
 	dir := write(t, map[string]string{
 		"loop.nix": `{ a = builtins.foldl' (a: i: builtins.foldl' (b: j: b + j) a (builtins.genList (x: x) 10000)) 0 (builtins.genList (x: x) 1000000); }`,

@@ -8,16 +8,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/ekaci/ekaci/libs/nixtest"
 )
 
-func requireNix(t testing.TB) {
-	t.Helper()
-	if _, err := exec.LookPath("nix-instantiate"); err != nil {
-		t.Fatal("nix-instantiate not on PATH: run `make nix` (apt-get install -y nix-bin) first")
-	}
-}
-
-var offline = []string{"substituters", ""}
+var offline = nixtest.NoSubstituters()
 
 func write(t *testing.T, files map[string]string) string {
 	t.Helper()
@@ -39,7 +34,7 @@ const lib = `
 `
 
 func TestEvaluate(t *testing.T) {
-	requireNix(t)
+	nixtest.Require(t)
 	dir := write(t, map[string]string{
 		"default.nix": `let` + lib + `in {
   a = mk "a";
@@ -128,7 +123,7 @@ func TestEvaluate(t *testing.T) {
 }
 
 func TestNixString(t *testing.T) {
-	requireNix(t)
+	nixtest.Require(t)
 	for _, s := range []string{`plain`, `q"uote`, `back\slash`, "${interp}", "line\nbreak\ttab", `$${x}`} {
 		out, err := exec.Command("nix-instantiate", "--eval", "--json", "-E", nixString(s)).Output()
 		if err != nil {

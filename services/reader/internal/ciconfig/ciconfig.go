@@ -3,6 +3,9 @@
 // the checkout. A refusal names the key path that is wrong and what was
 // expected there, so a pull request author can fix it without reading our
 // code.
+//
+// Sandboxed checks (a "checks" key) are not built yet: a configuration that
+// has one is refused, rather than read and its checks silently skipped.
 package ciconfig
 
 import (
@@ -43,10 +46,9 @@ func (e *Error) Error() string {
 	return FileName + ": " + e.Path + ": " + e.Msg
 }
 
-// Config is a read configuration; jobs and checks are sorted by name.
+// Config is a read configuration; jobs are sorted by name.
 type Config struct {
-	Jobs   []Job
-	Checks []Check
+	Jobs []Job
 }
 
 // Job is one Nix file to evaluate and build.
@@ -58,16 +60,10 @@ type Job struct {
 	Args              map[string]string
 }
 
-// Check is a command run in a sandbox over the checkout.
-type Check struct {
-	Name           string
-	Command        string
-	AllowNetwork   bool
-	TimeoutSeconds int
-}
-
-// DefaultCheckTimeout is a check's timeout when the config gives none.
-const DefaultCheckTimeout = 600
+// ChecksNotSupported is the refusal of a "checks" key: nothing runs checks
+// yet, and a configuration that lists them must not read as if its checks
+// passed.
+const ChecksNotSupported = `sandboxed checks are not supported yet (they would be silently skipped); remove the "checks" key`
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 
@@ -114,7 +110,10 @@ func Parse(root string, data []byte) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := onlyKeys(doc, "", "jobs", "checks"); err != nil {
+	if _, ok := doc["checks"]; ok {
+		return nil, &Error{Path: "checks", Msg: ChecksNotSupported}
+	}
+	if err := onlyKeys(doc, "", "jobs"); err != nil {
 		return nil, err
 	}
 	cfg := &Config{}
@@ -136,21 +135,7 @@ func Parse(root string, data []byte) (*Config, error) {
 		}
 		cfg.Jobs = append(cfg.Jobs, job)
 	}
-	if raw, ok := doc["checks"]; ok {
-		checks, err := object(raw, "checks")
-		if err != nil {
-			return nil, err
-		}
-		for name, raw := range checks {
-			c, err := parseCheck(name, raw)
-			if err != nil {
-				return nil, err
-			}
-			cfg.Checks = append(cfg.Checks, c)
-		}
-	}
 	sort.Slice(cfg.Jobs, func(i, j int) bool { return cfg.Jobs[i].Name < cfg.Jobs[j].Name })
-	sort.Slice(cfg.Checks, func(i, j int) bool { return cfg.Checks[i].Name < cfg.Checks[j].Name })
 	return cfg, nil
 }
 
@@ -211,45 +196,6 @@ func parseJob(root, name string, raw json.RawMessage) (Job, error) {
 		}
 	}
 	return job, nil
-}
-
-func parseCheck(name string, raw json.RawMessage) (Check, error) {
-	at := "checks." + name
-	if err := checkName("checks", name); err != nil {
-		return Check{}, err
-	}
-	m, err := object(raw, at)
-	if err != nil {
-		return Check{}, err
-	}
-	if err := onlyKeys(m, at, "command", "allow_network", "timeout_seconds"); err != nil {
-		return Check{}, err
-	}
-	c := Check{Name: name, TimeoutSeconds: DefaultCheckTimeout}
-	cmdRaw, ok := m["command"]
-	if !ok {
-		return Check{}, &Error{Path: at + ".command", Msg: "missing: want the command to run"}
-	}
-	if err := decode(cmdRaw, at+".command", "a string", &c.Command); err != nil {
-		return Check{}, err
-	}
-	if strings.TrimSpace(c.Command) == "" {
-		return Check{}, &Error{Path: at + ".command", Msg: "is empty: want the command to run"}
-	}
-	if raw, ok := m["allow_network"]; ok {
-		if err := decode(raw, at+".allow_network", "true or false", &c.AllowNetwork); err != nil {
-			return Check{}, err
-		}
-	}
-	if raw, ok := m["timeout_seconds"]; ok {
-		if err := decode(raw, at+".timeout_seconds", "a whole number of seconds", &c.TimeoutSeconds); err != nil {
-			return Check{}, err
-		}
-		if c.TimeoutSeconds < 1 || c.TimeoutSeconds > 86400 {
-			return Check{}, &Error{Path: at + ".timeout_seconds", Msg: fmt.Sprintf("%d is out of range: want 1 to 86400", c.TimeoutSeconds)}
-		}
-	}
-	return c, nil
 }
 
 // repoPath checks that p names a regular file inside root, also after

@@ -2,6 +2,7 @@ package ciconfig
 
 import (
 	"errors"
+	"flag"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -9,6 +10,31 @@ import (
 	"testing"
 	"unicode/utf8"
 )
+
+// update rewrites the refusals' golden files: go test -run Refusals -update.
+var update = flag.Bool("update", false, "rewrite testdata/refusals/*.golden from the current refusals")
+
+// checkGolden compares got with the golden file at path (rewritten with
+// -update).
+func checkGolden(t *testing.T, path, got string) {
+	t.Helper()
+	if *update {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("read golden file (create it with go test -run Refusals -update): %v", err)
+	}
+	if got != string(want) {
+		t.Errorf("refusal differs from %s (go test -run Refusals -update rewrites it):\n--- got\n%s--- want\n%s", path, got, want)
+	}
+}
 
 func checkout(t *testing.T, files map[string]string) string {
 	t.Helper()
@@ -31,10 +57,6 @@ func TestReadGoodConfig(t *testing.T) {
   "jobs": {
     "pkgs": {"file": "./nix/release.nix", "attr": "x86.all", "allow_eval_failures": false, "args": {"system": "x86_64-linux"}},
     "app": {"file": "default.nix"}
-  },
-  "checks": {
-    "lint": {"command": "./lint.sh"},
-    "test": {"command": "make test", "allow_network": true, "timeout_seconds": 30}
   }
 }`,
 		"nix/release.nix": "{}", "default.nix": "{}",
@@ -47,10 +69,6 @@ func TestReadGoodConfig(t *testing.T) {
 		Jobs: []Job{
 			{Name: "app", File: "default.nix", AllowEvalFailures: true},
 			{Name: "pkgs", File: "nix/release.nix", Attr: "x86.all", AllowEvalFailures: false, Args: map[string]string{"system": "x86_64-linux"}},
-		},
-		Checks: []Check{
-			{Name: "lint", Command: "./lint.sh", TimeoutSeconds: DefaultCheckTimeout},
-			{Name: "test", Command: "make test", AllowNetwork: true, TimeoutSeconds: 30},
 		},
 	}
 	if !reflect.DeepEqual(got, want) {
@@ -79,8 +97,8 @@ func TestRefusals(t *testing.T) {
 	}{
 		{name: "syntax", config: "{\n  \"jobs\": {,\n}", path: "", msg: "line 2, column 12"},
 		{name: "not an object", config: `[1]`, path: "", msg: "want an object, found an array"},
-		{name: "unknown top key", config: `{"jobs": {"a": {"file": "a.nix"}}, "job": {}}`, path: "job", msg: "unknown key: want one of jobs, checks"},
-		{name: "no jobs", config: `{"checks": {}}`, path: "", msg: `has no "jobs"`},
+		{name: "unknown top key", config: `{"jobs": {"a": {"file": "a.nix"}}, "job": {}}`, path: "job", msg: "unknown key: want one of jobs"},
+		{name: "no jobs", config: `{}`, path: "", msg: `has no "jobs"`},
 		{name: "empty jobs", config: `{"jobs": {}}`, path: "jobs", msg: "at least one job"},
 		{name: "jobs not object", config: `{"jobs": ["a"]}`, path: "jobs", msg: "want an object, found an array"},
 		{name: "job not object", config: `{"jobs": {"a": "a.nix"}}`, path: "jobs.a", msg: `want an object, found a string "a.nix"`},
@@ -100,15 +118,29 @@ func TestRefusals(t *testing.T) {
 		{name: "args type", config: `{"jobs": {"a": {"file": "a.nix", "args": ["x"]}}}`, path: "jobs.a.args", msg: "want an object"},
 		{name: "arg value type", config: `{"jobs": {"a": {"file": "a.nix", "args": {"n": 1}}}}`, path: "jobs.a.args.n", msg: "want a string, found the number 1"},
 		{name: "duplicate job", config: `{"jobs": {"a": {"file": "a.nix"}, "a": {"file": "a.nix"}}}`, path: "jobs.a", msg: "appears twice"},
-		{name: "check unknown key", config: `{"jobs": {"a": {"file": "a.nix"}}, "checks": {"c": {"command": "x", "network": true}}}`, path: "checks.c.network", msg: "unknown key"},
-		{name: "check no command", config: `{"jobs": {"a": {"file": "a.nix"}}, "checks": {"c": {}}}`, path: "checks.c.command", msg: "missing"},
-		{name: "check empty command", config: `{"jobs": {"a": {"file": "a.nix"}}, "checks": {"c": {"command": "  "}}}`, path: "checks.c.command", msg: "is empty"},
-		{name: "check timeout type", config: `{"jobs": {"a": {"file": "a.nix"}}, "checks": {"c": {"command": "x", "timeout_seconds": 1.5}}}`, path: "checks.c.timeout_seconds", msg: "whole number"},
-		{name: "check timeout range", config: `{"jobs": {"a": {"file": "a.nix"}}, "checks": {"c": {"command": "x", "timeout_seconds": 0}}}`, path: "checks.c.timeout_seconds", msg: "out of range"},
+		// Checks are not built yet (issue 15): refused, even empty, rather
+		// than read and silently skipped.
+		{name: "checks refused", config: `{"jobs": {"a": {"file": "a.nix"}}, "checks": {"lint": {"command": "./lint.sh"}}}`, path: "checks", msg: "not supported yet"},
+		{name: "empty checks refused", config: `{"jobs": {"a": {"file": "a.nix"}}, "checks": {}}`, path: "checks", msg: "not supported yet"},
+		{name: "checks refused before jobs", config: `{"checks": {"lint": {"command": "x"}}}`, path: "checks", msg: "not supported yet"},
 		{name: "invalid UTF-8 value", config: "{\"jobs\": {\"a\": {\"file\": \"a.nix\", \"allow_eval_failures\": \"\xff\xfe\"}}}", path: "jobs.a.allow_eval_failures", msg: "want true or false, found a string \"\uFFFD\""},
 		{name: "long value shown short", config: `{"jobs": {"a": {"file": "a.nix", "attr": ` + strings.Repeat("9", 5000) + `}}}`, path: "jobs.a.attr", msg: "want a string, found the number 999"},
-		{name: "check network type", config: `{"jobs": {"a": {"file": "a.nix"}}, "checks": {"c": {"command": "x", "allow_network": 1}}}`, path: "checks.c.allow_network", msg: "want true or false"},
 	}
+	t.Run("no stale golden files", func(t *testing.T) {
+		rows := map[string]bool{}
+		for _, tt := range tests {
+			rows[strings.ReplaceAll(tt.name, " ", "-")+".golden"] = true
+		}
+		entries, err := os.ReadDir(filepath.Join("testdata", "refusals"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range entries {
+			if !rows[e.Name()] {
+				t.Errorf("testdata/refusals/%s has no row in the table: delete it", e.Name())
+			}
+		}
+	})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			files := map[string]string{FileName: tt.config, "a.nix": "{}"}
@@ -135,6 +167,9 @@ func TestRefusals(t *testing.T) {
 			if !strings.HasPrefix(err.Error(), FileName+": ") {
 				t.Fatalf("error %q does not start with the file name", err)
 			}
+			// The whole refusal, as the pull request author reads it.
+			got := strings.ReplaceAll(err.Error(), outside, "$OUTSIDE") + "\n"
+			checkGolden(t, filepath.Join("testdata", "refusals", strings.ReplaceAll(tt.name, " ", "-")+".golden"), got)
 		})
 	}
 }

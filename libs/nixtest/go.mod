@@ -1,0 +1,3 @@
+module github.com/ekaci/ekaci/libs/nixtest
+
+go 1.26.8

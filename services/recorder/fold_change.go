@@ -1,0 +1,110 @@
+package recorder
+
+import (
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/ekaci/ekaci/libs/eventlog"
+	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
+	"github.com/ekaci/ekaci/libs/projection"
+)
+
+func (c *Conclusions) change(tx *bolt.Tx, rec eventlog.Record, out *projection.Outbox) error {
+	ch, err := getJSON[changeRow](tx, changesBucket, rec.ID)
+	if err != nil {
+		return err
+	}
+	if ch == nil {
+		ch = &changeRow{Concluded: map[string]eventsv1.Conclusion{}}
+	}
+	if _, ok := rec.Event.GetPayload().(*eventsv1.Event_ChangeConcluded); ok {
+		ch.Last, ch.Decided, ch.Done = rec.Seq, true, true
+		if err := tx.Bucket(decidedBucket).Delete(decidedKey('c', rec.ID)); err != nil {
+			return err
+		}
+		return putJSON(tx, changesBucket, rec.ID, ch)
+	}
+	// As for jobsets: a decision not yet in the log fails its guard now.
+	pending := ch.Decided && !ch.Done
+	ch.Last = rec.Seq
+	if err := putJSON(tx, changesBucket, rec.ID, ch); err != nil {
+		return err
+	}
+	if pending {
+		return c.redecide(tx, 'c', rec.ID, ch.Last, out)
+	}
+	conclude := func(conclusion eventsv1.Conclusion, summary string) error {
+		return c.decideChange(tx, rec.ID, ch, rec, out, conclusion, summary)
+	}
+	switch p := rec.Event.GetPayload().(type) {
+	case *eventsv1.Event_ChangeCheckoutFailed:
+		if ch.Known {
+			return nil
+		}
+		ch.Known = true
+		return conclude(eventsv1.Conclusion_CONCLUSION_FAILURE, "checkout failed: "+p.ChangeCheckoutFailed.GetError())
+	case *eventsv1.Event_ChangeConfigInvalid:
+		if ch.Known {
+			return nil
+		}
+		ch.Known = true
+		return conclude(eventsv1.Conclusion_CONCLUSION_FAILURE, "invalid CI configuration: "+p.ChangeConfigInvalid.GetError())
+	case *eventsv1.Event_ChangeConfigRead:
+		if ch.Known {
+			return nil
+		}
+		ch.Known = true
+		if !p.ChangeConfigRead.GetConfigured() {
+			return conclude(eventsv1.Conclusion_CONCLUSION_NEUTRAL, "no CI configured (.ekaci/config.json not found)")
+		}
+		ch.Expected = true
+		ch.Jobsets = nil
+		for _, job := range p.ChangeConfigRead.GetJobs() {
+			ch.Jobsets = append(ch.Jobsets, eventlog.JobsetID(rec.ID, job))
+		}
+		if err := putJSON(tx, changesBucket, rec.ID, ch); err != nil {
+			return err
+		}
+		return c.maybeConcludeChange(tx, rec.ID, ch, rec, out)
+	}
+	return nil
+}
+
+func (c *Conclusions) maybeConcludeChange(tx *bolt.Tx, changeID string, ch *changeRow, rec eventlog.Record, out *projection.Outbox) error {
+	if ch.Decided || !ch.Expected {
+		return nil
+	}
+	failed := 0
+	for _, id := range ch.Jobsets {
+		conclusion, ok := ch.Concluded[id]
+		if !ok {
+			return nil
+		}
+		if conclusion == eventsv1.Conclusion_CONCLUSION_FAILURE {
+			failed++
+		}
+	}
+	conclusion := eventsv1.Conclusion_CONCLUSION_SUCCESS
+	if failed > 0 {
+		conclusion = eventsv1.Conclusion_CONCLUSION_FAILURE
+	}
+	return c.decideChange(tx, changeID, ch, rec, out, conclusion, fmt.Sprintf("%d of %d jobs failed", failed, len(ch.Jobsets)))
+}
+
+// decideChange decides a change's conclusion, once.
+func (c *Conclusions) decideChange(tx *bolt.Tx, changeID string, ch *changeRow, rec eventlog.Record, out *projection.Outbox, conclusion eventsv1.Conclusion, summary string) error {
+	if ch.Decided {
+		return nil
+	}
+	ch.Decided = true
+	if err := putJSON(tx, changesBucket, changeID, ch); err != nil {
+		return err
+	}
+	return c.decide(tx, 'c', changeID, &eventsv1.Event{
+		Id: "concluded-" + changeID, CausationId: rec.Event.GetId(), CorrelationId: changeID,
+		Payload: &eventsv1.Event_ChangeConcluded{ChangeConcluded: &eventsv1.ChangeConcluded{
+			Conclusion: conclusion, Summary: summary, JobsetIds: ch.Jobsets,
+		}},
+	}, ch.Last, out)
+}
