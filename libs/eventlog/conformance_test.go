@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -18,14 +19,43 @@ import (
 // target is one deployment the event log must behave the same on.
 type target struct {
 	name string
-	open func(t *testing.T) jetstream.JetStream
+	// opts provision the streams as that deployment does.
+	opts eventlog.StreamOptions
+	// start brings the deployment up for the whole suite and returns how a
+	// case gets a connection to it, with no ekaci stream on it yet.
+	start func(t *testing.T) (open func(t *testing.T) jetstream.JetStream)
 }
 
 func targets() []target {
 	return []target{
-		{"single-node", func(t *testing.T) jetstream.JetStream {
-			_, js := natstest.Connect(t, natstest.NewServer(t))
-			return js
+		{"single-node", eventlog.StreamOptions{}, func(*testing.T) func(t *testing.T) jetstream.JetStream {
+			return func(t *testing.T) jetstream.JetStream {
+				_, js := natstest.Connect(t, natstest.NewServer(t))
+				return js
+			}
+		}},
+		// The deployed cluster (deploy/nats, fsync on every write) with
+		// the streams at 3 replicas, as in production: a replicated
+		// stream reports a stale guard with another error code (10164).
+		// One cluster serves every case, each connected to the next node
+		// in turn; a case's streams are deleted when it ends.
+		{"cluster", eventlog.StreamOptions{Replicas: 3}, func(t *testing.T) func(t *testing.T) jetstream.JetStream {
+			servers := natstest.NewClusterFromDir(t, filepath.Join("..", "..", "deploy", "nats"))
+			next := 0
+			return func(t *testing.T) jetstream.JetStream {
+				_, js := natstest.Connect(t, servers[next%len(servers)])
+				next++
+				t.Cleanup(func() {
+					ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+					defer cancel()
+					for _, name := range []string{eventlog.EventsStream, eventlog.WorkStream, eventlog.LogsStream} {
+						if err := js.DeleteStream(ctx, name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+							t.Errorf("delete stream %s after the case: %v", name, err)
+						}
+					}
+				})
+				return js
+			}
 		}},
 	}
 }
@@ -42,11 +72,14 @@ func buildable(id string) *eventsv1.Event {
 func TestConformance(t *testing.T) {
 	for _, tg := range targets() {
 		t.Run(tg.name, func(t *testing.T) {
+			open := tg.start(t)
 			cases := []struct {
 				name string
 				run  func(t *testing.T, ctx context.Context, js jetstream.JetStream, l *eventlog.Log)
 			}{
-				{"provision is idempotent and documented", testProvision},
+				{"provision is idempotent and documented", func(t *testing.T, ctx context.Context, js jetstream.JetStream, _ *eventlog.Log) {
+					testProvision(t, ctx, js, tg.opts)
+				}},
 				{"append is readable", testAppendReadable},
 				{"re-append is a no-op", testDedup},
 				{"stale writer conflicts", testConflict},
@@ -54,13 +87,14 @@ func TestConformance(t *testing.T) {
 				{"bad events are refused", testBadEvents},
 				{"history cannot be deleted", testDenyDelete},
 				{"pipelined appends keep order, guards and dedup", testAppendMany},
+				{"racing guarded appends: one lands per aggregate", testRacingGuards},
 			}
 			for _, c := range cases {
 				t.Run(c.name, func(t *testing.T) {
 					ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 					defer cancel()
-					js := tg.open(t)
-					if err := eventlog.Provision(ctx, js, eventlog.StreamOptions{}); err != nil {
+					js := open(t)
+					if err := eventlog.Provision(ctx, js, tg.opts); err != nil {
 						t.Fatal(err)
 					}
 					c.run(t, ctx, js, eventlog.New(js))
@@ -70,8 +104,8 @@ func TestConformance(t *testing.T) {
 	}
 }
 
-func testProvision(t *testing.T, ctx context.Context, js jetstream.JetStream, _ *eventlog.Log) {
-	if err := eventlog.Provision(ctx, js, eventlog.StreamOptions{}); err != nil {
+func testProvision(t *testing.T, ctx context.Context, js jetstream.JetStream, opts eventlog.StreamOptions) {
+	if err := eventlog.Provision(ctx, js, opts); err != nil {
 		t.Fatalf("second Provision: %v", err)
 	}
 	s, err := js.Stream(ctx, eventlog.EventsStream)
@@ -81,6 +115,9 @@ func testProvision(t *testing.T, ctx context.Context, js jetstream.JetStream, _ 
 	cfg := s.CachedInfo().Config
 	if !cfg.DenyDelete || !cfg.DenyPurge || cfg.Discard != jetstream.DiscardNew || cfg.Storage != jetstream.FileStorage || cfg.MaxAge != 0 {
 		t.Fatalf("%s config = %+v, want deny delete/purge, discard new, file storage, no max age", eventlog.EventsStream, cfg)
+	}
+	if want := max(opts.Replicas, 1); cfg.Replicas != want {
+		t.Fatalf("%s has %d replicas, want %d", eventlog.EventsStream, cfg.Replicas, want)
 	}
 	w, err := js.Stream(ctx, eventlog.WorkStream)
 	if err != nil {
@@ -276,5 +313,42 @@ func testAppendMany(t *testing.T, ctx context.Context, js jetstream.JetStream, l
 	}
 	if seq, err := l.LastSeq(ctx); err != nil || seq != uint64(n-1) {
 		t.Fatalf("stream holds %d events (%v), want %d", seq, err, n-1)
+	}
+}
+
+// testRacingGuards pipelines several appends guarded on the same history
+// of one aggregate, as two deciders racing would: exactly one lands, the
+// others conflict. A replicated stream refuses those still in flight
+// behind the first with another code (10164) than a stale guard (10071).
+func testRacingGuards(t *testing.T, ctx context.Context, js jetstream.JetStream, l *eventlog.Log) {
+	const aggregates, racers = 20, 3
+	var items []eventlog.Item
+	for a := range aggregates {
+		id := fmt.Sprintf("%032d", a)
+		for r := range racers {
+			items = append(items, eventlog.Item{ID: id, Event: discovered(fmt.Sprintf("d-%s-%d", id, r), "/nix/store/"+id+"-x.drv"), Expect: true})
+		}
+	}
+	_, errs, err := l.AppendMany(ctx, items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for a := range aggregates {
+		landed := 0
+		for r := range racers {
+			switch e := errs[a*racers+r]; {
+			case e == nil:
+				landed++
+			case !errors.Is(e, eventlog.ErrConflict):
+				t.Fatalf("aggregate %d, racer %d: %v, want ErrConflict or success", a, r, e)
+			}
+		}
+		if landed != 1 {
+			t.Fatalf("aggregate %d: %d of %d racing appends landed, want 1", a, landed, racers)
+		}
+		recs, _, err := l.Load(ctx, eventlog.Drv, items[a*racers].ID)
+		if err != nil || len(recs) != 1 {
+			t.Fatalf("aggregate %d holds %d events (%v), want 1", a, len(recs), err)
+		}
 	}
 }

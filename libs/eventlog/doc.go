@@ -32,5 +32,6 @@
 // Append de-duplicates on the event's id (Nats-Msg-Id, derived from the
 // fact's cause) and guards an aggregate with the sequence of its last event
 // (Nats-Expected-Last-Subject-Sequence over ekaci.evt.<aggregate>.<id>.*):
-// a stale writer gets ErrConflict and must re-read and re-decide.
+// a stale writer gets ErrConflict and must re-read and re-decide, on one
+// node as on a replicated stream (the conformance suite runs both).
 package eventlog

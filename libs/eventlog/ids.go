@@ -17,9 +17,6 @@ func ChangeID(repoURL, headCommit, baseCommit string) string {
 // JobsetID names one job of a change.
 func JobsetID(changeID, job string) string { return digest("jobset", changeID, job) }
 
-// CheckID names one check of a change.
-func CheckID(changeID, check string) string { return digest("check", changeID, check) }
-
 func digest(parts ...string) string {
 	h := sha256.New()
 	for _, p := range parts {

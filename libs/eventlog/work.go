@@ -19,16 +19,6 @@ func ClassToken(c workv1.BuildClass) string {
 	return "unspecified"
 }
 
-// ParseClass is the inverse of ClassToken.
-func ParseClass(token string) (workv1.BuildClass, error) {
-	for _, c := range []workv1.BuildClass{workv1.BuildClass_BUILD_CLASS_LOCAL, workv1.BuildClass_BUILD_CLASS_FOD, workv1.BuildClass_BUILD_CLASS_REMOTE} {
-		if ClassToken(c) == token {
-			return c, nil
-		}
-	}
-	return 0, fmt.Errorf("unknown build class %q (want local, fod or remote)", token)
-}
-
 // BuildSubject is where build requests for a system and class wait.
 func BuildSubject(system string, c workv1.BuildClass) string {
 	return WorkRoot + ".build." + SystemToken(system) + "." + ClassToken(c)

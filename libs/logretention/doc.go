@@ -1,7 +1,7 @@
 // Package logretention prunes the build logs a builder keeps under its log
-// directory (<dir>/<drv>/<attempt>.log.zst): logs older than a maximum age
-// go, and while the logs together exceed a byte budget the oldest go
-// first. Defaults: 30 days and 20 GiB.
+// directory (<dir>/<drv>/<attempt>.log.zst, <drv> the derivation's hash
+// id): logs older than a maximum age go, and while the logs together
+// exceed a byte budget the oldest go first. Defaults: 30 days and 20 GiB.
 //
 // It never deletes a log being written. A builder writes each log through
 // a file it holds open for the whole build, so a log any process on this

@@ -147,7 +147,7 @@ func (j *Janitor) Sweep() (Result, error) {
 		}
 		if err := os.Remove(l.path); err != nil {
 			if !errors.Is(err, fs.ErrNotExist) {
-				c.Logger.Warn().Err(err).Str("path", l.path).Msg("remove build log")
+				c.Logger.Warn().Err(err).Str("drv", filepath.Base(filepath.Dir(l.path))).Str("path", l.path).Msg("remove build log")
 			}
 			return
 		}

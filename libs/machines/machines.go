@@ -174,9 +174,6 @@ func NewHealth(machines []Machine, ping Pinger, every time.Duration, log zerolog
 		status: map[string]error{}, changed: make(chan struct{})}
 }
 
-// Machines lists the configured machines.
-func (h *Health) Machines() []Machine { return h.machines }
-
 // CheckNow checks every machine once, concurrently.
 func (h *Health) CheckNow(ctx context.Context) {
 	var wg sync.WaitGroup
@@ -213,7 +210,9 @@ func (h *Health) set(uri string, err error) {
 	h.changed = make(chan struct{})
 }
 
-// Run checks every machine now and then every interval until ctx ends.
+// Run checks every machine now and then every interval until ctx ends,
+// and returns once its last check has finished. It blocks: whoever starts
+// it in a goroutine owns it and should wait for it to return.
 func (h *Health) Run(ctx context.Context) {
 	t := time.NewTicker(h.every)
 	defer t.Stop()

@@ -93,8 +93,15 @@ func TestHealth(t *testing.T) {
 		t.Fatal("healthy before any check")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go h.Run(ctx)
+	ran := make(chan struct{})
+	go func() {
+		defer close(ran)
+		h.Run(ctx)
+	}()
+	defer func() {
+		cancel()
+		<-ran
+	}()
 
 	wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
 	defer wcancel()

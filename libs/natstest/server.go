@@ -1,5 +1,9 @@
 // Package natstest starts real, embedded NATS JetStream servers for tests:
 // random ports, stores under the test's temp dir, shut down at cleanup.
+// NewClusterFromDir starts the deployed 3-node cluster from its own config
+// files (deploy/nats), and Proxy sits between a client and a server to
+// lose acknowledgements or connections on demand. Eventually polls a
+// condition with a deadline, never a bare sleep.
 package natstest
 
 import (

@@ -48,12 +48,6 @@ func Marshal(m proto.Message) ([]byte, error) {
 	return slowMarshal.Marshal(m)
 }
 
-// Size is len(Marshal(m)) (0 when m cannot be marshalled).
-func Size(m proto.Message) int {
-	b, _ := Marshal(m)
-	return len(b)
-}
-
 // Unmarshal reads data into m as protojson with DiscardUnknown would,
 // replacing what m held.
 func Unmarshal(data []byte, m proto.Message) error {

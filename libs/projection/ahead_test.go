@@ -16,6 +16,7 @@ import (
 	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
 	"github.com/ekaci/ekaci/libs/natstest"
 	"github.com/ekaci/ekaci/libs/projection"
+	"github.com/ekaci/ekaci/libs/projection/projectiontest"
 )
 
 // renamed is a versioned states model under another name, so that two of
@@ -70,7 +71,7 @@ func TestModelAheadOfLogIsRebuilt(t *testing.T) {
 				}
 				dbs := make([]*bolt.DB, len(models))
 				for i := range models {
-					dbs[i] = openDB(t, filepath.Join(dir, models[i].Name()+".db"))
+					dbs[i] = projectiontest.OpenDB(t, filepath.Join(dir, models[i].Name()+".db"))
 				}
 				// Every derivation has an input, so the model decides
 				// nothing and the sequences are the events'.
@@ -152,7 +153,7 @@ func TestUnversionedModelAheadOfLogIsRefused(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	logA := eventlog.New(eventlogtest.JetStream(t, ctx))
-	db := openDB(t, filepath.Join(t.TempDir(), "m.db"))
+	db := projectiontest.OpenDB(t, "m.db")
 	for _, id := range []string{"a", "b", "c"} {
 		discover(t, ctx, logA, id, "in")
 	}
@@ -182,7 +183,7 @@ func TestDecisionsReplayedAfterDuplicateWindowAreRefused(t *testing.T) {
 	const window = time.Second
 	log := eventlog.New(eventlogtest.JetStreamWith(t, ctx, eventlog.StreamOptions{DuplicateWindow: window}))
 	dir := t.TempDir()
-	live := openDB(t, filepath.Join(dir, "live.db"))
+	live := projectiontest.OpenDB(t, filepath.Join(dir, "live.db"))
 	_, stop := start(t, ctx, live, log)
 	discover(t, ctx, log, "a")
 	discover(t, ctx, log, "b")
@@ -200,7 +201,7 @@ func TestDecisionsReplayedAfterDuplicateWindowAreRefused(t *testing.T) {
 	// Time itself is what is waited for: the duplicate window to pass.
 	time.Sleep(time.Until(decidedAt.Add(2 * window)))
 
-	rebuilt := openDB(t, filepath.Join(dir, "rebuilt.db"))
+	rebuilt := projectiontest.OpenDB(t, filepath.Join(dir, "rebuilt.db"))
 	r, stop := start(t, ctx, rebuilt, log)
 	if err := r.WaitFor(ctx, end); err != nil {
 		t.Fatal(err)

@@ -1,5 +1,10 @@
 // Package projection folds events from the event log into bbolt read
-// models, and lets a fold react by appending new events through an outbox.
+// models, and lets a fold react by appending new events (its decisions,
+// collected in an Outbox). It promises that a model's rows and position
+// commit together, so no event is skipped or folded into the file twice;
+// that a model which has folded events the log no longer has is rebuilt
+// or refused, never trusted; and that every decision is acknowledged by
+// the log before the position that covers it is committed.
 //
 // A Runner reads the log with an ordered consumer from the last applied
 // sequence and folds batches of events into one bbolt write transaction,
@@ -11,8 +16,8 @@
 // checkpoint that covers it, and a checkpoint is committed only once all
 // of them are acknowledged: a crash in between folds the batch again, and
 // since folds are deterministic it decides the same facts with the same
-// ids and sequence guards, which the log refuses as repeats. Outbox
-// entries left in the file by earlier versions are appended at start.
+// ids and sequence guards, which the log refuses as repeats. Decisions
+// are kept in memory only, never in the file.
 //
 // The checkpoint also names the event at the position (its id and the
 // time the log stored it), and Run checks, before folding, that the log

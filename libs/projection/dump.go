@@ -7,8 +7,8 @@ import (
 )
 
 // Dump reads every row of the read model file at path — each bucket but
-// the runner's own bookkeeping (names starting with '_': position,
-// outbox) — keyed "<bucket>/<key>". Rebuild tests compare a live model
+// the runner's own bookkeeping (names starting with '_': position, mark,
+// version) — keyed "<bucket>/<key>". Rebuild tests compare a live model
 // with one rebuilt from the log through it. The file is opened read-only.
 func Dump(path string) (map[string][]byte, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: LockTimeout})

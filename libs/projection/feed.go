@@ -13,31 +13,6 @@ import (
 	"github.com/ekaci/ekaci/libs/eventlog"
 )
 
-// item is one event on its way to a fold: decoded, or the reason it could
-// not be (seq still set, so the position moves past it). at says which
-// event of the log it is, for the checkpoint.
-type item struct {
-	rec     eventlog.Record
-	subject string
-	seq     uint64
-	at      mark
-	err     error
-}
-
-func decodeItem(m jetstream.Msg) item {
-	id := m.Headers().Get(jetstream.MsgIDHeader)
-	rec, err := eventlog.DecodeMsg(m)
-	if err != nil {
-		it := item{subject: m.Subject(), err: err}
-		if md, merr := m.Metadata(); merr == nil {
-			it.seq = md.Sequence.Stream
-			it.at = mark{seq: it.seq, stored: md.Timestamp.UnixNano(), id: id}
-		}
-		return it
-	}
-	return item{rec: rec, subject: rec.Subject, seq: rec.Seq, at: mark{seq: rec.Seq, stored: rec.Time.UnixNano(), id: id}}
-}
-
 // Feed is one ordered consumer of the event log shared by the read models
 // of one process (the all-in-one runs ingress and the recorder side by
 // side): each event is delivered and decoded once, and every runner on the

@@ -16,6 +16,7 @@ import (
 	"github.com/ekaci/ekaci/libs/eventlog/eventlogtest"
 	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
 	"github.com/ekaci/ekaci/libs/projection"
+	"github.com/ekaci/ekaci/libs/projection/projectiontest"
 )
 
 // seen records the sequence of every event it folds and refuses one
@@ -91,7 +92,7 @@ func TestFeedSharesOneConsumer(t *testing.T) {
 	drvs := seen{"drvs", []string{eventlog.KindFilter(eventlog.Drv)}}
 	changes := seen{"changes", []string{eventlog.KindFilter(eventlog.Change)}}
 	dir := t.TempDir()
-	drvDB, changeDB := openDB(t, filepath.Join(dir, "drvs.db")), openDB(t, filepath.Join(dir, "changes.db"))
+	drvDB, changeDB := projectiontest.OpenDB(t, filepath.Join(dir, "drvs.db")), projectiontest.OpenDB(t, filepath.Join(dir, "changes.db"))
 
 	// drvs folds the first events on a consumer of its own.
 	appendSome(0, 5)
@@ -113,6 +114,9 @@ func TestFeedSharesOneConsumer(t *testing.T) {
 	}
 	before := rd.Position()
 	stopD := run(t, ctx, rd)
+	// Absence, proven by waiting: a runner that did not wait for its feed
+	// would fold within the linger (5 ms) and commit within the checkpoint
+	// idle time (20 ms); 300 ms is more than ten times both.
 	time.Sleep(300 * time.Millisecond)
 	if rd.Position() != before {
 		t.Fatalf("drvs moved from %d to %d before the feed's other reader joined", before, rd.Position())

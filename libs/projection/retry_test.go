@@ -2,7 +2,6 @@ package projection_test
 
 import (
 	"context"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +14,7 @@ import (
 	"github.com/ekaci/ekaci/libs/eventlog"
 	"github.com/ekaci/ekaci/libs/natstest"
 	"github.com/ekaci/ekaci/libs/projection"
+	"github.com/ekaci/ekaci/libs/projection/projectiontest"
 )
 
 // onApply is states with a hook called before each fold.
@@ -84,7 +84,7 @@ func TestDecisionAppendSurvivesLostAckAndDisconnect(t *testing.T) {
 	h := &health{}
 	log := eventlog.New(js, eventlog.WithAckTimeout(time.Second), eventlog.WithHealthHook(h.set))
 
-	db := openDB(t, filepath.Join(t.TempDir(), "m.db"))
+	db := projectiontest.OpenDB(t, "m.db")
 	model := onApply{hook: func(rec eventlog.Record) {
 		if rec.ID == "t" && rec.Fact == "discovered" {
 			proxy.Mute() // from now on the server's answers are lost

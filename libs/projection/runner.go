@@ -9,13 +9,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 	bolt "go.etcd.io/bbolt"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/ekaci/ekaci/libs/eventlog"
-	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
 )
 
 // Handler is one read model.
@@ -57,40 +54,8 @@ type Versioned interface {
 	Reset(tx *bolt.Tx) error
 }
 
-// Outbox collects events a fold decided to append.
-type Outbox struct{ entries []outEntry }
-
-type outEntry struct {
-	ID     string
-	Event  *eventsv1.Event
-	Expect bool
-	Seq    uint64
-}
-
-// Append queues ev for aggregate id, guarded by the aggregate's last
-// sequence as the fold knows it (0: the aggregate must be new).
-func (o *Outbox) Append(id string, ev *eventsv1.Event, expectLast uint64) {
-	o.entries = append(o.entries, outEntry{ID: id, Event: ev, Expect: true, Seq: expectLast})
-}
-
-// Len is how many events are queued.
-func (o *Outbox) Len() int { return len(o.entries) }
-
-// Event is the i-th queued event, for tests of a fold's decisions.
-func (o *Outbox) Event(i int) *eventsv1.Event { return o.entries[i].Event }
-
-// AppendUnguarded queues ev without an expected-sequence guard, for facts
-// on aggregates the fold does not track. Beware: a rebuilt read model
-// replays the fold, and an unguarded event older than the duplicate window
-// is then appended again; prefer Append with the aggregate's last sequence.
-func (o *Outbox) AppendUnguarded(id string, ev *eventsv1.Event) {
-	o.entries = append(o.entries, outEntry{ID: id, Event: ev})
-}
-
-var (
-	metaBucket   = []byte("_projection")
-	outboxBucket = []byte("_outbox")
-)
+// metaBucket holds each model's position, mark and layout version.
+var metaBucket = []byte("_projection")
 
 // Runner keeps one read model up to date with the log.
 type Runner struct {
@@ -106,12 +71,6 @@ type Runner struct {
 	pos     uint64
 	mark    mark // the event at pos, as folded
 	changed chan struct{}
-
-	// appended are outbox keys already appended to the log; the next
-	// batch's transaction deletes them, saving a commit (and an fsync)
-	// per batch. Should the process die first, they are appended again
-	// on start, which their message ids and sequence guards make a no-op.
-	appended [][]byte
 }
 
 // Option configures a Runner.
@@ -135,9 +94,6 @@ func New(db *bolt.DB, log *eventlog.Log, h Handler, opts ...Option) (*Runner, er
 	err := db.Update(func(tx *bolt.Tx) error {
 		meta, err := tx.CreateBucketIfNotExists(metaBucket)
 		if err != nil {
-			return err
-		}
-		if _, err := tx.CreateBucketIfNotExists(outboxBucket); err != nil {
 			return err
 		}
 		if v := meta.Get([]byte(h.Name())); v != nil {
@@ -226,12 +182,6 @@ func (r *Runner) advance(m mark) {
 // the model reported not ready meanwhile, instead of ending Run.
 func (r *Runner) Run(ctx context.Context) error {
 	if err := r.verify(ctx); err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return err
-	}
-	if err := r.flushOutbox(ctx, nil); err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -346,9 +296,6 @@ func (r *Runner) Run(ctx context.Context) error {
 			txPos.seq = r.pos // the mark is unknown (zero) for a file from before marks
 			r.mu.Unlock()
 			txSince, txEvents = time.Now(), 0
-			if err := r.deleteAppended(tx); err != nil {
-				return err
-			}
 		}
 		out, pos, err := r.fold(tx, batch, txPos)
 		if err != nil {
@@ -356,7 +303,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 		txPos, txEvents = pos, txEvents+len(batch)
 		if len(out.entries) > 0 {
-			if err := r.appendEntries(ctx, nil, out.entries); err != nil {
+			if err := r.appendEntries(ctx, out.entries); err != nil {
 				if ctx.Err() != nil {
 					return nil // stopped mid-append: the next start folds these events again
 				}
@@ -384,79 +331,6 @@ const (
 	checkpointEvery = time.Second
 	checkpointMax   = 50000
 )
-
-// deleteAppended deletes the outbox entries appended since the last commit.
-func (r *Runner) deleteAppended(tx *bolt.Tx) error {
-	ob := tx.Bucket(outboxBucket)
-	for _, k := range r.appended {
-		if err := ob.Delete(k); err != nil {
-			return fmt.Errorf("read model %s: %w", r.h.Name(), err)
-		}
-	}
-	r.appended = r.appended[:0]
-	return nil
-}
-
-// events delivers the model's events, decoded, from its feed or from a
-// consumer of its own; errc reports the source's end while ctx is not done.
-func (r *Runner) events(ctx context.Context) (<-chan item, <-chan error, func(), error) {
-	errc := make(chan error, 1)
-	if r.feed != nil {
-		items, done, err := r.feed.join(ctx, r.h.Name(), r.h.Filters(), r.Position(), r.batch)
-		if err != nil {
-			return nil, nil, nil, fmt.Errorf("read model %s: %w", r.h.Name(), err)
-		}
-		go func() {
-			select {
-			case <-done:
-				errc <- r.feed.Err()
-			case <-ctx.Done(): // Run returns on its own
-			}
-		}()
-		return items, errc, func() {}, nil
-	}
-	stream, err := r.log.JetStream().Stream(ctx, eventlog.EventsStream)
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("read model %s: stream: %w", r.h.Name(), err)
-	}
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: r.h.Filters()}
-	if pos := r.Position(); pos > 0 {
-		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
-		cfg.OptStartSeq = pos + 1
-	}
-	cons, err := stream.OrderedConsumer(ctx, cfg)
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("read model %s: consumer: %w", r.h.Name(), err)
-	}
-	// Consume, not Messages: its iterator arms a heartbeat timer on every
-	// Next, one per event.
-	msgs := make(chan item, r.batch)
-	quit := make(chan struct{})
-	cc, err := cons.Consume(func(m jetstream.Msg) {
-		select {
-		case msgs <- decodeItem(m):
-		case <-quit: // stopped: the rest is folded on the next start
-		}
-	}, jetstream.PullMaxMessages(r.batch), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-		// The ordered consumer recreates itself after a gap or missed
-		// heartbeats; what reaches here is worth a line, not a stop.
-		r.logger.Warn().Err(err).Str("model", r.h.Name()).Msg("event consumer")
-	}))
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("read model %s: consume: %w", r.h.Name(), err)
-	}
-	go func() {
-		<-cc.Closed()
-		select {
-		case errc <- fmt.Errorf("event consumer stopped"):
-		default:
-		}
-	}()
-	return msgs, errc, func() {
-		close(quit)
-		cc.Stop()
-	}, nil
-}
 
 // fold applies a batch in tx, after position pos, and returns the decisions
 // and the new position.
@@ -510,66 +384,18 @@ func (r *Runner) checkpoint(tx *bolt.Tx, pos mark) error {
 	return nil
 }
 
-// flushOutbox appends the outbox entries with the given keys (all when
-// keys is nil) and deletes them once appended.
-func (r *Runner) flushOutbox(ctx context.Context, keys [][]byte) error {
-	type item struct {
-		key []byte
-		e   outEntry
-	}
-	var items []item
-	err := r.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(outboxBucket)
-		decode := func(k, v []byte) error {
-			if len(v) < 11 {
-				return fmt.Errorf("outbox entry %x: short", k)
-			}
-			e := outEntry{Expect: v[0] == 1, Seq: binary.BigEndian.Uint64(v[1:9])}
-			n := int(binary.BigEndian.Uint16(v[9:11]))
-			e.ID = string(v[11 : 11+n])
-			e.Event = &eventsv1.Event{}
-			if err := proto.Unmarshal(v[11+n:], e.Event); err != nil {
-				return fmt.Errorf("outbox entry %x: %w", k, err)
-			}
-			items = append(items, item{append([]byte(nil), k...), e})
-			return nil
-		}
-		if keys == nil {
-			return b.ForEach(decode)
-		}
-		for _, k := range keys {
-			if v := b.Get(k); v != nil {
-				if err := decode(k, v); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
-	})
-	if err != nil || len(items) == 0 {
-		return err
-	}
-	keys = make([][]byte, len(items))
-	entries := make([]outEntry, len(items))
-	for i, it := range items {
-		keys[i], entries[i] = it.key, it.e
-	}
-	return r.appendEntries(ctx, keys, entries)
-}
-
-// appendEntries appends outbox entries (stored under keys) and marks them
-// for deletion with the next batch. Entries that fail transiently (a lost
+// appendEntries appends a batch's decisions. Entries that fail transiently (a lost
 // connection or acknowledgement, a leader moving) are appended again after
 // a back-off, until they land: their ids and guards make a repeat of one
 // that did land a no-op (inside the duplicate window: a duplicate; after
 // it, a guarded entry conflicts with itself).
-func (r *Runner) appendEntries(ctx context.Context, keys [][]byte, entries []outEntry) error {
+func (r *Runner) appendEntries(ctx context.Context, entries []outEntry) error {
 	// Pipelined: one round trip for the whole outbox, not one per event.
 	batch := make([]eventlog.Item, len(entries))
 	for i, e := range entries {
 		batch[i] = eventlog.Item{ID: e.ID, Event: e.Event, Expect: e.Expect, ExpectSeq: e.Seq}
 	}
-	err := r.retry(ctx, "append decisions", func() error {
+	return r.retry(ctx, "append decisions", func() error {
 		_, errs, err := r.log.AppendMany(ctx, batch)
 		again := batch[:0] // entries to append again, in order
 		var cause error
@@ -595,9 +421,4 @@ func (r *Runner) appendEntries(ctx context.Context, keys [][]byte, entries []out
 		}
 		return nil
 	})
-	if err != nil {
-		return err
-	}
-	r.appended = append(r.appended, keys...)
-	return nil
 }

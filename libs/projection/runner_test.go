@@ -18,6 +18,7 @@ import (
 	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
 	"github.com/ekaci/ekaci/libs/natstest"
 	"github.com/ekaci/ekaci/libs/projection"
+	"github.com/ekaci/ekaci/libs/projection/projectiontest"
 )
 
 // states is a read model of every derivation's build state; on discovery
@@ -74,24 +75,6 @@ func dump(t *testing.T, db *bolt.DB) string {
 	return fmt.Sprint(rows)
 }
 
-func openDB(t *testing.T, path string) *bolt.DB {
-	t.Helper()
-	db, err := projection.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = db.View(func(tx *bolt.Tx) error {
-			for err := range tx.Check() {
-				t.Errorf("bbolt check %s: %v", path, err)
-			}
-			return nil
-		})
-		db.Close()
-	})
-	return db
-}
-
 func start(t *testing.T, ctx context.Context, db *bolt.DB, log *eventlog.Log) (*projection.Runner, func()) {
 	t.Helper()
 	r, err := projection.New(db, log, states{})
@@ -116,7 +99,7 @@ func TestFoldRestartRebuild(t *testing.T) {
 	js := eventlogtest.JetStream(t, ctx)
 	log := eventlog.New(js)
 	dir := t.TempDir()
-	live := openDB(t, filepath.Join(dir, "live.db"))
+	live := projectiontest.OpenDB(t, filepath.Join(dir, "live.db"))
 
 	r, stop := start(t, ctx, live, log)
 	discover(t, ctx, log, "a")
@@ -148,7 +131,7 @@ func TestFoldRestartRebuild(t *testing.T) {
 
 	// A rebuilt model equals the live one, and re-deciding from scratch
 	// appends nothing new: the outbox's guards refuse the repeats.
-	rebuilt := openDB(t, filepath.Join(dir, "rebuilt.db"))
+	rebuilt := projectiontest.OpenDB(t, filepath.Join(dir, "rebuilt.db"))
 	r2, stop2 := start(t, ctx, rebuilt, log)
 	if err := r2.WaitFor(ctx, end); err != nil {
 		t.Fatal(err)
@@ -171,7 +154,7 @@ func TestFoldRestartRebuild(t *testing.T) {
 
 func TestOpenLocked(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "m.db")
-	openDB(t, path)
+	projectiontest.OpenDB(t, path)
 	start := time.Now()
 	_, err := projection.Open(path)
 	if !errors.Is(err, projection.ErrLocked) {
@@ -204,7 +187,7 @@ func TestLayoutVersionChangeRebuilds(t *testing.T) {
 	defer cancel()
 	js := eventlogtest.JetStream(t, ctx)
 	log := eventlog.New(js)
-	db := openDB(t, filepath.Join(t.TempDir(), "m.db"))
+	db := projectiontest.OpenDB(t, "m.db")
 	run := func(h projection.Handler) *projection.Runner {
 		t.Helper()
 		r, err := projection.New(db, log, h)

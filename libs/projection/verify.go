@@ -51,9 +51,8 @@ func (r *Runner) markKey() []byte { return []byte(r.h.Name() + "@at") }
 // model had folded (a power loss on a server that does not fsync every
 // write), or is another log altogether — the model would skip every event
 // that takes those sequences from now on; so a Versioned model is reset
-// and rebuilt from the log, as when its layout changes, and its outbox
-// (decisions from a history the log no longer has) is dropped: the rebuilt
-// model decides again. Any other model is refused (ErrAheadOfLog).
+// and rebuilt from the log, as when its layout changes, and decides again
+// from the history the log has. Any other model is refused (ErrAheadOfLog).
 func (r *Runner) verify(ctx context.Context) error {
 	r.mu.Lock()
 	pos, m := r.pos, r.mark
@@ -80,12 +79,6 @@ func (r *Runner) verify(ctx context.Context) error {
 		if err := vh.Reset(tx); err != nil {
 			return fmt.Errorf("reset: %w", err)
 		}
-		if err := tx.DeleteBucket(outboxBucket); err != nil {
-			return err
-		}
-		if _, err := tx.CreateBucket(outboxBucket); err != nil {
-			return err
-		}
 		meta := tx.Bucket(metaBucket)
 		if err := meta.Put([]byte(r.h.Name()), binary.BigEndian.AppendUint64(nil, 0)); err != nil {
 			return err
@@ -101,7 +94,6 @@ func (r *Runner) verify(ctx context.Context) error {
 	r.mu.Lock()
 	r.pos, r.mark = 0, mark{}
 	r.mu.Unlock()
-	r.appended = r.appended[:0]
 	return nil
 }
 

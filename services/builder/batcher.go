@@ -29,25 +29,17 @@ type batcher struct {
 	wake  chan struct{}
 }
 
-// startFunc records that a build really starts (build_started); false
-// means it must not be built after all (the request was stale, held by
-// another builder, deferred or reported), with err when it should be
-// retried.
-type startFunc func(ctx context.Context) (bool, error)
-
 type pendingBuild struct {
-	job   nixbuild.Job
-	start startFunc
-	// taken ends when the request's handler stops waiting for a start
-	// (the builder is shutting down): a lane then leaves it unstarted.
+	job nixbuild.Job
+	// taken ends when the request's handler stops waiting for a build to
+	// begin (the builder is shutting down): a lane then leaves it out.
 	taken context.Context
 	done  chan batchResult
 }
 
 type batchResult struct {
-	res     nixbuild.Result
-	started bool
-	err     error
+	res nixbuild.Result
+	err error
 }
 
 func newBatcher(lanes int, opts nixbuild.Options) *batcher {
@@ -98,61 +90,46 @@ func (bt *batcher) lane(ctx context.Context) {
 		}
 		bt.mu.Unlock()
 
-		started := bt.startAll(ctx, batch)
-		if len(started) == 0 {
+		var run []*pendingBuild
+		for _, p := range batch {
+			if err := p.taken.Err(); err != nil {
+				p.done <- batchResult{err: err}
+				continue
+			}
+			run = append(run, p)
+		}
+		if len(run) == 0 {
 			continue
 		}
-		jobs := make([]nixbuild.Job, len(started))
-		for i, p := range started {
+		jobs := make([]nixbuild.Job, len(run))
+		for i, p := range run {
 			jobs[i] = p.job
 		}
 		results, err := runBatch(ctx, jobs, bt.opts)
-		for i, p := range started {
+		for i, p := range run {
 			if err != nil {
-				p.done <- batchResult{started: true, err: err}
-			} else {
-				p.done <- batchResult{started: true, res: results[i]}
-			}
-		}
-	}
-}
-
-// startAll records the start of every build of a batch (at once: each is
-// an append) and returns the ones to build; the others get their answer.
-func (bt *batcher) startAll(ctx context.Context, batch []*pendingBuild) []*pendingBuild {
-	ok := make([]bool, len(batch))
-	var wg sync.WaitGroup
-	for i, p := range batch {
-		if p.taken.Err() != nil {
-			p.done <- batchResult{err: p.taken.Err()}
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			started, err := p.start(ctx)
-			if !started {
 				p.done <- batchResult{err: err}
-				return
+			} else {
+				p.done <- batchResult{res: results[i]}
 			}
-			ok[i] = true
-		}()
-	}
-	wg.Wait()
-	var started []*pendingBuild
-	for i, p := range batch {
-		if ok[i] {
-			started = append(started, p)
 		}
 	}
-	return started
 }
 
-// build queues one derivation and waits for its result. taken is the
-// request handler's context: once it ends, a lane no longer starts the
-// build. started says whether start recorded it.
-func (bt *batcher) build(ctx, taken context.Context, job nixbuild.Job, start startFunc) (nixbuild.Result, bool, error) {
-	p := &pendingBuild{job: job, start: start, taken: taken, done: make(chan batchResult, 1)}
+// build queues one derivation and waits for its result: the batch's, or
+// an early one (job.OnDone, a success known before the batch ends). taken
+// is the request handler's context: once it ends, a lane no longer takes
+// the build.
+func (bt *batcher) build(ctx, taken context.Context, job nixbuild.Job) (nixbuild.Result, error) {
+	early := make(chan nixbuild.Result, 1)
+	onDone := job.OnDone
+	job.OnDone = func(r nixbuild.Result) {
+		if onDone != nil {
+			onDone(r)
+		}
+		early <- r
+	}
+	p := &pendingBuild{job: job, taken: taken, done: make(chan batchResult, 1)}
 	bt.mu.Lock()
 	bt.queue = append(bt.queue, p)
 	bt.mu.Unlock()
@@ -162,8 +139,10 @@ func (bt *batcher) build(ctx, taken context.Context, job nixbuild.Job, start sta
 	}
 	select {
 	case r := <-p.done:
-		return r.res, r.started, r.err
+		return r.res, r.err
+	case r := <-early:
+		return r, nil
 	case <-ctx.Done():
-		return nixbuild.Result{}, false, ctx.Err()
+		return nixbuild.Result{}, ctx.Err()
 	}
 }

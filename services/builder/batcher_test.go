@@ -52,13 +52,10 @@ func TestBatcherSharesWaitingWorkAmongLanes(t *testing.T) {
 	submit := func(i int) {
 		defer wg.Done()
 		drv := fmt.Sprintf("/nix/store/%032d-x.drv", i)
-		var starts int
-		res, started, err := bt.build(ctx, ctx, nixbuild.Job{DrvPath: drv}, func(context.Context) (bool, error) { starts++; return true, nil })
+		res, err := bt.build(ctx, ctx, nixbuild.Job{DrvPath: drv})
 		switch {
 		case err != nil:
 			errs <- err
-		case !started || starts != 1:
-			errs <- fmt.Errorf("job %s: started %v, %d starts", drv, started, starts)
 		case res.Tail != drv:
 			errs <- fmt.Errorf("job %s got the result of %s", drv, res.Tail)
 		}

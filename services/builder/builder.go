@@ -345,17 +345,13 @@ func (b *build) handleHeld(ctx context.Context, m jetstream.Msg, req *workv1.Bui
 			remoteLines = append(remoteLines, m.Line())
 		}
 	}
-	// start records build_started when Nix is about to build: for a
-	// batch, when its lane takes it, not while it waits in the queue.
-	startedSeq := d.startedSeq
-	start := func(ctx context.Context) (bool, error) {
-		if startedSeq != 0 {
-			return true, nil
-		}
-		seq, err := b.start(ctx, m, req, d.last, log)
-		startedSeq = seq
-		return seq != 0, err
-	}
+	// build_started is recorded when Nix starts building the derivation
+	// (its build activity begins), not when the request is taken or while
+	// it waits in a batch; a derivation Nix does not build (valid already,
+	// .drv gone) is recorded as started just before its report.
+	st := &starter{seq: d.startedSeq, start: func(ctx context.Context) (uint64, error) {
+		return b.start(ctx, m, req, d.last, log)
+	}}
 
 	// Builds outlive a shutdown by the grace period, then stop.
 	bctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -372,7 +368,8 @@ func (b *build) handleHeld(ctx context.Context, m jetstream.Msg, req *workv1.Bui
 	defer stop()
 
 	if b.cfg.Noop != nil {
-		if ok, err := start(ctx); !ok {
+		startedSeq, err := st.wait(ctx)
+		if startedSeq == 0 {
 			return err
 		}
 		rep := &workv1.BuildReport{Outcome: workv1.BuildOutcome_BUILD_OUTCOME_SUCCEEDED, StartedSeq: startedSeq}
@@ -392,6 +389,7 @@ func (b *build) handleHeld(ctx context.Context, m jetstream.Msg, req *workv1.Bui
 				_ = b.cfg.Conn.Publish(liveSubject, line)
 			}
 		},
+		OnStart: func() { st.async(context.WithoutCancel(ctx)) },
 	}
 	if remote {
 		opts.Builders = strings.Join(remoteLines, " ; ")
@@ -404,18 +402,30 @@ func (b *build) handleHeld(ctx context.Context, m jetstream.Msg, req *workv1.Bui
 		defer active.Dec()
 	}
 	var res nixbuild.Result
-	var started bool
 	var err error
 	if b.batch != nil {
-		res, started, err = b.batch.build(bctx, ctx, job, start)
-	} else if started, err = start(ctx); started {
+		res, err = b.batch.build(bctx, ctx, job)
+	} else if ctx.Err() == nil {
 		res, err = b.realise(bctx, job, opts)
-	}
-	if !started {
-		return err // dropped, reported or deferred while starting; or retried
+	} else {
+		err = ctx.Err()
 	}
 	if err != nil {
+		// Retried; a start recorded meanwhile makes the retry go on as
+		// this attempt's holder, and the give-up path records one if not.
 		return fmt.Errorf("build %s: %w", req.GetDrvPath(), err)
+	}
+	if !res.Started && res.Outcome == nixbuild.Interrupted && res.Interruption == nixbuild.Cancelled && ctx.Err() != nil {
+		// Stopped by our shutdown before Nix built it: it stays Buildable
+		// and is built after the restart, with no death to report.
+		return ctx.Err()
+	}
+	startedSeq, err := st.wait(context.WithoutCancel(ctx))
+	if startedSeq == 0 {
+		// Not ours after all (stale, or another builder holds it): its
+		// outcome is not reported; or recording the start failed, and the
+		// request is retried.
+		return err
 	}
 	rep := &workv1.BuildReport{
 		ExitCode: int32(res.ExitCode), LogTail: res.Tail, DurationMs: res.Duration.Milliseconds(), LogPath: res.LogPath,
@@ -448,6 +458,54 @@ func (b *build) handleHeld(ctx context.Context, m jetstream.Msg, req *workv1.Bui
 	log.Info().Str("outcome", outcome).Stringer("interruption", res.Interruption).Dur("took", res.Duration).
 		Int("invocations", res.Invocations).Msg("build finished")
 	return b.report(context.WithoutCancel(ctx), req, rep)
+}
+
+// starter records build_started once: when Nix starts the build (async,
+// from the log reader, which must not wait), or at the latest before the
+// report (wait).
+type starter struct {
+	start func(ctx context.Context) (uint64, error)
+
+	mu   sync.Mutex
+	done chan struct{} // closed once the start is recorded or refused
+	seq  uint64        // where it landed; 0: not ours
+	err  error
+}
+
+func (s *starter) async(ctx context.Context) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.done != nil || s.seq != 0 {
+		return
+	}
+	s.done = make(chan struct{})
+	go func() {
+		seq, err := s.start(ctx)
+		s.mu.Lock()
+		s.seq, s.err = seq, err
+		close(s.done)
+		s.mu.Unlock()
+	}()
+}
+
+// wait returns where build_started landed, recording it now if Nix never
+// started the build.
+func (s *starter) wait(ctx context.Context) (uint64, error) {
+	s.mu.Lock()
+	if s.seq != 0 && s.done == nil {
+		seq := s.seq
+		s.mu.Unlock()
+		return seq, nil // started by this holder before (a retried handler)
+	}
+	s.mu.Unlock()
+	s.async(ctx)
+	s.mu.Lock()
+	done := s.done
+	s.mu.Unlock()
+	<-done
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.seq, s.err
 }
 
 // realise is one derivation alone (no batching).

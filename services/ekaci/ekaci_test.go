@@ -18,6 +18,7 @@ import (
 
 	"github.com/ekaci/ekaci/libs/eventlog"
 	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
+	"github.com/ekaci/ekaci/libs/nixtest"
 	"github.com/ekaci/ekaci/services/ekaci"
 )
 
@@ -25,11 +26,7 @@ import (
 // pipeline test that silently skips proves nothing.
 func requireNix(t *testing.T) {
 	t.Helper()
-	for _, tool := range []string{"nix-build", "nix-instantiate", "nix-store"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s not on PATH: run `make nix` (apt-get install -y nix-bin) first", tool)
-		}
-	}
+	nixtest.Require(t)
 }
 
 func git(t *testing.T, dir string, args ...string) string {

@@ -73,6 +73,7 @@ require (
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/ekaci/ekaci/libs/logretention v0.0.0-00010101000000-000000000000
+	github.com/ekaci/ekaci/libs/nixtest v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/pbjson v0.0.0-00010101000000-000000000000 // indirect
 	github.com/google/go-tpm v0.9.8 // indirect
 	github.com/klauspost/compress v1.20.3 // indirect
@@ -97,3 +98,5 @@ require (
 )
 
 replace github.com/ekaci/ekaci/libs/logretention => ../../libs/logretention
+
+replace github.com/ekaci/ekaci/libs/nixtest => ../../libs/nixtest

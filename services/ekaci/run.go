@@ -84,7 +84,7 @@ func Resolve(ctx context.Context, req Request) (*eventsv1.ChangeRequested, error
 // full commit ids.
 func Submit(ctx context.Context, log *eventlog.Log, cr *eventsv1.ChangeRequested) (string, error) {
 	id := eventlog.ChangeID(cr.GetRepoUrl(), cr.GetHeadCommit(), cr.GetBaseCommit())
-	got, err := request.Record(ctx, log, cr, "requested-"+id, "ekaci run")
+	got, err := request.Record(ctx, log, cr, eventlog.RequestedID(id), "ekaci run")
 	if err != nil {
 		return "", fmt.Errorf("submit change: %w", err)
 	}

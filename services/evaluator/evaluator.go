@@ -139,7 +139,7 @@ func giveUp(ctx context.Context, cfg Config, m jetstream.Msg, cause error) error
 }
 
 func evalFailedEvent(jobsetID string, js *eventsv1.JobsetCreated, msg string) *eventsv1.Event {
-	return &eventsv1.Event{Id: "eval-failed-" + jobsetID, Payload: &eventsv1.Event_JobsetEvalFailed{
+	return &eventsv1.Event{Id: eventlog.EvalFailedID(jobsetID), Payload: &eventsv1.Event_JobsetEvalFailed{
 		JobsetEvalFailed: &eventsv1.JobsetEvalFailed{ChangeId: js.GetChangeId(), Error: text.Bound(msg, maxFailure)}}}
 }
 
@@ -334,11 +334,11 @@ func evaluate(ctx context.Context, cfg Config, rec eventlog.Record, js *eventsv1
 	split := splitAttrs(attrs, budget)
 	var parts []*eventsv1.Event
 	for i, part := range split[:len(split)-1] {
-		parts = append(parts, &eventsv1.Event{Id: fmt.Sprintf("attrs-%s-%d", jobsetID, i), Payload: &eventsv1.Event_JobsetAttrsListed{JobsetAttrsListed: &eventsv1.JobsetAttrsListed{
+		parts = append(parts, &eventsv1.Event{Id: eventlog.AttrsListedID(jobsetID, uint32(i)), Payload: &eventsv1.Event_JobsetAttrsListed{JobsetAttrsListed: &eventsv1.JobsetAttrsListed{
 			ChangeId: js.GetChangeId(), Part: uint32(i), Attrs: part,
 		}}})
 	}
-	return record(ctx, cfg, rec, js, parts, &eventsv1.Event{Id: "evaluated-" + jobsetID, Payload: &eventsv1.Event_JobsetEvaluated{JobsetEvaluated: &eventsv1.JobsetEvaluated{
+	return record(ctx, cfg, rec, js, parts, &eventsv1.Event{Id: eventlog.EvaluatedID(jobsetID), Payload: &eventsv1.Event_JobsetEvaluated{JobsetEvaluated: &eventsv1.JobsetEvaluated{
 		ChangeId: js.GetChangeId(), Attrs: split[len(split)-1], DrvCount: uint32(len(drvs)), DurationMs: time.Since(start).Milliseconds(),
 		AttrParts: uint32(len(split) - 1), AttrCount: uint32(len(attrs)),
 	}}})
@@ -481,7 +481,7 @@ func discover(ctx context.Context, cfg Config, drvs []closure.Drv) error {
 		for i, f := range d.RequiredSystemFeatures {
 			features[i] = text.Bound(f, maxAttrDisplay)
 		}
-		ev := &eventsv1.Event{Id: "discovered-" + d.ID, Payload: &eventsv1.Event_DrvDiscovered{DrvDiscovered: &eventsv1.DrvDiscovered{
+		ev := &eventsv1.Event{Id: eventlog.DiscoveredID(d.ID), Payload: &eventsv1.Event_DrvDiscovered{DrvDiscovered: &eventsv1.DrvDiscovered{
 			DrvPath: d.Path, Name: d.Name, System: text.Bound(d.System, maxAttrDisplay), Outputs: d.Outputs, FixedOutput: d.FixedOutput,
 			PreferLocalBuild: d.PreferLocalBuild, RequiredSystemFeatures: features,
 			InputDrvs: inputs, OutputsValid: valid,

@@ -214,7 +214,7 @@ func (g *stage) cleanup(ctx context.Context, rec eventlog.Record) error {
 }
 
 func failedEvent(changeID, msg string) *eventsv1.Event {
-	return &eventsv1.Event{Id: "checkout-failed-" + changeID,
+	return &eventsv1.Event{Id: eventlog.CheckoutFailedID(changeID),
 		Payload: &eventsv1.Event_ChangeCheckoutFailed{ChangeCheckoutFailed: &eventsv1.ChangeCheckoutFailed{Error: text.Bound(msg, maxErrorBytes)}}}
 }
 
@@ -243,5 +243,5 @@ func checkout(ctx context.Context, store *mirror.Store, changeID string, req *ev
 			return failed(fmt.Errorf("base %s: %w", req.GetBaseCommit(), err))
 		}
 	}
-	return &eventsv1.Event{Id: "checked-out-" + changeID, Payload: &eventsv1.Event_ChangeCheckedOut{ChangeCheckedOut: out}}, nil
+	return &eventsv1.Event{Id: eventlog.CheckedOutID(changeID), Payload: &eventsv1.Event_ChangeCheckedOut{ChangeCheckedOut: out}}, nil
 }

@@ -86,7 +86,7 @@ func Run(ctx context.Context, cfg Config) error {
 }
 
 func invalid(changeID, msg string) *eventsv1.Event {
-	return &eventsv1.Event{Id: "config-invalid-" + changeID,
+	return &eventsv1.Event{Id: eventlog.ConfigInvalidID(changeID),
 		Payload: &eventsv1.Event_ChangeConfigInvalid{ChangeConfigInvalid: &eventsv1.ChangeConfigInvalid{
 			Error: text.Bound(msg, maxErrorBytes), Path: ciconfig.FileName}}}
 }
@@ -118,7 +118,7 @@ func read(ctx context.Context, cfg Config, rec eventlog.Record, co *eventsv1.Cha
 	var cerr *ciconfig.Error
 	switch {
 	case errors.Is(err, ciconfig.ErrNotConfigured):
-		return record(ctx, cfg, rec, &eventsv1.Event{Id: "config-read-" + changeID,
+		return record(ctx, cfg, rec, &eventsv1.Event{Id: eventlog.ConfigReadID(changeID),
 			Payload: &eventsv1.Event_ChangeConfigRead{ChangeConfigRead: &eventsv1.ChangeConfigRead{Configured: false}}})
 	case errors.As(err, &cerr):
 		cfg.Logger.Warn().Str("change", changeID).Err(err).Msg("configuration refused")
@@ -129,7 +129,7 @@ func read(ctx context.Context, cfg Config, rec eventlog.Record, co *eventsv1.Cha
 	read := &eventsv1.ChangeConfigRead{Configured: true}
 	for _, job := range conf.Jobs {
 		jobsetID := eventlog.JobsetID(changeID, job.Name)
-		ev := &eventsv1.Event{Id: "created-" + jobsetID, CausationId: rec.Event.GetId(), CorrelationId: changeID,
+		ev := &eventsv1.Event{Id: eventlog.JobsetCreatedID(jobsetID), CausationId: rec.Event.GetId(), CorrelationId: changeID,
 			Payload: &eventsv1.Event_JobsetCreated{JobsetCreated: &eventsv1.JobsetCreated{
 				ChangeId: changeID, Job: job.Name, File: job.File, Attr: job.Attr,
 				AllowEvalFailures: job.AllowEvalFailures, Args: job.Args,
@@ -142,5 +142,5 @@ func read(ctx context.Context, cfg Config, rec eventlog.Record, co *eventsv1.Cha
 		}
 		read.Jobs = append(read.Jobs, job.Name)
 	}
-	return record(ctx, cfg, rec, &eventsv1.Event{Id: "config-read-" + changeID, Payload: &eventsv1.Event_ChangeConfigRead{ChangeConfigRead: read}})
+	return record(ctx, cfg, rec, &eventsv1.Event{Id: eventlog.ConfigReadID(changeID), Payload: &eventsv1.Event_ChangeConfigRead{ChangeConfigRead: read}})
 }

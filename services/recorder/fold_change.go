@@ -102,7 +102,7 @@ func (c *Conclusions) decideChange(tx *bolt.Tx, changeID string, ch *changeRow, 
 		return err
 	}
 	return c.decide(tx, 'c', changeID, &eventsv1.Event{
-		Id: "concluded-" + changeID, CausationId: rec.Event.GetId(), CorrelationId: changeID,
+		Id: eventlog.ConcludedID(changeID), CausationId: rec.Event.GetId(), CorrelationId: changeID,
 		Payload: &eventsv1.Event_ChangeConcluded{ChangeConcluded: &eventsv1.ChangeConcluded{
 			Conclusion: conclusion, Summary: summary, JobsetIds: ch.Jobsets,
 		}},

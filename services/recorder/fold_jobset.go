@@ -219,7 +219,7 @@ func (c *Conclusions) decideJobset(tx *bolt.Tx, jobsetID string, js *jobsetRow, 
 		return err
 	}
 	return c.decide(tx, 'j', jobsetID, &eventsv1.Event{
-		Id: "concluded-" + jobsetID, CausationId: rec.Event.GetId(), CorrelationId: js.ChangeID,
+		Id: eventlog.ConcludedID(jobsetID), CausationId: rec.Event.GetId(), CorrelationId: js.ChangeID,
 		Payload: &eventsv1.Event_JobsetConcluded{JobsetConcluded: &eventsv1.JobsetConcluded{
 			ChangeId: js.ChangeID, Job: js.Job, Conclusion: conclusion, Results: results,
 			ResultsOmitted: omitted, Counts: counts,

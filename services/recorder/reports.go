@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -71,7 +70,7 @@ func succeededAfterStart(rep *workv1.BuildReport) (eventlog.Item, bool) {
 		return eventlog.Item{}, false
 	}
 	id := rep.GetDrvId()
-	ev := &eventsv1.Event{Id: string(buildstate.KindBuildSucceeded) + "-" + id + "-" + strconv.FormatUint(uint64(rep.GetAttempt()), 10),
+	ev := &eventsv1.Event{Id: eventlog.OutcomeID(string(buildstate.KindBuildSucceeded), id, rep.GetAttempt()),
 		Payload: &eventsv1.Event_DrvBuildSucceeded{DrvBuildSucceeded: &eventsv1.DrvBuildSucceeded{
 			Attempt: rep.GetAttempt(), DurationMs: rep.GetDurationMs(),
 		}}}
@@ -105,7 +104,7 @@ func (r *reports) decide(ctx context.Context, rep *workv1.BuildReport) error {
 	if cur.State == buildstate.FailedRetry && cur.Attempt == rep.GetAttempt() {
 		// The failure was recorded but the re-queue was not (a crash in
 		// between): finish the job.
-		return r.requeue(ctx, id, rep.GetAttempt(), fmt.Sprintf("%s-%s-%d", buildstate.KindBuildFailedRetry, id, rep.GetAttempt()), last)
+		return r.requeue(ctx, id, rep.GetAttempt(), eventlog.OutcomeID(string(buildstate.KindBuildFailedRetry), id, rep.GetAttempt()), last)
 	}
 	if cur.State != buildstate.Building || cur.Attempt != rep.GetAttempt() {
 		r.logger.Info().Str("drv", id).Uint32("attempt", rep.GetAttempt()).Str("holder", rep.GetHolder()).
@@ -133,7 +132,7 @@ func (r *reports) decide(ctx context.Context, rep *workv1.BuildReport) error {
 		return worker.Permanent(fmt.Errorf("report for %s has outcome %v", id, rep.GetOutcome()))
 	}
 	kind, _ := buildstate.KindOf(ev)
-	ev.Id = fmt.Sprintf("%s-%s-%d", kind, id, rep.GetAttempt())
+	ev.Id = eventlog.OutcomeID(string(kind), id, rep.GetAttempt())
 	a, err := r.log.Append(ctx, id, ev, eventlog.ExpectLast(last))
 	if err != nil {
 		return err // a conflict is retried: the worker redelivers and we re-read
@@ -231,12 +230,12 @@ func (r *reports) abandon(ctx context.Context, rep *workv1.BuildReport, cause er
 	}
 	switch {
 	case cur.State == buildstate.FailedRetry && cur.Attempt == rep.GetAttempt():
-		return r.requeue(ctx, id, rep.GetAttempt(), fmt.Sprintf("%s-%s-%d", buildstate.KindBuildFailedRetry, id, rep.GetAttempt()), last)
+		return r.requeue(ctx, id, rep.GetAttempt(), eventlog.OutcomeID(string(buildstate.KindBuildFailedRetry), id, rep.GetAttempt()), last)
 	case cur.State != buildstate.Building || cur.Attempt != rep.GetAttempt():
 		return nil // the attempt is over: nothing waits on this report
 	}
 	ev := &eventsv1.Event{
-		Id: fmt.Sprintf("%s-%s-%d", buildstate.KindInterrupted, id, rep.GetAttempt()),
+		Id: eventlog.OutcomeID(string(buildstate.KindInterrupted), id, rep.GetAttempt()),
 		Payload: &eventsv1.Event_DrvInterrupted{DrvInterrupted: &eventsv1.DrvInterrupted{
 			Kind: eventsv1.InterruptKind_INTERRUPT_KIND_INFRASTRUCTURE, Attempt: rep.GetAttempt(),
 			Detail: boundText("the recorder could not record its build report: " + cause.Error()),
@@ -270,7 +269,7 @@ func boundText(s string) string {
 
 func (r *reports) requeue(ctx context.Context, id string, attempt uint32, cause string, last uint64) error {
 	ev := &eventsv1.Event{
-		Id:          fmt.Sprintf("retry-%s-%d", id, attempt+1),
+		Id:          eventlog.RetryID(id, attempt+1),
 		CausationId: cause,
 		Payload:     &eventsv1.Event_DrvRequeued{DrvRequeued: &eventsv1.DrvRequeued{Reason: RetryReason, NextAttempt: attempt + 1}},
 	}

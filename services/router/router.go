@@ -19,7 +19,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"sync"
 	"time"
 
@@ -182,7 +181,7 @@ func Run(ctx context.Context, cfg Config) error {
 		class, ok := Route(cfg.Builders, b, view)
 		if !ok {
 			ev := &eventsv1.Event{
-				Id: fmt.Sprintf("unsatisfiable-%s-%d", rec.ID, b.GetAttempt()), CausationId: rec.Event.GetId(),
+				Id: eventlog.UnsatisfiableID(rec.ID, b.GetAttempt()), CausationId: rec.Event.GetId(),
 				Payload: &eventsv1.Event_DrvInterrupted{DrvInterrupted: &eventsv1.DrvInterrupted{
 					Kind: eventsv1.InterruptKind_INTERRUPT_KIND_UNSATISFIABLE, Attempt: 0,
 					Detail: fmt.Sprintf("no builder serves system %q with features %v", b.GetSystem(), b.GetRequiredSystemFeatures()),
@@ -198,7 +197,7 @@ func Run(ctx context.Context, cfg Config) error {
 			DrvId: rec.ID, DrvPath: b.GetDrvPath(), System: b.GetSystem(), Class: class,
 			Attempt: b.GetAttempt(), RequiredSystemFeatures: b.GetRequiredSystemFeatures(), LastSeq: rec.Seq,
 		}
-		return &eventlog.Work{Subject: eventlog.BuildSubject(b.GetSystem(), class), MsgID: "build-" + rec.ID + "-" + strconv.FormatUint(uint64(b.GetAttempt()), 10), Message: req}, nil
+		return &eventlog.Work{Subject: eventlog.BuildSubject(b.GetSystem(), class), MsgID: eventlog.BuildRequestID(rec.ID, b.GetAttempt()), Message: req}, nil
 	}
 	// A batch's requests are queued pipelined: one round trip for all.
 	handle := func(ctx context.Context, msgs []jetstream.Msg) []error {
@@ -237,7 +236,7 @@ func Run(ctx context.Context, cfg Config) error {
 			return nil
 		}
 		ev := &eventsv1.Event{
-			Id: fmt.Sprintf("route-failed-%s-%d", rec.ID, b.GetAttempt()), CausationId: rec.Event.GetId(),
+			Id: eventlog.RouteFailedID(rec.ID, b.GetAttempt()), CausationId: rec.Event.GetId(),
 			Payload: &eventsv1.Event_DrvInterrupted{DrvInterrupted: &eventsv1.DrvInterrupted{
 				Kind: eventsv1.InterruptKind_INTERRUPT_KIND_INFRASTRUCTURE, Attempt: 0,
 				Detail: text.Bound(fmt.Sprintf("the router could not queue its build request: %v", cause), maxDetailBytes),

@@ -205,10 +205,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "pull_request payload lacks repository clone_url or head sha", http.StatusBadRequest)
 		return
 	}
-	eventID := "gh-" + delivery
-	if delivery == "" {
-		eventID = "gh-" + eventlog.ChangeID(req.GetRepoUrl(), req.GetHeadCommit(), req.GetBaseCommit())
-	}
+	eventID := eventlog.WebhookRequestedID(delivery, eventlog.ChangeID(req.GetRepoUrl(), req.GetHeadCommit(), req.GetBaseCommit()))
 	got, err := request.Record(r.Context(), h.log, req, eventID, "webhook pull_request payload")
 	switch {
 	case errors.Is(err, request.ErrBadRequest):

@@ -30,8 +30,15 @@ type Handler func(ctx context.Context, m jetstream.Msg) error
 
 // Config describes the durable consumer.
 type Config struct {
-	Stream  string
+	// Stream is the stream the consumer reads.
+	Stream string
+	// Durable names the consumer, and is its identity on the server: its
+	// position and its unacknowledged messages. Stages take it from
+	// eventlog (durable.go), the one place each is spelled: renaming one
+	// on the event log replays the whole stream to the stage, and on the
+	// work queue orphans the old consumer's pending work.
 	Durable string
+	// Filters are the subjects the consumer takes (nil: the whole stream).
 	Filters []string
 	// AckWait is how long the server waits for an ack or heartbeat before
 	// redelivering; a running handler sends heartbeats every AckWait/3.
@@ -50,8 +57,7 @@ type Config struct {
 	// Backoff is the first redelivery delay; it doubles per delivery up
 	// to 30 s.
 	Backoff time.Duration
-	// Batch is, for RunBatch and RunStarted, the most messages handed over
-	// at once.
+	// Batch is, for RunBatch, the most messages handed over at once.
 	Batch int
 	// MaxAckPending bounds the messages delivered and not yet settled;
 	// 0 means Concurrency*4.
@@ -200,6 +206,10 @@ func beatWhile(cfg Config, msgs ...jetstream.Msg) (stop func()) {
 	var mu sync.Mutex
 	done := false
 	var beat *time.Timer
+	// Held while beat is assigned: the first beat may fire before
+	// AfterFunc returns, and reads beat to re-arm it.
+	mu.Lock()
+	defer mu.Unlock()
 	beat = time.AfterFunc(cfg.AckWait/3, func() {
 		mu.Lock()
 		defer mu.Unlock()

@@ -135,7 +135,11 @@ func testHeartbeats(t *testing.T, run func(context.Context, jetstream.JetStream,
 		done <- run(rctx, js, worker.Config{Stream: "W", Durable: "hb", Filters: []string{"w.>"}, AckWait: time.Second, Concurrency: 2}, h)
 	}()
 	<-finished
-	time.Sleep(1500 * time.Millisecond) // a redelivery after the ack wait would show by now
+	// Absence, proven by waiting: without heartbeats the server hands the
+	// message out again one ack wait (1 s) after each delivery, which the
+	// second slot would run at once; 1.5 ack waits past the first run's end
+	// cover a redelivery due then.
+	time.Sleep(1500 * time.Millisecond)
 	stop()
 	if err := <-done; err != nil {
 		t.Fatal(err)

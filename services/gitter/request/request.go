@@ -90,8 +90,8 @@ type Recorded struct {
 // Record appends req (after Check) as a new change, or joins the change
 // already requested, or, when that change concluded after its checkout
 // failed, as the change's next attempt. eventID is the request's event id
-// (derived from its cause, e.g. the webhook delivery); an attempt after
-// the first gets it with "-attempt-N" appended, so that the stream's
+// (derived from its cause, e.g. eventlog.WebhookRequestedID); an attempt
+// after the first gets eventlog.AttemptRequestedID, so that the stream's
 // de-duplication never takes a new attempt for the repeat of an old one.
 // Every append is guarded (ExpectLast(0) on the attempt), so two requests
 // racing record one attempt and both follow it.
@@ -112,11 +112,7 @@ func Record(ctx context.Context, log *eventlog.Log, req *eventsv1.ChangeRequeste
 			}
 			return Recorded{ChangeID: id, Attempt: attempt, Joined: true}, nil
 		}
-		evID := eventID
-		if attempt > 0 {
-			evID += "-attempt-" + strconv.Itoa(attempt)
-		}
-		ev := &eventsv1.Event{Id: evID, CorrelationId: id, Payload: &eventsv1.Event_ChangeRequested{ChangeRequested: req}}
+		ev := &eventsv1.Event{Id: eventlog.AttemptRequestedID(eventID, attempt), CorrelationId: id, Payload: &eventsv1.Event_ChangeRequested{ChangeRequested: req}}
 		_, err = log.Append(ctx, id, ev, eventlog.ExpectLast(0))
 		if errors.Is(err, eventlog.ErrConflict) && raced < 3 {
 			raced++ // requested meanwhile by someone else: look at it again

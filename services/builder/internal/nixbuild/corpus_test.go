@@ -182,3 +182,38 @@ func TestForgedMessagesReachNoOtherLog(t *testing.T) {
 		}
 	}
 }
+
+// TestSuccessReportedBeforeTheBatchEnds: a derivation that succeeded is
+// handed over (OnDone) while Nix still builds the rest of its batch, so
+// its report (and its dependents) need not wait, and a crash later in the
+// batch does not take it down with the rest.
+func TestSuccessReportedBeforeTheBatchEnds(t *testing.T) {
+	quick, _ := instantiate(t, "sleep 3; echo one > $out")
+	slow, _ := instantiate(t, "sleep 3; echo two > $out")
+	var quickAt, slowAt time.Time
+	var mu sync.Mutex
+	begin := time.Now()
+	jobs := []Job{
+		{DrvPath: quick, OnDone: func(r Result) { mu.Lock(); quickAt = time.Now(); mu.Unlock() }},
+		{DrvPath: slow, OnDone: func(r Result) { mu.Lock(); slowAt = time.Now(); mu.Unlock() }},
+	}
+	res, err := Realise(context.Background(), jobs, Options{NixOptions: noSubst})
+	if err != nil {
+		t.Fatal(err)
+	}
+	end := time.Now()
+	mu.Lock()
+	defer mu.Unlock()
+	if res[0].Outcome != Succeeded || res[1].Outcome != Succeeded {
+		t.Fatalf("results %+v", res)
+	}
+	if quickAt.IsZero() || slowAt.IsZero() {
+		t.Fatalf("OnDone not called: quick %v slow %v", quickAt, slowAt)
+	}
+	// One build at a time, in an order Nix picks: whichever ran first was
+	// handed over before the other's 3 s sleep ended.
+	first := min(quickAt.Sub(begin), slowAt.Sub(begin))
+	if end.Sub(begin)-first < 2500*time.Millisecond {
+		t.Fatalf("the first success came %v after the start, the batch ended after %v", first, end.Sub(begin))
+	}
+}

@@ -43,6 +43,7 @@ type job struct {
 	drvValid bool
 	log      *jobLog
 	verdict  *Verdict
+	result   *Result // set once finished (early for a success seen mid-batch)
 	aborted  int       // alone invocations that ended mid-build by themselves
 	began    time.Time // its first build start
 	took     time.Duration
@@ -112,7 +113,7 @@ func wholeSeconds(d time.Duration) int { return int(math.Ceil(d.Seconds())) }
 // invoke runs one `nix-store --realise` over jobs and records, per job,
 // what Nix's own records say. It returns an error only when nothing could
 // be started.
-func invoke(ctx context.Context, bin string, jobs []*job, o Options) (invocation, error) {
+func invoke(ctx context.Context, bin string, jobs []*job, o Options, done func(*job, int)) (invocation, error) {
 	res := invocation{inv: Invocation{Jobs: len(jobs), Exit: -1}}
 	if o.NoOutputTimeout > 0 {
 		res.inv.MaxSilent = time.Duration(wholeSeconds(o.NoOutputTimeout)) * time.Second
@@ -157,7 +158,7 @@ func invoke(ctx context.Context, bin string, jobs []*job, o Options) (invocation
 		tracked = o.Tracker.begin(pid, jobs)
 	}
 
-	p := &parser{byDrv: map[string]*job{}, byAct: map[int64]*job{}, jobs: jobs}
+	p := &parser{byDrv: map[string]*job{}, byAct: map[int64]*job{}, jobs: jobs, done: done}
 	for _, j := range jobs {
 		p.byDrv[j.DrvPath] = j
 	}
@@ -232,6 +233,7 @@ type parser struct {
 	current  *job     // the build running now (max-jobs 1); nil: none or not ours
 	busy     bool     // a build (ours or a dependency's) is running
 	other    []string
+	done     func(*job, int) // a build of ours ended (with the batch size); nil: nothing to do
 }
 
 func (p *parser) record(rec record, now time.Time) {
@@ -277,6 +279,9 @@ func (p *parser) record(rec record, now time.Time) {
 				j.act, j.started, j.startAt, j.lastSign = ev.ID, true, now, now
 				if j.began.IsZero() {
 					j.began = now
+					if j.OnStart != nil {
+						j.OnStart()
+					}
 				}
 				p.current = j
 				if ev.Text != "" {
@@ -339,6 +344,9 @@ func (p *parser) progress(fields []json.RawMessage, now time.Time) {
 	if j := p.current; j != nil && !j.overlapped && done != failed {
 		j.endAt, j.endKnown, j.countedDone = now, true, done
 		j.took += now.Sub(j.startAt)
+		if p.done != nil {
+			p.done(j, len(p.jobs))
+		}
 	}
 	p.current, p.busy = nil, false
 }

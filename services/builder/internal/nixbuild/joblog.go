@@ -16,6 +16,7 @@ type jobLog struct {
 	maxLog  int64 // bytes of the log file (and of live lines); <= 0: no cap
 	written int64
 	capped  bool
+	closed  bool // finished early: later lines are dropped
 
 	tail      []string // ring of the last tailLines pieces
 	tailNext  int
@@ -30,6 +31,9 @@ func newJobLog(f *logFile, onLine func([]byte), o Options) *jobLog {
 
 // line takes one whole line (without its newline).
 func (l *jobLog) line(b []byte) {
+	if l.closed {
+		return
+	}
 	if !l.capped && l.maxLog > 0 && l.written+int64(len(b))+1 > l.maxLog {
 		l.capped = true
 		notice := []byte(fmt.Sprintf("[ekaci: this attempt's log reached its cap of %d bytes; the rest of its output is not kept, the build goes on]", l.maxLog))
@@ -105,4 +109,7 @@ func TailBytes(s string, max int) string {
 }
 
 // close finishes the log file.
-func (l *jobLog) close() error { return l.file.Close() }
+func (l *jobLog) close() error {
+	l.closed = true
+	return l.file.Close()
+}

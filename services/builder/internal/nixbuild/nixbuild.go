@@ -120,6 +120,17 @@ type Job struct {
 	// LogPath and OnLine are Options.LogPath and Options.OnLine, per job.
 	LogPath string
 	OnLine  func(line []byte)
+	// OnStart, when set, is called once, when Nix starts building the
+	// derivation (its build activity begins), from the goroutine reading
+	// Nix's log: it must not block. A derivation Nix never builds (its
+	// outputs valid already, its .drv gone) never gets the call.
+	OnStart func()
+	// OnDone, when set, gets the derivation's Result as soon as it is
+	// known, in a batch, before the rest of the batch is built: once Nix's
+	// counters end its build and the store says every output is valid
+	// (succeeded), or not and its own timing rules out a timeout (failed).
+	// The same Result is in Realise's answer. It must not block.
+	OnDone func(Result)
 }
 
 // Outcome is how a build ended. The zero value is no outcome, so an unset
@@ -209,6 +220,8 @@ type Result struct {
 	// Invocations is how many Nix invocations the derivation took part in
 	// (more than one when an invocation failed and it was built again).
 	Invocations int
+	// Started says whether Nix started building it (OnStart was called).
+	Started bool
 }
 
 func (o Options) withDefaults() Options {
@@ -295,20 +308,76 @@ func Realise(ctx context.Context, jobs []Job, o Options) ([]Result, error) {
 	elapsed := time.Since(start)
 	results := make([]Result, len(js))
 	for i, j := range js {
-		v := *j.verdict
-		res := Result{Outcome: v.Outcome, Interruption: v.Interruption, ExitCode: v.ExitCode, Detail: v.Detail,
-			LogPath: j.LogPath, Duration: j.took, Invocations: r.invocations[j]}
-		if res.Duration == 0 {
-			res.Duration = elapsed
+		if j.result == nil {
+			r.finish(j, elapsed)
 		}
-		if v.Outcome == Succeeded {
-			res.OutPaths = j.outputs
-		}
-		res.Tail = j.log.tailString()
-		res.LogErr = j.log.close()
-		results[i] = res
+		results[i] = *j.result
 	}
 	return results, nil
+}
+
+// finish makes j's Result from its verdict and closes its log.
+func (r *realisation) finish(j *job, elapsed time.Duration) {
+	v := *j.verdict
+	res := Result{Outcome: v.Outcome, Interruption: v.Interruption, ExitCode: v.ExitCode, Detail: v.Detail,
+		LogPath: j.LogPath, Duration: j.took, Invocations: r.invocations[j], Started: !j.began.IsZero()}
+	if res.Duration == 0 {
+		res.Duration = elapsed
+	}
+	if v.Outcome == Succeeded {
+		res.OutPaths = j.outputs
+	}
+	res.Tail = j.log.tailString()
+	res.LogErr = j.log.close()
+	j.result = &res
+}
+
+// earlyQuery bounds the validity question asked while Nix still runs; a
+// store slow to answer then only delays the report to the batch's end.
+const earlyQuery = 5 * time.Second
+
+// early is called (from the log reader) when Nix's counters ended j's
+// build, in a batch: if the store says every output is valid, j has
+// succeeded, whatever the rest of the batch does; if not, and its own
+// timing rules out Nix's timeouts, it failed. Either way its report need
+// not wait for the batch (nor die with it in a crash). What needs the
+// invocation's end (a possible timeout, Nix stopping mid-way) waits.
+func (r *realisation) early(j *job, batch int) {
+	if j.result != nil || len(j.outputs) == 0 || batch < 2 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), earlyQuery)
+	defer cancel()
+	invalid, err := r.store.Invalid(ctx, j.outputs)
+	if err != nil {
+		return
+	}
+	switch {
+	case len(invalid) == 0:
+		j.verdict = &Verdict{Outcome: Succeeded}
+	case j.countedDone:
+		return // Nix says built, the store says not valid: the end decides
+	default:
+		inv := Invocation{Jobs: batch, Exit: 0x60 | 0x05} // as if some build timed out
+		if r.o.NoOutputTimeout > 0 {
+			inv.MaxSilent = time.Duration(wholeSeconds(r.o.NoOutputTimeout)) * time.Second
+		}
+		if r.o.TotalTimeout > 0 {
+			inv.Timeout = time.Duration(wholeSeconds(r.o.TotalTimeout)) * time.Second
+		}
+		if maybe, _ := inv.timedOut(j.observed(invocation{inv: inv}, invalid)); maybe {
+			return
+		}
+		v := Judge(j.observed(invocation{inv: inv}, invalid), inv)
+		if v.Outcome != Failed {
+			return
+		}
+		j.verdict = &v
+	}
+	r.finish(j, time.Since(j.startAt))
+	if j.OnDone != nil {
+		j.OnDone(*j.result)
+	}
 }
 
 type realisation struct {
@@ -374,10 +443,10 @@ func storeUnreachable(err error) *Verdict {
 // run realises js in one invocation, judges each by the store, and builds
 // the ones Nix did not judge again, in halves, until each was alone.
 func (r *realisation) run(ctx context.Context, js []*job) {
-	res, err := invoke(ctx, r.bin, js, r.o)
 	for _, j := range js {
 		r.invocations[j]++
 	}
+	res, err := invoke(ctx, r.bin, js, r.o, r.early)
 	if err != nil {
 		// Not even started (fork failed, the pipe could not be made).
 		res = invocation{inv: Invocation{Jobs: len(js), Exit: -1}}
@@ -390,6 +459,9 @@ func (r *realisation) run(ctx context.Context, js []*job) {
 	invalid, qerr := r.store.Invalid(context.WithoutCancel(ctx), ask)
 	var again []*job
 	for _, j := range js {
+		if j.result != nil {
+			continue // judged a success while Nix ran
+		}
 		if qerr != nil {
 			j.verdict = storeUnreachable(qerr)
 			continue

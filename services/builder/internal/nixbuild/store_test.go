@@ -56,3 +56,38 @@ func TestStoreAnswersFromTheStore(t *testing.T) {
 		t.Fatalf("a path outside the store: %v, want ErrBadOptions", err)
 	}
 }
+
+// BenchmarkValidity is what the store checks cost per batch: one question
+// about 32 derivations' outputs (and their .drv files), asked over the
+// serve session and, for comparison, with one `nix-store --check-validity`
+// process, as each batch would without the session.
+func BenchmarkValidity(b *testing.B) {
+	if _, err := exec.LookPath("nix-store"); err != nil {
+		b.Skip("nix-store not on PATH")
+	}
+	out, err := exec.Command("sh", "-c", "ls -d /nix/store/*-* | head -64").Output()
+	if err != nil {
+		b.Fatal(err)
+	}
+	paths := strings.Fields(string(out))
+	ctx := context.Background()
+	b.Run("serve session", func(b *testing.B) {
+		s := NewStore(noSubst)
+		defer s.Close()
+		if _, err := s.Invalid(ctx, paths); err != nil {
+			b.Fatal(err)
+		}
+		for b.Loop() {
+			if _, err := s.Invalid(ctx, paths); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("check-validity process", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := checkValidity(ctx, paths, noSubst); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/ekaci/ekaci/libs/eventlog"
+	"github.com/ekaci/ekaci/libs/nixtest"
 	"github.com/ekaci/ekaci/services/ekaci"
 )
 
@@ -35,11 +36,7 @@ func buildBinary(t *testing.T) string {
 // build runs, starts it again on the same data dir, and checks the run
 // completes with the same final states and every transition recorded once.
 func TestSurvivesSIGKILLMidRun(t *testing.T) {
-	for _, tool := range []string{"nix-build", "nix-instantiate"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s not on PATH: run `make nix` first", tool)
-		}
-	}
+	nixtest.Require(t)
 	bin := buildBinary(t)
 	salt := fmt.Sprint(time.Now().UnixNano())
 	repo := gitRepo(t, map[string]string{

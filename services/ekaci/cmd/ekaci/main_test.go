@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/ekaci/ekaci/libs/nixtest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -35,11 +36,7 @@ func gitRepo(t *testing.T, files map[string]string) string {
 }
 
 func TestRunPrintsTheOutcomeAndExitsByIt(t *testing.T) {
-	for _, tool := range []string{"nix-build", "nix-instantiate"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s not on PATH: run `make nix` first", tool)
-		}
-	}
+	nixtest.Require(t)
 	salt := fmt.Sprint(time.Now().UnixNano())
 	repo := gitRepo(t, map[string]string{
 		".ekaci/config.json": `{"jobs": {"main": {"file": "default.nix"}}}`,
