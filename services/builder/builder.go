@@ -608,7 +608,7 @@ func (b *build) resolve(ctx context.Context, m jetstream.Msg, req *workv1.BuildR
 		}
 		return decision{}, errDeferred
 	}
-	log.Warn().Str("held_by", holder).Msg("the builder holding this attempt is gone; reporting its death")
+	log.Warn().Str("held_by", holder).Msg("the builder holding this attempt is gone; reporting process death")
 	rep := &workv1.BuildReport{
 		Outcome: workv1.BuildOutcome_BUILD_OUTCOME_INTERRUPTED, ExitCode: -1,
 		Interruption: eventsv1.InterruptKind_INTERRUPT_KIND_PROCESS_DEATH,

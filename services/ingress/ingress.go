@@ -205,13 +205,13 @@ const (
 
 // requeue appends a requeue of n, guarded on its last fact, and marks it
 // asked so that nothing asks twice before the fact is back.
-func (m *Graph) requeue(n int32, idPrefix, reason, cause string, out *projection.Outbox) {
+func (m *Graph) requeue(n int32, id func(drvID string, lastSeq uint64) string, reason, cause string, out *projection.Outbox) {
 	g := m.g
 	nd := &g.nodes[n]
 	if nd.asked {
 		return
 	}
-	out.Append(nd.id, event(idPrefix+"-"+nd.id+"-"+strconv.FormatUint(nd.lastSeq, 10), cause,
+	out.Append(nd.id, event(id(nd.id, nd.lastSeq), cause,
 		&eventsv1.DrvRequeued{Reason: reason, NextAttempt: nd.drv.Attempt + 1}), nd.lastSeq)
 	nd.asked = true
 	g.touch(n)
@@ -269,7 +269,7 @@ func (m *Graph) Apply(tx *bolt.Tx, rec eventlog.Record, out *projection.Outbox) 
 		// Its cause may have succeeded (a retry, a later change) while
 		// this verdict was on its way: clear it at once.
 		if c, ok := g.lookup(p.DrvDependencyFailed.GetCauseDrvId()); ok && g.nodes[c].drv.State == buildstate.Succeeded {
-			m.requeue(n, "cleared", ReasonCauseCleared, rec.Event.GetId(), out)
+			m.requeue(n, eventlog.CauseClearedID, ReasonCauseCleared, rec.Event.GetId(), out)
 		}
 	case *eventsv1.Event_DrvBlocked:
 		return m.blocked(rec, n, p.DrvBlocked.GetCauseDrvId(), out)
@@ -357,17 +357,17 @@ func (m *Graph) decide(rec eventlog.Record, n int32, fresh, valid bool, out *pro
 	cause := rec.Event.GetId()
 	switch {
 	case valid:
-		out.Append(nd.id, event("cached-"+nd.id, cause, &eventsv1.DrvBuildSucceeded{Cached: true}), nd.lastSeq)
+		out.Append(nd.id, event(eventlog.CachedID(nd.id), cause, &eventsv1.DrvBuildSucceeded{Cached: true}), nd.lastSeq)
 	case failedID >= 0:
 		// A verdict inherited here is on its way too: dependents
 		// discovered before it lands inherit it from this node.
 		g.setDoomed(n, failedID, false)
 		c := &g.nodes[failedID]
-		out.Append(nd.id, event(fmt.Sprintf("depfailed-%s-%d", nd.id, rec.Seq), cause, &eventsv1.DrvDependencyFailed{CauseDrvId: c.id, CauseDrvPath: c.path}), nd.lastSeq)
+		out.Append(nd.id, event(eventlog.DependencyFailedID(nd.id, rec.Seq), cause, &eventsv1.DrvDependencyFailed{CauseDrvId: c.id, CauseDrvPath: c.path}), nd.lastSeq)
 	case blockedID >= 0:
 		g.setDoomed(n, blockedID, true)
 		c := &g.nodes[blockedID]
-		out.Append(nd.id, event(fmt.Sprintf("blocked-%s-%d", nd.id, rec.Seq), cause, &eventsv1.DrvBlocked{CauseDrvId: c.id, CauseDrvPath: c.path}), nd.lastSeq)
+		out.Append(nd.id, event(eventlog.BlockedID(nd.id, rec.Seq), cause, &eventsv1.DrvBlocked{CauseDrvId: c.id, CauseDrvPath: c.path}), nd.lastSeq)
 	default:
 		return m.maybeBuildable(n, cause, out)
 	}
@@ -391,7 +391,7 @@ func (m *Graph) maybeBuildable(n int32, cause string, out *projection.Outbox) er
 	if err != nil {
 		return err
 	}
-	out.Append(nd.id, event("buildable-"+nd.id+"-"+strconv.FormatUint(uint64(b.GetAttempt()), 10), cause, b), nd.lastSeq)
+	out.Append(nd.id, event(eventlog.BuildableID(nd.id, b.GetAttempt()), cause, b), nd.lastSeq)
 	return nil
 }
 
@@ -470,7 +470,7 @@ func (m *Graph) causeRequeued(rec eventlog.Record, c int32, out *projection.Outb
 			return err
 		}
 		if bn := &g.nodes[b]; bn.drv.State == buildstate.Blocked && bn.drv.Cause == causeID {
-			m.requeue(b, "cleared", ReasonCauseCleared, rec.Event.GetId(), out)
+			m.requeue(b, eventlog.CauseClearedID, ReasonCauseCleared, rec.Event.GetId(), out)
 		}
 	}
 	return nil
@@ -489,7 +489,7 @@ func (m *Graph) blocked(rec eventlog.Record, n int32, causeID string, out *proje
 		return nil
 	}
 	if !g.stillInterrupted(c) {
-		m.requeue(n, "cleared", ReasonCauseCleared, rec.Event.GetId(), out)
+		m.requeue(n, eventlog.CauseClearedID, ReasonCauseCleared, rec.Event.GetId(), out)
 	}
 	return g.tx.Bucket(blockedBucket).Put(blockedKey(g.nodes[c].key, g.nodes[n].key), nil)
 }
@@ -591,7 +591,7 @@ func (m *Graph) need(rec eventlog.Record, rootID string, out *projection.Outbox)
 		n := top.n
 		stack = stack[:len(stack)-1]
 		if s := g.nodes[n].drv.State; s == buildstate.Interrupted || s == buildstate.Blocked {
-			m.requeue(n, "needed", ReasonNeededAgain, rec.Event.GetId(), out)
+			m.requeue(n, eventlog.NeededAgainID, ReasonNeededAgain, rec.Event.GetId(), out)
 		}
 	}
 	return nil
@@ -619,9 +619,9 @@ func (m *Graph) propagate(rec eventlog.Record, n int32, out *projection.Outbox, 
 		dn := &g.nodes[d]
 		switch {
 		case blocked:
-			out.Append(dn.id, event(fmt.Sprintf("blocked-%s-%d", dn.id, rec.Seq), cause, &eventsv1.DrvBlocked{CauseDrvId: rec.ID, CauseDrvPath: path}), dn.lastSeq)
+			out.Append(dn.id, event(eventlog.BlockedID(dn.id, rec.Seq), cause, &eventsv1.DrvBlocked{CauseDrvId: rec.ID, CauseDrvPath: path}), dn.lastSeq)
 		default:
-			out.Append(dn.id, event(fmt.Sprintf("depfailed-%s-%d", dn.id, rec.Seq), cause, &eventsv1.DrvDependencyFailed{CauseDrvId: rec.ID, CauseDrvPath: path}), dn.lastSeq)
+			out.Append(dn.id, event(eventlog.DependencyFailedID(dn.id, rec.Seq), cause, &eventsv1.DrvDependencyFailed{CauseDrvId: rec.ID, CauseDrvPath: path}), dn.lastSeq)
 		}
 	}
 	lim := m.limits()
@@ -654,7 +654,7 @@ func (m *Graph) propagate(rec eventlog.Record, n int32, out *projection.Outbox, 
 	if len(fact.DrvIds) > 0 {
 		// Guarded on the failed derivation's own last event: a replay (a
 		// rebuilt read model) finds this fact after it and is refused.
-		out.Append(rec.ID, &eventsv1.Event{Id: fmt.Sprintf("downstream-%s-%d", rec.ID, rec.Seq), CausationId: cause,
+		out.Append(rec.ID, &eventsv1.Event{Id: eventlog.DownstreamFailedID(rec.ID, rec.Seq), CausationId: cause,
 			Payload: &eventsv1.Event_DrvDownstreamFailed{DrvDownstreamFailed: fact}}, g.nodes[n].lastSeq)
 	}
 }

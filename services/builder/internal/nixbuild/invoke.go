@@ -21,7 +21,6 @@ const (
 	actBuild           = 105
 	actBuilds          = 104
 	resBuildLogLine    = 101
-	resSetPhase        = 104
 	resProgress        = 105
 	resPostBuildLogLog = 107
 )
@@ -43,7 +42,7 @@ type job struct {
 	drvValid bool
 	log      *jobLog
 	verdict  *Verdict
-	result   *Result // set once finished (early for a success seen mid-batch)
+	result   *Result   // set once finished (early when judged mid-batch)
 	aborted  int       // alone invocations that ended mid-build by themselves
 	began    time.Time // its first build start
 	took     time.Duration
@@ -231,7 +230,6 @@ type parser struct {
 	buildsID int64
 	counters [4]int64 // done, expected, running, failed
 	current  *job     // the build running now (max-jobs 1); nil: none or not ours
-	busy     bool     // a build (ours or a dependency's) is running
 	other    []string
 	done     func(*job, int) // a build of ours ended (with the batch size); nil: nothing to do
 }
@@ -273,7 +271,7 @@ func (p *parser) record(rec record, now time.Time) {
 			if p.current != nil {
 				p.current.overlapped = true // two at once: neither end is attributable
 			}
-			p.current, p.busy = nil, true
+			p.current = nil
 			if j := p.byDrv[drv]; j != nil {
 				p.byAct[ev.ID] = j
 				j.act, j.started, j.startAt, j.lastSign = ev.ID, true, now, now
@@ -348,7 +346,7 @@ func (p *parser) progress(fields []json.RawMessage, now time.Time) {
 			p.done(j, len(p.jobs))
 		}
 	}
-	p.current, p.busy = nil, false
+	p.current = nil
 }
 
 // named returns the one job whose .drv or output path msg names.

@@ -23,8 +23,8 @@ import (
 	"strings"
 
 	"github.com/ekaci/ekaci/libs/buildstate"
-	"github.com/ekaci/ekaci/libs/graphgen"
 	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
+	"github.com/ekaci/ekaci/libs/graphgen"
 )
 
 // Kind is how a derivation behaves.
@@ -224,6 +224,8 @@ type Report struct {
 	// Expected, each explained by interruptions recorded for it or for an
 	// input.
 	Deviated int
+	// Hit describes each derivation with a recorded interruption.
+	Hit []string
 }
 
 // Check judges the final histories (histories[i] is node i's). survivor
@@ -290,6 +292,9 @@ func (g *Graph) decide(i int, attempts []Attempt, rep *Report) buildstate.State 
 		rep.Wrong = append(rep.Wrong, fmt.Sprintf("%s: failed %d times, but it fails once", name, failures))
 	}
 	rep.Interrupted += interrupted
+	if interrupted > 0 {
+		rep.Hit = append(rep.Hit, fmt.Sprintf("%s: %v", name, attempts))
+	}
 	if interrupted == 0 {
 		return g.own(i)
 	}
