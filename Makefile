@@ -77,6 +77,11 @@ test: nix ## run every module's tests (installs Nix when missing)
 	@fail=0; for m in $(MODULES); do \
 		echo "== $$m"; (cd $$m && go test $(GOTEST_FLAGS) ./...) || fail=1; done; exit $$fail
 
+.PHONY: chaos
+chaos: nix ## crash test at scale: 300 real derivations, `ekaci run` SIGKILLed twice per run (SEED=1 REPEAT=5 DRVS=300 KILLS=2)
+	cd services/ekaci && EKACI_CHAOS_DRVS=$${DRVS:-300} EKACI_CHAOS_KILLS=$${KILLS:-2} EKACI_CHAOS_SEED=$${SEED:-1} \
+		EKACI_CHAOS_REPEAT=$${REPEAT:-5} go test -count=1 -timeout 60m -run '^TestCrashesChangeNoVerdict$$' -v .
+
 .PHONY: demo
 demo: nix build ## the main job: a CI run over examples/demo
 	@scripts/demo.sh

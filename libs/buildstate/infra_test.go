@@ -26,7 +26,9 @@ func TestInfrastructureRetryKeepsTheRetry(t *testing.T) {
 		{"infrastructure, retry used", true, infra, nil, true},
 		{"failure, retry unused", false, eventsv1.InterruptKind_INTERRUPT_KIND_UNSPECIFIED, nil, true},
 		{"failure, retry used", true, eventsv1.InterruptKind_INTERRUPT_KIND_UNSPECIFIED, ErrRetryUsed, true},
-		{"process death, retry used", true, eventsv1.InterruptKind_INTERRUPT_KIND_PROCESS_DEATH, ErrRetryUsed, true},
+		{"process death, retry unused", false, eventsv1.InterruptKind_INTERRUPT_KIND_PROCESS_DEATH, nil, false},
+		{"process death, retry used", true, eventsv1.InterruptKind_INTERRUPT_KIND_PROCESS_DEATH, nil, true},
+		{"timeout, retry used", true, eventsv1.InterruptKind_INTERRUPT_KIND_TIMEOUT, ErrRetryUsed, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

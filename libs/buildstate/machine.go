@@ -119,10 +119,10 @@ func Next(cur Drv, ev *eventsv1.Event) (Drv, error) {
 		next.Cached = p.DrvBuildSucceeded.GetCached()
 		next.Cause = ""
 	case *eventsv1.Event_DrvBuildFailedRetry:
-		// An infrastructure interruption is ekaci's fault, not the
-		// derivation's: it is re-queued without using up the retry (the
-		// recorder bounds how often in a row).
-		infra := p.DrvBuildFailedRetry.GetInterruption() == eventsv1.InterruptKind_INTERRUPT_KIND_INFRASTRUCTURE
+		// An interruption of ekaci's own making is not the derivation's
+		// fault: it is re-queued without using up the retry (the recorder
+		// bounds how often in a row).
+		infra := KeepsRetry(p.DrvBuildFailedRetry.GetInterruption())
 		if cur.RetryUsed && !infra {
 			return cur, fmt.Errorf("%w: %w", ErrIllegal, ErrRetryUsed)
 		}
@@ -162,6 +162,17 @@ func Downstream(causeID string, ev *eventsv1.Event) (ids []string, each *eventsv
 			CauseDrvId: causeID, CauseDrvPath: d.GetCauseDrvPath(),
 		}}}
 	return d.GetDrvIds(), each, true
+}
+
+// KeepsRetry reports whether an attempt interrupted this way is re-queued
+// without using up the derivation's one retry: ekaci's own machinery
+// failed (INFRASTRUCTURE), or the builder process holding the attempt died
+// or was stopped (PROCESS_DEATH: a deploy, a SIGKILL, a lost machine).
+// Neither says anything about the derivation; two of them landing on one
+// derivation must not make it final. The recorder bounds such re-queues in
+// a row, since a derivation can also kill the process that builds it.
+func KeepsRetry(k eventsv1.InterruptKind) bool {
+	return k == eventsv1.InterruptKind_INTERRUPT_KIND_INFRASTRUCTURE || k == eventsv1.InterruptKind_INTERRUPT_KIND_PROCESS_DEATH
 }
 
 // Fold replays a derivation's history from None.

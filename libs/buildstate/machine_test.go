@@ -313,7 +313,8 @@ func randomRun(t *testing.T, seed uint64) {
 	for i := range n {
 		retries := 0
 		for _, ev := range history[i] {
-			if k, _ := KindOf(ev); k == KindBuildFailedRetry {
+			// Only a failure of the derivation's own uses the one retry.
+			if k, _ := KindOf(ev); k == KindBuildFailedRetry && !KeepsRetry(ev.GetDrvBuildFailedRetry().GetInterruption()) {
 				retries++
 			}
 		}

@@ -2,20 +2,6 @@ module github.com/ekaci/ekaci/libs/eventlog
 
 go 1.26.8
 
-replace github.com/ekaci/ekaci/libs/buildstate => ../../libs/buildstate
-
-replace github.com/ekaci/ekaci/libs/flagenv => ../../libs/flagenv
-
-replace github.com/ekaci/ekaci/libs/gen => ../../libs/gen
-
-replace github.com/ekaci/ekaci/libs/natsembed => ../../libs/natsembed
-
-replace github.com/ekaci/ekaci/libs/natstest => ../../libs/natstest
-
-replace github.com/ekaci/ekaci/libs/projection => ../../libs/projection
-
-replace github.com/ekaci/ekaci/libs/telemetry => ../../libs/telemetry
-
 require (
 	github.com/ekaci/ekaci/libs/gen v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/natstest v0.0.0-00010101000000-000000000000
@@ -33,7 +19,7 @@ require (
 	github.com/mattn/go-isatty v0.0.20 // indirect
 	github.com/minio/highwayhash v1.0.4 // indirect
 	github.com/nats-io/jwt/v2 v2.8.2 // indirect
-	github.com/nats-io/nats-server/v2 v2.15.2 // indirect
+	github.com/nats-io/nats-server/v2 v2.15.2
 	github.com/nats-io/nkeys v0.4.16 // indirect
 	github.com/nats-io/nuid v1.0.1 // indirect
 	go.uber.org/goleak v1.3.0
@@ -42,10 +28,8 @@ require (
 	golang.org/x/time v0.16.0 // indirect
 )
 
-replace github.com/ekaci/ekaci/libs/service => ../../libs/service
+replace github.com/ekaci/ekaci/libs/gen => ../../libs/gen
 
-replace github.com/ekaci/ekaci/libs/machines => ../../libs/machines
-
-replace github.com/ekaci/ekaci/libs/graphgen => ../../libs/graphgen
+replace github.com/ekaci/ekaci/libs/natstest => ../../libs/natstest
 
 replace github.com/ekaci/ekaci/libs/pbjson => ../../libs/pbjson

@@ -2,20 +2,6 @@ module github.com/ekaci/ekaci/libs/natstest
 
 go 1.26.8
 
-replace github.com/ekaci/ekaci/libs/buildstate => ../../libs/buildstate
-
-replace github.com/ekaci/ekaci/libs/eventlog => ../../libs/eventlog
-
-replace github.com/ekaci/ekaci/libs/flagenv => ../../libs/flagenv
-
-replace github.com/ekaci/ekaci/libs/gen => ../../libs/gen
-
-replace github.com/ekaci/ekaci/libs/natsembed => ../../libs/natsembed
-
-replace github.com/ekaci/ekaci/libs/projection => ../../libs/projection
-
-replace github.com/ekaci/ekaci/libs/telemetry => ../../libs/telemetry
-
 require (
 	github.com/nats-io/nats-server/v2 v2.15.2
 	github.com/nats-io/nats.go v1.55.0
@@ -33,11 +19,3 @@ require (
 	golang.org/x/sys v0.49.0 // indirect
 	golang.org/x/time v0.16.0 // indirect
 )
-
-replace github.com/ekaci/ekaci/libs/service => ../../libs/service
-
-replace github.com/ekaci/ekaci/libs/machines => ../../libs/machines
-
-replace github.com/ekaci/ekaci/libs/graphgen => ../../libs/graphgen
-
-replace github.com/ekaci/ekaci/libs/pbjson => ../../libs/pbjson

@@ -2,20 +2,6 @@ module github.com/ekaci/ekaci/libs/projection
 
 go 1.26.8
 
-replace github.com/ekaci/ekaci/libs/buildstate => ../../libs/buildstate
-
-replace github.com/ekaci/ekaci/libs/eventlog => ../../libs/eventlog
-
-replace github.com/ekaci/ekaci/libs/flagenv => ../../libs/flagenv
-
-replace github.com/ekaci/ekaci/libs/gen => ../../libs/gen
-
-replace github.com/ekaci/ekaci/libs/natsembed => ../../libs/natsembed
-
-replace github.com/ekaci/ekaci/libs/natstest => ../../libs/natstest
-
-replace github.com/ekaci/ekaci/libs/telemetry => ../../libs/telemetry
-
 require (
 	github.com/ekaci/ekaci/libs/buildstate v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/eventlog v0.0.0-00010101000000-000000000000
@@ -24,8 +10,9 @@ require (
 	github.com/nats-io/nats.go v1.55.0
 	github.com/rs/zerolog v1.35.1
 	go.etcd.io/bbolt v1.5.0
-	google.golang.org/protobuf v1.36.12
 )
+
+require google.golang.org/protobuf v1.36.12 // indirect
 
 require (
 	github.com/antithesishq/antithesis-sdk-go v0.8.0-default-no-op // indirect
@@ -45,10 +32,12 @@ require (
 	golang.org/x/time v0.16.0 // indirect
 )
 
-replace github.com/ekaci/ekaci/libs/service => ../../libs/service
+replace github.com/ekaci/ekaci/libs/buildstate => ../../libs/buildstate
 
-replace github.com/ekaci/ekaci/libs/machines => ../../libs/machines
+replace github.com/ekaci/ekaci/libs/eventlog => ../../libs/eventlog
 
-replace github.com/ekaci/ekaci/libs/graphgen => ../../libs/graphgen
+replace github.com/ekaci/ekaci/libs/gen => ../../libs/gen
+
+replace github.com/ekaci/ekaci/libs/natstest => ../../libs/natstest
 
 replace github.com/ekaci/ekaci/libs/pbjson => ../../libs/pbjson

@@ -211,7 +211,7 @@ func Run(ctx context.Context, cfg Config) error {
 		g.Go(func() error {
 			return worker.Run(ctx, cfg.Log.JetStream(), worker.Config{
 				Stream:      eventlog.WorkStream,
-				Durable:     "builder-" + eventlog.SystemToken(p.System) + "-" + eventlog.ClassToken(p.Class),
+				Durable:     eventlog.BuilderDurable(p.System, p.Class),
 				Filters:     []string{eventlog.BuildSubject(p.System, p.Class)},
 				Concurrency: concurrency,
 				// No more requests delivered than there are slots: one waiting
@@ -525,7 +525,7 @@ func (b *build) start(ctx context.Context, m jetstream.Msg, req *workv1.BuildReq
 		// The holder is in the id: another holder's start of the same
 		// attempt is then no duplicate (which would read as success) but
 		// a conflict, and resolve sees who holds it.
-		Id: "started-" + req.GetDrvId() + "-" + strconv.FormatUint(uint64(req.GetAttempt()), 10) + "-" + b.holders.id,
+		Id: eventlog.StartedID(req.GetDrvId(), req.GetAttempt(), b.holders.id),
 		Payload: &eventsv1.Event_DrvBuildStarted{DrvBuildStarted: &eventsv1.DrvBuildStarted{
 			Attempt: req.GetAttempt(), Builder: b.cfg.Name, Holder: b.holders.id,
 			LeaseSeconds: uint32(b.cfg.Lease / time.Second),
@@ -617,7 +617,7 @@ func (b *build) resolve(ctx context.Context, m jetstream.Msg, req *workv1.BuildR
 	}
 	// A message id of its own: a real outcome and a report of death must
 	// never drop one another as duplicates.
-	return decision{}, b.publish(ctx, req, rep, "death-"+req.GetDrvId()+"-"+strconv.FormatUint(uint64(req.GetAttempt()), 10)+"-"+holder)
+	return decision{}, b.publish(ctx, req, rep, eventlog.DeathReportID(req.GetDrvId(), req.GetAttempt(), holder))
 }
 
 // giveUp records a terminal fact for a request the worker stops handling
@@ -660,13 +660,13 @@ func (b *build) giveUp(ctx context.Context, m jetstream.Msg, cause error) error 
 		StartedSeq:   last, Holder: b.holders.id,
 	}
 	log.Error().Err(cause).Msg("build request given up; reported as an infrastructure interruption")
-	return b.publish(ctx, req, rep, "gaveup-"+req.GetDrvId()+"-"+strconv.FormatUint(uint64(req.GetAttempt()), 10))
+	return b.publish(ctx, req, rep, eventlog.GaveUpReportID(req.GetDrvId(), req.GetAttempt()))
 }
 
 // report publishes a builder's own outcome of an attempt.
 func (b *build) report(ctx context.Context, req *workv1.BuildRequest, rep *workv1.BuildReport) error {
 	rep.Holder = b.holders.id
-	return b.publish(ctx, req, rep, "report-"+req.GetDrvId()+"-"+strconv.FormatUint(uint64(req.GetAttempt()), 10))
+	return b.publish(ctx, req, rep, eventlog.ReportID(req.GetDrvId(), req.GetAttempt()))
 }
 
 func (b *build) publish(ctx context.Context, req *workv1.BuildRequest, rep *workv1.BuildReport, msgID string) error {

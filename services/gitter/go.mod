@@ -2,30 +2,6 @@ module github.com/ekaci/ekaci/services/gitter
 
 go 1.26.8
 
-replace github.com/ekaci/ekaci/libs/buildstate => ../../libs/buildstate
-
-replace github.com/ekaci/ekaci/libs/eventlog => ../../libs/eventlog
-
-replace github.com/ekaci/ekaci/libs/flagenv => ../../libs/flagenv
-
-replace github.com/ekaci/ekaci/libs/gen => ../../libs/gen
-
-replace github.com/ekaci/ekaci/libs/natsembed => ../../libs/natsembed
-
-replace github.com/ekaci/ekaci/libs/natstest => ../../libs/natstest
-
-replace github.com/ekaci/ekaci/libs/projection => ../../libs/projection
-
-replace github.com/ekaci/ekaci/libs/telemetry => ../../libs/telemetry
-
-replace github.com/ekaci/ekaci/libs/service => ../../libs/service
-
-replace github.com/ekaci/ekaci/libs/machines => ../../libs/machines
-
-replace github.com/ekaci/ekaci/libs/graphgen => ../../libs/graphgen
-
-replace github.com/ekaci/ekaci/libs/pbjson => ../../libs/pbjson
-
 require (
 	github.com/ekaci/ekaci/libs/eventlog v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/gen v0.0.0-00010101000000-000000000000
@@ -63,3 +39,17 @@ require (
 	golang.org/x/time v0.16.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 )
+
+replace github.com/ekaci/ekaci/libs/eventlog => ../../libs/eventlog
+
+replace github.com/ekaci/ekaci/libs/flagenv => ../../libs/flagenv
+
+replace github.com/ekaci/ekaci/libs/gen => ../../libs/gen
+
+replace github.com/ekaci/ekaci/libs/natstest => ../../libs/natstest
+
+replace github.com/ekaci/ekaci/libs/pbjson => ../../libs/pbjson
+
+replace github.com/ekaci/ekaci/libs/service => ../../libs/service
+
+replace github.com/ekaci/ekaci/libs/telemetry => ../../libs/telemetry

@@ -79,7 +79,9 @@ func succeededAfterStart(rep *workv1.BuildReport) (eventlog.Item, bool) {
 
 // MaxInfrastructureInterruptions bounds the attempts of one derivation
 // that ekaci's own machinery may fail in a row (INTERRUPT_KIND_INFRASTRUCTURE:
-// Nix could not be started, the store was unreachable, a .drv was gone).
+// Nix could not be started, the store was unreachable, a .drv was gone;
+// INTERRUPT_KIND_PROCESS_DEATH: the builder holding it died or stopped;
+// see buildstate.KeepsRetry).
 // Each of the first MaxInfrastructureInterruptions-1 is re-queued without
 // using up the derivation's retry; the next one is recorded as interrupted
 // (infrastructure), so that a machine that cannot build anything does not
@@ -119,9 +121,10 @@ func (r *reports) decide(ctx context.Context, rep *workv1.BuildReport) error {
 		}}}
 	case rep.GetOutcome() == workv1.BuildOutcome_BUILD_OUTCOME_UNSPECIFIED:
 		return worker.Permanent(fmt.Errorf("report for %s has no outcome", id))
-	case rep.GetInterruption() == eventsv1.InterruptKind_INTERRUPT_KIND_INFRASTRUCTURE:
-		// Whatever the outcome says: ekaci's machinery failed, and the
-		// derivation is not to blame.
+	case buildstate.KeepsRetry(rep.GetInterruption()):
+		// Whatever the outcome says: ekaci's machinery failed or the
+		// builder holding the attempt died, and the derivation is not to
+		// blame.
 		ev = decideInfrastructure(rep, infrastructureStreak(evs))
 	case rep.GetOutcome() == workv1.BuildOutcome_BUILD_OUTCOME_FAILED, rep.GetOutcome() == workv1.BuildOutcome_BUILD_OUTCOME_INTERRUPTED:
 		ev, err = buildstate.DecideFailure(cur, rep.GetAttempt(), rep.GetExitCode(), rep.GetLogTail(), rep.GetInterruption(), rep.GetDurationMs())
@@ -175,7 +178,7 @@ func infrastructureStreak(history []*eventsv1.Event) int {
 				return n
 			}
 		case *eventsv1.Event_DrvBuildFailedRetry:
-			if p.DrvBuildFailedRetry.GetInterruption() != eventsv1.InterruptKind_INTERRUPT_KIND_INFRASTRUCTURE {
+			if !buildstate.KeepsRetry(p.DrvBuildFailedRetry.GetInterruption()) {
 				return n
 			}
 			n++
@@ -190,7 +193,7 @@ func infrastructureStreak(history []*eventsv1.Event) int {
 // failed, after streak such attempts in a row: a re-queue that keeps the
 // retry, or, at the bound, an interruption.
 func decideInfrastructure(rep *workv1.BuildReport, streak int) *eventsv1.Event {
-	kind := eventsv1.InterruptKind_INTERRUPT_KIND_INFRASTRUCTURE
+	kind := rep.GetInterruption()
 	if streak+1 >= MaxInfrastructureInterruptions {
 		return &eventsv1.Event{Payload: &eventsv1.Event_DrvInterrupted{DrvInterrupted: &eventsv1.DrvInterrupted{
 			Kind: kind, Attempt: rep.GetAttempt(),

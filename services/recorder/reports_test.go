@@ -104,6 +104,7 @@ func TestInfrastructureInterruptionKeepsTheRetry(t *testing.T) {
 		t.Fatalf("the rows below assume a bound of 3, not %d", MaxInfrastructureInterruptions)
 	}
 	retried := "build_failed_retry(infrastructure) requeued buildable build_started"
+	died := "build_failed_retry(process_death) requeued buildable build_started"
 	tests := []struct {
 		name    string
 		reports []*workv1.BuildReport // one per attempt
@@ -119,6 +120,13 @@ func TestInfrastructureInterruptionKeepsTheRetry(t *testing.T) {
 			retried + " " + retried + " interrupted(infrastructure)"},
 		{"a real failure breaks the row", []*workv1.BuildReport{infra, failed, infra, infra, infra},
 			retried + " build_failed_retry requeued buildable build_started " + retried + " " + retried + " interrupted(infrastructure)"},
+		// Two SIGKILLed builders on one derivation must not make it final.
+		{"two deaths keep the retry", []*workv1.BuildReport{death, death, failed, ok},
+			died + " " + died + " build_failed_retry requeued buildable build_started build_succeeded"},
+		{"a death after the retry was used", []*workv1.BuildReport{failed, death, ok},
+			"build_failed_retry requeued buildable build_started " + died + " build_succeeded"},
+		{"three deaths in a row are an interruption", []*workv1.BuildReport{death, infra, death},
+			died + " " + retried + " interrupted(process_death)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/ekaci/ekaci/libs/eventlog"
+	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
 	"github.com/ekaci/ekaci/libs/nixtest"
 	"github.com/ekaci/ekaci/services/ekaci"
 )
@@ -121,16 +122,44 @@ in rec {
 		t.Fatalf("after the restart: %s %v", doc.Conclusion, got)
 	}
 	// The slow build that was running when the process died is recorded
-	// as interrupted by process death, retried once, then built.
-	if !strings.Contains(errOut.String(), "reporting process death") {
-		t.Errorf("the second run did not record the killed build's death:\n%s", errOut.String())
-	}
+	// as interrupted by process death (read from the log, not from log
+	// text), re-queued, then built.
 	built := []string{"discovered", "buildable", "build_started", "build_succeeded"}
 	checkHistory(t, dataDir, drvs, map[string][]string{
 		"quick": built,
 		"slow":  {"discovered", "buildable", "build_started", "build_failed_retry", "requeued", "buildable", "build_started", "build_succeeded"},
 		"after": built,
 	})
+	if got := retryInterruption(t, dataDir, drvs["slow"]); got != eventsv1.InterruptKind_INTERRUPT_KIND_PROCESS_DEATH {
+		t.Errorf("the killed build's retry was recorded as %v, want a process death", got)
+	}
+}
+
+// retryInterruption is the interruption recorded on drvPath's
+// build_failed_retry.
+func retryInterruption(t *testing.T, dataDir, drvPath string) eventsv1.InterruptKind {
+	t.Helper()
+	ctx := context.Background()
+	app, err := ekaci.Start(ctx, ekaci.Config{DataDir: dataDir, NatsPort: -1, Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close(ctx)
+	id, err := eventlog.DrvID(drvPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, _, err := app.Log().Load(ctx, eventlog.Drv, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		if p := r.Event.GetDrvBuildFailedRetry(); p != nil {
+			return p.GetInterruption()
+		}
+	}
+	t.Fatalf("%s has no build_failed_retry", drvPath)
+	return 0
 }
 
 // checkHistory opens the data dir's event log and checks each

@@ -1837,7 +1837,8 @@ type DrvBuildable struct {
 	PreferLocalBuild bool `protobuf:"varint,4,opt,name=prefer_local_build,json=preferLocalBuild,proto3" json:"prefer_local_build,omitempty"`
 	// required_system_features must be met by the builder.
 	RequiredSystemFeatures []string `protobuf:"bytes,5,rep,name=required_system_features,json=requiredSystemFeatures,proto3" json:"required_system_features,omitempty"`
-	// attempt is the build attempt this makes ready (1 or 2).
+	// attempt is the build attempt this makes ready, counting from 1 (a
+	// retry, a re-queue and a derivation needed again each add one).
 	Attempt       uint32 `protobuf:"varint,6,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
