@@ -211,8 +211,8 @@ func JSONSize(m proto.Message) int {
 	return len(b)
 }
 
-// DecodeMessage reads a work item published with Publish into m.
-func DecodeMessage(data []byte, m proto.Message) error {
+// DecodeWork reads a work item published with Publish into m.
+func DecodeWork(data []byte, m proto.Message) error {
 	return unmarshal(data, m)
 }
 

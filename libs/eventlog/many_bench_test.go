@@ -13,7 +13,7 @@ import (
 )
 
 // BenchmarkAppendMany appends batches of 1,024 guarded events pipelined,
-// as a projection's outbox does, on a handle with and without nats.go's
+// as a projection's decisions does, on a handle with and without nats.go's
 // per-message async publish timeout (what service.Connect sets). Run:
 //
 //	go test -run XXX -bench AppendMany -benchtime 50x -count 3 ./libs/eventlog

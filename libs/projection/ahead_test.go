@@ -191,7 +191,7 @@ func TestDecisionsReplayedAfterDuplicateWindowAreRefused(t *testing.T) {
 	natstest.Eventually(t, 10*time.Second, func() bool {
 		d := dump(t, live)
 		return strings.Contains(d, "a=buildable") && strings.Contains(d, "b=buildable")
-	}, "a and b become buildable through the outbox")
+	}, "a and b become buildable through the decisions")
 	stop()
 	end, err := log.LastSeq(ctx)
 	if err != nil {

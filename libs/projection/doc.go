@@ -1,6 +1,6 @@
 // Package projection folds events from the event log into bbolt read
 // models, and lets a fold react by appending new events (its decisions,
-// collected in an Outbox). It promises that a model's rows and position
+// collected in an Decisions). It promises that a model's rows and position
 // commit together, so no event is skipped or folded into the file twice;
 // that a model which has folded events the log no longer has is rebuilt
 // or refused, never trusted; and that every decision is acknowledged by

@@ -32,7 +32,7 @@ func (s seen) Init(tx *bolt.Tx) error {
 	_, err := tx.CreateBucketIfNotExists([]byte(s.name))
 	return err
 }
-func (s seen) Apply(tx *bolt.Tx, rec eventlog.Record, _ *projection.Outbox) error {
+func (s seen) Apply(tx *bolt.Tx, rec eventlog.Record, _ *projection.Decisions) error {
 	b := tx.Bucket([]byte(s.name))
 	k := binary.BigEndian.AppendUint64(nil, rec.Seq)
 	if b.Get(k) != nil {

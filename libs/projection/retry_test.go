@@ -23,7 +23,7 @@ type onApply struct {
 	hook func(rec eventlog.Record)
 }
 
-func (h onApply) Apply(tx *bolt.Tx, rec eventlog.Record, out *projection.Outbox) error {
+func (h onApply) Apply(tx *bolt.Tx, rec eventlog.Record, out *projection.Decisions) error {
 	h.hook(rec)
 	return h.states.Apply(tx, rec, out)
 }

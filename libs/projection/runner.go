@@ -27,7 +27,7 @@ type Handler interface {
 	// must be deterministic — the same events in the same order make the
 	// same decisions — because decisions are appended before the batch
 	// that made them is committed, and a crash in between folds it again.
-	Apply(tx *bolt.Tx, rec eventlog.Record, out *Outbox) error
+	Apply(tx *bolt.Tx, rec eventlog.Record, out *Decisions) error
 }
 
 // lingerFor is how long a batch waits for more events once it has one.
@@ -334,8 +334,8 @@ const (
 
 // fold applies a batch in tx, after position pos, and returns the decisions
 // and the new position.
-func (r *Runner) fold(tx *bolt.Tx, batch []item, pos mark) (*Outbox, mark, error) {
-	out := &Outbox{}
+func (r *Runner) fold(tx *bolt.Tx, batch []item, pos mark) (*Decisions, mark, error) {
+	out := &Decisions{}
 	for _, it := range batch {
 		if it.err != nil {
 			// A message we cannot read is logged and passed over:
@@ -390,7 +390,7 @@ func (r *Runner) checkpoint(tx *bolt.Tx, pos mark) error {
 // that did land a no-op (inside the duplicate window: a duplicate; after
 // it, a guarded entry conflicts with itself).
 func (r *Runner) appendEntries(ctx context.Context, entries []outEntry) error {
-	// Pipelined: one round trip for the whole outbox, not one per event.
+	// Pipelined: one round trip for all of a batch's decisions, not one per event.
 	batch := make([]eventlog.Item, len(entries))
 	for i, e := range entries {
 		batch[i] = eventlog.Item{ID: e.ID, Event: e.Event, Expect: e.Expect, ExpectSeq: e.Seq}
@@ -404,20 +404,20 @@ func (r *Runner) appendEntries(ctx context.Context, entries []outEntry) error {
 			case aerr == nil:
 			case errors.Is(aerr, eventlog.ErrConflict):
 				// The aggregate moved on; the fold will see why and decide again.
-				r.logger.Debug().Err(aerr).Str("event", batch[i].Event.GetId()).Msg("outbox entry superseded")
+				r.logger.Debug().Err(aerr).Str("event", batch[i].Event.GetId()).Msg("decision superseded")
 			case eventlog.Transient(aerr):
 				again = append(again, batch[i])
 				cause = cmp.Or(cause, aerr)
 			default:
-				return fmt.Errorf("read model %s: outbox: %w", r.h.Name(), aerr)
+				return fmt.Errorf("read model %s: decisions: %w", r.h.Name(), aerr)
 			}
 		}
 		batch = again
 		if len(batch) > 0 {
-			return fmt.Errorf("read model %s: outbox: %d of %d appends: %w", r.h.Name(), len(batch), len(errs), cause)
+			return fmt.Errorf("read model %s: decisions: %d of %d appends: %w", r.h.Name(), len(batch), len(errs), cause)
 		}
 		if err != nil && !eventlog.Transient(err) {
-			return fmt.Errorf("read model %s: outbox: %w", r.h.Name(), err)
+			return fmt.Errorf("read model %s: decisions: %w", r.h.Name(), err)
 		}
 		return nil
 	})

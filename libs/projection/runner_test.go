@@ -22,7 +22,7 @@ import (
 )
 
 // states is a read model of every derivation's build state; on discovery
-// it decides, through the outbox, to make dependency-free ones buildable.
+// it decides, through the decisions, to make dependency-free ones buildable.
 type states struct{}
 
 var bucket = []byte("states")
@@ -33,7 +33,7 @@ func (states) Init(tx *bolt.Tx) error {
 	_, err := tx.CreateBucketIfNotExists(bucket)
 	return err
 }
-func (states) Apply(tx *bolt.Tx, rec eventlog.Record, out *projection.Outbox) error {
+func (states) Apply(tx *bolt.Tx, rec eventlog.Record, out *projection.Decisions) error {
 	b := tx.Bucket(bucket)
 	var cur buildstate.Drv
 	if v := b.Get([]byte(rec.ID)); v != nil {
@@ -104,8 +104,8 @@ func TestFoldRestartRebuild(t *testing.T) {
 	r, stop := start(t, ctx, live, log)
 	discover(t, ctx, log, "a")
 	discover(t, ctx, log, "b", "a")
-	// a's buildable comes from the outbox; wait for it to be folded.
-	natstest.Eventually(t, 10*time.Second, func() bool { return bytes.Contains([]byte(dump(t, live)), []byte("a=buildable")) }, "a becomes buildable through the outbox")
+	// a's buildable comes from the decisions; wait for it to be folded.
+	natstest.Eventually(t, 10*time.Second, func() bool { return bytes.Contains([]byte(dump(t, live)), []byte("a=buildable")) }, "a becomes buildable through the decisions")
 	stop()
 	posBefore := r.Position()
 
@@ -130,7 +130,7 @@ func TestFoldRestartRebuild(t *testing.T) {
 	stop()
 
 	// A rebuilt model equals the live one, and re-deciding from scratch
-	// appends nothing new: the outbox's guards refuse the repeats.
+	// appends nothing new: the decisions' guards refuse the repeats.
 	rebuilt := projectiontest.OpenDB(t, filepath.Join(dir, "rebuilt.db"))
 	r2, stop2 := start(t, ctx, rebuilt, log)
 	if err := r2.WaitFor(ctx, end); err != nil {

@@ -300,7 +300,7 @@ var errDeferred = errors.New("request deferred")
 
 func (b *build) handle(ctx context.Context, m jetstream.Msg) error {
 	req := &workv1.BuildRequest{}
-	if err := eventlog.DecodeMessage(m.Data(), req); err != nil {
+	if err := eventlog.DecodeWork(m.Data(), req); err != nil {
 		return worker.Permanent(fmt.Errorf("decode build request %s: %w", m.Subject(), err))
 	}
 	log := b.log.With().Str("drv", req.GetDrvId()).Str("drv_path", req.GetDrvPath()).Uint32("attempt", req.GetAttempt()).Logger()
@@ -627,7 +627,7 @@ func (b *build) resolve(ctx context.Context, m jetstream.Msg, req *workv1.BuildR
 // holder's start if nobody started the attempt.
 func (b *build) giveUp(ctx context.Context, m jetstream.Msg, cause error) error {
 	req := &workv1.BuildRequest{}
-	if err := eventlog.DecodeMessage(m.Data(), req); err != nil || req.GetDrvId() == "" {
+	if err := eventlog.DecodeWork(m.Data(), req); err != nil || req.GetDrvId() == "" {
 		b.log.Error().Err(cause).Str("subject", m.Subject()).Msg("a build request that cannot be read was given up; nothing to record")
 		return nil
 	}

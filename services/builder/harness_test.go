@@ -50,7 +50,7 @@ func newHarness(t *testing.T) *harness {
 	}
 	cc, err := cons.Consume(func(m jetstream.Msg) {
 		rep := &workv1.BuildReport{}
-		if err := eventlog.DecodeMessage(m.Data(), rep); err != nil {
+		if err := eventlog.DecodeWork(m.Data(), rep); err != nil {
 			t.Errorf("undecodable report: %v", err)
 		}
 		h.mu.Lock()

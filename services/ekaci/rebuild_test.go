@@ -14,7 +14,7 @@ import (
 )
 
 // dump reads every bucket of a read model except the projection's own
-// bookkeeping (position, outbox).
+// bookkeeping (position, decisions).
 func dump(t *testing.T, path string) map[string][]byte {
 	t.Helper()
 	out, err := projection.Dump(path)

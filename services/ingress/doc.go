@@ -23,5 +23,5 @@
 //
 // Ingress is a single writer per deployment: it folds ekaci.evt.drv.> and
 // ekaci.evt.jobset.> in stream order and appends its decisions through the
-// projection outbox, each guarded by the aggregate's last sequence.
+// projection's decisions, each guarded by the aggregate's last sequence.
 package ingress

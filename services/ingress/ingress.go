@@ -205,7 +205,7 @@ const (
 
 // requeue appends a requeue of n, guarded on its last fact, and marks it
 // asked so that nothing asks twice before the fact is back.
-func (m *Graph) requeue(n int32, id func(drvID string, lastSeq uint64) string, reason, cause string, out *projection.Outbox) {
+func (m *Graph) requeue(n int32, id func(drvID string, lastSeq uint64) string, reason, cause string, out *projection.Decisions) {
 	g := m.g
 	nd := &g.nodes[n]
 	if nd.asked {
@@ -218,7 +218,7 @@ func (m *Graph) requeue(n int32, id func(drvID string, lastSeq uint64) string, r
 }
 
 // Apply implements projection.Handler.
-func (m *Graph) Apply(tx *bolt.Tx, rec eventlog.Record, out *projection.Outbox) error {
+func (m *Graph) Apply(tx *bolt.Tx, rec eventlog.Record, out *projection.Decisions) error {
 	g := m.g
 	g.tx = tx
 	switch p := rec.Event.GetPayload().(type) {
@@ -282,7 +282,7 @@ func (m *Graph) Apply(tx *bolt.Tx, rec eventlog.Record, out *projection.Outbox) 
 	return nil
 }
 
-func (m *Graph) discovered(tx *bolt.Tx, rec eventlog.Record, n int32, d *eventsv1.DrvDiscovered, out *projection.Outbox) error {
+func (m *Graph) discovered(tx *bolt.Tx, rec eventlog.Record, n int32, d *eventsv1.DrvDiscovered, out *projection.Decisions) error {
 	g := m.g
 	if err := putInfo(tx, rec.ID, rec.Seq, d); err != nil {
 		return err
@@ -302,7 +302,7 @@ func (m *Graph) discovered(tx *bolt.Tx, rec eventlog.Record, n int32, d *eventsv
 // block now would settle the jobset before that). One queued again
 // (fresh false) is blocked by an interrupted input nothing asked for again.
 // A derivation whose outputs are valid already succeeds without a build.
-func (m *Graph) decide(rec eventlog.Record, n int32, fresh, valid bool, out *projection.Outbox) error {
+func (m *Graph) decide(rec eventlog.Record, n int32, fresh, valid bool, out *projection.Decisions) error {
 	g := m.g
 	var failedID, blockedID int32 = -1, -1
 	var pending int32
@@ -379,7 +379,7 @@ func (g *graph) stillInterrupted(c int32) bool {
 	return g.nodes[c].drv.State == buildstate.Interrupted && !g.nodes[c].asked
 }
 
-func (m *Graph) maybeBuildable(n int32, cause string, out *projection.Outbox) error {
+func (m *Graph) maybeBuildable(n int32, cause string, out *projection.Decisions) error {
 	nd := &m.g.nodes[n]
 	if nd.drv.State != buildstate.Queued || nd.pending > 0 {
 		return nil
@@ -397,7 +397,7 @@ func (m *Graph) maybeBuildable(n int32, cause string, out *projection.Outbox) er
 
 // succeeded counts the success in every direct dependent and makes the
 // ones with nothing left Buildable.
-func (m *Graph) succeeded(rec eventlog.Record, n int32, out *projection.Outbox) {
+func (m *Graph) succeeded(rec eventlog.Record, n int32, out *projection.Decisions) {
 	g := m.g
 	cause := rec.Event.GetId()
 	g.eachDependent(n, func(dep int32) {
@@ -415,7 +415,7 @@ func (m *Graph) succeeded(rec eventlog.Record, n int32, out *projection.Outbox) 
 // requeued folds a derivation queued again: it counts its inputs afresh
 // (its counter was not kept while it was settled) and decides like a new
 // one. When it was interrupted, what it blocked follows it.
-func (m *Graph) requeued(rec eventlog.Record, n int32, prev buildstate.Drv, out *projection.Outbox) error {
+func (m *Graph) requeued(rec eventlog.Record, n int32, prev buildstate.Drv, out *projection.Decisions) error {
 	g := m.g
 	if prev.State.Settled() {
 		ids, err := g.inputIDs(n)
@@ -438,7 +438,7 @@ func (m *Graph) requeued(rec eventlog.Record, n int32, prev buildstate.Drv, out 
 // are queued again (cause-cleared), and the marks of blocks still on
 // their way are dropped, so that nothing inherits them; when such a block
 // lands, it finds c no longer interrupted and is cleared at once.
-func (m *Graph) causeRequeued(rec eventlog.Record, c int32, out *projection.Outbox) error {
+func (m *Graph) causeRequeued(rec eventlog.Record, c int32, out *projection.Decisions) error {
 	g := m.g
 	g.walk(c, func(d int32) bool {
 		dn := &g.nodes[d]
@@ -478,7 +478,7 @@ func (m *Graph) causeRequeued(rec eventlog.Record, c int32, out *projection.Outb
 
 // blocked folds a block: the blocked bucket remembers it for when its
 // cause is queued again; a cause that already was is followed at once.
-func (m *Graph) blocked(rec eventlog.Record, n int32, causeID string, out *projection.Outbox) error {
+func (m *Graph) blocked(rec eventlog.Record, n int32, causeID string, out *projection.Decisions) error {
 	g := m.g
 	c, err := g.node(causeID)
 	if err != nil {
@@ -510,7 +510,7 @@ func (m *Graph) unblock(n int32, causeID string) error {
 // change does not inherit the verdicts of an earlier one's infrastructure.
 // Failures stay cached. A list folded before (the same fact replayed after
 // the duplicate window) is passed over.
-func (m *Graph) listed(rec eventlog.Record, part string, attrs []*eventsv1.JobAttr, out *projection.Outbox) error {
+func (m *Graph) listed(rec eventlog.Record, part string, attrs []*eventsv1.JobAttr, out *projection.Decisions) error {
 	g := m.g
 	seen := g.tx.Bucket(jobsetsBucket)
 	key := append(append([]byte(rec.ID), 0), part...)
@@ -537,7 +537,7 @@ func (m *Graph) listed(rec eventlog.Record, part string, attrs []*eventsv1.JobAt
 // interruption (queued, interrupted or blocked derivations; the rest have
 // their inputs succeeded, or failed for good) and queues the interrupted
 // and blocked ones again, each after its inputs.
-func (m *Graph) need(rec eventlog.Record, rootID string, out *projection.Outbox) error {
+func (m *Graph) need(rec eventlog.Record, rootID string, out *projection.Decisions) error {
 	g := m.g
 	root, err := g.node(rootID)
 	if err != nil {
@@ -603,7 +603,7 @@ func (m *Graph) need(rec eventlog.Record, rootID string, out *projection.Outbox)
 // recorded as one downstream_failed fact on the failed derivation instead
 // of one dependency_failed on each (as many as fit a message; the rest
 // one each).
-func (m *Graph) propagate(rec eventlog.Record, n int32, out *projection.Outbox, blocked bool) {
+func (m *Graph) propagate(rec eventlog.Record, n int32, out *projection.Decisions, blocked bool) {
 	g := m.g
 	path := g.nodes[n].path
 	cause := rec.Event.GetId()

@@ -80,7 +80,7 @@ func (f *fixture) discover(name string, valid bool, deps ...string) {
 }
 
 // settle waits until the model has folded everything appended so far,
-// including what its own outbox appended in reaction.
+// including what its own decisions appended in reaction.
 func (f *fixture) settle() {
 	f.t.Helper()
 	for range 50 {

@@ -256,7 +256,7 @@ func TestLargeJobsetConclusionListsFailuresFirst(t *testing.T) {
 		}
 		recs = append(recs, drvRec(next(), a.GetDrvId(), &eventsv1.Event{Payload: &eventsv1.Event_DrvBuildSucceeded{DrvBuildSucceeded: &eventsv1.DrvBuildSucceeded{Cached: true}}}))
 	}
-	out := &projection.Outbox{}
+	out := &projection.Decisions{}
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, rec := range recs {
 			if err := c.Apply(tx, rec, out); err != nil {

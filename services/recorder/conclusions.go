@@ -160,7 +160,7 @@ func (c *Conclusions) begin(tx *bolt.Tx) error {
 }
 
 // Apply implements projection.Handler.
-func (c *Conclusions) Apply(tx *bolt.Tx, rec eventlog.Record, out *projection.Outbox) error {
+func (c *Conclusions) Apply(tx *bolt.Tx, rec eventlog.Record, out *projection.Decisions) error {
 	if err := c.begin(tx); err != nil {
 		return err
 	}
@@ -178,7 +178,7 @@ func (c *Conclusions) Apply(tx *bolt.Tx, rec eventlog.Record, out *projection.Ou
 
 // decide keeps a conclusion until the log holds it and appends it,
 // guarded on the aggregate's last event.
-func (c *Conclusions) decide(tx *bolt.Tx, kind byte, id string, ev *eventsv1.Event, last uint64, out *projection.Outbox) error {
+func (c *Conclusions) decide(tx *bolt.Tx, kind byte, id string, ev *eventsv1.Event, last uint64, out *projection.Decisions) error {
 	raw, err := proto.MarshalOptions{Deterministic: true}.Marshal(ev)
 	if err != nil {
 		return fmt.Errorf("encode conclusion of %s: %w", id, err)
@@ -194,7 +194,7 @@ func (c *Conclusions) decide(tx *bolt.Tx, kind byte, id string, ev *eventsv1.Eve
 // last: another fact of the aggregate landed before it (a repeat of an
 // earlier one), so the first append's guard fails. The same conclusion,
 // with the same id, so that it lands once.
-func (c *Conclusions) redecide(tx *bolt.Tx, kind byte, id string, last uint64, out *projection.Outbox) error {
+func (c *Conclusions) redecide(tx *bolt.Tx, kind byte, id string, last uint64, out *projection.Decisions) error {
 	raw := tx.Bucket(decidedBucket).Get(decidedKey(kind, id))
 	if raw == nil {
 		return nil

@@ -75,7 +75,7 @@ func TestUncommittedBatchIsFoldedAgain(t *testing.T) {
 	disc := drvRec(7, id, &eventsv1.Event{Payload: &eventsv1.Event_DrvDiscovered{DrvDiscovered: &eventsv1.DrvDiscovered{DrvPath: "/nix/store/a.drv"}}})
 	boom := errors.New("boom")
 	err = db.Update(func(tx *bolt.Tx) error {
-		if err := c.Apply(tx, disc, &projection.Outbox{}); err != nil {
+		if err := c.Apply(tx, disc, &projection.Decisions{}); err != nil {
 			return err
 		}
 		if err := c.Flush(tx); err != nil {
@@ -87,7 +87,7 @@ func TestUncommittedBatchIsFoldedAgain(t *testing.T) {
 		t.Fatalf("Update = %v, want %v", err, boom)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		if err := c.Apply(tx, disc, &projection.Outbox{}); err != nil {
+		if err := c.Apply(tx, disc, &projection.Decisions{}); err != nil {
 			return err
 		}
 		return c.Flush(tx)

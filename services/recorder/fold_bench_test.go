@@ -66,7 +66,7 @@ func BenchmarkFoldSchedule(b *testing.B) {
 		for start := 0; start < len(recs); start += batch {
 			err := db.Update(func(tx *bolt.Tx) error {
 				for _, rec := range recs[start:min(start+batch, len(recs))] {
-					if err := c.Apply(tx, rec, &projection.Outbox{}); err != nil {
+					if err := c.Apply(tx, rec, &projection.Decisions{}); err != nil {
 						return err
 					}
 				}
@@ -130,7 +130,7 @@ func BenchmarkSettleLargeJobset(b *testing.B) {
 		concluded := 0
 		for start := 0; start < len(recs); start += batch {
 			err := db.Update(func(tx *bolt.Tx) error {
-				out := &projection.Outbox{}
+				out := &projection.Decisions{}
 				for _, rec := range recs[start:min(start+batch, len(recs))] {
 					if err := c.Apply(tx, rec, out); err != nil {
 						return err

@@ -10,7 +10,7 @@ import (
 	"github.com/ekaci/ekaci/libs/projection"
 )
 
-func (c *Conclusions) change(tx *bolt.Tx, rec eventlog.Record, out *projection.Outbox) error {
+func (c *Conclusions) change(tx *bolt.Tx, rec eventlog.Record, out *projection.Decisions) error {
 	ch, err := getJSON[changeRow](tx, changesBucket, rec.ID)
 	if err != nil {
 		return err
@@ -71,7 +71,7 @@ func (c *Conclusions) change(tx *bolt.Tx, rec eventlog.Record, out *projection.O
 	return nil
 }
 
-func (c *Conclusions) maybeConcludeChange(tx *bolt.Tx, changeID string, ch *changeRow, rec eventlog.Record, out *projection.Outbox) error {
+func (c *Conclusions) maybeConcludeChange(tx *bolt.Tx, changeID string, ch *changeRow, rec eventlog.Record, out *projection.Decisions) error {
 	if ch.Decided || !ch.Expected {
 		return nil
 	}
@@ -93,7 +93,7 @@ func (c *Conclusions) maybeConcludeChange(tx *bolt.Tx, changeID string, ch *chan
 }
 
 // decideChange decides a change's conclusion, once.
-func (c *Conclusions) decideChange(tx *bolt.Tx, changeID string, ch *changeRow, rec eventlog.Record, out *projection.Outbox, conclusion eventsv1.Conclusion, summary string) error {
+func (c *Conclusions) decideChange(tx *bolt.Tx, changeID string, ch *changeRow, rec eventlog.Record, out *projection.Decisions, conclusion eventsv1.Conclusion, summary string) error {
 	if ch.Decided {
 		return nil
 	}

@@ -12,7 +12,7 @@ import (
 	"github.com/ekaci/ekaci/libs/projection"
 )
 
-func (c *Conclusions) drv(tx *bolt.Tx, rec eventlog.Record, out *projection.Outbox) error {
+func (c *Conclusions) drv(tx *bolt.Tx, rec eventlog.Record, out *projection.Decisions) error {
 	if ids, each, ok := buildstate.Downstream(rec.ID, rec.Event); ok {
 		// One fact on the failed derivation; each listed one takes the
 		// dependency_failed transition it stands for.
@@ -30,7 +30,7 @@ func (c *Conclusions) drv(tx *bolt.Tx, rec eventlog.Record, out *projection.Outb
 }
 
 // fold applies ev to derivation id's row; rec is the fact it came in.
-func (c *Conclusions) fold(tx *bolt.Tx, id string, ev *eventsv1.Event, rec eventlog.Record, out *projection.Outbox) error {
+func (c *Conclusions) fold(tx *bolt.Tx, id string, ev *eventsv1.Event, rec eventlog.Record, out *projection.Decisions) error {
 	// A discovered fact is its aggregate's first (the evaluator appends it
 	// expecting no history): no settled row is looked up for it.
 	_, first := ev.GetPayload().(*eventsv1.Event_DrvDiscovered)

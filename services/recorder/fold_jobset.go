@@ -10,7 +10,7 @@ import (
 	"github.com/ekaci/ekaci/libs/projection"
 )
 
-func (c *Conclusions) jobset(tx *bolt.Tx, rec eventlog.Record, out *projection.Outbox) error {
+func (c *Conclusions) jobset(tx *bolt.Tx, rec eventlog.Record, out *projection.Decisions) error {
 	js, err := getJSON[jobsetRow](tx, jobsetsBucket, rec.ID)
 	if err != nil {
 		return err
@@ -177,7 +177,7 @@ func (c *Conclusions) unawait(id string) {
 
 // jobsetConcluded folds a jobset's conclusion: final for the jobset, and
 // counted for its change once.
-func (c *Conclusions) jobsetConcluded(tx *bolt.Tx, rec eventlog.Record, js *jobsetRow, p *eventsv1.JobsetConcluded, out *projection.Outbox) error {
+func (c *Conclusions) jobsetConcluded(tx *bolt.Tx, rec eventlog.Record, js *jobsetRow, p *eventsv1.JobsetConcluded, out *projection.Decisions) error {
 	if js != nil {
 		js.Last, js.Decided, js.Concluded = rec.Seq, true, true
 		if err := putJSON(tx, jobsetsBucket, rec.ID, js); err != nil {
@@ -209,7 +209,7 @@ func (c *Conclusions) jobsetConcluded(tx *bolt.Tx, rec eventlog.Record, js *jobs
 }
 
 // decideJobset decides a jobset's conclusion, once.
-func (c *Conclusions) decideJobset(tx *bolt.Tx, jobsetID string, js *jobsetRow, rec eventlog.Record, out *projection.Outbox,
+func (c *Conclusions) decideJobset(tx *bolt.Tx, jobsetID string, js *jobsetRow, rec eventlog.Record, out *projection.Decisions,
 	conclusion eventsv1.Conclusion, results []*eventsv1.AttrResult, omitted uint32, counts map[string]uint32) error {
 	if js.Decided {
 		return nil

@@ -59,7 +59,7 @@ func (f *folder) rec(agg, id string, ev *eventsv1.Event) eventlog.Record {
 func (f *folder) fold(recs []eventlog.Record) {
 	f.tb.Helper()
 	for len(recs) > 0 {
-		out := &projection.Outbox{}
+		out := &projection.Decisions{}
 		err := f.db.Update(func(tx *bolt.Tx) error {
 			for _, r := range recs {
 				if err := f.c.Apply(tx, r, out); err != nil {
@@ -245,7 +245,7 @@ func TestRowPlacementDoesNotDependOnBatches(t *testing.T) {
 		for start := 0; start < len(recs); start += batch {
 			err := db.Update(func(tx *bolt.Tx) error {
 				for _, r := range recs[start:min(start+batch, len(recs))] {
-					if err := c.Apply(tx, r, &projection.Outbox{}); err != nil {
+					if err := c.Apply(tx, r, &projection.Decisions{}); err != nil {
 						return err
 					}
 				}

@@ -33,7 +33,7 @@ func (r *reports) handle(ctx context.Context, msgs []jetstream.Msg) []error {
 	var of []int // items[j] is for msgs[of[j]]
 	for i, m := range msgs {
 		rep := &workv1.BuildReport{}
-		if err := eventlog.DecodeMessage(m.Data(), rep); err != nil {
+		if err := eventlog.DecodeWork(m.Data(), rep); err != nil {
 			errs[i] = worker.Permanent(fmt.Errorf("decode report %s: %w", m.Subject(), err))
 			continue
 		}
@@ -213,7 +213,7 @@ func decideInfrastructure(rep *workv1.BuildReport, streak int) *eventsv1.Event {
 // settled meanwhile is left alone.
 func (r *reports) giveUp(ctx context.Context, m jetstream.Msg, cause error) error {
 	rep := &workv1.BuildReport{}
-	if err := eventlog.DecodeMessage(m.Data(), rep); err != nil {
+	if err := eventlog.DecodeWork(m.Data(), rep); err != nil {
 		// No attempt to name: the build that may wait on it is not known
 		// for sure, and interrupting a healthy one would be worse.
 		return fmt.Errorf("give up on %s: %w", m.Subject(), err)

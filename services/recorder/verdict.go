@@ -13,7 +13,7 @@ import (
 
 // maybeConclude concludes a jobset whose attributes are all settled. Only
 // new or changed attributes (or all, without a base) decide the verdict.
-func (c *Conclusions) maybeConclude(tx *bolt.Tx, jobsetID string, js *jobsetRow, rec eventlog.Record, out *projection.Outbox) error {
+func (c *Conclusions) maybeConclude(tx *bolt.Tx, jobsetID string, js *jobsetRow, rec eventlog.Record, out *projection.Decisions) error {
 	if js.Decided || !js.Evaluated || js.Unsettled > 0 {
 		return nil
 	}
