@@ -88,7 +88,7 @@ func RunBatch(ctx context.Context, js jetstream.JetStream, cfg Config, h BatchHa
 }
 
 func handleBatch(ctx context.Context, cfg Config, h BatchHandler, batch []jetstream.Msg, log zerolog.Logger) {
-	batch = slices.DeleteFunc(batch, func(m jetstream.Msg) bool { return overDelivered(ctx, cfg, m, log) })
+	batch = slices.DeleteFunc(batch, func(m jetstream.Msg) bool { return handBack(ctx, cfg, m) || overDelivered(ctx, cfg, m, log) })
 	if len(batch) == 0 {
 		return
 	}

@@ -187,7 +187,7 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log
 }
 
 func handle(ctx context.Context, cfg Config, h Handler, m jetstream.Msg, log zerolog.Logger) {
-	if overDelivered(ctx, cfg, m, log) {
+	if handBack(ctx, cfg, m) || overDelivered(ctx, cfg, m, log) {
 		return
 	}
 	hctx, cancel := context.WithCancel(ctx)
@@ -249,8 +249,10 @@ func settle(ctx context.Context, cfg Config, m jetstream.Msg, err error, log zer
 		_ = m.Term()
 	case ctx.Err() != nil:
 		// Stopped, most likely by the stop itself: not a verdict on the
-		// message, which the next life of the stage handles again.
-		_ = m.Nak()
+		// message, which the next life of the stage handles again. Not
+		// at once: a consumer still draining would get it straight back,
+		// and every such round trip is a delivery.
+		_ = m.NakWithDelay(cfg.AckWait)
 	case delivered >= uint64(cfg.MaxDeliver):
 		log.Error().Err(err).Str("subject", m.Subject()).Uint64("deliveries", delivered).Msg("giving up after max deliveries")
 		giveUp(ctx, cfg, m, err, log)
@@ -287,6 +289,18 @@ func giveUp(ctx context.Context, cfg Config, m jetstream.Msg, cause error, log z
 	if cfg.GaveUp != nil {
 		cfg.GaveUp(cfg.Durable, recorded && cfg.GiveUp != nil)
 	}
+}
+
+// handBack returns a message delivered while the stage is stopping (a
+// drain hands over what was already pulled) without running its handler,
+// for the next life of the stage, after a delay so that the draining
+// consumer does not get it straight back.
+func handBack(ctx context.Context, cfg Config, m jetstream.Msg) bool {
+	if ctx.Err() == nil {
+		return false
+	}
+	_ = m.NakWithDelay(cfg.AckWait)
+	return true
 }
 
 // overDelivered gives up a message delivered more than MaxDeliver+1 times
