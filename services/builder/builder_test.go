@@ -17,6 +17,7 @@ import (
 	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
 	workv1 "github.com/ekaci/ekaci/libs/gen/ekaci/work/v1"
 	"github.com/ekaci/ekaci/libs/natstest"
+	"github.com/ekaci/ekaci/libs/nixtest"
 	"github.com/ekaci/ekaci/libs/service"
 	"github.com/ekaci/ekaci/services/builder/internal/nixbuild"
 )
@@ -25,11 +26,7 @@ var noSubst = []string{"substituters", ""}
 
 func needNix(t *testing.T) {
 	t.Helper()
-	for _, b := range []string{"nix-store", "nix-instantiate"} {
-		if _, err := exec.LookPath(b); err != nil {
-			t.Skipf("%s not on PATH", b)
-		}
-	}
+	nixtest.Require(t) // fails, never skips: `make test` installs Nix
 }
 
 // instantiate writes a /bin/sh derivation running script, new to the store.

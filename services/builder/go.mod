@@ -9,6 +9,7 @@ require (
 	github.com/ekaci/ekaci/libs/gen v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/machines v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/natstest v0.0.0-00010101000000-000000000000
+	github.com/ekaci/ekaci/libs/nixtest v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/service v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/telemetry v0.0.0-00010101000000-000000000000
 	github.com/klauspost/compress v1.20.3
@@ -60,6 +61,8 @@ replace github.com/ekaci/ekaci/libs/logretention => ../../libs/logretention
 replace github.com/ekaci/ekaci/libs/machines => ../../libs/machines
 
 replace github.com/ekaci/ekaci/libs/natstest => ../../libs/natstest
+
+replace github.com/ekaci/ekaci/libs/nixtest => ../../libs/nixtest
 
 replace github.com/ekaci/ekaci/libs/pbjson => ../../libs/pbjson
 

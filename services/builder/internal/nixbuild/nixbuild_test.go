@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/ekaci/ekaci/libs/nixtest"
 	"io"
 	"os"
 	"os/exec"
@@ -24,11 +25,7 @@ var noSubst = []string{"substituters", ""}
 
 func needNix(t *testing.T) {
 	t.Helper()
-	for _, b := range []string{"nix-build", "nix-instantiate", "nix-store"} {
-		if _, err := exec.LookPath(b); err != nil {
-			t.Skipf("%s not on PATH", b)
-		}
-	}
+	nixtest.Require(t) // fails, never skips: `make test` installs Nix
 }
 
 // instantiate writes a derivation running script with /bin/sh and returns
@@ -552,11 +549,7 @@ func TestCancelledBeforeStart(t *testing.T) {
 // BenchmarkAlreadyBuilt measures Build's overhead over a bare nix-build
 // run on a derivation whose output is already valid.
 func BenchmarkAlreadyBuilt(b *testing.B) {
-	for _, bin := range []string{"nix-build", "nix-instantiate"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			b.Skipf("%s not on PATH", bin)
-		}
-	}
+	nixtest.Require(b)
 	f := filepath.Join(b.TempDir(), "drv.nix")
 	expr := fmt.Sprintf(`derivation { name = "nixbuild-bench"; system = builtins.currentSystem; builder = "/bin/sh"; marker = "%d"; args = [ "-c" "echo hi > $out" ]; }`, time.Now().UnixNano())
 	if err := os.WriteFile(f, []byte(expr), 0o644); err != nil {
