@@ -42,7 +42,8 @@ const (
 	Conclusion_CONCLUSION_FAILURE Conclusion = 2
 	// CONCLUSION_NEUTRAL: nothing to decide (no CI configured).
 	Conclusion_CONCLUSION_NEUTRAL Conclusion = 3
-	// CONCLUSION_CANCELLED: the change was cancelled.
+	// CONCLUSION_CANCELLED: the change was cancelled. Reserved: nothing
+	// cancels a change yet.
 	Conclusion_CONCLUSION_CANCELLED Conclusion = 4
 )
 
@@ -162,7 +163,9 @@ const (
 	InterruptKind_INTERRUPT_KIND_OUT_OF_MEMORY InterruptKind = 1
 	// INTERRUPT_KIND_TIMEOUT: no output (or too long) past its limit.
 	InterruptKind_INTERRUPT_KIND_TIMEOUT InterruptKind = 2
-	// INTERRUPT_KIND_CANCELLED: someone cancelled it.
+	// INTERRUPT_KIND_CANCELLED: someone cancelled it. Reserved: there is
+	// no cancel command yet (a build stopped by a shutdown is a process
+	// death).
 	InterruptKind_INTERRUPT_KIND_CANCELLED InterruptKind = 3
 	// INTERRUPT_KIND_PROCESS_DEATH: the builder died mid-build.
 	InterruptKind_INTERRUPT_KIND_PROCESS_DEATH InterruptKind = 4
@@ -667,12 +670,13 @@ type Event_DrvDownstreamFailed struct {
 }
 
 type Event_CheckStarted struct {
-	// check_started: a sandboxed check began.
+	// check_started: a sandboxed check began. Reserved: no stage appends
+	// it yet (checks are refused by the reader until they run).
 	CheckStarted *CheckStarted `protobuf:"bytes,50,opt,name=check_started,json=checkStarted,proto3,oneof"`
 }
 
 type Event_CheckFinished struct {
-	// check_finished: a sandboxed check ended.
+	// check_finished: a sandboxed check ended. Reserved, as check_started.
 	CheckFinished *CheckFinished `protobuf:"bytes,51,opt,name=check_finished,json=checkFinished,proto3,oneof"`
 }
 
@@ -733,7 +737,8 @@ type ChangeRequested struct {
 	HeadCommit string `protobuf:"bytes,2,opt,name=head_commit,json=headCommit,proto3" json:"head_commit,omitempty"`
 	// base_commit is the commit it is compared with; empty for none.
 	BaseCommit string `protobuf:"bytes,3,opt,name=base_commit,json=baseCommit,proto3" json:"base_commit,omitempty"`
-	// source says who asked: "cli", "webhook", "admin".
+	// source says who asked: "cli" or "webhook" ("admin" is reserved for
+	// the admin API, not built yet).
 	Source string `protobuf:"bytes,4,opt,name=source,proto3" json:"source,omitempty"`
 	// repo_name is a display name such as "owner/repo".
 	RepoName      string `protobuf:"bytes,5,opt,name=repo_name,json=repoName,proto3" json:"repo_name,omitempty"`
