@@ -13,7 +13,6 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/ekaci/ekaci/libs/eventlog"
-	"github.com/ekaci/ekaci/libs/eventlog/eventlogtest"
 	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
 	workv1 "github.com/ekaci/ekaci/libs/gen/ekaci/work/v1"
 	"github.com/ekaci/ekaci/libs/natstest"
@@ -22,29 +21,8 @@ import (
 
 func setup(t *testing.T) (context.Context, *eventlog.Log) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	t.Cleanup(cancel)
-	js := eventlogtest.JetStream(t, ctx)
-	log := eventlog.New(js)
-	db, err := projection.Open(filepath.Join(t.TempDir(), "recorder.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	r, err := projection.New(db, log, NewConclusions(zerolog.Nop()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rctx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- r.Run(rctx) }()
-	t.Cleanup(func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
-	return ctx, log
+	m := setupWith(t, eventlog.StreamOptions{})
+	return m.ctx, m.log
 }
 
 func did(name string) string { return fmt.Sprintf("%032s", name) }
