@@ -10,8 +10,11 @@
 // (HoldersBucket). drv_build_started names the holder and its lease and is
 // appended when Nix is about to build the derivation, not when the request
 // is taken. Another copy of a request for an attempt that is Building is
-// dropped while its holder is alive, and the attempt is reported dead only
-// once the holder's lease has passed without a heartbeat.
+// kept, never acked, while its holder is alive (it may be the holder's own
+// message, redelivered when its acks were late), until the attempt ends
+// (then it is acked) or the holder is gone (then its death is reported):
+// the attempt is reported dead only once the holder's lease has passed
+// without a heartbeat, and never left without a request to report it.
 package builder
 
 import (
@@ -193,7 +196,7 @@ func Run(ctx context.Context, cfg Config) error {
 	defer lanes.Wait()
 	defer stopLanes() // after the workers drained: no build is waiting any more
 
-	run := &runtime{cfg: cfg, holders: hs, store: store, tracker: tracker, log: log, held: map[string]bool{}}
+	run := &runtime{cfg: cfg, holders: hs, store: store, tracker: tracker, log: log, held: map[string]chan struct{}{}}
 	g, ctx := errgroup.WithContext(ctx)
 	for _, p := range cfg.Pools {
 		b := &build{runtime: run, pool: p}
@@ -240,7 +243,7 @@ type runtime struct {
 	log     zerolog.Logger
 
 	mu   sync.Mutex
-	held map[string]bool // attempts this life is handling now (drvID/attempt)
+	held map[string]chan struct{} // attempts this life is handling now (drvID/attempt), closed when done
 }
 
 func (r *runtime) nixOptions() nixbuild.Options {
@@ -260,22 +263,25 @@ func attemptKey(req *workv1.BuildRequest) string {
 	return req.GetDrvId() + "/" + strconv.FormatUint(uint64(req.GetAttempt()), 10)
 }
 
-// hold marks an attempt as handled by this life; false when it already is
-// (another copy of its request, or its own redelivery).
-func (r *runtime) hold(req *workv1.BuildRequest) bool {
+// hold marks an attempt as handled by this life. When it already is
+// (another copy of its request, or its own redelivery), it returns false
+// and a channel closed once that handling ends.
+func (r *runtime) hold(req *workv1.BuildRequest) (bool, <-chan struct{}) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	k := attemptKey(req)
-	if r.held[k] {
-		return false
+	if done, ok := r.held[k]; ok {
+		return false, done
 	}
-	r.held[k] = true
-	return true
+	r.held[k] = make(chan struct{})
+	return true, nil
 }
 
 func (r *runtime) release(req *workv1.BuildRequest) {
 	r.mu.Lock()
-	delete(r.held, attemptKey(req))
+	k := attemptKey(req)
+	close(r.held[k])
+	delete(r.held, k)
 	r.mu.Unlock()
 }
 
@@ -295,8 +301,32 @@ type decision struct {
 	startedSeq uint64
 }
 
-// errDeferred says a request was put back with a delay of our choosing.
-var errDeferred = errors.New("request deferred")
+// heldElsewhere says another holder, alive, holds the attempt a request
+// is for. The request is kept, never acked: it may be that holder's own
+// message (redelivered to us when its acks were late), and once acked
+// nothing would deliver it again if that holder then died for good.
+type heldElsewhere struct {
+	holder string
+	lease  time.Duration
+	// late: the holder's heartbeat is late but its lease has not passed;
+	// wait is how long until it has.
+	late bool
+	wait time.Duration
+}
+
+func (e *heldElsewhere) Error() string {
+	if e.late {
+		return fmt.Sprintf("held by %s, late (its lease passes in %v)", e.holder, e.wait.Round(time.Millisecond))
+	}
+	return "held by " + e.holder + ", alive"
+}
+
+// watchInterval is how often a kept copy asks again whether its holder's
+// attempt ended or its holder is gone: a sixth of the lease, as the
+// holder's heartbeats, within [1 s, 5 s].
+func watchInterval(lease time.Duration) time.Duration {
+	return min(max(lease/6, time.Second), 5*time.Second)
+}
 
 func (b *build) handle(ctx context.Context, m jetstream.Msg) error {
 	req := &workv1.BuildRequest{}
@@ -304,25 +334,73 @@ func (b *build) handle(ctx context.Context, m jetstream.Msg) error {
 		return worker.Permanent(fmt.Errorf("decode build request %s: %w", m.Subject(), err))
 	}
 	log := b.log.With().Str("drv", req.GetDrvId()).Str("drv_path", req.GetDrvPath()).Uint32("attempt", req.GetAttempt()).Logger()
-	if !b.hold(req) {
-		// This life handles the attempt already: a copy, or the request
-		// redelivered while its build runs. The running handler reports.
-		log.Info().Msg("copy of a request this builder is handling dropped")
-		return nil
+	// A copy, or the request redelivered while this life handles it: kept
+	// (with the worker's heartbeats) until that handling ends, then decided
+	// afresh. Acked now, it would be lost if that handling then failed
+	// and was to be retried.
+	copied := false
+	for {
+		ok, done := b.hold(req)
+		if ok {
+			break
+		}
+		if !copied {
+			log.Info().Msg("copy of a request this builder is handling kept until that handling ends")
+			copied = true
+		}
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	defer b.release(req)
-	err := b.handleHeld(ctx, m, req, log)
-	if errors.Is(err, errDeferred) {
-		return nil // already nak'd with its delay
+	// A redelivery or a copy is decided from the history before anything
+	// is built; a first delivery goes by the sequence it carries.
+	resolveFirst := copied
+	if md, err := m.Metadata(); err == nil && md.NumDelivered > 1 {
+		resolveFirst = true
 	}
-	return err
+	for watched := false; ; {
+		err := b.handleHeld(ctx, m, req, resolveFirst, log)
+		var held *heldElsewhere
+		if !errors.As(err, &held) {
+			return err
+		}
+		if held.late {
+			// Its heartbeat is late but its lease has not passed: ask again
+			// once it has (a wait that ends, so a redelivery of its own).
+			log.Info().Str("held_by", held.holder).Dur("retry_in", held.wait).Msg("the builder holding this attempt is late; asking again after its lease")
+			return worker.RetryAfter(held.wait+time.Second, err)
+		}
+		// Alive: keep the request, with heartbeats, until that holder's
+		// attempt ends (then it is stale and acked) or the holder is gone
+		// (then its death is reported). Put back instead, it would be
+		// delivered again every few seconds for as long as the build runs,
+		// and given up after MaxDeliver deliveries.
+		if !watched {
+			log.Info().Str("held_by", held.holder).Msg("copy of a request for an attempt a live builder holds kept until that attempt ends or its holder is gone")
+			watched = true
+		}
+		t := time.NewTimer(watchInterval(held.lease))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+		resolveFirst = true
+	}
 }
 
-func (b *build) handleHeld(ctx context.Context, m jetstream.Msg, req *workv1.BuildRequest, log zerolog.Logger) error {
+func (b *build) handleHeld(ctx context.Context, m jetstream.Msg, req *workv1.BuildRequest, resolveFirst bool, log zerolog.Logger) error {
 	// The common case needs no read: the request carries the sequence the
-	// derivation was routed at. Only when the history moved on (a
-	// redelivery, a builder that died) is it read and decided.
+	// derivation was routed at. Only when the history may have moved on (a
+	// redelivery, a copy, a builder that died) is it read and decided.
 	d := decision{last: req.GetLastSeq()}
+	if resolveFirst {
+		d.last = 0
+	}
 	if d.last == 0 {
 		var err error
 		if d, err = b.resolve(ctx, m, req, log); err != nil || (d.last == 0 && d.startedSeq == 0) {
@@ -560,10 +638,9 @@ func startedOf(history []eventlog.Record, attempt uint32) (eventlog.Record, *eve
 
 // resolve reads the derivation's history and decides what a request means
 // now: build it (after decision.last), go on building it as its holder
-// (decision.startedSeq), or nothing: stale (dropped), held by a live
-// holder (dropped), held by a holder that is late (deferred until its
-// lease has passed), or held by a holder that is gone (its death
-// reported).
+// (decision.startedSeq), or nothing: stale (dropped), held by a holder
+// that is gone (its death reported), or held by another holder that is
+// alive or late (a *heldElsewhere error: the request is kept, see handle).
 func (b *build) resolve(ctx context.Context, m jetstream.Msg, req *workv1.BuildRequest, log zerolog.Logger) (decision, error) {
 	history, last, err := b.cfg.Log.Load(ctx, eventlog.Drv, req.GetDrvId())
 	if err != nil {
@@ -597,16 +674,9 @@ func (b *build) resolve(ctx context.Context, m jetstream.Msg, req *workv1.BuildR
 	}
 	switch live {
 	case alive:
-		log.Info().Str("held_by", holder).Msg("copy of a request for an attempt a live builder holds dropped")
-		return decision{}, nil
+		return decision{}, &heldElsewhere{holder: holder, lease: time.Duration(st.GetLeaseSeconds()) * time.Second}
 	case suspect:
-		// Its heartbeat is late but its lease has not passed: keep the
-		// request and ask again once it has.
-		log.Info().Str("held_by", holder).Dur("retry_in", wait).Msg("the builder holding this attempt is late; asking again after its lease")
-		if err := m.NakWithDelay(wait + time.Second); err != nil {
-			return decision{}, err
-		}
-		return decision{}, errDeferred
+		return decision{}, &heldElsewhere{holder: holder, lease: time.Duration(st.GetLeaseSeconds()) * time.Second, late: true, wait: wait}
 	}
 	log.Warn().Str("held_by", holder).Msg("the builder holding this attempt is gone; reporting process death")
 	rep := &workv1.BuildReport{

@@ -71,20 +71,27 @@ func (h *harness) heartbeat(holder string) {
 }
 
 // TestCopyOfAHeldAttempt: another copy of the request for an attempt that
-// is Building is dropped while its holder is alive, deferred while the
-// holder is late, and reported dead (with a message id of its own) only
-// once the holder's lease has passed (cause 7: any second copy was
-// reported as the running build's death, using up its retry).
+// is Building is kept, never acked, while its holder is alive (it may be
+// the holder's own message), and settled by what happens next: acked with
+// nothing reported once the holder's attempt ends, or the death reported
+// (with a message id of its own) once the holder is gone; put back while
+// the holder is late, and reported dead only once its lease has passed
+// (cause 7: any second copy was reported as the running build's death,
+// using up its retry). "holder alive, then gone for good" is the lost
+// redelivery: the copy was acked while its holder lived, and when that
+// holder then died on another machine nothing reported the attempt.
 func TestCopyOfAHeldAttempt(t *testing.T) {
 	tests := []struct {
 		name      string
 		beat      bool          // the holder has a heartbeat
 		beatAge   time.Duration // how old it is when the copy arrives
 		lease     time.Duration
+		then      string // while the copy is kept: "ends" (the attempt's outcome is recorded) or "dies" (the holder's key goes)
 		wantDeath bool
 		notBefore time.Duration // no death report earlier than this after the heartbeat
 	}{
-		{name: "holder alive", beat: true, lease: 30 * time.Second},
+		{name: "holder alive, then its attempt ends", beat: true, lease: 30 * time.Second, then: "ends"},
+		{name: "holder alive, then gone for good", beat: true, lease: 30 * time.Second, then: "dies", wantDeath: true},
 		{name: "holder gone", beat: false, lease: 30 * time.Second, wantDeath: true},
 		{name: "holder late, then gone", beat: true, beatAge: 2500 * time.Millisecond, lease: 4 * time.Second,
 			wantDeath: true, notBefore: 4 * time.Second},
@@ -107,17 +114,43 @@ func TestCopyOfAHeldAttempt(t *testing.T) {
 			// the router's request past the duplicate window does.
 			h.request(id, drv, last, "copy-"+id)
 			h.run(Config{Noop: &Noop{}})
-			if !tt.wantDeath {
-				// Dropped: the request is acked and nothing is reported.
-				natstest.Eventually(t, 20*time.Second, func() bool { return h.pending() == 0 }, "the copy is settled")
-				time.Sleep(time.Second)
+			var diedAt time.Time
+			if tt.then != "" {
+				// Kept: delivered (the consumer took it) and still pending,
+				// with nothing reported, over several of the builder's looks.
+				natstest.Eventually(t, 20*time.Second, func() bool { return h.delivered() > 0 }, "the copy is delivered")
+				time.Sleep(3 * watchInterval(tt.lease))
+				if n := h.pending(); n != 1 {
+					t.Fatalf("%d requests pending while the holder lives, want the copy kept (1)", n)
+				}
 				if got := h.got(); len(got) != 0 {
 					t.Fatalf("reports %v, want none for a copy of an attempt a live builder holds", got[0].rep)
 				}
-				if cur, _ := h.state(id); cur.State != buildstate.Building {
-					t.Fatalf("state %v, want still Building", cur.State)
+				switch tt.then {
+				case "ends":
+					ev := &eventsv1.Event{Id: "succeeded-elsewhere-" + id, Payload: &eventsv1.Event_DrvBuildSucceeded{DrvBuildSucceeded: &eventsv1.DrvBuildSucceeded{Attempt: 1}}}
+					if _, err := h.log.Append(h.ctx, id, ev, eventlog.ExpectLast(started)); err != nil {
+						t.Fatal(err)
+					}
+					natstest.Eventually(t, 30*time.Second, func() bool { return h.pending() == 0 }, "the copy is acked once the attempt ended")
+					time.Sleep(time.Second)
+					if got := h.got(); len(got) != 0 {
+						t.Fatalf("reports %v, want none for an attempt its holder concluded", got[0].rep)
+					}
+					return
+				case "dies":
+					kv, err := h.js.KeyValue(h.ctx, HoldersBucket)
+					if err != nil {
+						t.Fatal(err)
+					}
+					diedAt = time.Now()
+					if err := kv.Delete(h.ctx, holder); err != nil {
+						t.Fatal(err)
+					}
 				}
-				return
+			}
+			if !tt.wantDeath {
+				t.Fatalf("row %q expects nothing", tt.name)
 			}
 			got := h.waitReports(1, 30*time.Second)
 			r := got[0]
@@ -128,11 +161,29 @@ func TestCopyOfAHeldAttempt(t *testing.T) {
 			if want := "death-" + id + "-1-" + holder; r.msgID != want {
 				t.Fatalf("msg id %q, want %q (a death report must not share the real outcome's id)", r.msgID, want)
 			}
+			if r.at.Before(diedAt) {
+				t.Fatalf("death reported before the holder died")
+			}
 			if tt.notBefore > 0 && r.at.Sub(beatAt) < tt.notBefore {
 				t.Fatalf("death reported %v after the last heartbeat, before its lease of %v", r.at.Sub(beatAt), tt.notBefore)
 			}
+			natstest.Eventually(t, 20*time.Second, func() bool { return h.pending() == 0 }, "the copy is acked once the death is reported")
 		})
 	}
+}
+
+// delivered is how many messages the builder consumer has handed out.
+func (h *harness) delivered() uint64 {
+	h.t.Helper()
+	c, err := h.js.Consumer(h.ctx, eventlog.WorkStream, eventlog.BuilderDurable(currentSystem(), workv1.BuildClass_BUILD_CLASS_LOCAL))
+	if err != nil {
+		return 0
+	}
+	info, err := c.Info(h.ctx)
+	if err != nil {
+		return 0
+	}
+	return info.Delivered.Consumer
 }
 
 // pending is what the builder consumer still holds or has not delivered.

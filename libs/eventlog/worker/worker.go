@@ -25,6 +25,25 @@ var ErrPermanent = errors.New("permanent")
 // Permanent wraps err so the worker terminates the message.
 func Permanent(err error) error { return fmt.Errorf("%w: %w", ErrPermanent, err) }
 
+// RetryAfter wraps why a handler wants its message handed back after d
+// (and not before): not a failure but a wait whose end the handler knows,
+// such as another process's lease. The worker puts the message back with
+// that delay, without the back-off or a warning. The redelivery is a
+// delivery like any other (the server counts them), so MaxDeliver still
+// bounds how often a message can be put back: use it for waits that end.
+func RetryAfter(d time.Duration, err error) error { return &retryAfterError{after: d, err: err} }
+
+type retryAfterError struct {
+	after time.Duration
+	err   error
+}
+
+func (e *retryAfterError) Error() string {
+	return fmt.Sprintf("retry after %v: %v", e.after, e.err)
+}
+
+func (e *retryAfterError) Unwrap() error { return e.err }
+
 // Handler does one message's work.
 type Handler func(ctx context.Context, m jetstream.Msg) error
 
@@ -242,7 +261,11 @@ func settle(ctx context.Context, cfg Config, m jetstream.Msg, err error, log zer
 	if md, merr := m.Metadata(); merr == nil {
 		delivered = md.NumDelivered
 	}
+	var retry *retryAfterError
 	switch {
+	case errors.As(err, &retry) && ctx.Err() == nil:
+		log.Debug().Err(err).Str("subject", m.Subject()).Dur("after", retry.after).Msg("handed back at the handler's request")
+		_ = m.NakWithDelay(max(retry.after, 0))
 	case errors.Is(err, ErrPermanent):
 		log.Error().Err(err).Str("subject", m.Subject()).Msg("message refused for good")
 		giveUp(ctx, cfg, m, err, log)

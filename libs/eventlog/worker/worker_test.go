@@ -500,3 +500,97 @@ func TestCrashLoopIsGivenUpAndAStopIsNot(t *testing.T) {
 		t.Errorf("after a stop on the last delivery: handled at deliveries %v, given up %q; want handled once more (delivery 3), not given up", again, causes)
 	}
 }
+
+// TestRetryAfterHandsBackWithItsDelay: a handler that asks for its message
+// again after d (worker.RetryAfter, e.g. a lease it waits out) gets it back
+// no sooner than d, and the worker logs no warning: neither a retry of a
+// failure nor a lost ack (a handler that put its message back itself and
+// returned nil had its message "acked" once more, which nats.go refuses,
+// and the worker warned that the ack was lost).
+func TestRetryAfterHandsBackWithItsDelay(t *testing.T) {
+	const after = 1500 * time.Millisecond
+	for _, r := range []struct {
+		name string
+		run  func(ctx context.Context, js jetstream.JetStream, cfg worker.Config, h worker.Handler, log zerolog.Logger) error
+	}{
+		{"Run", func(ctx context.Context, js jetstream.JetStream, cfg worker.Config, h worker.Handler, log zerolog.Logger) error {
+			return worker.Run(ctx, js, cfg, h, log)
+		}},
+		{"RunBatch", func(ctx context.Context, js jetstream.JetStream, cfg worker.Config, h worker.Handler, log zerolog.Logger) error {
+			return worker.RunBatch(ctx, js, cfg, func(ctx context.Context, msgs []jetstream.Msg) []error {
+				errs := make([]error, len(msgs))
+				for i, m := range msgs {
+					errs[i] = h(ctx, m)
+				}
+				return errs
+			}, log)
+		}},
+	} {
+		t.Run(r.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			_, js := natstest.Connect(t, natstest.NewServer(t))
+			if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "W", Subjects: []string{"w.>"}, Retention: jetstream.WorkQueuePolicy}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := js.Publish(ctx, "w.wait", []byte("x")); err != nil {
+				t.Fatal(err)
+			}
+			var mu sync.Mutex
+			var at []time.Time
+			h := func(ctx context.Context, m jetstream.Msg) error {
+				mu.Lock()
+				defer mu.Unlock()
+				at = append(at, time.Now())
+				if len(at) == 1 {
+					return worker.RetryAfter(after, errors.New("its holder is late"))
+				}
+				return nil
+			}
+			var logged syncBuffer
+			log := zerolog.New(&logged).Level(zerolog.InfoLevel)
+			cfg := worker.Config{Stream: "W", Durable: "t", Filters: []string{"w.>"}, Backoff: 10 * time.Millisecond,
+				GiveUp: func(context.Context, jetstream.Msg, error) error {
+					t.Error("GiveUp called for a message handed back at its handler's request")
+					return nil
+				}}
+			rctx, stop := context.WithCancel(ctx)
+			done := make(chan error, 1)
+			go func() { done <- r.run(rctx, js, cfg, h, log) }()
+			drained(t, ctx, js, 20*time.Second, "the message is handled again and acked")
+			stop()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(at) != 2 {
+				t.Fatalf("handled %d times, want 2", len(at))
+			}
+			if gap := at[1].Sub(at[0]); gap < after-100*time.Millisecond {
+				t.Errorf("handed back after %v, want no sooner than %v", gap, after)
+			}
+			if s := logged.String(); s != "" {
+				t.Errorf("the worker logged %q, want nothing (no retry of a failure, no lost ack)", s)
+			}
+		})
+	}
+}
+
+// syncBuffer is a log sink the worker's goroutines may write concurrently.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
