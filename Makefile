@@ -65,7 +65,7 @@ nix: ## make sure Nix is installed (apt-get install nix-bin as root)
 build: ## build every binary into ./bin
 	@mkdir -p $(BIN)
 	go build -o $(BIN)/ekaci ./services/ekaci/cmd/ekaci
-	@for m in gitter reader evaluator ingress router builder recorder notifier webhook; do \
+	@for m in gitter reader evaluator ingress router builder recorder notifier webhook cache; do \
 		if [ -d services/$$m/cmd/ekaci-$$m ]; then go build -o $(BIN)/ekaci-$$m ./services/$$m/cmd/ekaci-$$m; fi; done
 
 .PHONY: vet
@@ -85,6 +85,10 @@ chaos: nix ## crash test at scale: 300 real derivations, `ekaci run` SIGKILLed t
 .PHONY: demo
 demo: nix build ## the main job: a CI run over examples/demo
 	@scripts/demo.sh
+
+.PHONY: images
+images: ## build the container images ekaci/static and ekaci/nix (tag EKACI_TAG, default dev) with nothing pulled; unchanged inputs are skipped
+	@deploy/images/build.sh
 
 .PHONY: bench
 bench: nix ## benchmarks at nixpkgs scale; prints one table and writes docs/BENCHMARKS-latest.md

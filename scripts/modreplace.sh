@@ -10,7 +10,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 prefix=github.com/ekaci/ekaci/
-mods=$(find libs services -name go.mod -not -path '*/testdata/*' -exec dirname {} \; | sort)
+mods=$(find libs services deploy -name go.mod -not -path '*/testdata/*' -exec dirname {} \; | sort)
 declare -A direct
 for mod in $mods; do
   # Resolved in the workspace, which knows every module of the tree.
