@@ -2,7 +2,15 @@ module github.com/ekaci/ekaci/libs/machines
 
 go 1.26.8
 
-require github.com/rs/zerolog v1.35.1
+require (
+	github.com/ekaci/ekaci/libs/gen v0.0.0-00010101000000-000000000000
+	github.com/rs/zerolog v1.35.1
+)
+
+require (
+	github.com/ekaci/ekaci/libs/pbjson v0.0.0-00010101000000-000000000000 // indirect
+	google.golang.org/protobuf v1.36.12 // indirect
+)
 
 require (
 	github.com/mattn/go-colorable v0.1.14 // indirect
@@ -10,3 +18,7 @@ require (
 	go.uber.org/goleak v1.3.0
 	golang.org/x/sys v0.29.0 // indirect
 )
+
+replace github.com/ekaci/ekaci/libs/gen => ../../libs/gen
+
+replace github.com/ekaci/ekaci/libs/pbjson => ../../libs/pbjson

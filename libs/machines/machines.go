@@ -1,6 +1,8 @@
-// Package machines reads Nix's machines-file format (the --builders /
-// /etc/nix/machines syntax) and keeps each remote builder's health, checked
-// with `nix store ping`, so work goes only to builders that answer.
+// Package machines describes the builders ekaci sends work to: the
+// Topology that yields both the router's routes and the builder's pools,
+// Nix's machines-file format (the --builders / /etc/nix/machines syntax)
+// for remote builders, and each remote builder's health, checked with
+// `nix store ping`, so work goes only to builders that answer.
 package machines
 
 import (
@@ -111,20 +113,7 @@ func (m Machine) Line() string {
 // A machine with mandatory features takes only derivations that ask for
 // all of them, as Nix does.
 func (m Machine) Can(system string, required []string) bool {
-	if !slices.Contains(m.Systems, system) {
-		return false
-	}
-	for _, f := range required {
-		if !slices.Contains(m.Features, f) {
-			return false
-		}
-	}
-	for _, f := range m.MandatoryFeatures {
-		if !slices.Contains(required, f) {
-			return false
-		}
-	}
-	return true
+	return slices.Contains(m.Systems, system) && features(m.Features, m.MandatoryFeatures, required)
 }
 
 // Pinger checks one store URI; the default runs `nix store ping`.

@@ -45,20 +45,13 @@ import (
 	"github.com/ekaci/ekaci/services/builder/internal/nixbuild"
 )
 
-// Pool is one queue this builder serves.
-type Pool struct {
-	System  string
-	Class   workv1.BuildClass
-	MaxJobs int
-}
-
 // Config wires the stage.
 type Config struct {
 	Log    *eventlog.Log
 	Conn   *nats.Conn // live log lines go out as plain NATS messages
 	Logger zerolog.Logger
-	Name   string // this builder's name, recorded on each attempt
-	Pools  []Pool
+	Name   string          // this builder's name, recorded on each attempt
+	Pools  []machines.Pool // the queues it serves (machines.Topology.Pools)
 	// Health knows the remote machines and which answer; a remote pool's
 	// build waits until one that can take it does, and nix-store gets
 	// only those (--builders, with --max-jobs 0 so it never falls back to
@@ -287,7 +280,7 @@ func (r *runtime) release(req *workv1.BuildRequest) {
 
 type build struct {
 	*runtime
-	pool  Pool
+	pool  machines.Pool
 	batch *batcher // nil: one nix-store per derivation
 }
 

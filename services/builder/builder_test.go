@@ -16,6 +16,7 @@ import (
 	"github.com/ekaci/ekaci/libs/eventlog"
 	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
 	workv1 "github.com/ekaci/ekaci/libs/gen/ekaci/work/v1"
+	"github.com/ekaci/ekaci/libs/machines"
 	"github.com/ekaci/ekaci/libs/natstest"
 	"github.com/ekaci/ekaci/libs/nixtest"
 	"github.com/ekaci/ekaci/libs/service"
@@ -221,7 +222,7 @@ func TestQueuedRequestsAreNotStarted(t *testing.T) {
 		d := instantiate(t, fmt.Sprint("queued", i), "echo ok > $out")
 		queued = append(queued, d)
 	}
-	stop := h.run(Config{NixOptions: noSubst, Pools: []Pool{{System: currentSystem(), Class: workv1.BuildClass_BUILD_CLASS_LOCAL, MaxJobs: 1}},
+	stop := h.run(Config{NixOptions: noSubst, Pools: []machines.Pool{{System: currentSystem(), Class: workv1.BuildClass_BUILD_CLASS_LOCAL, MaxJobs: 1}},
 		ShutdownGrace: time.Second})
 	h.request(slowID, slow, slowLast, "req-"+slowID)
 	natstest.Eventually(t, 30*time.Second, func() bool { cur, _ := h.state(slowID); return cur.State == buildstate.Building }, "the slow build starts")

@@ -14,6 +14,7 @@ import (
 	"github.com/ekaci/ekaci/libs/eventlog/eventlogtest"
 	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
 	workv1 "github.com/ekaci/ekaci/libs/gen/ekaci/work/v1"
+	"github.com/ekaci/ekaci/libs/machines"
 	"github.com/ekaci/ekaci/libs/natstest"
 	"github.com/ekaci/ekaci/libs/service"
 )
@@ -108,7 +109,7 @@ func (h *harness) run(cfg Config) (stop func()) {
 		cfg.Name = "test-builder"
 	}
 	if cfg.Pools == nil {
-		cfg.Pools = []Pool{{System: service.CurrentSystem(), Class: workv1.BuildClass_BUILD_CLASS_LOCAL, MaxJobs: 2}}
+		cfg.Pools = []machines.Pool{{System: service.CurrentSystem(), Class: workv1.BuildClass_BUILD_CLASS_LOCAL, MaxJobs: 2}}
 	}
 	if cfg.LogDir == "" {
 		cfg.LogDir = h.t.TempDir()

@@ -19,7 +19,6 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/ekaci/ekaci/libs/eventlog"
-	workv1 "github.com/ekaci/ekaci/libs/gen/ekaci/work/v1"
 	"github.com/ekaci/ekaci/libs/logretention"
 	"github.com/ekaci/ekaci/libs/machines"
 	"github.com/ekaci/ekaci/libs/natsembed"
@@ -170,29 +169,10 @@ func (a *App) Run(ctx context.Context) error {
 	if notify == nil {
 		notify = io.Discard
 	}
-	var routes []router.Builder
-	var pools []builder.Pool
-	for _, sys := range cfg.Systems {
-		pools = append(pools,
-			builder.Pool{System: sys, Class: workv1.BuildClass_BUILD_CLASS_LOCAL, MaxJobs: max(cfg.MaxJobs, 1)},
-			builder.Pool{System: sys, Class: workv1.BuildClass_BUILD_CLASS_FOD, MaxJobs: max(cfg.FODMaxJobs, 1)})
-	}
-	routes = append(routes,
-		router.Builder{Name: "local", Class: workv1.BuildClass_BUILD_CLASS_LOCAL, Systems: cfg.Systems, Features: cfg.Features, MaxJobs: cfg.MaxJobs},
-		router.Builder{Name: "fod", Class: workv1.BuildClass_BUILD_CLASS_FOD, Systems: cfg.Systems, Features: cfg.Features, MaxJobs: cfg.FODMaxJobs})
+	topo := machines.Topology{Systems: cfg.Systems, Features: cfg.Features, MaxJobs: cfg.MaxJobs, FODMaxJobs: cfg.FODMaxJobs, Remote: cfg.Machines}
 	var health *machines.Health
 	if len(cfg.Machines) > 0 {
 		health = machines.NewHealth(cfg.Machines, nil, 30*time.Second, lg("machines"))
-		routes = append(routes, router.RemoteBuilders(cfg.Machines)...)
-		remoteJobs := map[string]int{}
-		for _, m := range cfg.Machines {
-			for _, sys := range m.Systems {
-				remoteJobs[sys] += m.MaxJobs
-			}
-		}
-		for sys, n := range remoteJobs {
-			pools = append(pools, builder.Pool{System: sys, Class: workv1.BuildClass_BUILD_CLASS_REMOTE, MaxJobs: n})
-		}
 	}
 
 	g, ctx := errgroup.WithContext(ctx)
@@ -221,11 +201,11 @@ func (a *App) Run(ctx context.Context) error {
 			return ingress.Run(ctx, ingress.Config{Log: a.log, DataDir: cfg.DataDir, Logger: lg("ingress"), Feed: feed})
 		},
 		"router": func(ctx context.Context) error {
-			return router.Run(ctx, router.Config{Log: a.log, Logger: lg("router"), Builders: routes, Health: health, Metrics: a.metrics})
+			return router.Run(ctx, router.Config{Log: a.log, Logger: lg("router"), Routes: topo.Routes(), Health: health, Metrics: a.metrics})
 		},
 		"builder": func(ctx context.Context) error {
 			return builder.Run(ctx, builder.Config{
-				Log: a.log, Conn: a.nc, Logger: lg("builder"), Name: "local", Pools: pools,
+				Log: a.log, Conn: a.nc, Logger: lg("builder"), Name: "local", Pools: topo.Pools(),
 				NixOptions: cfg.NixOptions, NoOutputTimeout: cfg.NoOutputTimeout, TotalTimeout: cfg.TotalTimeout,
 				LogDir: filepath.Join(cfg.DataDir, "logs"), Metrics: a.metrics, Health: health, NoBatch: cfg.NoBatch,
 				StateDir: filepath.Join(cfg.DataDir, "builder"), MaxLogBytes: cfg.MaxLogBytes,

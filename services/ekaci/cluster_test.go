@@ -13,7 +13,7 @@ import (
 
 	"github.com/ekaci/ekaci/libs/eventlog"
 	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
-	workv1 "github.com/ekaci/ekaci/libs/gen/ekaci/work/v1"
+	"github.com/ekaci/ekaci/libs/machines"
 	"github.com/ekaci/ekaci/libs/natstest"
 	"github.com/ekaci/ekaci/libs/service"
 	"github.com/ekaci/ekaci/services/builder"
@@ -37,6 +37,7 @@ func TestThinSliceOnTheDeployedCluster(t *testing.T) {
 	dir := t.TempDir()
 	system := service.CurrentSystem()
 	nixOpts := []string{"substituters", ""}
+	topo := machines.Topology{Systems: []string{system}, MaxJobs: 2, FODMaxJobs: 1}
 
 	stages := []struct {
 		name string
@@ -55,17 +56,11 @@ func TestThinSliceOnTheDeployedCluster(t *testing.T) {
 			return ingress.Run(ctx, ingress.Config{Log: log, Logger: env.logger, DataDir: filepath.Join(dir, "ingress")})
 		}},
 		{"router", func(ctx context.Context, log *eventlog.Log, env stageEnv) error {
-			return router.Run(ctx, router.Config{Log: log, Logger: env.logger, Builders: []router.Builder{
-				{Name: "local", Class: workv1.BuildClass_BUILD_CLASS_LOCAL, Systems: []string{system}, MaxJobs: 2},
-				{Name: "fod", Class: workv1.BuildClass_BUILD_CLASS_FOD, Systems: []string{system}, MaxJobs: 1},
-			}})
+			return router.Run(ctx, router.Config{Log: log, Logger: env.logger, Routes: topo.Routes()})
 		}},
 		{"builder", func(ctx context.Context, log *eventlog.Log, env stageEnv) error {
 			return builder.Run(ctx, builder.Config{Log: log, Conn: env.conn, Logger: env.logger, Name: "node-builder",
-				Pools: []builder.Pool{
-					{System: system, Class: workv1.BuildClass_BUILD_CLASS_LOCAL, MaxJobs: 2},
-					{System: system, Class: workv1.BuildClass_BUILD_CLASS_FOD, MaxJobs: 1},
-				},
+				Pools:      topo.Pools(),
 				NixOptions: nixOpts, NoOutputTimeout: time.Minute, LogDir: filepath.Join(dir, "logs")})
 		}},
 		{"recorder", func(ctx context.Context, log *eventlog.Log, env stageEnv) error {

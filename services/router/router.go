@@ -18,7 +18,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 	"time"
 
@@ -35,46 +34,6 @@ import (
 	"github.com/ekaci/ekaci/libs/telemetry"
 )
 
-// Builder is a pool the router may send work to: the local builder, the
-// FOD pool, or one remote machine.
-type Builder struct {
-	Name     string
-	Class    workv1.BuildClass
-	Systems  []string
-	Features []string
-	// Mandatory features: the builder takes only derivations that require
-	// every one of them (Nix's mandatoryFeatures).
-	Mandatory []string
-	MaxJobs   int
-}
-
-func (bl Builder) can(system string, required []string) bool {
-	if !slices.Contains(bl.Systems, system) && system != "builtin" {
-		return false
-	}
-	for _, f := range required {
-		if !slices.Contains(bl.Features, f) {
-			return false
-		}
-	}
-	for _, f := range bl.Mandatory {
-		if !slices.Contains(required, f) {
-			return false
-		}
-	}
-	return true
-}
-
-// RemoteBuilders turns machines-file entries into remote builders.
-func RemoteBuilders(ms []machines.Machine) []Builder {
-	var out []Builder
-	for _, m := range ms {
-		out = append(out, Builder{Name: m.URI, Class: workv1.BuildClass_BUILD_CLASS_REMOTE,
-			Systems: m.Systems, Features: m.Features, Mandatory: m.MandatoryFeatures, MaxJobs: m.MaxJobs})
-	}
-	return out
-}
-
 // View is what the router knows of the builders when it decides.
 type View struct {
 	// Healthy reports whether a remote builder answers; nil: all do. The
@@ -87,9 +46,10 @@ type View struct {
 
 // Config wires the stage.
 type Config struct {
-	Log      *eventlog.Log
-	Logger   zerolog.Logger
-	Builders []Builder
+	Log    *eventlog.Log
+	Logger zerolog.Logger
+	// Routes are the builders work may go to (machines.Topology.Routes).
+	Routes []machines.Route
 	// Health, when remote builders are configured, says which answer.
 	Health *machines.Health
 	// Metrics, when set, counts buildable events given up
@@ -110,11 +70,11 @@ const maxDetailBytes = 2 << 10
 // the local pool has a free slot, else to a healthy remote builder, else
 // local. Work only an unhealthy remote builder can take is queued for the
 // remote pool, which holds it until a builder answers again.
-func Route(builders []Builder, b *eventsv1.DrvBuildable, v View) (workv1.BuildClass, bool) {
+func Route(routes []machines.Route, b *eventsv1.DrvBuildable, v View) (workv1.BuildClass, bool) {
 	can, healthy := map[workv1.BuildClass]bool{}, map[workv1.BuildClass]bool{}
 	localMax := 0
-	for _, bl := range builders {
-		if !bl.can(b.GetSystem(), b.GetRequiredSystemFeatures()) {
+	for _, bl := range routes {
+		if !bl.Can(b.GetSystem(), b.GetRequiredSystemFeatures()) {
 			continue
 		}
 		can[bl.Class] = true
@@ -178,7 +138,7 @@ func Run(ctx context.Context, cfg Config) error {
 		if b == nil {
 			return nil, nil
 		}
-		class, ok := Route(cfg.Builders, b, view)
+		class, ok := Route(cfg.Routes, b, view)
 		if !ok {
 			ev := &eventsv1.Event{
 				Id: eventlog.UnsatisfiableID(rec.ID, b.GetAttempt()), CausationId: rec.Event.GetId(),

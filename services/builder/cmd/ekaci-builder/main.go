@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/ekaci/ekaci/libs/flagenv"
-	workv1 "github.com/ekaci/ekaci/libs/gen/ekaci/work/v1"
 	"github.com/ekaci/ekaci/libs/logretention"
 	"github.com/ekaci/ekaci/libs/machines"
 	"github.com/ekaci/ekaci/libs/service"
@@ -38,30 +37,16 @@ func main() {
 	lease := fs.Duration("lease", builder.DefaultLease, "how long after this builder's last heartbeat its running attempts count as abandoned")
 	machinesFile := fs.String("machines", "", "a Nix machines file: also serve the remote pools of their systems, building through them")
 	os.Exit(service.Main(fs, os.Args[1:], func(ctx context.Context, env service.Env) error {
-		var pools []builder.Pool
-		for _, sys := range systems {
-			pools = append(pools, builder.Pool{System: sys, Class: workv1.BuildClass_BUILD_CLASS_LOCAL, MaxJobs: *maxJobs})
-			if *fodMaxJobs > 0 {
-				pools = append(pools, builder.Pool{System: sys, Class: workv1.BuildClass_BUILD_CLASS_FOD, MaxJobs: *fodMaxJobs})
-			}
-		}
+		topo := machines.Topology{Systems: systems, MaxJobs: *maxJobs, FODMaxJobs: *fodMaxJobs}
 		var health *machines.Health
 		if *machinesFile != "" {
 			ms, err := machines.ReadFile(*machinesFile)
 			if err != nil {
 				return err
 			}
+			topo.Remote = ms
 			health = machines.NewHealth(ms, nil, 30*time.Second, env.Logger)
 			go health.Run(ctx)
-			jobs := map[string]int{}
-			for _, m := range ms {
-				for _, sys := range m.Systems {
-					jobs[sys] += m.MaxJobs
-				}
-			}
-			for sys, n := range jobs {
-				pools = append(pools, builder.Pool{System: sys, Class: workv1.BuildClass_BUILD_CLASS_REMOTE, MaxJobs: n})
-			}
 		}
 		if *logMaxAge <= 0 || *logMaxMiB <= 0 {
 			return fmt.Errorf("--log-max-age %v, --log-max-mib %d: want both above 0", *logMaxAge, *logMaxMiB)
@@ -72,7 +57,7 @@ func main() {
 			_ = logretention.New(logretention.Config{Dir: *logDir, MaxAge: *logMaxAge, MaxBytes: *logMaxMiB << 20, Logger: env.Logger}).Run(ctx)
 		}()
 		return builder.Run(ctx, builder.Config{
-			Log: env.Log, Conn: env.Conn, Logger: env.Logger, Name: *name, Pools: pools,
+			Log: env.Log, Conn: env.Conn, Logger: env.Logger, Name: *name, Pools: topo.Pools(),
 			NixOptions: nixOpts, NoOutputTimeout: *noOutput, TotalTimeout: *total, LogDir: *logDir, Metrics: env.Metrics, Health: health, NoBatch: *noBatch,
 			MaxLogBytes: *maxLogBytes, StateDir: *stateDir, Lease: *lease,
 		})

@@ -19,8 +19,8 @@ import (
 	"github.com/ekaci/ekaci/libs/buildstate"
 	"github.com/ekaci/ekaci/libs/eventlog"
 	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
-	workv1 "github.com/ekaci/ekaci/libs/gen/ekaci/work/v1"
 	"github.com/ekaci/ekaci/libs/graphgen"
+	"github.com/ekaci/ekaci/libs/machines"
 	"github.com/ekaci/ekaci/libs/natsembed"
 	"github.com/ekaci/ekaci/libs/projection"
 	"github.com/ekaci/ekaci/libs/service"
@@ -124,16 +124,7 @@ func Start(ctx context.Context, o Options) (*Pipeline, error) {
 	g, gctx := errgroup.WithContext(rctx)
 	p.group = g
 	nop := zerolog.Nop()
-	var routes []router.Builder
-	var pools []builder.Pool
-	for _, sys := range o.Systems {
-		routes = append(routes,
-			router.Builder{Name: "local-" + sys, Class: workv1.BuildClass_BUILD_CLASS_LOCAL, Systems: []string{sys}, MaxJobs: 64},
-			router.Builder{Name: "fod-" + sys, Class: workv1.BuildClass_BUILD_CLASS_FOD, Systems: []string{sys}, MaxJobs: 16})
-		pools = append(pools,
-			builder.Pool{System: sys, Class: workv1.BuildClass_BUILD_CLASS_LOCAL, MaxJobs: 64},
-			builder.Pool{System: sys, Class: workv1.BuildClass_BUILD_CLASS_FOD, MaxJobs: 16})
-	}
+	topo := machines.Topology{Systems: o.Systems, MaxJobs: 64, FODMaxJobs: 16}
 	// As the all-in-one wires them: ingress and recorder share a feed.
 	feed := projection.NewFeed(p.Log, nop, ingress.ReadModel, recorder.ReadModel)
 	stages := []struct {
@@ -144,10 +135,10 @@ func Start(ctx context.Context, o Options) (*Pipeline, error) {
 			return ingress.Run(ctx, ingress.Config{Log: log, DataDir: o.Dir, Logger: nop, Limits: o.IngressLimits, Feed: feed, Applied: func(seq uint64) { p.IngressAt.Store(seq) }, Graph: p.Ingress})
 		}},
 		{"router", func(ctx context.Context, log *eventlog.Log, _ *nats.Conn) error {
-			return router.Run(ctx, router.Config{Log: log, Logger: nop, Builders: routes})
+			return router.Run(ctx, router.Config{Log: log, Logger: nop, Routes: topo.Routes()})
 		}},
 		{"builder", func(ctx context.Context, log *eventlog.Log, nc *nats.Conn) error {
-			return builder.Run(ctx, builder.Config{Log: log, Conn: nc, Logger: nop, Name: "noop", Pools: pools,
+			return builder.Run(ctx, builder.Config{Log: log, Conn: nc, Logger: nop, Name: "noop", Pools: topo.Pools(),
 				Noop: &builder.Noop{Fail: o.Fail}, LogDir: filepath.Join(o.Dir, "logs")})
 		}},
 		{"recorder", func(ctx context.Context, log *eventlog.Log, _ *nats.Conn) error {

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/ekaci/ekaci/libs/flagenv"
-	workv1 "github.com/ekaci/ekaci/libs/gen/ekaci/work/v1"
 	"github.com/ekaci/ekaci/libs/machines"
 	"github.com/ekaci/ekaci/libs/service"
 	"github.com/ekaci/ekaci/services/router"
@@ -22,22 +21,19 @@ func main() {
 	fs.Var(&systems, "systems", "comma-separated systems the builder pools serve")
 	fs.Var(&features, "features", "comma-separated system features the builders offer")
 	maxJobs := fs.Int("max-jobs", 2, "builds the local pool runs at once")
-	fodMaxJobs := fs.Int("fod-max-jobs", 1, "builds the fixed-output pool runs at once")
+	fodMaxJobs := fs.Int("fod-max-jobs", 1, "builds the fixed-output pool runs at once (0: no fixed-output pool; they build on the local pool)")
 	machinesFile := fs.String("machines", "", "a Nix machines file of remote builders")
 	os.Exit(service.Main(fs, os.Args[1:], func(ctx context.Context, env service.Env) error {
-		builders := []router.Builder{
-			{Name: "local", Class: workv1.BuildClass_BUILD_CLASS_LOCAL, Systems: systems, Features: features, MaxJobs: *maxJobs},
-			{Name: "fod", Class: workv1.BuildClass_BUILD_CLASS_FOD, Systems: systems, Features: features, MaxJobs: *fodMaxJobs},
-		}
+		topo := machines.Topology{Systems: systems, Features: features, MaxJobs: *maxJobs, FODMaxJobs: *fodMaxJobs}
 		var health *machines.Health
 		if *machinesFile != "" {
 			ms, err := machines.ReadFile(*machinesFile)
 			if err != nil {
 				return err
 			}
-			builders = append(builders, router.RemoteBuilders(ms)...)
+			topo.Remote = ms
 			health = machines.NewHealth(ms, nil, 30*time.Second, env.Logger)
 		}
-		return router.Run(ctx, router.Config{Log: env.Log, Logger: env.Logger, Builders: builders, Health: health, Metrics: env.Metrics})
+		return router.Run(ctx, router.Config{Log: env.Log, Logger: env.Logger, Routes: topo.Routes(), Health: health, Metrics: env.Metrics})
 	}))
 }
