@@ -61,11 +61,15 @@ lint: $(BIN)/buf ## gofmt, go vet, buf lint/format, buf breaking against the pre
 nix: ## make sure Nix is installed (apt-get install nix-bin as root)
 	@scripts/ensure-nix.sh
 
+.PHONY: sandbox
+sandbox: ## make sure the checks' sandbox can run (apt-get install bubblewrap slirp4netns as root)
+	@scripts/ensure-sandbox.sh
+
 .PHONY: build
 build: ## build every binary into ./bin
 	@mkdir -p $(BIN)
 	go build -o $(BIN)/ekaci ./services/ekaci/cmd/ekaci
-	@for m in gitter reader evaluator ingress router builder recorder notifier webhook cache; do \
+	@for m in gitter reader evaluator ingress router builder checker recorder notifier webhook cache; do \
 		if [ -d services/$$m/cmd/ekaci-$$m ]; then go build -o $(BIN)/ekaci-$$m ./services/$$m/cmd/ekaci-$$m; fi; done
 
 .PHONY: vet
@@ -73,7 +77,7 @@ vet: ## go vet every module
 	@for m in $(MODULES); do (cd $$m && go vet ./...); done
 
 .PHONY: test
-test: nix ## run every module's tests (installs Nix when missing)
+test: nix sandbox ## run every module's tests (installs Nix, bubblewrap and slirp4netns when missing)
 	@fail=0; for m in $(MODULES); do \
 		echo "== $$m"; (cd $$m && go test $(GOTEST_FLAGS) ./...) || fail=1; done; exit $$fail
 
@@ -83,7 +87,7 @@ chaos: nix ## crash test at scale: 300 real derivations, `ekaci run` SIGKILLed t
 		EKACI_CHAOS_REPEAT=$${REPEAT:-5} go test -count=1 -timeout 60m -run '^TestCrashesChangeNoVerdict$$' -v .
 
 .PHONY: demo
-demo: nix build ## the main job: a CI run over examples/demo
+demo: nix sandbox build ## the main job: a CI run over examples/demo
 	@scripts/demo.sh
 
 .PHONY: images

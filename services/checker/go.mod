@@ -1,0 +1,3 @@
+module github.com/ekaci/ekaci/services/checker
+
+go 1.26.8
