@@ -92,7 +92,7 @@ func TestPlainCommands(t *testing.T) {
 	r := newRunner(t, nil)
 	for _, tc := range []struct {
 		name, cmd, want string
-		code           int
+		code            int
 	}{
 		{"succeeds", "echo hello; ./script.sh", "hello\nfrom the checkout\n", 0},
 		{"fails with its exit code", "echo no >&2; exit 3", "no\n", 3},
