@@ -43,6 +43,7 @@ import (
 	"github.com/ekaci/ekaci/libs/service"
 	"github.com/ekaci/ekaci/libs/telemetry"
 	"github.com/ekaci/ekaci/services/builder/internal/nixbuild"
+	"github.com/ekaci/ekaci/services/builder/internal/outroots"
 )
 
 // Config wires the stage.
@@ -71,8 +72,10 @@ type Config struct {
 	// StateDir keeps what outlives one life of the builder: a file per
 	// running nix-store (so the next life ends what a killed one left
 	// running, before it builds again) and the last holder id (so the next
-	// life clears its heartbeat at once). It is locked while the builder
-	// runs. Empty: none of that (tests).
+	// life clears its heartbeat at once), and the GC roots of the outputs
+	// it found valid (gcroots/, see internal/outroots), kept until the
+	// jobsets open meanwhile have concluded. It is locked while the
+	// builder runs. Empty: none of that (tests).
 	StateDir string
 	// Lease is how long after its last heartbeat this builder's attempts
 	// count as abandoned; 0 means DefaultLease.
@@ -93,6 +96,10 @@ type Noop struct {
 	// Fail, when set, picks the attempts to report as failed.
 	Fail func(drvID string, attempt uint32) bool
 }
+
+// rootsPoll is how often the log is asked for jobsets that began or
+// concluded (see outroots): roots go within this long of a conclusion.
+var rootsPoll = 5 * time.Second
 
 // workerMaxDeliver is the consumer's MaxDeliver (0: the worker's default);
 // tests lower it to reach the give-up path quickly.
@@ -172,6 +179,30 @@ func Run(ctx context.Context, cfg Config) error {
 	store := nixbuild.NewStore(cfg.NixOptions)
 	defer store.Close()
 
+	// Outputs found valid stay GC roots in this builder's own store until
+	// the jobsets open meanwhile have concluded (see outroots); builds
+	// wait until the log told which jobsets are open.
+	var roots *outroots.Roots
+	var following sync.WaitGroup
+	defer following.Wait()
+	followCtx, stopFollowing := context.WithCancel(ctx)
+	defer stopFollowing()
+	if cfg.StateDir != "" && cfg.Noop == nil {
+		if roots, err = outroots.New(filepath.Join(cfg.StateDir, "gcroots"), cfg.NixOptions, log); err != nil {
+			return err
+		}
+		following.Add(1)
+		go func() {
+			defer following.Done()
+			_ = roots.Follow(followCtx, cfg.Log, rootsPoll)
+		}()
+		select {
+		case <-roots.Ready():
+		case <-ctx.Done():
+			return nil
+		}
+	}
+
 	// Batches outlive a shutdown by the grace period, as single builds do.
 	lanesCtx, stopLanes := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopLanes()
@@ -189,7 +220,7 @@ func Run(ctx context.Context, cfg Config) error {
 	defer lanes.Wait()
 	defer stopLanes() // after the workers drained: no build is waiting any more
 
-	run := &runtime{cfg: cfg, holders: hs, store: store, tracker: tracker, log: log, held: map[string]chan struct{}{}}
+	run := &runtime{cfg: cfg, holders: hs, store: store, tracker: tracker, roots: roots, log: log, held: map[string]chan struct{}{}}
 	g, ctx := errgroup.WithContext(ctx)
 	for _, p := range cfg.Pools {
 		b := &build{runtime: run, pool: p}
@@ -233,6 +264,7 @@ type runtime struct {
 	holders *holders
 	store   *nixbuild.Store
 	tracker *nixbuild.Tracker
+	roots   *outroots.Roots // nil: outputs are not rooted
 	log     zerolog.Logger
 
 	mu   sync.Mutex
@@ -240,10 +272,14 @@ type runtime struct {
 }
 
 func (r *runtime) nixOptions() nixbuild.Options {
-	return nixbuild.Options{
+	o := nixbuild.Options{
 		NixOptions: r.cfg.NixOptions, NoOutputTimeout: r.cfg.NoOutputTimeout, TotalTimeout: r.cfg.TotalTimeout,
 		MaxLogBytes: r.cfg.MaxLogBytes, Store: r.store, Tracker: r.tracker,
 	}
+	if r.roots != nil {
+		o.Root = r.roots.Add
+	}
+	return o
 }
 
 func (r *runtime) gaveUp(consumer string, recorded bool) {

@@ -33,7 +33,7 @@ func main() {
 	logMaxMiB := fs.Int64("log-max-mib", logretention.DefaultMaxBytes>>20, "bound the logs under --log-dir to this many MiB, deleting the oldest first (logs being written are never deleted)")
 	noBatch := fs.Bool("no-batch", false, "one nix-build per derivation, instead of one per lane for the ready derivations of a pool")
 	maxLogBytes := fs.Int64("max-log-bytes", 256<<20, "cap each build attempt's log at this many bytes; past it a notice is written and the build goes on (-1: no cap)")
-	stateDir := fs.String("state-dir", "/var/lib/ekaci/builder", "what outlives one life of this builder (locked while it runs): files naming its running Nix processes, ended at the next start, and its holder id")
+	stateDir := fs.String("state-dir", "/var/lib/ekaci/builder", "what outlives one life of this builder (locked while it runs): files naming its running Nix processes, ended at the next start, its holder id, and GC roots of the outputs it found valid, kept until the jobsets open meanwhile concluded")
 	lease := fs.Duration("lease", builder.DefaultLease, "how long after this builder's last heartbeat its running attempts count as abandoned")
 	machinesFile := fs.String("machines", "", "a Nix machines file: also serve the remote pools of their systems, building through them")
 	os.Exit(service.Main(fs, os.Args[1:], func(ctx context.Context, env service.Env) error {

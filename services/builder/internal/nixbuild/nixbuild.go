@@ -112,6 +112,13 @@ type Options struct {
 	// Tracker, when set, records each running nix-store so that the next
 	// life of this process can end what this one left running.
 	Tracker *Tracker
+	// Root, when set, is given the outputs of the derivations judged
+	// succeeded, once per store question that judged them (those valid
+	// before any build, then those of each invocation, early successes
+	// included), before Realise returns: it makes them GC roots. While
+	// Nix runs, what it built is rooted by Nix itself (its temporary
+	// roots, until it exits).
+	Root func(ctx context.Context, outPaths []string)
 }
 
 // Job is one derivation of a realisation.
@@ -433,6 +440,23 @@ func (r *realisation) prepare(ctx context.Context, js []*job) {
 			j.verdict = &v
 		}
 	}
+	r.root(ctx, js)
+}
+
+// root hands the outputs of js judged succeeded to Options.Root.
+func (r *realisation) root(ctx context.Context, js []*job) {
+	if r.o.Root == nil {
+		return
+	}
+	var outs []string
+	for _, j := range js {
+		if j.verdict != nil && j.verdict.Outcome == Succeeded {
+			outs = append(outs, j.outputs...)
+		}
+	}
+	if len(outs) > 0 {
+		r.o.Root(ctx, outs)
+	}
 }
 
 func storeUnreachable(err error) *Verdict {
@@ -483,6 +507,7 @@ func (r *realisation) run(ctx context.Context, js []*job) {
 		}
 		j.verdict = &v
 	}
+	r.root(ctx, js)
 	switch {
 	case len(again) == 0:
 	case len(again) == 1:

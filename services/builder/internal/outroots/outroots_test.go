@@ -1,0 +1,163 @@
+package outroots
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/ekaci/ekaci/libs/nixtest"
+)
+
+// built realises n new derivations and returns their outputs.
+func built(t *testing.T, n int) []string {
+	t.Helper()
+	nixtest.Require(t)
+	var expr strings.Builder
+	expr.WriteString("[\n")
+	for i := range n {
+		fmt.Fprintf(&expr, `(derivation { name = "outroots-%d"; system = builtins.currentSystem; builder = "/bin/sh"; salt = "%d"; args = [ "-c" "echo %d > $out" ]; })`+"\n", i, time.Now().UnixNano(), i)
+	}
+	expr.WriteString("]\n")
+	f := filepath.Join(t.TempDir(), "drvs.nix")
+	if err := os.WriteFile(f, []byte(expr.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	args := append(nixtest.NoSubstitutersArgs(), "--no-out-link", f)
+	out, err := exec.Command("nix-build", args...).Output()
+	if err != nil {
+		t.Fatalf("nix-build: %v", err)
+	}
+	return strings.Fields(string(out))
+}
+
+// rooted says whether Nix counts path as alive (a root leads to it).
+func rooted(t *testing.T, path string) bool {
+	t.Helper()
+	out, err := exec.Command("nix-store", "--query", "--roots", path).Output()
+	if err != nil {
+		t.Fatalf("nix-store --query --roots %s: %v", path, err)
+	}
+	return len(strings.TrimSpace(string(out))) > 0
+}
+
+// TestGenerations: each output is rooted until every jobset open while it
+// was rooted has concluded, whether the jobset began before the root or
+// after it, and whether it concludes in this life or while the next one
+// reads the log; a generation nobody waits for any more is gone.
+func TestGenerations(t *testing.T) {
+	type step struct {
+		do    string // "create", "conclude", "add" (the next output), "restart" (a new Roots on the same dir, caught up)
+		id    string
+		alive []int // after the step (but a creation, which roots and unroots nothing): the outputs (by add order) that must be rooted; the others must not be
+	}
+	tests := []struct {
+		name  string
+		steps []step
+	}{
+		{name: "one jobset", steps: []step{
+			{do: "create", id: "a"},
+			{do: "add", alive: []int{0}},
+			{do: "conclude", id: "a", alive: nil},
+		}},
+		{name: "a jobset that began after the root is waited for", steps: []step{
+			{do: "create", id: "a"},
+			{do: "add", alive: []int{0}},
+			{do: "create", id: "b"},
+			{do: "conclude", id: "a", alive: []int{0}},
+			{do: "add", alive: []int{0, 1}},
+			{do: "conclude", id: "b", alive: nil},
+		}},
+		{name: "a jobset that began after the seal is not", steps: []step{
+			{do: "create", id: "a"},
+			{do: "create", id: "b"},
+			{do: "add", alive: []int{0}},
+			{do: "conclude", id: "a", alive: []int{0}},
+			{do: "create", id: "c"},
+			{do: "add", alive: []int{0, 1}},
+			{do: "conclude", id: "b", alive: []int{1}},
+			{do: "conclude", id: "c", alive: nil},
+		}},
+		{name: "across a restart", steps: []step{
+			{do: "create", id: "a"},
+			{do: "add", alive: []int{0}},
+			{do: "restart", alive: []int{0}},
+			{do: "create", id: "b"},
+			{do: "add", alive: []int{0, 1}},
+			{do: "conclude", id: "a", alive: []int{1}},
+			{do: "restart", alive: []int{1}},
+			{do: "conclude", id: "b", alive: nil},
+		}},
+		{name: "concluded while down", steps: []step{
+			{do: "create", id: "a"},
+			{do: "add", alive: []int{0}},
+			{do: "conclude-while-down", id: "a", alive: nil},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			outs := built(t, 3)
+			dir := filepath.Join(t.TempDir(), "gcroots")
+			// The log as the jobsets' facts: a restart reads it again.
+			var log []string
+			open := func() *Roots {
+				r, err := New(dir, nixtest.NoSubstituters(), zerolog.New(zerolog.NewTestWriter(t)))
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, f := range log {
+					id, concluded := strings.CutPrefix(f, "-")
+					if concluded {
+						r.Concluded(id)
+					} else {
+						r.Created(id)
+					}
+				}
+				r.caughtUp()
+				return r
+			}
+			r := open()
+			added := 0
+			for i, s := range tt.steps {
+				switch s.do {
+				case "create":
+					log = append(log, s.id)
+					r.Created(s.id)
+				case "conclude":
+					log = append(log, "-"+s.id)
+					r.Concluded(s.id)
+				case "conclude-while-down":
+					log = append(log, "-"+s.id)
+					r = open()
+				case "add":
+					r.Add(context.Background(), outs[added:added+1])
+					added++
+				case "restart":
+					r = open()
+				}
+				if s.do == "create" {
+					continue
+				}
+				for k := range added {
+					want := false
+					for _, a := range s.alive {
+						want = want || a == k
+					}
+					if got := rooted(t, outs[k]); got != want {
+						t.Fatalf("step %d (%s %s): output %d rooted = %v, want %v", i, s.do, s.id, k, got, want)
+					}
+				}
+			}
+			if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+				t.Fatalf("%d generations left after every jobset concluded", len(ents))
+			}
+		})
+	}
+}
