@@ -40,8 +40,10 @@ func chaosEnv(t *testing.T, name string, def int) int {
 // for good, some fail once), runs it again until it concludes, and checks
 // every derivation's final state against the graph: a derivation no crash
 // interrupted ends exactly as the graph says, an interrupted one as its
-// own recorded attempts decide; no Nix process of the test outlives a
-// kill. Before issue 10, 144 to 226 of 300 final states were wrong after
+// own recorded attempts decide; and with fewer than three kills, where no
+// derivation can be interrupted by policy, every final state is exactly the
+// crash-free run's (EKACI_CHAOS_EXACT=0 or 1 overrides); no Nix process of
+// the test outlives a kill. Before issue 10, 144 to 226 of 300 final states were wrong after
 // two kills (batched builds).
 //
 // EKACI_CHAOS_DRVS (default 100), EKACI_CHAOS_KILLS (2), EKACI_CHAOS_SEED
@@ -157,11 +159,21 @@ func crashRun(t *testing.T, bin string, n, kills int, seed uint64) {
 	for _, w := range rep.Wrong {
 		t.Error(w)
 	}
-	if os.Getenv("EKACI_CHAOS_EXACT") != "" && rep.Deviated > 0 {
-		// Only once the recorder re-queues a dead holder's attempt without
-		// using its retry (as it does infrastructure interruptions) can no
-		// crash change a final state; until then two kills landing on the
-		// same derivation make it interrupted, by policy.
+	// Exact: a dead holder's attempt is re-queued without using the
+	// derivation's retry, so no crash may change a final state, unless one
+	// derivation is hit by maxDeathsInARow kills in a row (then it is
+	// interrupted, by policy: recorder.MaxInfrastructureInterruptions).
+	// EKACI_CHAOS_EXACT=0 accepts every deviation the recorded
+	// interruptions explain; =1 asks for exactness with any number of kills.
+	const maxDeathsInARow = 3
+	exact := kills < maxDeathsInARow
+	switch os.Getenv("EKACI_CHAOS_EXACT") {
+	case "0":
+		exact = false
+	case "1":
+		exact = true
+	}
+	if exact && rep.Deviated > 0 {
 		t.Errorf("%d final states differ from the crash-free run", rep.Deviated)
 	}
 	// A kill interrupts only what was being built (or judged and not yet
