@@ -9,6 +9,7 @@ import (
 	"github.com/ekaci/ekaci/libs/eventlog"
 	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
 	workv1 "github.com/ekaci/ekaci/libs/gen/ekaci/work/v1"
+	"github.com/ekaci/ekaci/libs/machines"
 	"github.com/ekaci/ekaci/libs/natstest"
 )
 
@@ -76,7 +77,7 @@ func TestOutputsRootedUntilJobsetsConclude(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHarness(t)
 			state := t.TempDir()
-			cfg := Config{NixOptions: noSubst, StateDir: state, Pools: []Pool{{System: currentSystem(), Class: workv1.BuildClass_BUILD_CLASS_LOCAL, MaxJobs: 1}}}
+			cfg := Config{NixOptions: noSubst, StateDir: state, Pools: []machines.Pool{{System: currentSystem(), Class: workv1.BuildClass_BUILD_CLASS_LOCAL, MaxJobs: 1}}}
 			jobset := "js-" + notKeyChars.ReplaceAllString(tt.name, "-")
 			h.jobsetFact(jobset, false)
 			drv := instantiate(t, "dep", "echo dep > $out")
