@@ -21,8 +21,9 @@
 //	                                      Queued ─▶ TransitiveFailure)
 //
 // A downstream_failed fact lives on the failed derivation's aggregate and
-// lists the derivations its failure reached; Downstream turns it into the
-// dependency_failed each of them folds. Their own subjects then carry no
+// lists the derivations its failure reached; eventlog decodes it into the
+// dependency_failed each of them folds (eventlog.Record.Transitions), so
+// no reader sees the fact without them. Their own subjects then carry no
 // event of that transition: the read models hold it, and the guards of
 // later facts on them still expect their own last sequence.
 package buildstate

@@ -147,23 +147,6 @@ func Next(cur Drv, ev *eventsv1.Event) (Drv, error) {
 	return next, nil
 }
 
-// Downstream reads a downstream_failed fact appended on the aggregate
-// causeID: the derivations it fails, and the fact each of them folds with
-// Next — a dependency_failed naming causeID, the same transition as if it
-// had been appended on each one's own aggregate. ok is false for any other
-// event.
-func Downstream(causeID string, ev *eventsv1.Event) (ids []string, each *eventsv1.Event, ok bool) {
-	d := ev.GetDrvDownstreamFailed()
-	if d == nil {
-		return nil, nil, false
-	}
-	each = &eventsv1.Event{Id: ev.GetId(), OccurredAt: ev.GetOccurredAt(), CausationId: ev.GetCausationId(),
-		Payload: &eventsv1.Event_DrvDependencyFailed{DrvDependencyFailed: &eventsv1.DrvDependencyFailed{
-			CauseDrvId: causeID, CauseDrvPath: d.GetCauseDrvPath(),
-		}}}
-	return d.GetDrvIds(), each, true
-}
-
 // KeepsRetry reports whether an attempt interrupted this way is re-queued
 // without using up the derivation's one retry: ekaci's own machinery
 // failed (INFRASTRUCTURE), or the builder process holding the attempt died

@@ -88,6 +88,7 @@ func TestConformance(t *testing.T) {
 				{"history cannot be deleted", testDenyDelete},
 				{"pipelined appends keep order, guards and dedup", testAppendMany},
 				{"racing guarded appends: one lands per aggregate", testRacingGuards},
+				{"a batched fact is read with its transitions", testBatched},
 			}
 			for _, c := range cases {
 				t.Run(c.name, func(t *testing.T) {

@@ -225,10 +225,26 @@ type Record struct {
 	Fact      string
 	Time      time.Time // when the log stored it
 	Event     *eventsv1.Event
+	// RecordedOn is set on a transition a batched fact records for
+	// another derivation (see Record.Transitions): the derivation on whose
+	// subject the fact is. ID's own subjects, which the guards of its
+	// later facts check, do not hold it. Empty for a fact read from its
+	// own aggregate's subject.
+	RecordedOn string
 }
 
-// Decode turns a stored message into a Record.
+// Decode turns a stored message into a Record. A batched fact is refused
+// (ErrBatched): it stands for one transition of each derivation it lists,
+// which DecodeFacts and Record.Transitions give.
 func Decode(subject string, data []byte, seq uint64, stored time.Time) (Record, error) {
+	rec, err := decode(subject, data, seq, stored)
+	if err == nil && rec.batched() {
+		return Record{}, fmt.Errorf("%s (seq %d): %w", subject, seq, ErrBatched)
+	}
+	return rec, err
+}
+
+func decode(subject string, data []byte, seq uint64, stored time.Time) (Record, error) {
 	agg, id, fact, ok := parseSubject(subject)
 	if !ok {
 		return Record{}, fmt.Errorf("%w: subject %s", ErrNotEvent, subject)
@@ -240,11 +256,23 @@ func Decode(subject string, data []byte, seq uint64, stored time.Time) (Record, 
 	return Record{Seq: seq, Subject: subject, Aggregate: agg, ID: id, Fact: fact, Time: stored, Event: ev}, nil
 }
 
-// DecodeMsg decodes a message delivered by a consumer.
+// DecodeMsg decodes a message delivered by a consumer. Like Decode, it
+// refuses a batched fact (ErrBatched): a reader whose filter can deliver
+// one decodes with DecodeFacts.
 func DecodeMsg(m jetstream.Msg) (Record, error) {
+	rec, err := DecodeFacts(m)
+	if err == nil && rec.batched() {
+		return Record{}, fmt.Errorf("%s (seq %d): %w", m.Subject(), rec.Seq, ErrBatched)
+	}
+	return rec, err
+}
+
+// DecodeFacts decodes a message delivered by a consumer, batched facts
+// included: fold what it records by ranging over rec.Transitions().
+func DecodeFacts(m jetstream.Msg) (Record, error) {
 	md, err := m.Metadata()
 	if err != nil {
 		return Record{}, fmt.Errorf("metadata of %s: %w", m.Subject(), err)
 	}
-	return Decode(m.Subject(), m.Data(), md.Sequence.Stream, md.Timestamp)
+	return decode(m.Subject(), m.Data(), md.Sequence.Stream, md.Timestamp)
 }

@@ -25,7 +25,8 @@ func (l *Log) LastSeq(ctx context.Context) (uint64, error) {
 
 // Read calls fn for every event after sequence from that matches filters
 // (all events when none), in stream order, up to the log's end at the time
-// of the call, then returns.
+// of the call, then returns. A batched fact comes with its transitions:
+// fn gets the fact, then each transition it records (Record.Transitions).
 func (l *Log) Read(ctx context.Context, from uint64, filters []string, fn func(Record) error) error {
 	s, err := l.js.Stream(ctx, EventsStream)
 	if err != nil {
@@ -74,12 +75,14 @@ func (l *Log) Read(ctx context.Context, from uint64, filters []string, fn func(R
 		for m := range batch.Messages() {
 			n++
 			last = m
-			rec, err := DecodeMsg(m)
+			rec, err := DecodeFacts(m)
 			if err != nil {
 				return err
 			}
-			if err := fn(rec); err != nil {
-				return err
+			for t := range rec.Transitions() {
+				if err := fn(t); err != nil {
+					return err
+				}
 			}
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
@@ -105,11 +108,17 @@ func (l *Log) Read(ctx context.Context, from uint64, filters []string, fn func(R
 }
 
 // Load returns one aggregate's history and the sequence of its last event
-// (0 when it has none) — what a decider needs for ExpectLast.
+// (0 when it has none) — what a decider needs for ExpectLast. The history
+// is the facts on the aggregate's own subjects: a batched fact on it is
+// returned as itself, and the transitions it records for others are not
+// (nor are the ones others' batched facts record for it: see
+// Record.Transitions).
 func (l *Log) Load(ctx context.Context, aggregate, id string) ([]Record, uint64, error) {
 	var recs []Record
 	err := l.Read(ctx, 0, []string{AggregateFilter(aggregate, id)}, func(r Record) error {
-		recs = append(recs, r)
+		if r.RecordedOn == "" {
+			recs = append(recs, r)
+		}
 		return nil
 	})
 	if err != nil {

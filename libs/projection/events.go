@@ -22,7 +22,7 @@ type item struct {
 
 func decodeItem(m jetstream.Msg) item {
 	id := m.Headers().Get(jetstream.MsgIDHeader)
-	rec, err := eventlog.DecodeMsg(m)
+	rec, err := eventlog.DecodeFacts(m)
 	if err != nil {
 		it := item{subject: m.Subject(), err: err}
 		if md, merr := m.Metadata(); merr == nil {

@@ -23,7 +23,10 @@ type Handler interface {
 	Filters() []string
 	// Init creates the model's buckets.
 	Init(tx *bolt.Tx) error
-	// Apply folds one event. It may queue events to append on out. It
+	// Apply folds one event. A batched fact reaches it as the fact, then
+	// one record per transition it records for another derivation
+	// (eventlog.Record.Transitions, RecordedOn set), all at the fact's
+	// sequence. It may queue events to append on out. It
 	// must be deterministic — the same events in the same order make the
 	// same decisions — because decisions are appended before the batch
 	// that made them is committed, and a crash in between folds it again.
@@ -350,8 +353,12 @@ func (r *Runner) fold(tx *bolt.Tx, batch []item, pos mark) (*Decisions, mark, er
 		if rec.Seq <= pos.seq {
 			continue // folded before a crash; never fold twice
 		}
-		if err := r.h.Apply(tx, rec, out); err != nil {
-			return nil, mark{}, fmt.Errorf("read model %s: apply %s (seq %d): %w", r.h.Name(), rec.Subject, rec.Seq, err)
+		// A batched fact is folded as each transition it records: no
+		// model can read it and miss one.
+		for t := range rec.Transitions() {
+			if err := r.h.Apply(tx, t, out); err != nil {
+				return nil, mark{}, fmt.Errorf("read model %s: apply %s (seq %d): %w", r.h.Name(), rec.Subject, rec.Seq, err)
+			}
 		}
 		pos = it.at
 	}

@@ -245,3 +245,38 @@ func TestLayoutVersionChangeRebuilds(t *testing.T) {
 		}
 	}
 }
+
+// TestBatchedFactReachesTheModel: a model that knows nothing of batched
+// facts still folds each transition a downstream_failed records, because
+// the runner applies them one by one.
+func TestBatchedFactReachesTheModel(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	log := eventlog.New(eventlogtest.JetStream(t, ctx))
+	db := projectiontest.OpenDB(t, filepath.Join(t.TempDir(), "states.db"))
+	r, stop := start(t, ctx, db, log)
+	defer stop()
+	discover(t, ctx, log, "c")
+	discover(t, ctx, log, "a", "c")
+	discover(t, ctx, log, "b", "c")
+	natstest.Eventually(t, 10*time.Second, func() bool { return bytes.Contains([]byte(dump(t, db)), []byte("c=buildable")) }, "c becomes buildable")
+	var last uint64
+	for _, ev := range []*eventsv1.Event{
+		{Id: "started-c", Payload: &eventsv1.Event_DrvBuildStarted{DrvBuildStarted: &eventsv1.DrvBuildStarted{}}},
+		{Id: "failed-c", Payload: &eventsv1.Event_DrvBuildFailed{DrvBuildFailed: &eventsv1.DrvBuildFailed{}}},
+		{Id: "down-c", Payload: &eventsv1.Event_DrvDownstreamFailed{DrvDownstreamFailed: &eventsv1.DrvDownstreamFailed{CauseDrvPath: "/nix/store/c.drv", DrvIds: []string{"a", "b"}}}},
+	} {
+		a, err := log.Append(ctx, "c", ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = a.Seq
+	}
+	if err := r.WaitFor(ctx, last); err != nil {
+		t.Fatal(err)
+	}
+	tf := buildstate.TransitiveFailure.String()
+	if got, want := dump(t, db), fmt.Sprint([]string{"a=" + tf, "b=" + tf, "c=" + buildstate.Failed.String()}); got != want {
+		t.Fatalf("model = %s, want %s", got, want)
+	}
+}

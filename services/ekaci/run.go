@@ -13,7 +13,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/ekaci/ekaci/libs/buildstate"
 	"github.com/ekaci/ekaci/libs/eventlog"
 	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
 	"github.com/ekaci/ekaci/services/gitter/request"
@@ -143,18 +142,14 @@ func Wait(ctx context.Context, log *eventlog.Log, changeID string, progress io.W
 			}
 			return nil, err
 		}
-		rec, err := eventlog.DecodeMsg(m)
+		rec, err := eventlog.DecodeFacts(m)
 		if err != nil {
 			return nil, err
 		}
 		if rec.Aggregate == eventlog.Drv {
-			if ids, _, ok := buildstate.Downstream(rec.ID, rec.Event); ok {
-				for _, id := range ids {
-					counts.record(id, string(buildstate.KindDependencyFailed))
-				}
-				continue
+			for t := range rec.Transitions() {
+				counts.record(t.ID, t.Fact)
 			}
-			counts.record(rec.ID, rec.Fact)
 			continue
 		}
 		if rec.Aggregate == eventlog.Jobset && rec.Event.GetCorrelationId() != changeID {

@@ -230,6 +230,9 @@ func (m *Graph) Apply(tx *bolt.Tx, rec eventlog.Record, out *projection.Decision
 	if rec.Aggregate != eventlog.Drv {
 		return nil
 	}
+	if rec.RecordedOn != "" {
+		return m.listedFailed(rec)
+	}
 	n, err := g.node(rec.ID)
 	if err != nil {
 		return err
@@ -275,9 +278,6 @@ func (m *Graph) Apply(tx *bolt.Tx, rec eventlog.Record, out *projection.Decision
 		return m.blocked(rec, n, p.DrvBlocked.GetCauseDrvId(), out)
 	case *eventsv1.Event_DrvRequeued:
 		return m.requeued(rec, n, prev, out)
-	case *eventsv1.Event_DrvDownstreamFailed:
-		ids, each, _ := buildstate.Downstream(rec.ID, rec.Event)
-		return m.downstreamFailed(rec, ids, each)
 	}
 	return nil
 }
@@ -659,38 +659,37 @@ func (m *Graph) propagate(rec eventlog.Record, n int32, out *projection.Decision
 	}
 }
 
-// downstreamFailed folds a downstream_failed fact: each listed derivation
-// takes the dependency_failed transition. Their own last sequence stays:
-// the fact is not on their subjects, which is what their guards check.
-func (m *Graph) downstreamFailed(rec eventlog.Record, ids []string, each *eventsv1.Event) error {
+// listedFailed folds the dependency_failed a downstream_failed fact
+// records for one derivation it lists (rec.RecordedOn is the failed one).
+// Its own last sequence stays: the fact is not on its subjects, which is
+// what its guards check.
+func (m *Graph) listedFailed(rec eventlog.Record) error {
 	g := m.g
-	for _, id := range ids {
-		d, err := g.node(id)
-		if err != nil {
+	d, err := g.node(rec.ID)
+	if err != nil {
+		return err
+	}
+	if !g.nodes[d].discovered() {
+		m.logger.Error().Str("drv", rec.ID).Uint64("seq", rec.Seq).Msg("downstream_failed names a derivation never discovered")
+		return nil
+	}
+	dn := &g.nodes[d]
+	prev := dn.drv
+	next, err := buildstate.Next(prev, rec.Event)
+	if err != nil {
+		m.logger.Error().Err(err).Str("drv", rec.ID).Uint64("seq", rec.Seq).Msg("refusing an illegal fact found in the log")
+		return nil
+	}
+	dn.drv = next
+	g.clearDoomed(d)
+	g.touch(d)
+	if prev.State == buildstate.Blocked {
+		if err := m.unblock(d, prev.Cause); err != nil {
 			return err
 		}
-		if !g.nodes[d].discovered() {
-			m.logger.Error().Str("drv", id).Uint64("seq", rec.Seq).Msg("downstream_failed names a derivation never discovered")
-			continue
-		}
-		dn := &g.nodes[d]
-		prev := dn.drv
-		next, err := buildstate.Next(prev, each)
-		if err != nil {
-			m.logger.Error().Err(err).Str("drv", id).Uint64("seq", rec.Seq).Msg("refusing an illegal fact found in the log")
-			continue
-		}
-		dn.drv = next
-		g.clearDoomed(d)
-		g.touch(d)
-		if prev.State == buildstate.Blocked {
-			if err := m.unblock(d, prev.Cause); err != nil {
-				return err
-			}
-		}
-		if !prev.State.Settled() {
-			g.unregister(d)
-		}
+	}
+	if !prev.State.Settled() {
+		g.unregister(d)
 	}
 	return nil
 }

@@ -279,9 +279,16 @@ func (f *fixture) facts() (map[string]int, [][]string) {
 	n := map[string]int{}
 	var lists [][]string
 	err := f.log.Read(f.ctx, 0, []string{eventlog.KindFilter(eventlog.Drv)}, func(r eventlog.Record) error {
-		n[r.Fact]++
-		if ids, _, ok := buildstate.Downstream(r.ID, r.Event); ok {
-			lists = append(lists, ids)
+		// Read hands a downstream_failed fact over, then the transition
+		// it records for each derivation it lists.
+		switch {
+		case r.RecordedOn != "":
+			lists[len(lists)-1] = append(lists[len(lists)-1], r.ID)
+		case r.Fact == string(buildstate.KindDownstreamFailed):
+			n[r.Fact]++
+			lists = append(lists, nil)
+		default:
+			n[r.Fact]++
 		}
 		return nil
 	})

@@ -12,20 +12,10 @@ import (
 	"github.com/ekaci/ekaci/libs/projection"
 )
 
+// drv folds one derivation fact. A batched fact arrives as itself on the
+// failed derivation, then as the dependency_failed of each derivation it
+// lists (eventlog.Record.Transitions, applied one by one by the runner).
 func (c *Conclusions) drv(tx *bolt.Tx, rec eventlog.Record, out *projection.Decisions) error {
-	if ids, each, ok := buildstate.Downstream(rec.ID, rec.Event); ok {
-		// One fact on the failed derivation; each listed one takes the
-		// dependency_failed transition it stands for.
-		if err := c.fold(tx, rec.ID, rec.Event, rec, out); err != nil {
-			return err
-		}
-		for _, id := range ids {
-			if err := c.fold(tx, id, each, rec, out); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
 	return c.fold(tx, rec.ID, rec.Event, rec, out)
 }
 

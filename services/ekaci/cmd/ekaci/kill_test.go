@@ -191,6 +191,9 @@ func checkHistory(t *testing.T, dataDir string, drvs map[string]string, want map
 	}
 	ids := map[string]uint64{}
 	err = app.Log().Read(ctx, 0, []string{"ekaci.evt.>"}, func(r eventlog.Record) error {
+		if r.RecordedOn != "" {
+			return nil // a transition a batched fact records: its event is that fact
+		}
 		if prev, dup := ids[r.Event.GetId()]; dup {
 			t.Errorf("event %s recorded twice (seq %d and %d)", r.Event.GetId(), prev, r.Seq)
 		}

@@ -222,15 +222,19 @@ func (p *Pipeline) listedDownstream(ctx context.Context) int64 {
 		got := 0
 		for m := range batch.Messages() {
 			got++
-			rec, err := eventlog.DecodeMsg(m)
+			rec, err := eventlog.DecodeFacts(m)
 			if err != nil {
 				continue
 			}
-			if ids, _, ok := buildstate.Downstream(rec.ID, rec.Event); ok {
-				p.mu.Lock()
-				p.downstream += int64(len(ids))
-				p.mu.Unlock()
+			listed := int64(0)
+			for t := range rec.Transitions() {
+				if t.RecordedOn != "" {
+					listed++
+				}
 			}
+			p.mu.Lock()
+			p.downstream += listed
+			p.mu.Unlock()
 		}
 		if got == 0 {
 			break
