@@ -15,6 +15,7 @@ import (
 	"github.com/ekaci/ekaci/libs/eventlog/eventlogtest"
 	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
 	"github.com/ekaci/ekaci/libs/projection"
+	"github.com/ekaci/ekaci/libs/projection/projectiontest"
 	"github.com/ekaci/ekaci/services/ingress"
 )
 
@@ -40,11 +41,7 @@ func newFixtureOn(t *testing.T, lim ingress.Limits, opts eventlog.StreamOptions)
 	t.Cleanup(cancel)
 	js := eventlogtest.JetStreamWith(t, ctx, opts)
 	log := eventlog.New(js)
-	db, err := projection.Open(filepath.Join(t.TempDir(), "ingress.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db := projectiontest.OpenDB(t, "ingress.db")
 	graph := ingress.NewGraph(zerolog.Nop()).WithLimits(lim)
 	r, err := projection.New(db, log, graph)
 	if err != nil {
@@ -337,11 +334,7 @@ func TestLargeFailureIsOneFact(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	db, err := projection.Open(filepath.Join(t.TempDir(), "rebuilt.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := projectiontest.OpenDB(t, "rebuilt.db")
 	r, err := projection.New(db, f.log, ingress.NewGraph(zerolog.Nop()).WithLimits(ingress.Limits{BatchOver: 2, MaxPerFact: 4}))
 	if err != nil {
 		t.Fatal(err)
@@ -379,10 +372,7 @@ func TestRestartLoadsTheGraph(t *testing.T) {
 	log := eventlog.New(js)
 	path := filepath.Join(t.TempDir(), "ingress.db")
 	open := func() (*fixture, func()) {
-		db, err := projection.Open(path)
-		if err != nil {
-			t.Fatal(err)
-		}
+		db := projectiontest.OpenDB(t, path)
 		r, err := projection.New(db, log, ingress.NewGraph(zerolog.Nop()))
 		if err != nil {
 			t.Fatal(err)

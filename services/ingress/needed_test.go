@@ -14,6 +14,7 @@ import (
 	"github.com/ekaci/ekaci/libs/eventlog/eventlogtest"
 	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
 	"github.com/ekaci/ekaci/libs/projection"
+	"github.com/ekaci/ekaci/libs/projection/projectiontest"
 	"github.com/ekaci/ekaci/services/ingress"
 )
 
@@ -259,10 +260,7 @@ func TestRestartLoadsOnlyWhatIsUnsettled(t *testing.T) {
 	log := eventlog.New(eventlogtest.JetStream(t, ctx))
 	path := filepath.Join(t.TempDir(), "ingress.db")
 	open := func() (*fixture, func()) {
-		db, err := projection.Open(path)
-		if err != nil {
-			t.Fatal(err)
-		}
+		db := projectiontest.OpenDB(t, path)
 		graph := ingress.NewGraph(zerolog.Nop())
 		r, err := projection.New(db, log, graph)
 		if err != nil {

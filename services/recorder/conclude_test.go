@@ -3,7 +3,6 @@ package recorder
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"sort"
 	"testing"
 	"time"
@@ -17,6 +16,7 @@ import (
 	workv1 "github.com/ekaci/ekaci/libs/gen/ekaci/work/v1"
 	"github.com/ekaci/ekaci/libs/natstest"
 	"github.com/ekaci/ekaci/libs/projection"
+	"github.com/ekaci/ekaci/libs/projection/projectiontest"
 )
 
 func setup(t *testing.T) (context.Context, *eventlog.Log) {
@@ -194,11 +194,7 @@ func TestDownstreamFailedSettlesEveryListedDerivation(t *testing.T) {
 // then the other failures, then as many successes as fit, says how many it
 // left out, and counts every attribute by state.
 func TestLargeJobsetConclusionListsFailuresFirst(t *testing.T) {
-	db, err := projection.Open(filepath.Join(t.TempDir(), "recorder.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := projectiontest.OpenDB(t, "recorder.db")
 	c := NewConclusions(zerolog.Nop()).WithResultBudget(2000)
 	if err := db.Update(c.Init); err != nil {
 		t.Fatal(err)
@@ -235,7 +231,7 @@ func TestLargeJobsetConclusionListsFailuresFirst(t *testing.T) {
 		recs = append(recs, drvRec(next(), a.GetDrvId(), &eventsv1.Event{Payload: &eventsv1.Event_DrvBuildSucceeded{DrvBuildSucceeded: &eventsv1.DrvBuildSucceeded{Cached: true}}}))
 	}
 	out := &projection.Decisions{}
-	err = db.Update(func(tx *bolt.Tx) error {
+	err := db.Update(func(tx *bolt.Tx) error {
 		for _, rec := range recs {
 			if err := c.Apply(tx, rec, out); err != nil {
 				return err

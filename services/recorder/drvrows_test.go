@@ -3,7 +3,6 @@ package recorder
 import (
 	"bytes"
 	"errors"
-	"path/filepath"
 	"testing"
 
 	"github.com/rs/zerolog"
@@ -13,6 +12,7 @@ import (
 	"github.com/ekaci/ekaci/libs/eventlog"
 	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
 	"github.com/ekaci/ekaci/libs/projection"
+	"github.com/ekaci/ekaci/libs/projection/projectiontest"
 )
 
 func TestRowEncodingRoundTrip(t *testing.T) {
@@ -62,11 +62,7 @@ func drvRec(seq uint64, id string, ev *eventsv1.Event) eventlog.Record {
 // batch is folded; when the batch's transaction does not commit, the next
 // batch folds its events again from what the file holds.
 func TestUncommittedBatchIsFoldedAgain(t *testing.T) {
-	db, err := projection.Open(filepath.Join(t.TempDir(), "recorder.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := projectiontest.OpenDB(t, "recorder.db")
 	c := NewConclusions(zerolog.Nop())
 	if err := db.Update(c.Init); err != nil {
 		t.Fatal(err)
@@ -74,7 +70,7 @@ func TestUncommittedBatchIsFoldedAgain(t *testing.T) {
 	id := did("a")
 	disc := drvRec(7, id, &eventsv1.Event{Payload: &eventsv1.Event_DrvDiscovered{DrvDiscovered: &eventsv1.DrvDiscovered{DrvPath: "/nix/store/a.drv"}}})
 	boom := errors.New("boom")
-	err = db.Update(func(tx *bolt.Tx) error {
+	err := db.Update(func(tx *bolt.Tx) error {
 		if err := c.Apply(tx, disc, &projection.Decisions{}); err != nil {
 			return err
 		}

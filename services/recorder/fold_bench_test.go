@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -15,6 +14,7 @@ import (
 	"github.com/ekaci/ekaci/libs/eventlog"
 	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
 	"github.com/ekaci/ekaci/libs/projection"
+	"github.com/ekaci/ekaci/libs/projection/projectiontest"
 )
 
 // BenchmarkFoldSchedule folds what ekaci-bench's schedule scenario makes
@@ -156,10 +156,7 @@ func BenchmarkSettleLargeJobset(b *testing.B) {
 // freshModel opens an empty recorder.db with the model's buckets made.
 func freshModel(b *testing.B) (*bolt.DB, *Conclusions) {
 	b.Helper()
-	db, err := projection.Open(filepath.Join(b.TempDir(), "recorder.db"))
-	if err != nil {
-		b.Fatal(err)
-	}
+	db := projectiontest.OpenDB(b, "recorder.db")
 	c := NewConclusions(zerolog.Nop())
 	if err := db.Update(c.Init); err != nil {
 		b.Fatal(err)

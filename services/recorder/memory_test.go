@@ -13,6 +13,7 @@ import (
 	"github.com/ekaci/ekaci/libs/eventlog"
 	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
 	"github.com/ekaci/ekaci/libs/projection"
+	"github.com/ekaci/ekaci/libs/projection/projectiontest"
 )
 
 // folder feeds records straight into a model, one transaction per batch
@@ -29,11 +30,7 @@ type folder struct {
 
 func newFolder(tb testing.TB) *folder {
 	tb.Helper()
-	db, err := projection.Open(filepath.Join(tb.TempDir(), "recorder.db"))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { db.Close() })
+	db := projectiontest.OpenDB(tb, "recorder.db")
 	c := NewConclusions(zerolog.Nop())
 	if err := db.Update(c.Init); err != nil {
 		tb.Fatal(err)
@@ -233,10 +230,7 @@ func TestRowPlacementDoesNotDependOnBatches(t *testing.T) {
 	}
 	fold := func(batch int) map[string][]byte {
 		path := filepath.Join(t.TempDir(), "recorder.db")
-		db, err := projection.Open(path)
-		if err != nil {
-			t.Fatal(err)
-		}
+		db := projectiontest.OpenDB(t, path)
 		c := NewConclusions(zerolog.Nop())
 		c.drvs.compactEvery = 16
 		if err := db.Update(c.Init); err != nil {

@@ -15,16 +15,14 @@ import (
 	"github.com/ekaci/ekaci/libs/eventlog/eventlogtest"
 	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
 	"github.com/ekaci/ekaci/libs/projection"
+	"github.com/ekaci/ekaci/libs/projection/projectiontest"
 )
 
 // foldInto runs the model stored at path until it has folded seq, or, for
 // seq 0, until the log's last sequence once the change has concluded.
 func foldInto(t *testing.T, ctx context.Context, log *eventlog.Log, path string, seq uint64, change string) {
 	t.Helper()
-	db, err := projection.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := projectiontest.OpenDB(t, path) // checked when the test ends
 	defer db.Close()
 	r, err := projection.New(db, log, NewConclusions(zerolog.Nop()))
 	if err != nil {
@@ -47,14 +45,6 @@ func foldInto(t *testing.T, ctx context.Context, log *eventlog.Log, path string,
 	}
 	if werr != nil {
 		t.Fatal(werr)
-	}
-	if err := db.View(func(tx *bolt.Tx) error {
-		for err := range tx.Check() {
-			return err
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
 	}
 }
 
@@ -110,10 +100,7 @@ func TestOldLayoutIsRebuilt(t *testing.T) {
 
 	// A file as the recorder wrote it before versions, at the same position.
 	old := filepath.Join(dir, "old.db")
-	db, err := projection.Open(old)
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := projectiontest.OpenDB(t, old)
 	err = db.Update(func(tx *bolt.Tx) error {
 		put := func(bucket, k, v string) error {
 			b, err := tx.CreateBucketIfNotExists([]byte(bucket))

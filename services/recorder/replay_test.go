@@ -15,6 +15,7 @@ import (
 	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
 	"github.com/ekaci/ekaci/libs/natstest"
 	"github.com/ekaci/ekaci/libs/projection"
+	"github.com/ekaci/ekaci/libs/projection/projectiontest"
 )
 
 // shortWindow is the duplicate window of the streams these tests
@@ -36,11 +37,7 @@ func setupWith(t *testing.T, o eventlog.StreamOptions) *model {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	t.Cleanup(cancel)
 	log := eventlog.New(eventlogtest.JetStreamWith(t, ctx, o))
-	db, err := projection.Open(filepath.Join(t.TempDir(), "recorder.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db := projectiontest.OpenDB(t, "recorder.db")
 	r, err := projection.New(db, log, NewConclusions(zerolog.Nop()))
 	if err != nil {
 		t.Fatal(err)
