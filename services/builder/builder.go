@@ -34,6 +34,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/ekaci/ekaci/libs/binarycache"
 	"github.com/ekaci/ekaci/libs/buildstate"
 	"github.com/ekaci/ekaci/libs/eventlog"
 	"github.com/ekaci/ekaci/libs/eventlog/worker"
@@ -85,6 +86,15 @@ type Config struct {
 	// NoBatch builds each derivation with a nix-store of its own instead
 	// of batching the ready ones of a pool into one nix-store per lane.
 	NoBatch bool
+	// Cache, when set, is the mesh's binary cache: a builder with a Nix
+	// store of its own fetches each .drv closure from it before building,
+	// and pushes each success's outputs to it (see cache.go).
+	Cache *binarycache.Cache
+	// PushTo are more caches each success's outputs are pushed to (an
+	// upstream S3 or attic cache, say).
+	PushTo []binarycache.Cache
+	// PushTimeout bounds each push; 0 means DefaultPushTimeout.
+	PushTimeout time.Duration
 	// Noop is for benchmarks only: nothing is built, every request is
 	// reported at once as a success (or as a failure where Noop.Fail
 	// says so). Run logs it loudly; no flag of `ekaci run`/`serve` sets it.
@@ -486,6 +496,10 @@ func (b *build) handleHeld(ctx context.Context, m jetstream.Msg, req *workv1.Bui
 		return b.report(context.WithoutCancel(ctx), req, rep)
 	}
 
+	if err := b.fetch(ctx, req.GetDrvPath()); err != nil {
+		return fmt.Errorf("build %s: %w", req.GetDrvPath(), err) // retried
+	}
+
 	liveSubject := eventlog.LogSubject(req.GetDrvId(), req.GetAttempt())
 	opts := b.nixOptions()
 	job := nixbuild.Job{
@@ -555,6 +569,11 @@ func (b *build) handleHeld(ctx context.Context, m jetstream.Msg, req *workv1.Bui
 		if detail != "" {
 			rep.LogTail = detail + "\n" + rep.LogTail
 		}
+	}
+	if rep.GetOutcome() == workv1.BuildOutcome_BUILD_OUTCOME_SUCCEEDED {
+		// Before the report: the report lets dependents be built, maybe
+		// by a builder that substitutes this output from the cache.
+		b.push(bctx, req.GetDrvPath(), log)
 	}
 	rep.LogTail = nixbuild.TailBytes(rep.LogTail, maxReportTail)
 	outcome := strings.ToLower(strings.TrimPrefix(rep.GetOutcome().String(), "BUILD_OUTCOME_"))

@@ -3,6 +3,7 @@ module github.com/ekaci/ekaci/services/builder
 go 1.26.8
 
 require (
+	github.com/ekaci/ekaci/libs/binarycache v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/buildstate v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/eventlog v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/flagenv v0.0.0-00010101000000-000000000000
@@ -47,6 +48,8 @@ require (
 	golang.org/x/term v0.47.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 )
+
+replace github.com/ekaci/ekaci/libs/binarycache => ../../libs/binarycache
 
 replace github.com/ekaci/ekaci/libs/buildstate => ../../libs/buildstate
 

@@ -57,6 +57,8 @@ require (
 	google.golang.org/protobuf v1.36.12 // indirect
 )
 
+replace github.com/ekaci/ekaci/libs/binarycache => ../../libs/binarycache
+
 replace github.com/ekaci/ekaci/libs/buildstate => ../../libs/buildstate
 
 replace github.com/ekaci/ekaci/libs/eventlog => ../../libs/eventlog

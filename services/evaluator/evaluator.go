@@ -22,6 +22,7 @@ import (
 	"github.com/rs/zerolog"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/ekaci/ekaci/libs/binarycache"
 	"github.com/ekaci/ekaci/libs/eventlog"
 	"github.com/ekaci/ekaci/libs/eventlog/text"
 	"github.com/ekaci/ekaci/libs/eventlog/worker"
@@ -57,6 +58,10 @@ type Config struct {
 	// when the change concludes unroots them all; the next GC drops the
 	// stale links. Empty: no roots.
 	GCRootsDir string
+	// Cache, when set, is the mesh's binary cache: each job's .drv closure
+	// is pushed to it before the derivations are recorded, so builders
+	// with Nix stores of their own can fetch what they are asked to build.
+	Cache *binarycache.Cache
 	// Metrics, when set, counts the jobsets given up (GaveUp).
 	Metrics *telemetry.Metrics
 
@@ -324,6 +329,13 @@ func evaluate(ctx context.Context, cfg Config, rec eventlog.Record, js *eventsv1
 		}
 		if err := gcroots.Add(ctx, filepath.Join(cfg.GCRootsDir, changeID, jobsetID), roots, cfg.NixOptions); err != nil {
 			return err
+		}
+	}
+	// Pushed before anything is discovered: a builder with a store of its
+	// own is sent these .drv files only once the facts are recorded.
+	if cfg.Cache != nil && len(roots) > 0 {
+		if err := cfg.Cache.PushDerivations(ctx, roots); err != nil {
+			return err // retried: the cache or Nix, not the job
 		}
 	}
 	if err := discover(ctx, cfg, drvs); err != nil {

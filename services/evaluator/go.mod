@@ -3,6 +3,7 @@ module github.com/ekaci/ekaci/services/evaluator
 go 1.26.8
 
 require (
+	github.com/ekaci/ekaci/libs/binarycache v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/eventlog v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/flagenv v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/gen v0.0.0-00010101000000-000000000000
@@ -44,6 +45,8 @@ require (
 	golang.org/x/sys v0.49.0 // indirect
 	golang.org/x/term v0.47.0 // indirect
 )
+
+replace github.com/ekaci/ekaci/libs/binarycache => ../../libs/binarycache
 
 replace github.com/ekaci/ekaci/libs/eventlog => ../../libs/eventlog
 

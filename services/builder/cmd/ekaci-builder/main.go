@@ -35,6 +35,9 @@ func main() {
 	maxLogBytes := fs.Int64("max-log-bytes", 256<<20, "cap each build attempt's log at this many bytes; past it a notice is written and the build goes on (-1: no cap)")
 	stateDir := fs.String("state-dir", "/var/lib/ekaci/builder", "what outlives one life of this builder (locked while it runs): files naming its running Nix processes, ended at the next start, its holder id, and GC roots of the outputs it found valid, kept until the jobsets open meanwhile concluded")
 	lease := fs.Duration("lease", builder.DefaultLease, "how long after this builder's last heartbeat its running attempts count as abandoned")
+	cacheURL := fs.String("cache", "", "the mesh's binary cache (ekaci-cache, e.g. http://cache:8081): each .drv closure is fetched from it and each success's outputs pushed to it, for a builder with a Nix store of its own (empty: the store is shared with the evaluator)")
+	var pushTo flagenv.List
+	fs.Var(&pushTo, "push-to", "comma-separated Nix store URLs of upstream caches each success's outputs are pushed to (e.g. s3://bucket?region=eu-west-1)")
 	machinesFile := fs.String("machines", "", "a Nix machines file: also serve the remote pools of their systems, building through them")
 	os.Exit(service.Main(fs, os.Args[1:], func(ctx context.Context, env service.Env) error {
 		topo := machines.Topology{Systems: systems, MaxJobs: *maxJobs, FODMaxJobs: *fodMaxJobs}
@@ -56,7 +59,16 @@ func main() {
 		go func() {
 			_ = logretention.New(logretention.Config{Dir: *logDir, MaxAge: *logMaxAge, MaxBytes: *logMaxMiB << 20, Logger: env.Logger}).Run(ctx)
 		}()
+		var cache *builder.Cache
+		if *cacheURL != "" {
+			cache = &builder.Cache{URL: *cacheURL, NixOptions: nixOpts}
+		}
+		var upstream []builder.Cache
+		for _, u := range pushTo {
+			upstream = append(upstream, builder.Cache{URL: u, NixOptions: nixOpts})
+		}
 		return builder.Run(ctx, builder.Config{
+			Cache: cache, PushTo: upstream,
 			Log: env.Log, Conn: env.Conn, Logger: env.Logger, Name: *name, Pools: topo.Pools(),
 			NixOptions: nixOpts, NoOutputTimeout: *noOutput, TotalTimeout: *total, LogDir: *logDir, Metrics: env.Metrics, Health: health, NoBatch: *noBatch,
 			MaxLogBytes: *maxLogBytes, StateDir: *stateDir, Lease: *lease,
