@@ -51,6 +51,7 @@ func MainContext(ctx context.Context, fs *flag.FlagSet, args []string, stderr io
 	logLevel := fs.String("log-level", "info", "trace, debug, info, warn or error")
 	logFormat := fs.String("log-format", "auto", "json, console, or auto (console on a terminal)")
 	httpAddr := fs.String("http-addr", ":9090", "address for /metrics, /healthz and /readyz; empty: off")
+	connectTimeout := fs.Duration("connect-timeout", 5*time.Minute, "at start, keep trying to reach NATS and provision the streams for this long (a cluster being started, or electing a meta leader) before exiting")
 	storage := AddStorageFlags(fs)
 	if err := flagenv.Parse(fs, args, "EKACI"); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -74,7 +75,7 @@ func MainContext(ctx context.Context, fs *flag.FlagSet, args []string, stderr io
 		fmt.Fprintf(stderr, "%s: %v\n", name, err)
 		return 2
 	}
-	nc, js, err := Connect(ctx, *natsURL, name, streams)
+	nc, js, err := ConnectRetrying(ctx, *natsURL, name, streams, *connectTimeout, logger)
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", name, err)
 		return 1

@@ -17,6 +17,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 
 	"github.com/ekaci/ekaci/libs/eventlog"
 )
@@ -89,6 +90,11 @@ func WithAckTimeout(d time.Duration) ConnectOption {
 	return func(c *connectConfig) { c.ackTimeout = d }
 }
 
+// PingInterval is how often a stage's connection pings its server; two
+// unanswered pings and the third interval mark it dead and it reconnects
+// to another.
+const PingInterval = 3 * time.Second
+
 // Connect dials NATS and provisions ekaci's streams. The JetStream handle
 // times out asynchronous publishes (see WithAckTimeout): without it
 // nats.go waits forever for an acknowledgement lost on the way.
@@ -102,6 +108,12 @@ func Connect(ctx context.Context, url, name string, streams eventlog.StreamOptio
 		nats.Timeout(5*time.Second),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(time.Second),
+		// A server that is paused or cut off by a partition sends no
+		// reset: only missed pings tell. nats.go's default (every 2 min,
+		// 2 missed) notices after 4-6 min; this, within PingInterval x
+		// (MaxPingsOutstanding+1), about 9 s.
+		nats.PingInterval(PingInterval),
+		nats.MaxPingsOutstanding(2),
 	)
 	if err != nil {
 		return nil, nil, fmt.Errorf("cannot reach NATS at %s: %w (check --nats-url / EKACI_NATS_URL)", url, err)
@@ -118,6 +130,35 @@ func Connect(ctx context.Context, url, name string, streams eventlog.StreamOptio
 		return nil, nil, fmt.Errorf("%w (is JetStream enabled on %s?)", err, url)
 	}
 	return nc, js, nil
+}
+
+// ConnectRetrying is Connect, tried again until it succeeds, ctx ends or
+// within has passed: a stage started before the NATS cluster is up, or
+// while it has no meta leader (an election takes 4-13 s), waits for it
+// instead of exiting. Each attempt gets at most 30 s; every failure is
+// logged with what went wrong, and the last one is returned.
+func ConnectRetrying(ctx context.Context, url, name string, streams eventlog.StreamOptions, within time.Duration, log zerolog.Logger, opts ...ConnectOption) (*nats.Conn, jetstream.JetStream, error) {
+	deadline := time.Now().Add(within)
+	wait := 500 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		nc, js, err := Connect(ctx, url, name, streams, opts...)
+		if err == nil {
+			if attempt > 1 {
+				log.Info().Int("attempt", attempt).Msg("NATS reached, streams provisioned")
+			}
+			return nc, js, nil
+		}
+		if ctx.Err() != nil || time.Now().Add(wait).After(deadline) {
+			return nil, nil, err
+		}
+		log.Warn().Err(err).Int("attempt", attempt).Dur("retry_in", wait).Msg("NATS not ready; trying again")
+		select {
+		case <-ctx.Done():
+			return nil, nil, err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
 }
 
 // CurrentSystem is this machine's Nix system, e.g. x86_64-linux.

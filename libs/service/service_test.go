@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"math"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -13,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -56,7 +59,8 @@ func TestMain_(t *testing.T) {
 		{"bad flag", []string{"-nope"}, 2, "flag provided but not defined"},
 		{"extra args", []string{"x"}, 2, "unexpected arguments"},
 		{"bad log level", []string{"-log-level", "loud"}, 2, `"loud"`},
-		{"unreachable", []string{"-nats-url", "nats://127.0.0.1:1", "-http-addr", ""}, 1, "cannot reach NATS at nats://127.0.0.1:1"},
+		{"unreachable", []string{"-nats-url", "nats://127.0.0.1:1", "-http-addr", "", "-connect-timeout", "0"}, 1, "cannot reach NATS at nats://127.0.0.1:1"},
+		{"unreachable for longer", []string{"-nats-url", "nats://127.0.0.1:1", "-http-addr", "", "-connect-timeout", "2s"}, 1, "cannot reach NATS at nats://127.0.0.1:1"},
 		{"no events budget", []string{"-events-max-mib", "0"}, 2, "--events-max-mib 0"},
 		{"body fails", []string{"-nats-url", srv.ClientURL(), "-http-addr", ""}, 1, "stage broke"},
 	}
@@ -149,5 +153,81 @@ func TestConnectTimesOutLostAcks(t *testing.T) {
 		t.Fatal("acknowledged by nobody")
 	case <-time.After(10 * time.Second):
 		t.Fatal("no timeout within 10 s for an acknowledgement that never comes")
+	}
+}
+
+// A stage started before its NATS server waits for it: the body runs once
+// the server is up, seconds later, and the wait was logged.
+func TestMainWaitsForNATS(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stderr bytes.Buffer
+	ran := make(chan struct{})
+	done := make(chan int, 1)
+	go func() {
+		fs := flag.NewFlagSet("ekaci-test", flag.ContinueOnError)
+		done <- MainContext(ctx, fs, []string{"-nats-url", fmt.Sprintf("nats://127.0.0.1:%d", port), "-http-addr", "", "-log-format", "json", "-connect-timeout", "2m"}, &stderr,
+			func(ctx context.Context, env Env) error {
+				close(ran)
+				<-ctx.Done()
+				return ctx.Err()
+			})
+	}()
+	select {
+	case code := <-done:
+		t.Fatalf("exited %d with no NATS server instead of waiting: %s", code, stderr.String())
+	case <-time.After(2 * time.Second):
+	}
+	natstest.NewServerWith(t, t.TempDir(), func(o *server.Options) { o.Port = port })
+	select {
+	case <-ran:
+	case code := <-done:
+		t.Fatalf("exited %d: %s", code, stderr.String())
+	case <-time.After(60 * time.Second):
+		t.Fatalf("body did not run within 60 s of the server starting: %s", stderr.String())
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Fatalf("exit %d after cancellation", code)
+	}
+	if !strings.Contains(stderr.String(), "NATS not ready; trying again") {
+		t.Errorf("the wait was not logged: %s", stderr.String())
+	}
+}
+
+// A server that goes silent (paused, or cut off by a partition, with no
+// TCP reset) is noticed within seconds: the connection pings it every
+// PingInterval and gives up after two unanswered pings. With nats.go's
+// default (2 min) this would take minutes.
+func TestSilentServerNoticedInSeconds(t *testing.T) {
+	srv := natstest.NewServer(t)
+	proxy := natstest.NewProxy(t, srv)
+	nc, _, err := Connect(context.Background(), proxy.URL(), "test", eventlog.StreamOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	lost := make(chan time.Time, 1)
+	nc.SetDisconnectErrHandler(func(*nats.Conn, error) {
+		select {
+		case lost <- time.Now():
+		default:
+		}
+	})
+	muted := time.Now()
+	proxy.Mute()
+	select {
+	case at := <-lost:
+		if took := at.Sub(muted); took > 4*PingInterval {
+			t.Errorf("silence noticed after %v, want within %v", took, 4*PingInterval)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("a silent server not noticed within 60 s")
 	}
 }
