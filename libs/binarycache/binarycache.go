@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"os/exec"
 	"strings"
+	"time"
 )
 
 // ErrNoNix means the nix command is not on PATH.
@@ -74,18 +75,35 @@ func (c Cache) copy(ctx context.Context, dir string, derivation bool, paths []st
 	for i := 0; i+1 < len(c.NixOptions); i += 2 {
 		args = append(args, "--option", c.NixOptions[i], c.NixOptions[i+1])
 	}
-	cmd := exec.CommandContext(ctx, bin, append(args, paths...)...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
+	args = append(args, paths...)
+	for attempt := 1; ; attempt++ {
+		cmd := exec.CommandContext(ctx, bin, args...)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err = cmd.Run(); err == nil {
+			return nil
+		}
 		what := "outputs of"
 		if derivation {
 			what = "derivations"
 		}
-		return fmt.Errorf("nix copy %s %s (%d %s): %w: %s", dir, c.URL, len(paths), what, err, tail(out.String(), 2048))
+		err = fmt.Errorf("nix copy %s %s (%d %s, attempt %d): %w: %s", dir, c.URL, len(paths), what, attempt, err, tail(out.String(), 2048))
+		// Nix 2.8 processes sharing a store race on its narinfo cache
+		// (~/.cache/nix/binary-cache-v6.sqlite: "constraint failed"),
+		// and a cache may be restarting: worth two more tries.
+		if attempt == copyAttempts || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Duration(attempt) * time.Second):
+		}
 	}
-	return nil
 }
+
+// copyAttempts is how many times one copy is tried.
+const copyAttempts = 3
 
 // tail is the last max bytes of s, cut at a line start when one is near.
 func tail(s string, max int) string {
