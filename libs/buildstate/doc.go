@@ -17,6 +17,8 @@
 //	Interrupted|Blocked ─requeued(needed-again)─▶ Queued  (a later jobset needs it;
 //	                                      attempts count on, the retry budget stays spent)
 //	Queued|Buildable ─build_succeeded(cached)─▶ Succeeded  (outputs already valid)
+//	Failed|Interrupted ─requeued(retried)─▶ Queued   (someone asked: DecideRetry;
+//	                                      the automatic retry is available again)
 //	Failed ─downstream_failed─▶ Failed   (and each derivation it lists:
 //	                                      Queued ─▶ TransitiveFailure)
 //

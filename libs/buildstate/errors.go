@@ -14,4 +14,7 @@ var (
 	ErrDepsUnfinished = errors.New("dependencies not all succeeded")
 	// ErrRetryUsed is returned when a second automatic retry is asked for.
 	ErrRetryUsed = errors.New("automatic retry already used")
+	// ErrNotRetryable is returned by DecideRetry for a derivation that is
+	// neither failed nor interrupted.
+	ErrNotRetryable = errors.New("only a failed or interrupted derivation can be retried")
 )

@@ -70,7 +70,7 @@ var from = map[Kind][]State{
 	KindDependencyFailed: {Queued, TransitiveFailure, Blocked},
 	KindBlocked:          {Queued},
 	KindInterrupted:      {Queued, Buildable, Building},
-	KindRequeued:         {FailedRetry, TransitiveFailure, Blocked, Interrupted},
+	KindRequeued:         {FailedRetry, TransitiveFailure, Blocked, Interrupted, Failed}, // Failed only when retried on purpose
 	KindDownstreamFailed: {Failed},
 }
 
@@ -141,10 +141,39 @@ func Next(cur Drv, ev *eventsv1.Event) (Drv, error) {
 		next.State = Interrupted
 		next.Interruption = p.DrvInterrupted.GetKind()
 	case *eventsv1.Event_DrvRequeued:
+		retried := p.DrvRequeued.GetReason() == ReasonRetried
+		if cur.State == Failed && !retried {
+			// A failed build stays cached until someone asks for it again.
+			return cur, fmt.Errorf("%w: requeued (%s) after failed: only a retry someone asked for", ErrIllegal, p.DrvRequeued.GetReason())
+		}
 		next.State = Queued
 		next.Cause = ""
+		if retried {
+			// Asked for on purpose: the derivation gets its one automatic
+			// retry again, as a new build would.
+			next.RetryUsed = false
+		}
 	}
 	return next, nil
+}
+
+// ReasonRetried is the drv_requeued reason of a retry someone asked for
+// (DrvRequeued.actor says who): the only requeue allowed after Failed.
+const ReasonRetried = "retried"
+
+// DecideRetry returns the requeue of a failed or interrupted derivation
+// that actor asked to build again, or an error saying why it may not be:
+// a transitive failure or a block is retried through its cause, and
+// anything not settled is still on its way.
+func DecideRetry(cur Drv, actor *eventsv1.Actor) (*eventsv1.DrvRequeued, error) {
+	switch cur.State {
+	case Failed, Interrupted:
+	case TransitiveFailure, Blocked:
+		return nil, fmt.Errorf("%w: %s: retry its cause %s, which it follows", ErrNotRetryable, cur.State, cur.Cause)
+	default:
+		return nil, fmt.Errorf("%w: %s", ErrNotRetryable, cur.State)
+	}
+	return &eventsv1.DrvRequeued{Reason: ReasonRetried, NextAttempt: cur.Attempt + 1, Actor: actor}, nil
 }
 
 // KeepsRetry reports whether an attempt interrupted this way is re-queued

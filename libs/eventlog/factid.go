@@ -175,6 +175,44 @@ func RouteFailedID(drvID string, attempt uint32) string {
 	return attempted("route-failed-", drvID, attempt)
 }
 
+// Actions: facts someone asked for (an operator through the admin API,
+// GitHub), each carrying an Actor.
+
+// RetriedID is the drv_requeued (reason retried) of a derivation someone
+// asked to build again, directly or by restarting a jobset that needs it,
+// named by the attempt it starts: two asks for the same attempt are one.
+func RetriedID(drvID string, nextAttempt uint32) string {
+	return attempted("retried-", drvID, nextAttempt)
+}
+
+// ChangeCancelledID is a change's change_cancelled: a change is cancelled
+// once.
+func ChangeCancelledID(changeID string) string { return "cancelled-" + changeID }
+
+// JobsetCancelledID is a jobset's jobset_cancelled in its round (0 before
+// any restart, then the restart's round): once per round.
+func JobsetCancelledID(jobsetID string, round uint32) string {
+	return attempted("cancelled-", jobsetID, round)
+}
+
+// RestartedID is a jobset's jobset_restarted of the given round (from 1):
+// each round starts once.
+func RestartedID(jobsetID string, round uint32) string { return attempted("restarted-", jobsetID, round) }
+
+// ConcludedAgainID is the conclusion of a jobset or change in a later
+// round (a jobset restarted; ConcludedID is round 0's): each round
+// concludes once.
+func ConcludedAgainID(aggregateID string, round uint32) string {
+	return attempted("concluded-", aggregateID, round)
+}
+
+// DrvCancelledID is the drv_interrupted (cancelled) ingress appends for a
+// derivation only cancelled jobsets needed, named by the derivation's last
+// sequence when it was decided.
+func DrvCancelledID(drvID string, lastSeq uint64) string {
+	return sequenced("drv-cancelled-", drvID, lastSeq)
+}
+
 // Work message ids (WorkStream).
 
 // BuildRequestID is the message id of an attempt's build request: the

@@ -56,6 +56,12 @@ func TestFactIDFormats(t *testing.T) {
 		{"ReportID", eventlog.ReportID(drv, 1), "report-" + drv + "-1"},
 		{"GaveUpReportID", eventlog.GaveUpReportID(drv, 1), "gaveup-" + drv + "-1"},
 		{"DeathReportID", eventlog.DeathReportID(drv, 1, holder), "death-" + drv + "-1-" + holder},
+		{"RetriedID", eventlog.RetriedID(drv, 3), "retried-" + drv + "-3"},
+		{"ChangeCancelledID", eventlog.ChangeCancelledID(change), "cancelled-" + change},
+		{"JobsetCancelledID", eventlog.JobsetCancelledID(jobset, 0), "cancelled-" + jobset + "-0"},
+		{"RestartedID", eventlog.RestartedID(jobset, 1), "restarted-" + jobset + "-1"},
+		{"ConcludedAgainID", eventlog.ConcludedAgainID(jobset, 1), "concluded-" + jobset + "-1"},
+		{"DrvCancelledID", eventlog.DrvCancelledID(drv, 21), "drv-cancelled-" + drv + "-21"},
 	} {
 		t.Run(row.name, func(t *testing.T) {
 			if row.got != row.want {

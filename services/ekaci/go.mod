@@ -102,3 +102,5 @@ replace github.com/ekaci/ekaci/services/reader => ../../services/reader
 replace github.com/ekaci/ekaci/services/recorder => ../../services/recorder
 
 replace github.com/ekaci/ekaci/services/router => ../../services/router
+
+replace github.com/ekaci/ekaci/libs/action => ../../libs/action

@@ -3,6 +3,7 @@ module github.com/ekaci/ekaci/services/ingress
 go 1.26.8
 
 require (
+	github.com/ekaci/ekaci/libs/action v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/buildstate v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/eventlog v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/gen v0.0.0-00010101000000-000000000000
@@ -42,6 +43,8 @@ require (
 	golang.org/x/term v0.47.0 // indirect
 	golang.org/x/time v0.16.0 // indirect
 )
+
+replace github.com/ekaci/ekaci/libs/action => ../../libs/action
 
 replace github.com/ekaci/ekaci/libs/buildstate => ../../libs/buildstate
 

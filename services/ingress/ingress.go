@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync/atomic"
 
 	"github.com/rs/zerolog"
@@ -191,6 +192,8 @@ func event(id, cause string, p any) *eventsv1.Event {
 		ev.Payload = &eventsv1.Event_DrvBlocked{DrvBlocked: p}
 	case *eventsv1.DrvRequeued:
 		ev.Payload = &eventsv1.Event_DrvRequeued{DrvRequeued: p}
+	case *eventsv1.DrvInterrupted:
+		ev.Payload = &eventsv1.Event_DrvInterrupted{DrvInterrupted: p}
 	default:
 		panic(fmt.Sprintf("ingress: no event for %T", p))
 	}
@@ -226,6 +229,12 @@ func (m *Graph) Apply(tx *bolt.Tx, rec eventlog.Record, out *projection.Decision
 		return m.listed(rec, "e", p.JobsetEvaluated.GetAttrs(), out)
 	case *eventsv1.Event_JobsetAttrsListed:
 		return m.listed(rec, strconv.FormatUint(uint64(p.JobsetAttrsListed.GetPart()), 10), p.JobsetAttrsListed.GetAttrs(), out)
+	case *eventsv1.Event_JobsetConcluded:
+		return tx.Bucket(jobsetStateBucket).Delete([]byte(rec.ID))
+	case *eventsv1.Event_JobsetCancelled:
+		return m.jobsetCancelled(rec, p.JobsetCancelled.GetActor(), out)
+	case *eventsv1.Event_JobsetRestarted:
+		return m.jobsetRestarted(rec, p.JobsetRestarted.GetActor(), out)
 	}
 	if rec.Aggregate != eventlog.Drv {
 		return nil
@@ -256,6 +265,9 @@ func (m *Graph) Apply(tx *bolt.Tx, rec eventlog.Record, out *projection.Decision
 			return err
 		}
 	}
+	if err := m.indexFailed(n, prev, next); err != nil {
+		return err
+	}
 	if prev.State != buildstate.None && !prev.State.Settled() && next.State.Settled() {
 		g.unregister(n)
 	}
@@ -269,9 +281,10 @@ func (m *Graph) Apply(tx *bolt.Tx, rec eventlog.Record, out *projection.Decision
 	case *eventsv1.Event_DrvInterrupted:
 		m.propagate(rec, n, out, true)
 	case *eventsv1.Event_DrvDependencyFailed:
-		// Its cause may have succeeded (a retry, a later change) while
-		// this verdict was on its way: clear it at once.
-		if c, ok := g.lookup(p.DrvDependencyFailed.GetCauseDrvId()); ok && g.nodes[c].drv.State == buildstate.Succeeded {
+		// Its cause may have succeeded (a retry, a later change), or been
+		// retried on purpose, while this verdict was on its way: clear it
+		// at once.
+		if c, ok := g.lookup(p.DrvDependencyFailed.GetCauseDrvId()); ok && g.nodes[c].drv.State != buildstate.Failed && g.nodes[c].discovered() {
 			m.requeue(n, eventlog.CauseClearedID, ReasonCauseCleared, rec.Event.GetId(), out)
 		}
 	case *eventsv1.Event_DrvBlocked:
@@ -431,6 +444,11 @@ func (m *Graph) requeued(rec eventlog.Record, n int32, prev buildstate.Drv, out 
 			return err
 		}
 	}
+	if prev.State == buildstate.Failed {
+		if err := m.failedRequeued(rec, n, out); err != nil {
+			return err
+		}
+	}
 	return m.decide(rec, n, false, false, out)
 }
 
@@ -518,15 +536,27 @@ func (m *Graph) listed(rec eventlog.Record, part string, attrs []*eventsv1.JobAt
 		m.logger.Info().Str("jobset", rec.ID).Str("part", part).Uint64("seq", rec.Seq).Msg("attributes listed again: already folded")
 		return nil
 	}
-	if err := seen.Put(key, []byte{}); err != nil {
+	var ids []string
+	for _, a := range attrs {
+		if a.GetDrvId() != "" {
+			ids = append(ids, a.GetDrvId())
+		}
+	}
+	if err := seen.Put(key, []byte(strings.Join(ids, "\n"))); err != nil {
+		return err
+	}
+	states := g.tx.Bucket(jobsetStateBucket)
+	if st := states.Get([]byte(rec.ID)); st != nil && st[0] == jobsetCancelled {
+		// Cancelled before its evaluation was recorded: what this part
+		// needs is not built for it.
+		return m.cancel(rec, ids, cancelActor(st), out)
+	}
+	if err := states.Put([]byte(rec.ID), []byte{jobsetLive}); err != nil {
 		return err
 	}
 	g.newGen()
-	for _, a := range attrs {
-		if a.GetDrvId() == "" {
-			continue
-		}
-		if err := m.need(rec, a.GetDrvId(), out); err != nil {
+	for _, id := range ids {
+		if err := m.need(rec, id, nil, out); err != nil {
 			return err
 		}
 	}
@@ -537,7 +567,11 @@ func (m *Graph) listed(rec eventlog.Record, part string, attrs []*eventsv1.JobAt
 // interruption (queued, interrupted or blocked derivations; the rest have
 // their inputs succeeded, or failed for good) and queues the interrupted
 // and blocked ones again, each after its inputs.
-func (m *Graph) need(rec eventlog.Record, rootID string, out *projection.Decisions) error {
+//
+// With restart set (a jobset someone restarted), failed derivations are
+// queued again too (reason retried, naming restart), and transitive
+// failures are walked through to reach them: each follows its cause.
+func (m *Graph) need(rec eventlog.Record, rootID string, restart *eventsv1.Actor, out *projection.Decisions) error {
 	g := m.g
 	root, err := g.node(rootID)
 	if err != nil {
@@ -547,6 +581,8 @@ func (m *Graph) need(rec eventlog.Record, rootID string, out *projection.Decisio
 		switch g.nodes[n].drv.State {
 		case buildstate.Queued, buildstate.Interrupted, buildstate.Blocked:
 			return true
+		case buildstate.TransitiveFailure:
+			return restart != nil
 		}
 		return false
 	}
@@ -557,7 +593,15 @@ func (m *Graph) need(rec eventlog.Record, rootID string, out *projection.Decisio
 	}
 	var stack []frame
 	push := func(n int32) error {
-		if !g.mark(n) || !descends(n) {
+		if !g.mark(n) {
+			return nil
+		}
+		if restart != nil && g.nodes[n].drv.State == buildstate.Failed {
+			// Its inputs all succeeded: nothing below it to walk.
+			stack = append(stack, frame{n: n})
+			return nil
+		}
+		if !descends(n) {
 			return nil
 		}
 		f := frame{n: n}
@@ -590,8 +634,11 @@ func (m *Graph) need(rec eventlog.Record, rootID string, out *projection.Decisio
 		}
 		n := top.n
 		stack = stack[:len(stack)-1]
-		if s := g.nodes[n].drv.State; s == buildstate.Interrupted || s == buildstate.Blocked {
+		switch g.nodes[n].drv.State {
+		case buildstate.Interrupted, buildstate.Blocked:
 			m.requeue(n, eventlog.NeededAgainID, ReasonNeededAgain, rec.Event.GetId(), out)
+		case buildstate.Failed:
+			m.retry(n, restart, rec.Event.GetId(), out)
 		}
 	}
 	return nil
@@ -687,6 +734,9 @@ func (m *Graph) listedFailed(rec eventlog.Record) error {
 		if err := m.unblock(d, prev.Cause); err != nil {
 			return err
 		}
+	}
+	if err := m.indexFailed(d, prev, next); err != nil {
+		return err
 	}
 	if !prev.State.Settled() {
 		g.unregister(d)

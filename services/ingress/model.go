@@ -17,8 +17,9 @@ import (
 
 // layoutVersion is the stored layout of ingress.db (projection.Versioned).
 // 0 was JSON node rows keyed by derivation id; 4 had no live, blocked or
-// jobsets buckets; 5 is the layout below.
-const layoutVersion = 5
+// jobsets buckets; 5 had no failed and jobset_state buckets, and its
+// jobsets values were empty; 6 is the layout below.
+const layoutVersion = 6
 
 var (
 	// infos: discovered sequence (8 bytes, big-endian) → the derivation's
@@ -42,13 +43,23 @@ var (
 	// queued again, the derivations it blocked follow it, whether or not
 	// they are in memory.
 	blockedBucket = []byte("ingress_blocked")
-	// jobsets: jobset id, 0, part ("e" for jobset_evaluated) → nothing,
-	// for every list of attributes folded: a repeated one (a replay after
-	// the duplicate window) decides nothing again.
+	// jobsets: jobset id, 0, part ("e" for jobset_evaluated) → the ids of
+	// the part's derivations, newline-separated, for every list of
+	// attributes folded: a repeated one (a replay after the duplicate
+	// window) decides nothing again, and a cancel or a restart of the
+	// jobset knows what it needs.
 	jobsetsBucket = []byte("ingress_jobsets")
+	// failed: the failed cause's discovered sequence, then the transitive
+	// failure's → nothing, for every TransitiveFailure: when someone
+	// retries the cause, the derivations it failed follow it.
+	failedBucket = []byte("ingress_failed")
+	// jobset_state: jobset id → 'l' (live: listed, not concluded) or 'c'
+	// (cancelled, not concluded): what a cancel keeps building for the
+	// other jobsets, and how a cancelled jobset's later parts are told.
+	jobsetStateBucket = []byte("ingress_jobset_state")
 )
 
-var buckets = [][]byte{nodesBucket, infosBucket, idsBucket, liveBucket, blockedBucket, jobsetsBucket}
+var buckets = [][]byte{nodesBucket, infosBucket, idsBucket, liveBucket, blockedBucket, jobsetsBucket, failedBucket, jobsetStateBucket}
 
 // Fill factors: infos only appends; node values keep their size as they
 // change, so their pages need little room to grow.

@@ -18,6 +18,9 @@ func (c *Conclusions) change(tx *bolt.Tx, rec eventlog.Record, out *projection.D
 	if ch == nil {
 		ch = &changeRow{Concluded: map[string]eventsv1.Conclusion{}}
 	}
+	if p, ok := rec.Event.GetPayload().(*eventsv1.Event_ChangeCancelled); ok {
+		return c.changeCancelled(tx, rec, ch, p.ChangeCancelled, out)
+	}
 	if _, ok := rec.Event.GetPayload().(*eventsv1.Event_ChangeConcluded); ok {
 		ch.Last, ch.Decided, ch.Done = rec.Seq, true, true
 		if err := tx.Bucket(decidedBucket).Delete(decidedKey('c', rec.ID)); err != nil {
@@ -75,21 +78,30 @@ func (c *Conclusions) maybeConcludeChange(tx *bolt.Tx, changeID string, ch *chan
 	if ch.Decided || !ch.Expected {
 		return nil
 	}
-	failed := 0
+	failed, cancelled := 0, 0
 	for _, id := range ch.Jobsets {
 		conclusion, ok := ch.Concluded[id]
 		if !ok {
 			return nil
 		}
-		if conclusion == eventsv1.Conclusion_CONCLUSION_FAILURE {
+		switch conclusion {
+		case eventsv1.Conclusion_CONCLUSION_FAILURE:
 			failed++
+		case eventsv1.Conclusion_CONCLUSION_CANCELLED:
+			cancelled++
 		}
 	}
 	conclusion := eventsv1.Conclusion_CONCLUSION_SUCCESS
-	if failed > 0 {
+	summary := fmt.Sprintf("%d of %d jobs failed", failed, len(ch.Jobsets))
+	switch {
+	case failed > 0:
 		conclusion = eventsv1.Conclusion_CONCLUSION_FAILURE
+	case cancelled > 0:
+		// Nothing failed, but not everything was built either.
+		conclusion = eventsv1.Conclusion_CONCLUSION_CANCELLED
+		summary = fmt.Sprintf("%d of %d jobs cancelled, none failed", cancelled, len(ch.Jobsets))
 	}
-	return c.decideChange(tx, changeID, ch, rec, out, conclusion, fmt.Sprintf("%d of %d jobs failed", failed, len(ch.Jobsets)))
+	return c.decideChange(tx, changeID, ch, rec, out, conclusion, summary)
 }
 
 // decideChange decides a change's conclusion, once.
@@ -101,8 +113,12 @@ func (c *Conclusions) decideChange(tx *bolt.Tx, changeID string, ch *changeRow, 
 	if err := putJSON(tx, changesBucket, changeID, ch); err != nil {
 		return err
 	}
+	id := eventlog.ConcludedID(changeID)
+	if ch.Round > 0 {
+		id = eventlog.ConcludedAgainID(changeID, ch.Round)
+	}
 	return c.decide(tx, 'c', changeID, &eventsv1.Event{
-		Id: eventlog.ConcludedID(changeID), CausationId: rec.Event.GetId(), CorrelationId: changeID,
+		Id: id, CausationId: rec.Event.GetId(), CorrelationId: changeID,
 		Payload: &eventsv1.Event_ChangeConcluded{ChangeConcluded: &eventsv1.ChangeConcluded{
 			Conclusion: conclusion, Summary: summary, JobsetIds: ch.Jobsets,
 		}},

@@ -15,8 +15,13 @@ func (c *Conclusions) jobset(tx *bolt.Tx, rec eventlog.Record, out *projection.D
 	if err != nil {
 		return err
 	}
-	if p, ok := rec.Event.GetPayload().(*eventsv1.Event_JobsetConcluded); ok {
+	switch p := rec.Event.GetPayload().(type) {
+	case *eventsv1.Event_JobsetConcluded:
 		return c.jobsetConcluded(tx, rec, js, p.JobsetConcluded, out)
+	case *eventsv1.Event_JobsetCancelled:
+		return c.jobsetCancelled(tx, rec, js, p.JobsetCancelled, out)
+	case *eventsv1.Event_JobsetRestarted:
+		return c.jobsetRestarted(tx, rec, js, p.JobsetRestarted, out)
 	}
 	// A conclusion decided but not yet in the log was decided expecting
 	// the jobset's last event before this one: its guard fails now, so it
@@ -63,7 +68,11 @@ func (c *Conclusions) jobset(tx *bolt.Tx, rec eventlog.Record, out *projection.D
 			if err := putJSON(tx, jobsetsBucket, rec.ID, js); err != nil {
 				return err
 			}
-			return c.decideJobset(tx, rec.ID, js, rec, out, eventsv1.Conclusion_CONCLUSION_FAILURE,
+			conclusion := eventsv1.Conclusion_CONCLUSION_FAILURE
+			if js.Cancelled {
+				conclusion = eventsv1.Conclusion_CONCLUSION_CANCELLED
+			}
+			return c.decideJobset(tx, rec.ID, js, rec, out, conclusion,
 				[]*eventsv1.AttrResult{{State: ResultEvalError, Error: p.JobsetEvalFailed.GetError()}}, 0, nil)
 		}
 	}
@@ -218,8 +227,12 @@ func (c *Conclusions) decideJobset(tx *bolt.Tx, jobsetID string, js *jobsetRow, 
 	if err := putJSON(tx, jobsetsBucket, jobsetID, js); err != nil {
 		return err
 	}
+	id := eventlog.ConcludedID(jobsetID)
+	if js.Round > 0 {
+		id = eventlog.ConcludedAgainID(jobsetID, js.Round)
+	}
 	return c.decide(tx, 'j', jobsetID, &eventsv1.Event{
-		Id: eventlog.ConcludedID(jobsetID), CausationId: rec.Event.GetId(), CorrelationId: js.ChangeID,
+		Id: id, CausationId: rec.Event.GetId(), CorrelationId: js.ChangeID,
 		Payload: &eventsv1.Event_JobsetConcluded{JobsetConcluded: &eventsv1.JobsetConcluded{
 			ChangeId: js.ChangeID, Job: js.Job, Conclusion: conclusion, Results: results,
 			ResultsOmitted: omitted, Counts: counts,

@@ -98,6 +98,12 @@ type jobsetRow struct {
 	Decided    bool                `json:"decided"`
 	Concluded  bool                `json:"concluded"`
 	Conclusion eventsv1.Conclusion `json:"conclusion"`
+	// Cancelled is set by a jobset_cancelled of this round: the jobset
+	// concludes cancelled once evaluated, whatever is still unsettled.
+	Cancelled bool `json:"cancelled,omitempty"`
+	// Round counts the restarts folded (jobset_restarted): a conclusion
+	// of round r > 0 has its own id (ConcludedAgainID).
+	Round uint32 `json:"round,omitempty"`
 	// Last is the stream sequence of the jobset's latest event seen. The
 	// conclusion is appended expecting it, so a replay (a rebuilt read
 	// model) that decides again is refused where the conclusion exists.
@@ -116,6 +122,11 @@ type changeRow struct {
 	Decided bool   `json:"decided"`
 	Done    bool   `json:"done"`
 	Last    uint64 `json:"last"` // as jobsetRow.Last
+	// Cancelled is set by change_cancelled; Round counts the times one of
+	// its jobsets was restarted after the change concluded (its next
+	// conclusion's id is ConcludedAgainID).
+	Cancelled bool   `json:"cancelled,omitempty"`
+	Round     uint32 `json:"round,omitempty"`
 }
 
 func getJSON[T any](tx *bolt.Tx, bucket []byte, key string) (*T, error) {

@@ -14,7 +14,7 @@ import (
 // maybeConclude concludes a jobset whose attributes are all settled. Only
 // new or changed attributes (or all, without a base) decide the verdict.
 func (c *Conclusions) maybeConclude(tx *bolt.Tx, jobsetID string, js *jobsetRow, rec eventlog.Record, out *projection.Decisions) error {
-	if js.Decided || !js.Evaluated || js.Unsettled > 0 {
+	if js.Decided || !js.Evaluated || (js.Unsettled > 0 && !js.Cancelled) {
 		return nil
 	}
 	conclusion := eventsv1.Conclusion_CONCLUSION_SUCCESS
@@ -43,6 +43,10 @@ func (c *Conclusions) maybeConclude(tx *bolt.Tx, jobsetID string, js *jobsetRow,
 	})
 	if err != nil {
 		return err
+	}
+	if js.Cancelled {
+		// Whatever failed or is still on its way: someone stopped it.
+		conclusion = eventsv1.Conclusion_CONCLUSION_CANCELLED
 	}
 	results, omitted, counts := c.fit(results)
 	js.Conclusion = conclusion

@@ -42,8 +42,9 @@ const (
 	Conclusion_CONCLUSION_FAILURE Conclusion = 2
 	// CONCLUSION_NEUTRAL: nothing to decide (no CI configured).
 	Conclusion_CONCLUSION_NEUTRAL Conclusion = 3
-	// CONCLUSION_CANCELLED: the change was cancelled. Reserved: nothing
-	// cancels a change yet.
+	// CONCLUSION_CANCELLED: the change or jobset was cancelled
+	// (change_cancelled, jobset_cancelled), or a jobset of the change was
+	// and nothing failed.
 	Conclusion_CONCLUSION_CANCELLED Conclusion = 4
 )
 
@@ -163,9 +164,9 @@ const (
 	InterruptKind_INTERRUPT_KIND_OUT_OF_MEMORY InterruptKind = 1
 	// INTERRUPT_KIND_TIMEOUT: no output (or too long) past its limit.
 	InterruptKind_INTERRUPT_KIND_TIMEOUT InterruptKind = 2
-	// INTERRUPT_KIND_CANCELLED: someone cancelled it. Reserved: there is
-	// no cancel command yet (a build stopped by a shutdown is a process
-	// death).
+	// INTERRUPT_KIND_CANCELLED: the jobsets that needed it were cancelled
+	// (a build stopped by a shutdown is a process death). Like any
+	// interruption, it is queued again when a later jobset needs it.
 	InterruptKind_INTERRUPT_KIND_CANCELLED InterruptKind = 3
 	// INTERRUPT_KIND_PROCESS_DEATH: the builder died mid-build.
 	InterruptKind_INTERRUPT_KIND_PROCESS_DEATH InterruptKind = 4
@@ -249,11 +250,14 @@ type Event struct {
 	//	*Event_ChangeConfigRead
 	//	*Event_ChangeConfigInvalid
 	//	*Event_ChangeConcluded
+	//	*Event_ChangeCancelled
 	//	*Event_JobsetCreated
 	//	*Event_JobsetEvaluated
 	//	*Event_JobsetEvalFailed
 	//	*Event_JobsetConcluded
 	//	*Event_JobsetAttrsListed
+	//	*Event_JobsetCancelled
+	//	*Event_JobsetRestarted
 	//	*Event_DrvDiscovered
 	//	*Event_DrvBuildable
 	//	*Event_DrvBuildStarted
@@ -391,6 +395,15 @@ func (x *Event) GetChangeConcluded() *ChangeConcluded {
 	return nil
 }
 
+func (x *Event) GetChangeCancelled() *ChangeCancelled {
+	if x != nil {
+		if x, ok := x.Payload.(*Event_ChangeCancelled); ok {
+			return x.ChangeCancelled
+		}
+	}
+	return nil
+}
+
 func (x *Event) GetJobsetCreated() *JobsetCreated {
 	if x != nil {
 		if x, ok := x.Payload.(*Event_JobsetCreated); ok {
@@ -431,6 +444,24 @@ func (x *Event) GetJobsetAttrsListed() *JobsetAttrsListed {
 	if x != nil {
 		if x, ok := x.Payload.(*Event_JobsetAttrsListed); ok {
 			return x.JobsetAttrsListed
+		}
+	}
+	return nil
+}
+
+func (x *Event) GetJobsetCancelled() *JobsetCancelled {
+	if x != nil {
+		if x, ok := x.Payload.(*Event_JobsetCancelled); ok {
+			return x.JobsetCancelled
+		}
+	}
+	return nil
+}
+
+func (x *Event) GetJobsetRestarted() *JobsetRestarted {
+	if x != nil {
+		if x, ok := x.Payload.(*Event_JobsetRestarted); ok {
+			return x.JobsetRestarted
 		}
 	}
 	return nil
@@ -587,6 +618,12 @@ type Event_ChangeConcluded struct {
 	ChangeConcluded *ChangeConcluded `protobuf:"bytes,15,opt,name=change_concluded,json=changeConcluded,proto3,oneof"`
 }
 
+type Event_ChangeCancelled struct {
+	// change_cancelled: someone cancelled the change (an operator through
+	// the admin API, or GitHub: a pull request closed or superseded).
+	ChangeCancelled *ChangeCancelled `protobuf:"bytes,16,opt,name=change_cancelled,json=changeCancelled,proto3,oneof"`
+}
+
 type Event_JobsetCreated struct {
 	// jobset_created: one job of a change is to be evaluated.
 	JobsetCreated *JobsetCreated `protobuf:"bytes,20,opt,name=jobset_created,json=jobsetCreated,proto3,oneof"`
@@ -611,6 +648,18 @@ type Event_JobsetAttrsListed struct {
 	// jobset_attrs_listed: a part of a large job's attributes, appended
 	// before its jobset_evaluated (which counts the parts).
 	JobsetAttrsListed *JobsetAttrsListed `protobuf:"bytes,24,opt,name=jobset_attrs_listed,json=jobsetAttrsListed,proto3,oneof"`
+}
+
+type Event_JobsetCancelled struct {
+	// jobset_cancelled: someone cancelled the jobset (or its change).
+	JobsetCancelled *JobsetCancelled `protobuf:"bytes,25,opt,name=jobset_cancelled,json=jobsetCancelled,proto3,oneof"`
+}
+
+type Event_JobsetRestarted struct {
+	// jobset_restarted: someone asked for a concluded jobset's failed and
+	// interrupted derivations to be built again and the jobset concluded
+	// again.
+	JobsetRestarted *JobsetRestarted `protobuf:"bytes,26,opt,name=jobset_restarted,json=jobsetRestarted,proto3,oneof"`
 }
 
 type Event_DrvDiscovered struct {
@@ -692,6 +741,8 @@ func (*Event_ChangeConfigInvalid) isEvent_Payload() {}
 
 func (*Event_ChangeConcluded) isEvent_Payload() {}
 
+func (*Event_ChangeCancelled) isEvent_Payload() {}
+
 func (*Event_JobsetCreated) isEvent_Payload() {}
 
 func (*Event_JobsetEvaluated) isEvent_Payload() {}
@@ -701,6 +752,10 @@ func (*Event_JobsetEvalFailed) isEvent_Payload() {}
 func (*Event_JobsetConcluded) isEvent_Payload() {}
 
 func (*Event_JobsetAttrsListed) isEvent_Payload() {}
+
+func (*Event_JobsetCancelled) isEvent_Payload() {}
+
+func (*Event_JobsetRestarted) isEvent_Payload() {}
 
 func (*Event_DrvDiscovered) isEvent_Payload() {}
 
@@ -737,8 +792,7 @@ type ChangeRequested struct {
 	HeadCommit string `protobuf:"bytes,2,opt,name=head_commit,json=headCommit,proto3" json:"head_commit,omitempty"`
 	// base_commit is the commit it is compared with; empty for none.
 	BaseCommit string `protobuf:"bytes,3,opt,name=base_commit,json=baseCommit,proto3" json:"base_commit,omitempty"`
-	// source says who asked: "cli" or "webhook" ("admin" is reserved for
-	// the admin API, not built yet).
+	// source says who asked: "cli", "webhook" or "admin".
 	Source string `protobuf:"bytes,4,opt,name=source,proto3" json:"source,omitempty"`
 	// repo_name is a display name such as "owner/repo".
 	RepoName      string `protobuf:"bytes,5,opt,name=repo_name,json=repoName,proto3" json:"repo_name,omitempty"`
@@ -2336,7 +2390,10 @@ type DrvInterrupted struct {
 	// attempt that was interrupted; 0 if it never started.
 	Attempt uint32 `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	// detail is a sentence for people.
-	Detail        string `protobuf:"bytes,3,opt,name=detail,proto3" json:"detail,omitempty"`
+	Detail string `protobuf:"bytes,3,opt,name=detail,proto3" json:"detail,omitempty"`
+	// actor is who asked, when a person or a system cancelled it
+	// (INTERRUPT_KIND_CANCELLED); unset otherwise.
+	Actor         *Actor `protobuf:"bytes,4,opt,name=actor,proto3" json:"actor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2390,6 +2447,13 @@ func (x *DrvInterrupted) GetDetail() string {
 		return x.Detail
 	}
 	return ""
+}
+
+func (x *DrvInterrupted) GetActor() *Actor {
+	if x != nil {
+		return x.Actor
+	}
+	return nil
 }
 
 // DrvDownstreamFailed records, in one fact on the failed derivation's
@@ -2458,11 +2522,14 @@ func (x *DrvDownstreamFailed) GetDrvIds() []string {
 type DrvRequeued struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// reason is "retry" (after a first failure), "cause-cleared" (an
-	// interrupted dependency succeeded) or "needed-again" (an interrupted or
-	// blocked derivation that a later jobset needs).
+	// interrupted dependency succeeded, or a failed one was retried),
+	// "needed-again" (an interrupted or blocked derivation that a later
+	// jobset needs) or "retried" (someone asked for it: actor says who).
 	Reason string `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
 	// next_attempt is the attempt that will run.
-	NextAttempt   uint32 `protobuf:"varint,2,opt,name=next_attempt,json=nextAttempt,proto3" json:"next_attempt,omitempty"`
+	NextAttempt uint32 `protobuf:"varint,2,opt,name=next_attempt,json=nextAttempt,proto3" json:"next_attempt,omitempty"`
+	// actor is who asked, for reason "retried"; unset otherwise.
+	Actor         *Actor `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2511,6 +2578,254 @@ func (x *DrvRequeued) GetNextAttempt() uint32 {
 	return 0
 }
 
+func (x *DrvRequeued) GetActor() *Actor {
+	if x != nil {
+		return x.Actor
+	}
+	return nil
+}
+
+// Actor says who took an action, through what, and why: every action of a
+// person or of an outside system (retry, restart, cancel) is a fact that
+// carries one. When is the event's occurred_at.
+type Actor struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// who names the person or system: a token's name, a unix user
+	// ("uid:0"), a GitHub login.
+	Who string `protobuf:"bytes,1,opt,name=who,proto3" json:"who,omitempty"`
+	// source is the way the action came in: "admin" (the admin API or
+	// ekactl), "github" (a pull request closed or synchronized, a check run
+	// re-requested), "cli".
+	Source string `protobuf:"bytes,2,opt,name=source,proto3" json:"source,omitempty"`
+	// reason is why, in the actor's words; may be empty.
+	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Actor) Reset() {
+	*x = Actor{}
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Actor) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Actor) ProtoMessage() {}
+
+func (x *Actor) ProtoReflect() protoreflect.Message {
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Actor.ProtoReflect.Descriptor instead.
+func (*Actor) Descriptor() ([]byte, []int) {
+	return file_ekaci_events_v1_events_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *Actor) GetWho() string {
+	if x != nil {
+		return x.Who
+	}
+	return ""
+}
+
+func (x *Actor) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *Actor) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// ChangeCancelled is a change someone cancelled: it concludes cancelled
+// at once, and each of its jobsets is cancelled (jobset_cancelled).
+type ChangeCancelled struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// actor is who cancelled it, and why.
+	Actor         *Actor `protobuf:"bytes,1,opt,name=actor,proto3" json:"actor,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChangeCancelled) Reset() {
+	*x = ChangeCancelled{}
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChangeCancelled) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChangeCancelled) ProtoMessage() {}
+
+func (x *ChangeCancelled) ProtoReflect() protoreflect.Message {
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChangeCancelled.ProtoReflect.Descriptor instead.
+func (*ChangeCancelled) Descriptor() ([]byte, []int) {
+	return file_ekaci_events_v1_events_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ChangeCancelled) GetActor() *Actor {
+	if x != nil {
+		return x.Actor
+	}
+	return nil
+}
+
+// JobsetCancelled is a jobset someone cancelled: it concludes cancelled
+// once its evaluation is recorded, and each derivation it needs that no
+// other jobset not yet concluded needs, and that is not settled, is
+// interrupted (INTERRUPT_KIND_CANCELLED) instead of built.
+type JobsetCancelled struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// change_id is the change this jobset belongs to.
+	ChangeId string `protobuf:"bytes,1,opt,name=change_id,json=changeId,proto3" json:"change_id,omitempty"`
+	// actor is who cancelled it, and why.
+	Actor         *Actor `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobsetCancelled) Reset() {
+	*x = JobsetCancelled{}
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobsetCancelled) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobsetCancelled) ProtoMessage() {}
+
+func (x *JobsetCancelled) ProtoReflect() protoreflect.Message {
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobsetCancelled.ProtoReflect.Descriptor instead.
+func (*JobsetCancelled) Descriptor() ([]byte, []int) {
+	return file_ekaci_events_v1_events_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *JobsetCancelled) GetChangeId() string {
+	if x != nil {
+		return x.ChangeId
+	}
+	return ""
+}
+
+func (x *JobsetCancelled) GetActor() *Actor {
+	if x != nil {
+		return x.Actor
+	}
+	return nil
+}
+
+// JobsetRestarted is a concluded jobset someone restarted: the failed,
+// interrupted and blocked derivations it needs are queued again (what
+// failed with them follows), and the jobset, then its change, concludes
+// again.
+type JobsetRestarted struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// change_id is the change this jobset belongs to.
+	ChangeId string `protobuf:"bytes,1,opt,name=change_id,json=changeId,proto3" json:"change_id,omitempty"`
+	// actor is who restarted it, and why.
+	Actor *Actor `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
+	// round counts the restarts of this jobset, from 1.
+	Round         uint32 `protobuf:"varint,3,opt,name=round,proto3" json:"round,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobsetRestarted) Reset() {
+	*x = JobsetRestarted{}
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobsetRestarted) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobsetRestarted) ProtoMessage() {}
+
+func (x *JobsetRestarted) ProtoReflect() protoreflect.Message {
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobsetRestarted.ProtoReflect.Descriptor instead.
+func (*JobsetRestarted) Descriptor() ([]byte, []int) {
+	return file_ekaci_events_v1_events_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *JobsetRestarted) GetChangeId() string {
+	if x != nil {
+		return x.ChangeId
+	}
+	return ""
+}
+
+func (x *JobsetRestarted) GetActor() *Actor {
+	if x != nil {
+		return x.Actor
+	}
+	return nil
+}
+
+func (x *JobsetRestarted) GetRound() uint32 {
+	if x != nil {
+		return x.Round
+	}
+	return 0
+}
+
 // CheckStarted says a sandboxed check began.
 type CheckStarted struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2524,7 +2839,7 @@ type CheckStarted struct {
 
 func (x *CheckStarted) Reset() {
 	*x = CheckStarted{}
-	mi := &file_ekaci_events_v1_events_proto_msgTypes[25]
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2536,7 +2851,7 @@ func (x *CheckStarted) String() string {
 func (*CheckStarted) ProtoMessage() {}
 
 func (x *CheckStarted) ProtoReflect() protoreflect.Message {
-	mi := &file_ekaci_events_v1_events_proto_msgTypes[25]
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2549,7 +2864,7 @@ func (x *CheckStarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckStarted.ProtoReflect.Descriptor instead.
 func (*CheckStarted) Descriptor() ([]byte, []int) {
-	return file_ekaci_events_v1_events_proto_rawDescGZIP(), []int{25}
+	return file_ekaci_events_v1_events_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *CheckStarted) GetChangeId() string {
@@ -2587,7 +2902,7 @@ type CheckFinished struct {
 
 func (x *CheckFinished) Reset() {
 	*x = CheckFinished{}
-	mi := &file_ekaci_events_v1_events_proto_msgTypes[26]
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2599,7 +2914,7 @@ func (x *CheckFinished) String() string {
 func (*CheckFinished) ProtoMessage() {}
 
 func (x *CheckFinished) ProtoReflect() protoreflect.Message {
-	mi := &file_ekaci_events_v1_events_proto_msgTypes[26]
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2612,7 +2927,7 @@ func (x *CheckFinished) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckFinished.ProtoReflect.Descriptor instead.
 func (*CheckFinished) Descriptor() ([]byte, []int) {
-	return file_ekaci_events_v1_events_proto_rawDescGZIP(), []int{26}
+	return file_ekaci_events_v1_events_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *CheckFinished) GetChangeId() string {
@@ -2661,7 +2976,7 @@ var File_ekaci_events_v1_events_proto protoreflect.FileDescriptor
 
 const file_ekaci_events_v1_events_proto_rawDesc = "" +
 	"\n" +
-	"\x1cekaci/events/v1/events.proto\x12\x0fekaci.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xad\x10\n" +
+	"\x1cekaci/events/v1/events.proto\x12\x0fekaci.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9a\x12\n" +
 	"\x05Event\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12;\n" +
 	"\voccurred_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
@@ -2674,12 +2989,15 @@ const file_ekaci_events_v1_events_proto_rawDesc = "" +
 	"\x16change_checkout_failed\x18\f \x01(\v2%.ekaci.events.v1.ChangeCheckoutFailedH\x00R\x14changeCheckoutFailed\x12Q\n" +
 	"\x12change_config_read\x18\r \x01(\v2!.ekaci.events.v1.ChangeConfigReadH\x00R\x10changeConfigRead\x12Z\n" +
 	"\x15change_config_invalid\x18\x0e \x01(\v2$.ekaci.events.v1.ChangeConfigInvalidH\x00R\x13changeConfigInvalid\x12M\n" +
-	"\x10change_concluded\x18\x0f \x01(\v2 .ekaci.events.v1.ChangeConcludedH\x00R\x0fchangeConcluded\x12G\n" +
+	"\x10change_concluded\x18\x0f \x01(\v2 .ekaci.events.v1.ChangeConcludedH\x00R\x0fchangeConcluded\x12M\n" +
+	"\x10change_cancelled\x18\x10 \x01(\v2 .ekaci.events.v1.ChangeCancelledH\x00R\x0fchangeCancelled\x12G\n" +
 	"\x0ejobset_created\x18\x14 \x01(\v2\x1e.ekaci.events.v1.JobsetCreatedH\x00R\rjobsetCreated\x12M\n" +
 	"\x10jobset_evaluated\x18\x15 \x01(\v2 .ekaci.events.v1.JobsetEvaluatedH\x00R\x0fjobsetEvaluated\x12Q\n" +
 	"\x12jobset_eval_failed\x18\x16 \x01(\v2!.ekaci.events.v1.JobsetEvalFailedH\x00R\x10jobsetEvalFailed\x12M\n" +
 	"\x10jobset_concluded\x18\x17 \x01(\v2 .ekaci.events.v1.JobsetConcludedH\x00R\x0fjobsetConcluded\x12T\n" +
-	"\x13jobset_attrs_listed\x18\x18 \x01(\v2\".ekaci.events.v1.JobsetAttrsListedH\x00R\x11jobsetAttrsListed\x12G\n" +
+	"\x13jobset_attrs_listed\x18\x18 \x01(\v2\".ekaci.events.v1.JobsetAttrsListedH\x00R\x11jobsetAttrsListed\x12M\n" +
+	"\x10jobset_cancelled\x18\x19 \x01(\v2 .ekaci.events.v1.JobsetCancelledH\x00R\x0fjobsetCancelled\x12M\n" +
+	"\x10jobset_restarted\x18\x1a \x01(\v2 .ekaci.events.v1.JobsetRestartedH\x00R\x0fjobsetRestarted\x12G\n" +
 	"\x0edrv_discovered\x18\x1e \x01(\v2\x1e.ekaci.events.v1.DrvDiscoveredH\x00R\rdrvDiscovered\x12D\n" +
 	"\rdrv_buildable\x18\x1f \x01(\v2\x1d.ekaci.events.v1.DrvBuildableH\x00R\fdrvBuildable\x12N\n" +
 	"\x11drv_build_started\x18  \x01(\v2 .ekaci.events.v1.DrvBuildStartedH\x00R\x0fdrvBuildStarted\x12T\n" +
@@ -2842,17 +3160,32 @@ const file_ekaci_events_v1_events_proto_rawDesc = "" +
 	"DrvBlocked\x12 \n" +
 	"\fcause_drv_id\x18\x01 \x01(\tR\n" +
 	"causeDrvId\x12$\n" +
-	"\x0ecause_drv_path\x18\x02 \x01(\tR\fcauseDrvPath\"v\n" +
+	"\x0ecause_drv_path\x18\x02 \x01(\tR\fcauseDrvPath\"\xa4\x01\n" +
 	"\x0eDrvInterrupted\x122\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1e.ekaci.events.v1.InterruptKindR\x04kind\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\rR\aattempt\x12\x16\n" +
-	"\x06detail\x18\x03 \x01(\tR\x06detail\"T\n" +
+	"\x06detail\x18\x03 \x01(\tR\x06detail\x12,\n" +
+	"\x05actor\x18\x04 \x01(\v2\x16.ekaci.events.v1.ActorR\x05actor\"T\n" +
 	"\x13DrvDownstreamFailed\x12$\n" +
 	"\x0ecause_drv_path\x18\x01 \x01(\tR\fcauseDrvPath\x12\x17\n" +
-	"\adrv_ids\x18\x02 \x03(\tR\x06drvIds\"H\n" +
+	"\adrv_ids\x18\x02 \x03(\tR\x06drvIds\"v\n" +
 	"\vDrvRequeued\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\x12!\n" +
-	"\fnext_attempt\x18\x02 \x01(\rR\vnextAttempt\"?\n" +
+	"\fnext_attempt\x18\x02 \x01(\rR\vnextAttempt\x12,\n" +
+	"\x05actor\x18\x03 \x01(\v2\x16.ekaci.events.v1.ActorR\x05actor\"I\n" +
+	"\x05Actor\x12\x10\n" +
+	"\x03who\x18\x01 \x01(\tR\x03who\x12\x16\n" +
+	"\x06source\x18\x02 \x01(\tR\x06source\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"?\n" +
+	"\x0fChangeCancelled\x12,\n" +
+	"\x05actor\x18\x01 \x01(\v2\x16.ekaci.events.v1.ActorR\x05actor\"\\\n" +
+	"\x0fJobsetCancelled\x12\x1b\n" +
+	"\tchange_id\x18\x01 \x01(\tR\bchangeId\x12,\n" +
+	"\x05actor\x18\x02 \x01(\v2\x16.ekaci.events.v1.ActorR\x05actor\"r\n" +
+	"\x0fJobsetRestarted\x12\x1b\n" +
+	"\tchange_id\x18\x01 \x01(\tR\bchangeId\x12,\n" +
+	"\x05actor\x18\x02 \x01(\v2\x16.ekaci.events.v1.ActorR\x05actor\x12\x14\n" +
+	"\x05round\x18\x03 \x01(\rR\x05round\"?\n" +
 	"\fCheckStarted\x12\x1b\n" +
 	"\tchange_id\x18\x01 \x01(\tR\bchangeId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\"\xb9\x01\n" +
@@ -2901,7 +3234,7 @@ func file_ekaci_events_v1_events_proto_rawDescGZIP() []byte {
 }
 
 var file_ekaci_events_v1_events_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_ekaci_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_ekaci_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_ekaci_events_v1_events_proto_goTypes = []any{
 	(Conclusion)(0),               // 0: ekaci.events.v1.Conclusion
 	(Difference)(0),               // 1: ekaci.events.v1.Difference
@@ -2931,56 +3264,68 @@ var file_ekaci_events_v1_events_proto_goTypes = []any{
 	(*DrvInterrupted)(nil),        // 25: ekaci.events.v1.DrvInterrupted
 	(*DrvDownstreamFailed)(nil),   // 26: ekaci.events.v1.DrvDownstreamFailed
 	(*DrvRequeued)(nil),           // 27: ekaci.events.v1.DrvRequeued
-	(*CheckStarted)(nil),          // 28: ekaci.events.v1.CheckStarted
-	(*CheckFinished)(nil),         // 29: ekaci.events.v1.CheckFinished
-	nil,                           // 30: ekaci.events.v1.JobsetCreated.ArgsEntry
-	nil,                           // 31: ekaci.events.v1.JobsetConcluded.CountsEntry
-	nil,                           // 32: ekaci.events.v1.DrvDiscovered.OutputsEntry
-	(*timestamppb.Timestamp)(nil), // 33: google.protobuf.Timestamp
+	(*Actor)(nil),                 // 28: ekaci.events.v1.Actor
+	(*ChangeCancelled)(nil),       // 29: ekaci.events.v1.ChangeCancelled
+	(*JobsetCancelled)(nil),       // 30: ekaci.events.v1.JobsetCancelled
+	(*JobsetRestarted)(nil),       // 31: ekaci.events.v1.JobsetRestarted
+	(*CheckStarted)(nil),          // 32: ekaci.events.v1.CheckStarted
+	(*CheckFinished)(nil),         // 33: ekaci.events.v1.CheckFinished
+	nil,                           // 34: ekaci.events.v1.JobsetCreated.ArgsEntry
+	nil,                           // 35: ekaci.events.v1.JobsetConcluded.CountsEntry
+	nil,                           // 36: ekaci.events.v1.DrvDiscovered.OutputsEntry
+	(*timestamppb.Timestamp)(nil), // 37: google.protobuf.Timestamp
 }
 var file_ekaci_events_v1_events_proto_depIdxs = []int32{
-	33, // 0: ekaci.events.v1.Event.occurred_at:type_name -> google.protobuf.Timestamp
+	37, // 0: ekaci.events.v1.Event.occurred_at:type_name -> google.protobuf.Timestamp
 	4,  // 1: ekaci.events.v1.Event.change_requested:type_name -> ekaci.events.v1.ChangeRequested
 	5,  // 2: ekaci.events.v1.Event.change_checked_out:type_name -> ekaci.events.v1.ChangeCheckedOut
 	6,  // 3: ekaci.events.v1.Event.change_checkout_failed:type_name -> ekaci.events.v1.ChangeCheckoutFailed
 	7,  // 4: ekaci.events.v1.Event.change_config_read:type_name -> ekaci.events.v1.ChangeConfigRead
 	8,  // 5: ekaci.events.v1.Event.change_config_invalid:type_name -> ekaci.events.v1.ChangeConfigInvalid
 	9,  // 6: ekaci.events.v1.Event.change_concluded:type_name -> ekaci.events.v1.ChangeConcluded
-	10, // 7: ekaci.events.v1.Event.jobset_created:type_name -> ekaci.events.v1.JobsetCreated
-	12, // 8: ekaci.events.v1.Event.jobset_evaluated:type_name -> ekaci.events.v1.JobsetEvaluated
-	14, // 9: ekaci.events.v1.Event.jobset_eval_failed:type_name -> ekaci.events.v1.JobsetEvalFailed
-	16, // 10: ekaci.events.v1.Event.jobset_concluded:type_name -> ekaci.events.v1.JobsetConcluded
-	13, // 11: ekaci.events.v1.Event.jobset_attrs_listed:type_name -> ekaci.events.v1.JobsetAttrsListed
-	17, // 12: ekaci.events.v1.Event.drv_discovered:type_name -> ekaci.events.v1.DrvDiscovered
-	18, // 13: ekaci.events.v1.Event.drv_buildable:type_name -> ekaci.events.v1.DrvBuildable
-	19, // 14: ekaci.events.v1.Event.drv_build_started:type_name -> ekaci.events.v1.DrvBuildStarted
-	20, // 15: ekaci.events.v1.Event.drv_build_succeeded:type_name -> ekaci.events.v1.DrvBuildSucceeded
-	21, // 16: ekaci.events.v1.Event.drv_build_failed_retry:type_name -> ekaci.events.v1.DrvBuildFailedRetry
-	22, // 17: ekaci.events.v1.Event.drv_build_failed:type_name -> ekaci.events.v1.DrvBuildFailed
-	23, // 18: ekaci.events.v1.Event.drv_dependency_failed:type_name -> ekaci.events.v1.DrvDependencyFailed
-	24, // 19: ekaci.events.v1.Event.drv_blocked:type_name -> ekaci.events.v1.DrvBlocked
-	25, // 20: ekaci.events.v1.Event.drv_interrupted:type_name -> ekaci.events.v1.DrvInterrupted
-	27, // 21: ekaci.events.v1.Event.drv_requeued:type_name -> ekaci.events.v1.DrvRequeued
-	26, // 22: ekaci.events.v1.Event.drv_downstream_failed:type_name -> ekaci.events.v1.DrvDownstreamFailed
-	28, // 23: ekaci.events.v1.Event.check_started:type_name -> ekaci.events.v1.CheckStarted
-	29, // 24: ekaci.events.v1.Event.check_finished:type_name -> ekaci.events.v1.CheckFinished
-	0,  // 25: ekaci.events.v1.ChangeConcluded.conclusion:type_name -> ekaci.events.v1.Conclusion
-	30, // 26: ekaci.events.v1.JobsetCreated.args:type_name -> ekaci.events.v1.JobsetCreated.ArgsEntry
-	1,  // 27: ekaci.events.v1.JobAttr.difference:type_name -> ekaci.events.v1.Difference
-	11, // 28: ekaci.events.v1.JobsetEvaluated.attrs:type_name -> ekaci.events.v1.JobAttr
-	11, // 29: ekaci.events.v1.JobsetAttrsListed.attrs:type_name -> ekaci.events.v1.JobAttr
-	1,  // 30: ekaci.events.v1.AttrResult.difference:type_name -> ekaci.events.v1.Difference
-	0,  // 31: ekaci.events.v1.JobsetConcluded.conclusion:type_name -> ekaci.events.v1.Conclusion
-	15, // 32: ekaci.events.v1.JobsetConcluded.results:type_name -> ekaci.events.v1.AttrResult
-	31, // 33: ekaci.events.v1.JobsetConcluded.counts:type_name -> ekaci.events.v1.JobsetConcluded.CountsEntry
-	32, // 34: ekaci.events.v1.DrvDiscovered.outputs:type_name -> ekaci.events.v1.DrvDiscovered.OutputsEntry
-	2,  // 35: ekaci.events.v1.DrvBuildFailedRetry.interruption:type_name -> ekaci.events.v1.InterruptKind
-	2,  // 36: ekaci.events.v1.DrvInterrupted.kind:type_name -> ekaci.events.v1.InterruptKind
-	37, // [37:37] is the sub-list for method output_type
-	37, // [37:37] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	29, // 7: ekaci.events.v1.Event.change_cancelled:type_name -> ekaci.events.v1.ChangeCancelled
+	10, // 8: ekaci.events.v1.Event.jobset_created:type_name -> ekaci.events.v1.JobsetCreated
+	12, // 9: ekaci.events.v1.Event.jobset_evaluated:type_name -> ekaci.events.v1.JobsetEvaluated
+	14, // 10: ekaci.events.v1.Event.jobset_eval_failed:type_name -> ekaci.events.v1.JobsetEvalFailed
+	16, // 11: ekaci.events.v1.Event.jobset_concluded:type_name -> ekaci.events.v1.JobsetConcluded
+	13, // 12: ekaci.events.v1.Event.jobset_attrs_listed:type_name -> ekaci.events.v1.JobsetAttrsListed
+	30, // 13: ekaci.events.v1.Event.jobset_cancelled:type_name -> ekaci.events.v1.JobsetCancelled
+	31, // 14: ekaci.events.v1.Event.jobset_restarted:type_name -> ekaci.events.v1.JobsetRestarted
+	17, // 15: ekaci.events.v1.Event.drv_discovered:type_name -> ekaci.events.v1.DrvDiscovered
+	18, // 16: ekaci.events.v1.Event.drv_buildable:type_name -> ekaci.events.v1.DrvBuildable
+	19, // 17: ekaci.events.v1.Event.drv_build_started:type_name -> ekaci.events.v1.DrvBuildStarted
+	20, // 18: ekaci.events.v1.Event.drv_build_succeeded:type_name -> ekaci.events.v1.DrvBuildSucceeded
+	21, // 19: ekaci.events.v1.Event.drv_build_failed_retry:type_name -> ekaci.events.v1.DrvBuildFailedRetry
+	22, // 20: ekaci.events.v1.Event.drv_build_failed:type_name -> ekaci.events.v1.DrvBuildFailed
+	23, // 21: ekaci.events.v1.Event.drv_dependency_failed:type_name -> ekaci.events.v1.DrvDependencyFailed
+	24, // 22: ekaci.events.v1.Event.drv_blocked:type_name -> ekaci.events.v1.DrvBlocked
+	25, // 23: ekaci.events.v1.Event.drv_interrupted:type_name -> ekaci.events.v1.DrvInterrupted
+	27, // 24: ekaci.events.v1.Event.drv_requeued:type_name -> ekaci.events.v1.DrvRequeued
+	26, // 25: ekaci.events.v1.Event.drv_downstream_failed:type_name -> ekaci.events.v1.DrvDownstreamFailed
+	32, // 26: ekaci.events.v1.Event.check_started:type_name -> ekaci.events.v1.CheckStarted
+	33, // 27: ekaci.events.v1.Event.check_finished:type_name -> ekaci.events.v1.CheckFinished
+	0,  // 28: ekaci.events.v1.ChangeConcluded.conclusion:type_name -> ekaci.events.v1.Conclusion
+	34, // 29: ekaci.events.v1.JobsetCreated.args:type_name -> ekaci.events.v1.JobsetCreated.ArgsEntry
+	1,  // 30: ekaci.events.v1.JobAttr.difference:type_name -> ekaci.events.v1.Difference
+	11, // 31: ekaci.events.v1.JobsetEvaluated.attrs:type_name -> ekaci.events.v1.JobAttr
+	11, // 32: ekaci.events.v1.JobsetAttrsListed.attrs:type_name -> ekaci.events.v1.JobAttr
+	1,  // 33: ekaci.events.v1.AttrResult.difference:type_name -> ekaci.events.v1.Difference
+	0,  // 34: ekaci.events.v1.JobsetConcluded.conclusion:type_name -> ekaci.events.v1.Conclusion
+	15, // 35: ekaci.events.v1.JobsetConcluded.results:type_name -> ekaci.events.v1.AttrResult
+	35, // 36: ekaci.events.v1.JobsetConcluded.counts:type_name -> ekaci.events.v1.JobsetConcluded.CountsEntry
+	36, // 37: ekaci.events.v1.DrvDiscovered.outputs:type_name -> ekaci.events.v1.DrvDiscovered.OutputsEntry
+	2,  // 38: ekaci.events.v1.DrvBuildFailedRetry.interruption:type_name -> ekaci.events.v1.InterruptKind
+	2,  // 39: ekaci.events.v1.DrvInterrupted.kind:type_name -> ekaci.events.v1.InterruptKind
+	28, // 40: ekaci.events.v1.DrvInterrupted.actor:type_name -> ekaci.events.v1.Actor
+	28, // 41: ekaci.events.v1.DrvRequeued.actor:type_name -> ekaci.events.v1.Actor
+	28, // 42: ekaci.events.v1.ChangeCancelled.actor:type_name -> ekaci.events.v1.Actor
+	28, // 43: ekaci.events.v1.JobsetCancelled.actor:type_name -> ekaci.events.v1.Actor
+	28, // 44: ekaci.events.v1.JobsetRestarted.actor:type_name -> ekaci.events.v1.Actor
+	45, // [45:45] is the sub-list for method output_type
+	45, // [45:45] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_ekaci_events_v1_events_proto_init() }
@@ -2995,11 +3340,14 @@ func file_ekaci_events_v1_events_proto_init() {
 		(*Event_ChangeConfigRead)(nil),
 		(*Event_ChangeConfigInvalid)(nil),
 		(*Event_ChangeConcluded)(nil),
+		(*Event_ChangeCancelled)(nil),
 		(*Event_JobsetCreated)(nil),
 		(*Event_JobsetEvaluated)(nil),
 		(*Event_JobsetEvalFailed)(nil),
 		(*Event_JobsetConcluded)(nil),
 		(*Event_JobsetAttrsListed)(nil),
+		(*Event_JobsetCancelled)(nil),
+		(*Event_JobsetRestarted)(nil),
 		(*Event_DrvDiscovered)(nil),
 		(*Event_DrvBuildable)(nil),
 		(*Event_DrvBuildStarted)(nil),
@@ -3020,7 +3368,7 @@ func file_ekaci_events_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ekaci_events_v1_events_proto_rawDesc), len(file_ekaci_events_v1_events_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   30,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

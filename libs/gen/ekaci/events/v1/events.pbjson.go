@@ -78,6 +78,14 @@ func (x *Event) MarshalProtoJSON(e *pbjson.Encoder) {
 		e.Name("\"change_concluded\":")
 		v.ChangeConcluded.MarshalProtoJSON(e)
 	}
+	if v, ok := x.Payload.(*Event_ChangeCancelled); ok {
+		if v.ChangeCancelled == nil {
+			e.Fail()
+			return
+		}
+		e.Name("\"change_cancelled\":")
+		v.ChangeCancelled.MarshalProtoJSON(e)
+	}
 	if v, ok := x.Payload.(*Event_JobsetCreated); ok {
 		if v.JobsetCreated == nil {
 			e.Fail()
@@ -117,6 +125,22 @@ func (x *Event) MarshalProtoJSON(e *pbjson.Encoder) {
 		}
 		e.Name("\"jobset_attrs_listed\":")
 		v.JobsetAttrsListed.MarshalProtoJSON(e)
+	}
+	if v, ok := x.Payload.(*Event_JobsetCancelled); ok {
+		if v.JobsetCancelled == nil {
+			e.Fail()
+			return
+		}
+		e.Name("\"jobset_cancelled\":")
+		v.JobsetCancelled.MarshalProtoJSON(e)
+	}
+	if v, ok := x.Payload.(*Event_JobsetRestarted); ok {
+		if v.JobsetRestarted == nil {
+			e.Fail()
+			return
+		}
+		e.Name("\"jobset_restarted\":")
+		v.JobsetRestarted.MarshalProtoJSON(e)
 	}
 	if v, ok := x.Payload.(*Event_DrvDiscovered); ok {
 		if v.DrvDiscovered == nil {
@@ -260,6 +284,9 @@ func (x *Event) UnmarshalProtoJSON(d *pbjson.Decoder) {
 		case "change_concluded", "changeConcluded":
 			d.Seen(&seen, 4)
 			x.Payload = &Event_ChangeConcluded{ChangeConcluded: pbjson.Message(d, &ChangeConcluded{})}
+		case "change_cancelled", "changeCancelled":
+			d.Seen(&seen, 4)
+			x.Payload = &Event_ChangeCancelled{ChangeCancelled: pbjson.Message(d, &ChangeCancelled{})}
 		case "jobset_created", "jobsetCreated":
 			d.Seen(&seen, 4)
 			x.Payload = &Event_JobsetCreated{JobsetCreated: pbjson.Message(d, &JobsetCreated{})}
@@ -275,6 +302,12 @@ func (x *Event) UnmarshalProtoJSON(d *pbjson.Decoder) {
 		case "jobset_attrs_listed", "jobsetAttrsListed":
 			d.Seen(&seen, 4)
 			x.Payload = &Event_JobsetAttrsListed{JobsetAttrsListed: pbjson.Message(d, &JobsetAttrsListed{})}
+		case "jobset_cancelled", "jobsetCancelled":
+			d.Seen(&seen, 4)
+			x.Payload = &Event_JobsetCancelled{JobsetCancelled: pbjson.Message(d, &JobsetCancelled{})}
+		case "jobset_restarted", "jobsetRestarted":
+			d.Seen(&seen, 4)
+			x.Payload = &Event_JobsetRestarted{JobsetRestarted: pbjson.Message(d, &JobsetRestarted{})}
 		case "drv_discovered", "drvDiscovered":
 			d.Seen(&seen, 4)
 			x.Payload = &Event_DrvDiscovered{DrvDiscovered: pbjson.Message(d, &DrvDiscovered{})}
@@ -1593,6 +1626,10 @@ func (x *DrvInterrupted) MarshalProtoJSON(e *pbjson.Encoder) {
 		e.Name("\"detail\":")
 		e.String(x.Detail)
 	}
+	if x.Actor != nil {
+		e.Name("\"actor\":")
+		x.Actor.MarshalProtoJSON(e)
+	}
 	e.Close()
 }
 
@@ -1610,6 +1647,9 @@ func (x *DrvInterrupted) UnmarshalProtoJSON(d *pbjson.Decoder) {
 		case "detail":
 			d.Seen(&seen, 2)
 			x.Detail = d.String()
+		case "actor":
+			d.Seen(&seen, 3)
+			x.Actor = pbjson.Message(d, &Actor{})
 		default:
 			d.Skip()
 		}
@@ -1679,6 +1719,10 @@ func (x *DrvRequeued) MarshalProtoJSON(e *pbjson.Encoder) {
 		e.Name("\"next_attempt\":")
 		e.Uint32(x.NextAttempt)
 	}
+	if x.Actor != nil {
+		e.Name("\"actor\":")
+		x.Actor.MarshalProtoJSON(e)
+	}
 	e.Close()
 }
 
@@ -1693,6 +1737,168 @@ func (x *DrvRequeued) UnmarshalProtoJSON(d *pbjson.Decoder) {
 		case "next_attempt", "nextAttempt":
 			d.Seen(&seen, 1)
 			x.NextAttempt = d.Uint32()
+		case "actor":
+			d.Seen(&seen, 2)
+			x.Actor = pbjson.Message(d, &Actor{})
+		default:
+			d.Skip()
+		}
+		if d.Failed() {
+			return
+		}
+	}
+}
+
+// MarshalProtoJSON implements pbjson.Marshaler.
+func (x *Actor) MarshalProtoJSON(e *pbjson.Encoder) {
+	if x == nil {
+		e.Fail()
+		return
+	}
+	e.Open()
+	if x.Who != "" {
+		e.Name("\"who\":")
+		e.String(x.Who)
+	}
+	if x.Source != "" {
+		e.Name("\"source\":")
+		e.String(x.Source)
+	}
+	if x.Reason != "" {
+		e.Name("\"reason\":")
+		e.String(x.Reason)
+	}
+	e.Close()
+}
+
+// UnmarshalProtoJSON implements pbjson.Unmarshaler; x is empty.
+func (x *Actor) UnmarshalProtoJSON(d *pbjson.Decoder) {
+	var seen uint64
+	for more := d.Object() && d.First(); more; more = d.More() {
+		switch string(d.Name()) {
+		case "who":
+			d.Seen(&seen, 0)
+			x.Who = d.String()
+		case "source":
+			d.Seen(&seen, 1)
+			x.Source = d.String()
+		case "reason":
+			d.Seen(&seen, 2)
+			x.Reason = d.String()
+		default:
+			d.Skip()
+		}
+		if d.Failed() {
+			return
+		}
+	}
+}
+
+// MarshalProtoJSON implements pbjson.Marshaler.
+func (x *ChangeCancelled) MarshalProtoJSON(e *pbjson.Encoder) {
+	if x == nil {
+		e.Fail()
+		return
+	}
+	e.Open()
+	if x.Actor != nil {
+		e.Name("\"actor\":")
+		x.Actor.MarshalProtoJSON(e)
+	}
+	e.Close()
+}
+
+// UnmarshalProtoJSON implements pbjson.Unmarshaler; x is empty.
+func (x *ChangeCancelled) UnmarshalProtoJSON(d *pbjson.Decoder) {
+	var seen uint64
+	for more := d.Object() && d.First(); more; more = d.More() {
+		switch string(d.Name()) {
+		case "actor":
+			d.Seen(&seen, 0)
+			x.Actor = pbjson.Message(d, &Actor{})
+		default:
+			d.Skip()
+		}
+		if d.Failed() {
+			return
+		}
+	}
+}
+
+// MarshalProtoJSON implements pbjson.Marshaler.
+func (x *JobsetCancelled) MarshalProtoJSON(e *pbjson.Encoder) {
+	if x == nil {
+		e.Fail()
+		return
+	}
+	e.Open()
+	if x.ChangeId != "" {
+		e.Name("\"change_id\":")
+		e.String(x.ChangeId)
+	}
+	if x.Actor != nil {
+		e.Name("\"actor\":")
+		x.Actor.MarshalProtoJSON(e)
+	}
+	e.Close()
+}
+
+// UnmarshalProtoJSON implements pbjson.Unmarshaler; x is empty.
+func (x *JobsetCancelled) UnmarshalProtoJSON(d *pbjson.Decoder) {
+	var seen uint64
+	for more := d.Object() && d.First(); more; more = d.More() {
+		switch string(d.Name()) {
+		case "change_id", "changeId":
+			d.Seen(&seen, 0)
+			x.ChangeId = d.String()
+		case "actor":
+			d.Seen(&seen, 1)
+			x.Actor = pbjson.Message(d, &Actor{})
+		default:
+			d.Skip()
+		}
+		if d.Failed() {
+			return
+		}
+	}
+}
+
+// MarshalProtoJSON implements pbjson.Marshaler.
+func (x *JobsetRestarted) MarshalProtoJSON(e *pbjson.Encoder) {
+	if x == nil {
+		e.Fail()
+		return
+	}
+	e.Open()
+	if x.ChangeId != "" {
+		e.Name("\"change_id\":")
+		e.String(x.ChangeId)
+	}
+	if x.Actor != nil {
+		e.Name("\"actor\":")
+		x.Actor.MarshalProtoJSON(e)
+	}
+	if x.Round != 0 {
+		e.Name("\"round\":")
+		e.Uint32(x.Round)
+	}
+	e.Close()
+}
+
+// UnmarshalProtoJSON implements pbjson.Unmarshaler; x is empty.
+func (x *JobsetRestarted) UnmarshalProtoJSON(d *pbjson.Decoder) {
+	var seen uint64
+	for more := d.Object() && d.First(); more; more = d.More() {
+		switch string(d.Name()) {
+		case "change_id", "changeId":
+			d.Seen(&seen, 0)
+			x.ChangeId = d.String()
+		case "actor":
+			d.Seen(&seen, 1)
+			x.Actor = pbjson.Message(d, &Actor{})
+		case "round":
+			d.Seen(&seen, 2)
+			x.Round = d.Uint32()
 		default:
 			d.Skip()
 		}

@@ -1,0 +1,40 @@
+module github.com/ekaci/ekaci/libs/action
+
+go 1.26.8
+
+require (
+	github.com/ekaci/ekaci/libs/buildstate v0.0.0-00010101000000-000000000000
+	github.com/ekaci/ekaci/libs/eventlog v0.0.0-00010101000000-000000000000
+	github.com/ekaci/ekaci/libs/gen v0.0.0-00010101000000-000000000000
+)
+
+require (
+	github.com/antithesishq/antithesis-sdk-go v0.8.0-default-no-op // indirect
+	github.com/ekaci/ekaci/libs/natstest v0.0.0-00010101000000-000000000000 // indirect
+	github.com/ekaci/ekaci/libs/pbjson v0.0.0-00010101000000-000000000000 // indirect
+	github.com/google/go-tpm v0.9.8 // indirect
+	github.com/klauspost/compress v1.20.3 // indirect
+	github.com/mattn/go-colorable v0.1.14 // indirect
+	github.com/mattn/go-isatty v0.0.20 // indirect
+	github.com/minio/highwayhash v1.0.4 // indirect
+	github.com/nats-io/jwt/v2 v2.8.2 // indirect
+	github.com/nats-io/nats-server/v2 v2.15.2 // indirect
+	github.com/nats-io/nats.go v1.55.0 // indirect
+	github.com/nats-io/nkeys v0.4.16 // indirect
+	github.com/nats-io/nuid v1.0.1 // indirect
+	github.com/rs/zerolog v1.35.1 // indirect
+	golang.org/x/crypto v0.58.0 // indirect
+	golang.org/x/sys v0.49.0 // indirect
+	golang.org/x/time v0.16.0 // indirect
+	google.golang.org/protobuf v1.36.12 // indirect
+)
+
+replace github.com/ekaci/ekaci/libs/buildstate => ../../libs/buildstate
+
+replace github.com/ekaci/ekaci/libs/eventlog => ../../libs/eventlog
+
+replace github.com/ekaci/ekaci/libs/gen => ../../libs/gen
+
+replace github.com/ekaci/ekaci/libs/natstest => ../../libs/natstest
+
+replace github.com/ekaci/ekaci/libs/pbjson => ../../libs/pbjson
