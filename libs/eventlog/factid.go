@@ -197,7 +197,9 @@ func JobsetCancelledID(jobsetID string, round uint32) string {
 
 // RestartedID is a jobset's jobset_restarted of the given round (from 1):
 // each round starts once.
-func RestartedID(jobsetID string, round uint32) string { return attempted("restarted-", jobsetID, round) }
+func RestartedID(jobsetID string, round uint32) string {
+	return attempted("restarted-", jobsetID, round)
+}
 
 // ConcludedAgainID is the conclusion of a jobset or change in a later
 // round (a jobset restarted; ConcludedID is round 0's): each round

@@ -84,7 +84,7 @@ func TestRetryTakesTransitiveFailuresAlong(t *testing.T) {
 // recorded cancels what it lists when it is.
 func TestCancelStopsOnlyWhatNoOneElseNeeds(t *testing.T) {
 	f := newFixture(t)
-	f.discover("dep", false)      // needed by both jobsets, through shared
+	f.discover("dep", false) // needed by both jobsets, through shared
 	f.discover("shared", false, "dep")
 	f.discover("own", false, "dep") // only js1's
 	f.discover("own2", false)       // only js1's, buildable
