@@ -57,9 +57,17 @@ func EnvName(prefix, name string) string {
 func fromEnv(fs *flag.FlagSet, prefix string) error {
 	explicit := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { explicit[f.Name] = true })
+	return FromEnv(fs, prefix, func(name string) bool { return explicit[name] })
+}
+
+// FromEnv sets every flag of fs for which given returns false from its
+// environment variable, as Parse does after parsing, for command lines
+// parsed by something else (cobra's pflag, which sets fs's values but not
+// what fs.Visit sees). Errors are returned, whatever fs's ErrorHandling.
+func FromEnv(fs *flag.FlagSet, prefix string, given func(name string) bool) error {
 	var errs []error
 	fs.VisitAll(func(f *flag.Flag) {
-		if explicit[f.Name] {
+		if given(f.Name) {
 			return
 		}
 		if err := setFromEnv(fs, f, prefix); err != nil {

@@ -265,3 +265,24 @@ func TestSecretUnknownFlagPanics(t *testing.T) {
 	}()
 	Secret(flag.NewFlagSet("x", flag.ContinueOnError), "nope")
 }
+
+// TestFromEnvSkipsWhatWasGiven: FromEnv leaves the flags given says were
+// set elsewhere (a command line another parser read) and sets the rest.
+func TestFromEnvSkipsWhatWasGiven(t *testing.T) {
+	t.Setenv("EKACI_NATS_URL", "nats://env:1")
+	t.Setenv("EKACI_MAX_JOBS", "8")
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	url := fs.String("nats-url", "nats://default:1", "")
+	jobs := fs.Int("max-jobs", 1, "")
+	*url = "nats://cli:1" // as another parser set it
+	if err := FromEnv(fs, "EKACI", func(name string) bool { return name == "nats-url" }); err != nil {
+		t.Fatal(err)
+	}
+	if *url != "nats://cli:1" || *jobs != 8 {
+		t.Fatalf("nats-url %q, max-jobs %d; want the command line's nats://cli:1 and the environment's 8", *url, *jobs)
+	}
+	t.Setenv("EKACI_MAX_JOBS", "eight")
+	if err := FromEnv(fs, "EKACI", func(string) bool { return false }); !errors.Is(err, ErrEnvValue) {
+		t.Fatalf("FromEnv with a bad value = %v, want ErrEnvValue", err)
+	}
+}

@@ -1,7 +1,9 @@
 // Command ekaci is the all-in-one CI server: `ekaci serve` runs every stage
 // over an embedded (or external) NATS JetStream; `ekaci run REPO` does the
 // same for one revision of a local repository, prints the outcome and exits
-// 0 only when everything built.
+// 0 only when everything built; `ekaci version` prints its version and
+// those of the Nix and nats-server it runs with. The command line is
+// cobra's: flags go before or after arguments.
 package main
 
 import (
@@ -14,6 +16,8 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/ekaci/ekaci/libs/flagenv"
 	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
@@ -38,18 +42,6 @@ func main() {
 	defer stop()
 	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
 }
-
-const usage = `ekaci — continuous integration for Nix repositories
-
-Usage:
-  ekaci run [flags] REPO   build one revision of REPO (a git repository with
-                           .ekaci/config.json), print the outcome, exit 0 when
-                           everything built, 1 when something failed
-  ekaci serve [flags]      run every stage until SIGINT/SIGTERM
-
-Run "ekaci run -h" or "ekaci serve -h" for flags; each flag can also be set
-with an EKACI_* environment variable (e.g. --nats-url and EKACI_NATS_URL).
-`
 
 type options struct {
 	cfg       ekaci.Config
@@ -111,27 +103,103 @@ func flags(name string, stderr io.Writer) (*flag.FlagSet, *options) {
 	return fs, o
 }
 
+// exitCode carries a command's exit status through cobra.
+type exitCode int
+
+func (c exitCode) Error() string { return fmt.Sprintf("exit status %d", int(c)) }
+
+// usageError is a command line cobra or a command refused: exit 2.
+type usageError struct{ err error }
+
+func (u usageError) Error() string { return u.err.Error() }
+
+// run runs the command line args (without the program name) and returns
+// its exit status. Flags may come before or after arguments (ekaci run
+// REPO --output json), as in git, nix and kubectl.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprint(stderr, usage)
-		if len(args) == 0 {
-			return exitUsage
-		}
+	root := newRoot(ctx, stdout, stderr)
+	root.SetArgs(args)
+	cmd, err := root.ExecuteC()
+	var code exitCode
+	switch {
+	case err == nil:
 		return 0
-	}
-	cmd := args[0]
-	if cmd != "run" && cmd != "serve" {
-		fmt.Fprintf(stderr, "ekaci: unknown command %q\n\n%s", cmd, usage)
+	case errors.As(err, &code):
+		return int(code)
+	default:
+		// A usage error (an unknown command or flag, a bad flag value,
+		// missing arguments): one line saying what is wrong.
+		fmt.Fprintf(stderr, "%s: %v\n", cmd.CommandPath(), err)
 		return exitUsage
 	}
-	fs, o := flags(cmd, stderr)
-	if err := flagenv.Parse(fs, args[1:], "EKACI"); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		fmt.Fprintf(stderr, "ekaci %s: %v\n", cmd, err)
-		return exitUsage
+}
+
+// newRoot builds the command tree.
+func newRoot(ctx context.Context, stdout, stderr io.Writer) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "ekaci",
+		Short: "ekaci — continuous integration for Nix repositories",
+		Long: `ekaci — continuous integration for Nix repositories
+
+Each flag can also be set with an EKACI_* environment variable
+(e.g. --nats-url and EKACI_NATS_URL); a secret also from a file named
+by EKACI_<NAME>_FILE.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		// Without a command: the usage, and a usage error's status.
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cmd.SetOut(stderr)
+			_ = cmd.Usage()
+			return exitCode(exitUsage)
+		},
 	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.SetContext(ctx)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.AddCommand(
+		stageCommand(ctx, "run", "run [flags] REPO", "build one revision of REPO (a git repository with .ekaci/config.json), print the outcome, exit 0 when everything built, 1 when something failed", stdout, stderr),
+		stageCommand(ctx, "serve", "serve [flags]", "run every stage until SIGINT/SIGTERM", stdout, stderr),
+		versionCommand(stdout),
+	)
+	return root
+}
+
+// stageCommand is `ekaci run` or `ekaci serve`: its flags are defined on
+// a flag.FlagSet (shared with flagenv and the stage libraries) and handed
+// to cobra, which parses them anywhere on the line.
+func stageCommand(ctx context.Context, name, use, short string, stdout, stderr io.Writer) *cobra.Command {
+	fs, o := flags(name, stderr)
+	cmd := &cobra.Command{
+		Use:   use,
+		Short: short,
+		Long:  short + ".\n\nEach flag can also be set with an EKACI_* environment variable (--nats-url: EKACI_NATS_URL).",
+		Args: func(_ *cobra.Command, args []string) error {
+			switch {
+			case name == "run" && len(args) != 1:
+				return usageError{fmt.Errorf("want exactly one repository, got %d arguments (ekaci run [flags] REPO)", len(args))}
+			case name == "serve" && len(args) != 0:
+				return usageError{fmt.Errorf("unexpected arguments %q", args)}
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := flagenv.FromEnv(fs, "EKACI", cmd.Flags().Changed); err != nil {
+				return usageError{err}
+			}
+			if code := execute(ctx, name, args, o, stdout, stderr); code != 0 {
+				return exitCode(code)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().SortFlags = false
+	cmd.Flags().AddGoFlagSet(fs)
+	return cmd
+}
+
+// execute runs `ekaci run` or `ekaci serve` with its flags parsed.
+func execute(ctx context.Context, cmd string, args []string, o *options, stdout, stderr io.Writer) int {
 	logger, err := telemetry.NewLogger(stderr, o.logLevel, o.logFormat)
 	if err != nil {
 		fmt.Fprintf(stderr, "ekaci: %v\n", err)
@@ -171,19 +239,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 	var req ekaci.Request
 	if cmd == "run" {
-		if fs.NArg() != 1 {
-			fmt.Fprintf(stderr, "ekaci run: want exactly one repository, got %d arguments (ekaci run [flags] REPO)\n", fs.NArg())
-			return exitUsage
-		}
 		if o.output != "text" && o.output != "json" {
 			fmt.Fprintf(stderr, "ekaci run: --output %q: want text or json\n", o.output)
 			return exitUsage
 		}
-		req = ekaci.Request{Repo: fs.Arg(0), Rev: o.rev, Base: o.base}
+		req = ekaci.Request{Repo: args[0], Rev: o.rev, Base: o.base}
 		o.cfg.Notify = io.Discard
-	} else if fs.NArg() != 0 {
-		fmt.Fprintf(stderr, "ekaci serve: unexpected arguments %q\n", fs.Args())
-		return exitUsage
 	}
 	// Check the request before starting anything, so a typo costs nothing.
 	var change *eventsv1.ChangeRequested

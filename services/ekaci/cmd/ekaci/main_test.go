@@ -5,13 +5,16 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/ekaci/ekaci/libs/nixtest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/ekaci/ekaci/libs/nixtest"
 )
 
 func gitRepo(t *testing.T, files map[string]string) string {
@@ -44,8 +47,11 @@ func TestRunPrintsTheOutcomeAndExitsByIt(t *testing.T) {
 in { good = mk "good" "echo ok > $out"; bad = mk "bad" "echo nope; exit 1"; }`,
 	})
 	var stdout, stderr bytes.Buffer
-	code := run(context.Background(), []string{"run", "--data-dir", t.TempDir(), "--nats-port", "-1",
-		"--nix-option", "substituters=", "--log-level", "warn", "--output", "json", repo}, &stdout, &stderr)
+	// Flags before and after the repository, as a new user writes them
+	// (ekaci run REPO --output json), and one from the environment.
+	t.Setenv("EKACI_LOG_LEVEL", "warn")
+	code := run(context.Background(), []string{"run", "--data-dir", t.TempDir(), "--nats-port", "-1", repo,
+		"--nix-option", "substituters=", "--output", "json"}, &stdout, &stderr)
 	if code != exitFailed {
 		t.Fatalf("exit %d, want %d (a failed attribute)\nstderr:\n%s", code, exitFailed, stderr.String())
 	}
@@ -100,6 +106,11 @@ func TestBadInvocationsSayWhatIsWrong(t *testing.T) {
 		{"repo missing", []string{"run", notRepo}, nil, exitUsage, notRepo + ": not a directory"},
 		{"bad revision", []string{"run", "--rev", "no-such-branch", repo}, nil, exitUsage, `revision "no-such-branch" is not a commit`},
 		{"bad output", []string{"run", "--output", "yaml", repo}, nil, exitUsage, `--output "yaml"`},
+		{"bad output after the repository", []string{"run", repo, "--output", "yaml"}, nil, exitUsage, `--output "yaml"`},
+		{"two repositories", []string{"run", repo, repo}, nil, exitUsage, "want exactly one repository, got 2 arguments"},
+		{"unknown flag", []string{"serve", "--bogus"}, nil, exitUsage, "unknown flag: --bogus"},
+		{"bad flag value", []string{"run", repo, "--max-jobs", "two"}, nil, exitUsage, `invalid argument "two" for "--max-jobs"`},
+		{"serve with arguments", []string{"serve", "extra"}, nil, exitUsage, `unexpected arguments ["extra"]`},
 		{"bad nix option", []string{"run", "--nix-option", "substituters", repo}, nil, exitUsage, "want name=value"},
 		{"bad env value", []string{"run", repo}, map[string]string{"EKACI_MAX_JOBS": "two"}, exitUsage, "EKACI_MAX_JOBS"},
 		{"unreachable NATS", []string{"run", "--data-dir", t.TempDir(), "--nats-url", "nats://127.0.0.1:1", repo}, nil, exitError, "cannot reach NATS at nats://127.0.0.1:1"},
@@ -121,6 +132,28 @@ func TestBadInvocationsSayWhatIsWrong(t *testing.T) {
 				t.Fatalf("stderr %q does not contain %q", stderr.String(), tt.want)
 			}
 		})
+	}
+}
+
+// TestVersionNamesWhatItRunsWith: ekaci version prints its own version
+// and the versions of the Nix (asked in the same run) and nats-server it
+// runs with.
+func TestVersionNamesWhatItRunsWith(t *testing.T) {
+	nixtest.Require(t)
+	out, err := exec.Command("nix-store", "--version").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fields := strings.Fields(string(out))
+	nixVer := fields[len(fields)-1]
+	var stdout, stderr bytes.Buffer
+	if code := run(context.Background(), []string{"version"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], "ekaci ") || lines[1] != "nix "+nixVer ||
+		lines[2] != "nats-server "+server.VERSION+" (embedded)" {
+		t.Fatalf("ekaci version printed:\n%s\nwant ekaci …, nix %s, nats-server %s (embedded)", stdout.String(), nixVer, server.VERSION)
 	}
 }
 
