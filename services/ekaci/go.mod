@@ -29,6 +29,8 @@ require (
 	golang.org/x/sync v0.25.0
 )
 
+require github.com/ekaci/ekaci/libs/binarycache v0.0.0-00010101000000-000000000000 // indirect
+
 require (
 	github.com/ekaci/ekaci/libs/binarycache v0.0.0-00010101000000-000000000000 // indirect
 	github.com/inconshreveable/mousetrap v1.1.0 // indirect
