@@ -245,3 +245,9 @@ func attempted(prefix, drvID string, attempt uint32) string {
 func sequenced(prefix, drvID string, seq uint64) string {
 	return prefix + drvID + "-" + strconv.FormatUint(seq, 10)
 }
+
+// GitHub facts.
+
+// InstallationChangedID is the github_installation_changed recorded for
+// one webhook delivery (X-GitHub-Delivery): a redelivery is a repeat.
+func InstallationChangedID(delivery string) string { return "gh-installation-" + delivery }

@@ -24,6 +24,7 @@ func TestFactIDFormats(t *testing.T) {
 		{"WebhookRequestedID delivery", eventlog.WebhookRequestedID("d4", change), "gh-d4"},
 		{"WebhookRequestedID no delivery", eventlog.WebhookRequestedID("", change), "gh-" + change},
 		{"RequestedID", eventlog.RequestedID(change), "requested-" + change},
+		{"InstallationChangedID", eventlog.InstallationChangedID("d5"), "gh-installation-d5"},
 		{"AttemptRequestedID first", eventlog.AttemptRequestedID("gh-d1", 0), "gh-d1"},
 		{"AttemptRequestedID later", eventlog.AttemptRequestedID("gh-d1", 2), "gh-d1-attempt-2"},
 		{"CheckedOutID", eventlog.CheckedOutID(change), "checked-out-" + change},

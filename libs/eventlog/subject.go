@@ -15,9 +15,12 @@ const (
 	Jobset = "jobset"
 	Drv    = "drv"
 	Check  = "check"
+	// GitHub holds what GitHub told ekaci about its App installations;
+	// the aggregate id is the installation id.
+	GitHub = "github"
 )
 
-var aggregates = []string{Change, Jobset, Drv, Check}
+var aggregates = []string{Change, Jobset, Drv, Check, GitHub}
 
 // ValidToken reports whether s may be used as a subject token: 1 to 128
 // of A-Z, a-z, 0-9, '_' and '-'. (A loop, not a regexp: every append

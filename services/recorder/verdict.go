@@ -32,6 +32,9 @@ func (c *Conclusions) maybeConclude(tx *bolt.Tx, jobsetID string, js *jobsetRow,
 			}
 			if ok {
 				r.State, r.Cause, r.Error, r.DurationMs = row.Drv.State.String(), row.Cause, row.Detail, row.Millis
+				if row.Drv.State == buildstate.Interrupted {
+					r.Interruption = row.Drv.Interruption // a timeout or ekaci's own failure: the notifier says which
+				}
 				decides := a.GetDifference() != eventsv1.Difference_DIFFERENCE_UNCHANGED
 				if decides && row.Drv.State.IsFailure() {
 					conclusion = eventsv1.Conclusion_CONCLUSION_FAILURE

@@ -271,6 +271,7 @@ type Event struct {
 	//	*Event_DrvDownstreamFailed
 	//	*Event_CheckStarted
 	//	*Event_CheckFinished
+	//	*Event_GithubInstallationChanged
 	Payload       isEvent_Payload `protobuf_oneof:"payload"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -584,6 +585,15 @@ func (x *Event) GetCheckFinished() *CheckFinished {
 	return nil
 }
 
+func (x *Event) GetGithubInstallationChanged() *GitHubInstallationChanged {
+	if x != nil {
+		if x, ok := x.Payload.(*Event_GithubInstallationChanged); ok {
+			return x.GithubInstallationChanged
+		}
+	}
+	return nil
+}
+
 type isEvent_Payload interface {
 	isEvent_Payload()
 }
@@ -729,6 +739,12 @@ type Event_CheckFinished struct {
 	CheckFinished *CheckFinished `protobuf:"bytes,51,opt,name=check_finished,json=checkFinished,proto3,oneof"`
 }
 
+type Event_GithubInstallationChanged struct {
+	// github_installation_changed: the repositories a GitHub App
+	// installation may see changed (aggregate: the installation id).
+	GithubInstallationChanged *GitHubInstallationChanged `protobuf:"bytes,80,opt,name=github_installation_changed,json=githubInstallationChanged,proto3,oneof"`
+}
+
 func (*Event_ChangeRequested) isEvent_Payload() {}
 
 func (*Event_ChangeCheckedOut) isEvent_Payload() {}
@@ -783,6 +799,8 @@ func (*Event_CheckStarted) isEvent_Payload() {}
 
 func (*Event_CheckFinished) isEvent_Payload() {}
 
+func (*Event_GithubInstallationChanged) isEvent_Payload() {}
+
 // ChangeRequested is a revision of a repository submitted for CI.
 type ChangeRequested struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -795,7 +813,10 @@ type ChangeRequested struct {
 	// source says who asked: "cli", "webhook" or "admin".
 	Source string `protobuf:"bytes,4,opt,name=source,proto3" json:"source,omitempty"`
 	// repo_name is a display name such as "owner/repo".
-	RepoName      string `protobuf:"bytes,5,opt,name=repo_name,json=repoName,proto3" json:"repo_name,omitempty"`
+	RepoName string `protobuf:"bytes,5,opt,name=repo_name,json=repoName,proto3" json:"repo_name,omitempty"`
+	// github is set when the request came from a GitHub webhook: where to
+	// answer with check runs.
+	Github        *GitHubOrigin `protobuf:"bytes,6,opt,name=github,proto3" json:"github,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -863,6 +884,13 @@ func (x *ChangeRequested) GetRepoName() string {
 		return x.RepoName
 	}
 	return ""
+}
+
+func (x *ChangeRequested) GetGithub() *GitHubOrigin {
+	if x != nil {
+		return x.Github
+	}
+	return nil
 }
 
 // ChangeCheckedOut says where the revisions were checked out.
@@ -1586,7 +1614,10 @@ type AttrResult struct {
 	// error is the evaluation error or the failure's log tail.
 	Error string `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
 	// duration_ms is the wall time of the attempt that settled it.
-	DurationMs    int64 `protobuf:"varint,7,opt,name=duration_ms,json=durationMs,proto3" json:"duration_ms,omitempty"`
+	DurationMs int64 `protobuf:"varint,7,opt,name=duration_ms,json=durationMs,proto3" json:"duration_ms,omitempty"`
+	// interruption is why an interrupted attribute stopped without a
+	// verdict (a timeout, ekaci's infrastructure, ...); unset otherwise.
+	Interruption  InterruptKind `protobuf:"varint,8,opt,name=interruption,proto3,enum=ekaci.events.v1.InterruptKind" json:"interruption,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1668,6 +1699,13 @@ func (x *AttrResult) GetDurationMs() int64 {
 		return x.DurationMs
 	}
 	return 0
+}
+
+func (x *AttrResult) GetInterruption() InterruptKind {
+	if x != nil {
+		return x.Interruption
+	}
+	return InterruptKind_INTERRUPT_KIND_UNSPECIFIED
 }
 
 // JobsetConcluded is a jobset whose attributes are all settled.
@@ -2972,11 +3010,238 @@ func (x *CheckFinished) GetOutputTail() string {
 	return ""
 }
 
+// GitHubOrigin says where on GitHub a change request came from: what the
+// notifier needs to answer with check runs on the head commit, and the
+// gitter to fetch a private repository with the installation's token.
+type GitHubOrigin struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// installation_id is the GitHub App installation that delivered it.
+	InstallationId int64 `protobuf:"varint,1,opt,name=installation_id,json=installationId,proto3" json:"installation_id,omitempty"`
+	// owner is the repository's owner login.
+	Owner string `protobuf:"bytes,2,opt,name=owner,proto3" json:"owner,omitempty"`
+	// repo is the repository's name (without the owner).
+	Repo string `protobuf:"bytes,3,opt,name=repo,proto3" json:"repo,omitempty"`
+	// pull_request is the pull request's number; 0 for a push or a merge
+	// group.
+	PullRequest int64 `protobuf:"varint,4,opt,name=pull_request,json=pullRequest,proto3" json:"pull_request,omitempty"`
+	// event is the delivery's X-GitHub-Event, e.g. "pull_request", "push",
+	// "merge_group", "check_run".
+	Event string `protobuf:"bytes,5,opt,name=event,proto3" json:"event,omitempty"`
+	// action is the delivery's action, e.g. "synchronize"; empty for push.
+	Action string `protobuf:"bytes,6,opt,name=action,proto3" json:"action,omitempty"`
+	// sender is the login of whoever caused the delivery.
+	Sender string `protobuf:"bytes,7,opt,name=sender,proto3" json:"sender,omitempty"`
+	// delivery is the X-GitHub-Delivery id.
+	Delivery string `protobuf:"bytes,8,opt,name=delivery,proto3" json:"delivery,omitempty"`
+	// head_ref is the branch under test (the pull request's head branch, the
+	// pushed branch, or the merge group's ref).
+	HeadRef       string `protobuf:"bytes,9,opt,name=head_ref,json=headRef,proto3" json:"head_ref,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GitHubOrigin) Reset() {
+	*x = GitHubOrigin{}
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GitHubOrigin) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GitHubOrigin) ProtoMessage() {}
+
+func (x *GitHubOrigin) ProtoReflect() protoreflect.Message {
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GitHubOrigin.ProtoReflect.Descriptor instead.
+func (*GitHubOrigin) Descriptor() ([]byte, []int) {
+	return file_ekaci_events_v1_events_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *GitHubOrigin) GetInstallationId() int64 {
+	if x != nil {
+		return x.InstallationId
+	}
+	return 0
+}
+
+func (x *GitHubOrigin) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *GitHubOrigin) GetRepo() string {
+	if x != nil {
+		return x.Repo
+	}
+	return ""
+}
+
+func (x *GitHubOrigin) GetPullRequest() int64 {
+	if x != nil {
+		return x.PullRequest
+	}
+	return 0
+}
+
+func (x *GitHubOrigin) GetEvent() string {
+	if x != nil {
+		return x.Event
+	}
+	return ""
+}
+
+func (x *GitHubOrigin) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *GitHubOrigin) GetSender() string {
+	if x != nil {
+		return x.Sender
+	}
+	return ""
+}
+
+func (x *GitHubOrigin) GetDelivery() string {
+	if x != nil {
+		return x.Delivery
+	}
+	return ""
+}
+
+func (x *GitHubOrigin) GetHeadRef() string {
+	if x != nil {
+		return x.HeadRef
+	}
+	return ""
+}
+
+// GitHubInstallationChanged records which repositories a GitHub App
+// installation may see, as GitHub said in an installation or
+// installation_repositories delivery.
+type GitHubInstallationChanged struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// installation_id is the installation.
+	InstallationId int64 `protobuf:"varint,1,opt,name=installation_id,json=installationId,proto3" json:"installation_id,omitempty"`
+	// account is the login of the account it is installed on.
+	Account string `protobuf:"bytes,2,opt,name=account,proto3" json:"account,omitempty"`
+	// removed is true when the App was uninstalled (or suspended): none of
+	// its repositories may be seen any more.
+	Removed bool `protobuf:"varint,3,opt,name=removed,proto3" json:"removed,omitempty"`
+	// all_repositories is true when the installation sees every repository
+	// of the account (repository_selection "all").
+	AllRepositories bool `protobuf:"varint,4,opt,name=all_repositories,json=allRepositories,proto3" json:"all_repositories,omitempty"`
+	// added are repositories ("owner/repo") it may now see.
+	Added []string `protobuf:"bytes,5,rep,name=added,proto3" json:"added,omitempty"`
+	// removed_repositories are repositories it may no longer see.
+	RemovedRepositories []string `protobuf:"bytes,6,rep,name=removed_repositories,json=removedRepositories,proto3" json:"removed_repositories,omitempty"`
+	// action is the delivery's action, e.g. "created", "added".
+	Action        string `protobuf:"bytes,7,opt,name=action,proto3" json:"action,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GitHubInstallationChanged) Reset() {
+	*x = GitHubInstallationChanged{}
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GitHubInstallationChanged) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GitHubInstallationChanged) ProtoMessage() {}
+
+func (x *GitHubInstallationChanged) ProtoReflect() protoreflect.Message {
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GitHubInstallationChanged.ProtoReflect.Descriptor instead.
+func (*GitHubInstallationChanged) Descriptor() ([]byte, []int) {
+	return file_ekaci_events_v1_events_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *GitHubInstallationChanged) GetInstallationId() int64 {
+	if x != nil {
+		return x.InstallationId
+	}
+	return 0
+}
+
+func (x *GitHubInstallationChanged) GetAccount() string {
+	if x != nil {
+		return x.Account
+	}
+	return ""
+}
+
+func (x *GitHubInstallationChanged) GetRemoved() bool {
+	if x != nil {
+		return x.Removed
+	}
+	return false
+}
+
+func (x *GitHubInstallationChanged) GetAllRepositories() bool {
+	if x != nil {
+		return x.AllRepositories
+	}
+	return false
+}
+
+func (x *GitHubInstallationChanged) GetAdded() []string {
+	if x != nil {
+		return x.Added
+	}
+	return nil
+}
+
+func (x *GitHubInstallationChanged) GetRemovedRepositories() []string {
+	if x != nil {
+		return x.RemovedRepositories
+	}
+	return nil
+}
+
+func (x *GitHubInstallationChanged) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
 var File_ekaci_events_v1_events_proto protoreflect.FileDescriptor
 
 const file_ekaci_events_v1_events_proto_rawDesc = "" +
 	"\n" +
-	"\x1cekaci/events/v1/events.proto\x12\x0fekaci.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9a\x12\n" +
+	"\x1cekaci/events/v1/events.proto\x12\x0fekaci.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x88\x13\n" +
 	"\x05Event\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12;\n" +
 	"\voccurred_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
@@ -3011,8 +3276,9 @@ const file_ekaci_events_v1_events_proto_rawDesc = "" +
 	"\fdrv_requeued\x18' \x01(\v2\x1c.ekaci.events.v1.DrvRequeuedH\x00R\vdrvRequeued\x12Z\n" +
 	"\x15drv_downstream_failed\x18( \x01(\v2$.ekaci.events.v1.DrvDownstreamFailedH\x00R\x13drvDownstreamFailed\x12D\n" +
 	"\rcheck_started\x182 \x01(\v2\x1d.ekaci.events.v1.CheckStartedH\x00R\fcheckStarted\x12G\n" +
-	"\x0echeck_finished\x183 \x01(\v2\x1e.ekaci.events.v1.CheckFinishedH\x00R\rcheckFinishedB\t\n" +
-	"\apayload\"\xa3\x01\n" +
+	"\x0echeck_finished\x183 \x01(\v2\x1e.ekaci.events.v1.CheckFinishedH\x00R\rcheckFinished\x12l\n" +
+	"\x1bgithub_installation_changed\x18P \x01(\v2*.ekaci.events.v1.GitHubInstallationChangedH\x00R\x19githubInstallationChangedB\t\n" +
+	"\apayload\"\xda\x01\n" +
 	"\x0fChangeRequested\x12\x19\n" +
 	"\brepo_url\x18\x01 \x01(\tR\arepoUrl\x12\x1f\n" +
 	"\vhead_commit\x18\x02 \x01(\tR\n" +
@@ -3020,7 +3286,8 @@ const file_ekaci_events_v1_events_proto_rawDesc = "" +
 	"\vbase_commit\x18\x03 \x01(\tR\n" +
 	"baseCommit\x12\x16\n" +
 	"\x06source\x18\x04 \x01(\tR\x06source\x12\x1b\n" +
-	"\trepo_name\x18\x05 \x01(\tR\brepoName\"\x9e\x01\n" +
+	"\trepo_name\x18\x05 \x01(\tR\brepoName\x125\n" +
+	"\x06github\x18\x06 \x01(\v2\x1d.ekaci.events.v1.GitHubOriginR\x06github\"\x9e\x01\n" +
 	"\x10ChangeCheckedOut\x12#\n" +
 	"\rhead_worktree\x18\x01 \x01(\tR\fheadWorktree\x12#\n" +
 	"\rbase_worktree\x18\x02 \x01(\tR\fbaseWorktree\x12\x1f\n" +
@@ -3083,7 +3350,7 @@ const file_ekaci_events_v1_events_proto_rawDesc = "" +
 	"\x05attrs\x18\x03 \x03(\v2\x18.ekaci.events.v1.JobAttrR\x05attrs\"E\n" +
 	"\x10JobsetEvalFailed\x12\x1b\n" +
 	"\tchange_id\x18\x01 \x01(\tR\bchangeId\x12\x14\n" +
-	"\x05error\x18\x02 \x01(\tR\x05error\"\xdb\x01\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\"\x9f\x02\n" +
 	"\n" +
 	"AttrResult\x12\x12\n" +
 	"\x04attr\x18\x01 \x01(\tR\x04attr\x12\x19\n" +
@@ -3095,7 +3362,8 @@ const file_ekaci_events_v1_events_proto_rawDesc = "" +
 	"\x05cause\x18\x05 \x01(\tR\x05cause\x12\x14\n" +
 	"\x05error\x18\x06 \x01(\tR\x05error\x12\x1f\n" +
 	"\vduration_ms\x18\a \x01(\x03R\n" +
-	"durationMs\"\xde\x02\n" +
+	"durationMs\x12B\n" +
+	"\finterruption\x18\b \x01(\x0e2\x1e.ekaci.events.v1.InterruptKindR\finterruption\"\xde\x02\n" +
 	"\x0fJobsetConcluded\x12\x1b\n" +
 	"\tchange_id\x18\x01 \x01(\tR\bchangeId\x12\x10\n" +
 	"\x03job\x18\x02 \x01(\tR\x03job\x12;\n" +
@@ -3197,7 +3465,25 @@ const file_ekaci_events_v1_events_proto_rawDesc = "" +
 	"\vduration_ms\x18\x05 \x01(\x03R\n" +
 	"durationMs\x12\x1f\n" +
 	"\voutput_tail\x18\x06 \x01(\tR\n" +
-	"outputTail*\x8a\x01\n" +
+	"outputTail\"\x81\x02\n" +
+	"\fGitHubOrigin\x12'\n" +
+	"\x0finstallation_id\x18\x01 \x01(\x03R\x0einstallationId\x12\x14\n" +
+	"\x05owner\x18\x02 \x01(\tR\x05owner\x12\x12\n" +
+	"\x04repo\x18\x03 \x01(\tR\x04repo\x12!\n" +
+	"\fpull_request\x18\x04 \x01(\x03R\vpullRequest\x12\x14\n" +
+	"\x05event\x18\x05 \x01(\tR\x05event\x12\x16\n" +
+	"\x06action\x18\x06 \x01(\tR\x06action\x12\x16\n" +
+	"\x06sender\x18\a \x01(\tR\x06sender\x12\x1a\n" +
+	"\bdelivery\x18\b \x01(\tR\bdelivery\x12\x19\n" +
+	"\bhead_ref\x18\t \x01(\tR\aheadRef\"\x84\x02\n" +
+	"\x19GitHubInstallationChanged\x12'\n" +
+	"\x0finstallation_id\x18\x01 \x01(\x03R\x0einstallationId\x12\x18\n" +
+	"\aaccount\x18\x02 \x01(\tR\aaccount\x12\x18\n" +
+	"\aremoved\x18\x03 \x01(\bR\aremoved\x12)\n" +
+	"\x10all_repositories\x18\x04 \x01(\bR\x0fallRepositories\x12\x14\n" +
+	"\x05added\x18\x05 \x03(\tR\x05added\x121\n" +
+	"\x14removed_repositories\x18\x06 \x03(\tR\x13removedRepositories\x12\x16\n" +
+	"\x06action\x18\a \x01(\tR\x06action*\x8a\x01\n" +
 	"\n" +
 	"Conclusion\x12\x1a\n" +
 	"\x16CONCLUSION_UNSPECIFIED\x10\x00\x12\x16\n" +
@@ -3234,49 +3520,51 @@ func file_ekaci_events_v1_events_proto_rawDescGZIP() []byte {
 }
 
 var file_ekaci_events_v1_events_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_ekaci_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_ekaci_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_ekaci_events_v1_events_proto_goTypes = []any{
-	(Conclusion)(0),               // 0: ekaci.events.v1.Conclusion
-	(Difference)(0),               // 1: ekaci.events.v1.Difference
-	(InterruptKind)(0),            // 2: ekaci.events.v1.InterruptKind
-	(*Event)(nil),                 // 3: ekaci.events.v1.Event
-	(*ChangeRequested)(nil),       // 4: ekaci.events.v1.ChangeRequested
-	(*ChangeCheckedOut)(nil),      // 5: ekaci.events.v1.ChangeCheckedOut
-	(*ChangeCheckoutFailed)(nil),  // 6: ekaci.events.v1.ChangeCheckoutFailed
-	(*ChangeConfigRead)(nil),      // 7: ekaci.events.v1.ChangeConfigRead
-	(*ChangeConfigInvalid)(nil),   // 8: ekaci.events.v1.ChangeConfigInvalid
-	(*ChangeConcluded)(nil),       // 9: ekaci.events.v1.ChangeConcluded
-	(*JobsetCreated)(nil),         // 10: ekaci.events.v1.JobsetCreated
-	(*JobAttr)(nil),               // 11: ekaci.events.v1.JobAttr
-	(*JobsetEvaluated)(nil),       // 12: ekaci.events.v1.JobsetEvaluated
-	(*JobsetAttrsListed)(nil),     // 13: ekaci.events.v1.JobsetAttrsListed
-	(*JobsetEvalFailed)(nil),      // 14: ekaci.events.v1.JobsetEvalFailed
-	(*AttrResult)(nil),            // 15: ekaci.events.v1.AttrResult
-	(*JobsetConcluded)(nil),       // 16: ekaci.events.v1.JobsetConcluded
-	(*DrvDiscovered)(nil),         // 17: ekaci.events.v1.DrvDiscovered
-	(*DrvBuildable)(nil),          // 18: ekaci.events.v1.DrvBuildable
-	(*DrvBuildStarted)(nil),       // 19: ekaci.events.v1.DrvBuildStarted
-	(*DrvBuildSucceeded)(nil),     // 20: ekaci.events.v1.DrvBuildSucceeded
-	(*DrvBuildFailedRetry)(nil),   // 21: ekaci.events.v1.DrvBuildFailedRetry
-	(*DrvBuildFailed)(nil),        // 22: ekaci.events.v1.DrvBuildFailed
-	(*DrvDependencyFailed)(nil),   // 23: ekaci.events.v1.DrvDependencyFailed
-	(*DrvBlocked)(nil),            // 24: ekaci.events.v1.DrvBlocked
-	(*DrvInterrupted)(nil),        // 25: ekaci.events.v1.DrvInterrupted
-	(*DrvDownstreamFailed)(nil),   // 26: ekaci.events.v1.DrvDownstreamFailed
-	(*DrvRequeued)(nil),           // 27: ekaci.events.v1.DrvRequeued
-	(*Actor)(nil),                 // 28: ekaci.events.v1.Actor
-	(*ChangeCancelled)(nil),       // 29: ekaci.events.v1.ChangeCancelled
-	(*JobsetCancelled)(nil),       // 30: ekaci.events.v1.JobsetCancelled
-	(*JobsetRestarted)(nil),       // 31: ekaci.events.v1.JobsetRestarted
-	(*CheckStarted)(nil),          // 32: ekaci.events.v1.CheckStarted
-	(*CheckFinished)(nil),         // 33: ekaci.events.v1.CheckFinished
-	nil,                           // 34: ekaci.events.v1.JobsetCreated.ArgsEntry
-	nil,                           // 35: ekaci.events.v1.JobsetConcluded.CountsEntry
-	nil,                           // 36: ekaci.events.v1.DrvDiscovered.OutputsEntry
-	(*timestamppb.Timestamp)(nil), // 37: google.protobuf.Timestamp
+	(Conclusion)(0),                   // 0: ekaci.events.v1.Conclusion
+	(Difference)(0),                   // 1: ekaci.events.v1.Difference
+	(InterruptKind)(0),                // 2: ekaci.events.v1.InterruptKind
+	(*Event)(nil),                     // 3: ekaci.events.v1.Event
+	(*ChangeRequested)(nil),           // 4: ekaci.events.v1.ChangeRequested
+	(*ChangeCheckedOut)(nil),          // 5: ekaci.events.v1.ChangeCheckedOut
+	(*ChangeCheckoutFailed)(nil),      // 6: ekaci.events.v1.ChangeCheckoutFailed
+	(*ChangeConfigRead)(nil),          // 7: ekaci.events.v1.ChangeConfigRead
+	(*ChangeConfigInvalid)(nil),       // 8: ekaci.events.v1.ChangeConfigInvalid
+	(*ChangeConcluded)(nil),           // 9: ekaci.events.v1.ChangeConcluded
+	(*JobsetCreated)(nil),             // 10: ekaci.events.v1.JobsetCreated
+	(*JobAttr)(nil),                   // 11: ekaci.events.v1.JobAttr
+	(*JobsetEvaluated)(nil),           // 12: ekaci.events.v1.JobsetEvaluated
+	(*JobsetAttrsListed)(nil),         // 13: ekaci.events.v1.JobsetAttrsListed
+	(*JobsetEvalFailed)(nil),          // 14: ekaci.events.v1.JobsetEvalFailed
+	(*AttrResult)(nil),                // 15: ekaci.events.v1.AttrResult
+	(*JobsetConcluded)(nil),           // 16: ekaci.events.v1.JobsetConcluded
+	(*DrvDiscovered)(nil),             // 17: ekaci.events.v1.DrvDiscovered
+	(*DrvBuildable)(nil),              // 18: ekaci.events.v1.DrvBuildable
+	(*DrvBuildStarted)(nil),           // 19: ekaci.events.v1.DrvBuildStarted
+	(*DrvBuildSucceeded)(nil),         // 20: ekaci.events.v1.DrvBuildSucceeded
+	(*DrvBuildFailedRetry)(nil),       // 21: ekaci.events.v1.DrvBuildFailedRetry
+	(*DrvBuildFailed)(nil),            // 22: ekaci.events.v1.DrvBuildFailed
+	(*DrvDependencyFailed)(nil),       // 23: ekaci.events.v1.DrvDependencyFailed
+	(*DrvBlocked)(nil),                // 24: ekaci.events.v1.DrvBlocked
+	(*DrvInterrupted)(nil),            // 25: ekaci.events.v1.DrvInterrupted
+	(*DrvDownstreamFailed)(nil),       // 26: ekaci.events.v1.DrvDownstreamFailed
+	(*DrvRequeued)(nil),               // 27: ekaci.events.v1.DrvRequeued
+	(*Actor)(nil),                     // 28: ekaci.events.v1.Actor
+	(*ChangeCancelled)(nil),           // 29: ekaci.events.v1.ChangeCancelled
+	(*JobsetCancelled)(nil),           // 30: ekaci.events.v1.JobsetCancelled
+	(*JobsetRestarted)(nil),           // 31: ekaci.events.v1.JobsetRestarted
+	(*CheckStarted)(nil),              // 32: ekaci.events.v1.CheckStarted
+	(*CheckFinished)(nil),             // 33: ekaci.events.v1.CheckFinished
+	(*GitHubOrigin)(nil),              // 34: ekaci.events.v1.GitHubOrigin
+	(*GitHubInstallationChanged)(nil), // 35: ekaci.events.v1.GitHubInstallationChanged
+	nil,                               // 36: ekaci.events.v1.JobsetCreated.ArgsEntry
+	nil,                               // 37: ekaci.events.v1.JobsetConcluded.CountsEntry
+	nil,                               // 38: ekaci.events.v1.DrvDiscovered.OutputsEntry
+	(*timestamppb.Timestamp)(nil),     // 39: google.protobuf.Timestamp
 }
 var file_ekaci_events_v1_events_proto_depIdxs = []int32{
-	37, // 0: ekaci.events.v1.Event.occurred_at:type_name -> google.protobuf.Timestamp
+	39, // 0: ekaci.events.v1.Event.occurred_at:type_name -> google.protobuf.Timestamp
 	4,  // 1: ekaci.events.v1.Event.change_requested:type_name -> ekaci.events.v1.ChangeRequested
 	5,  // 2: ekaci.events.v1.Event.change_checked_out:type_name -> ekaci.events.v1.ChangeCheckedOut
 	6,  // 3: ekaci.events.v1.Event.change_checkout_failed:type_name -> ekaci.events.v1.ChangeCheckoutFailed
@@ -3304,28 +3592,31 @@ var file_ekaci_events_v1_events_proto_depIdxs = []int32{
 	26, // 25: ekaci.events.v1.Event.drv_downstream_failed:type_name -> ekaci.events.v1.DrvDownstreamFailed
 	32, // 26: ekaci.events.v1.Event.check_started:type_name -> ekaci.events.v1.CheckStarted
 	33, // 27: ekaci.events.v1.Event.check_finished:type_name -> ekaci.events.v1.CheckFinished
-	0,  // 28: ekaci.events.v1.ChangeConcluded.conclusion:type_name -> ekaci.events.v1.Conclusion
-	34, // 29: ekaci.events.v1.JobsetCreated.args:type_name -> ekaci.events.v1.JobsetCreated.ArgsEntry
-	1,  // 30: ekaci.events.v1.JobAttr.difference:type_name -> ekaci.events.v1.Difference
-	11, // 31: ekaci.events.v1.JobsetEvaluated.attrs:type_name -> ekaci.events.v1.JobAttr
-	11, // 32: ekaci.events.v1.JobsetAttrsListed.attrs:type_name -> ekaci.events.v1.JobAttr
-	1,  // 33: ekaci.events.v1.AttrResult.difference:type_name -> ekaci.events.v1.Difference
-	0,  // 34: ekaci.events.v1.JobsetConcluded.conclusion:type_name -> ekaci.events.v1.Conclusion
-	15, // 35: ekaci.events.v1.JobsetConcluded.results:type_name -> ekaci.events.v1.AttrResult
-	35, // 36: ekaci.events.v1.JobsetConcluded.counts:type_name -> ekaci.events.v1.JobsetConcluded.CountsEntry
-	36, // 37: ekaci.events.v1.DrvDiscovered.outputs:type_name -> ekaci.events.v1.DrvDiscovered.OutputsEntry
-	2,  // 38: ekaci.events.v1.DrvBuildFailedRetry.interruption:type_name -> ekaci.events.v1.InterruptKind
-	2,  // 39: ekaci.events.v1.DrvInterrupted.kind:type_name -> ekaci.events.v1.InterruptKind
-	28, // 40: ekaci.events.v1.DrvInterrupted.actor:type_name -> ekaci.events.v1.Actor
-	28, // 41: ekaci.events.v1.DrvRequeued.actor:type_name -> ekaci.events.v1.Actor
-	28, // 42: ekaci.events.v1.ChangeCancelled.actor:type_name -> ekaci.events.v1.Actor
-	28, // 43: ekaci.events.v1.JobsetCancelled.actor:type_name -> ekaci.events.v1.Actor
-	28, // 44: ekaci.events.v1.JobsetRestarted.actor:type_name -> ekaci.events.v1.Actor
-	45, // [45:45] is the sub-list for method output_type
-	45, // [45:45] is the sub-list for method input_type
-	45, // [45:45] is the sub-list for extension type_name
-	45, // [45:45] is the sub-list for extension extendee
-	0,  // [0:45] is the sub-list for field type_name
+	35, // 28: ekaci.events.v1.Event.github_installation_changed:type_name -> ekaci.events.v1.GitHubInstallationChanged
+	34, // 29: ekaci.events.v1.ChangeRequested.github:type_name -> ekaci.events.v1.GitHubOrigin
+	0,  // 30: ekaci.events.v1.ChangeConcluded.conclusion:type_name -> ekaci.events.v1.Conclusion
+	36, // 31: ekaci.events.v1.JobsetCreated.args:type_name -> ekaci.events.v1.JobsetCreated.ArgsEntry
+	1,  // 32: ekaci.events.v1.JobAttr.difference:type_name -> ekaci.events.v1.Difference
+	11, // 33: ekaci.events.v1.JobsetEvaluated.attrs:type_name -> ekaci.events.v1.JobAttr
+	11, // 34: ekaci.events.v1.JobsetAttrsListed.attrs:type_name -> ekaci.events.v1.JobAttr
+	1,  // 35: ekaci.events.v1.AttrResult.difference:type_name -> ekaci.events.v1.Difference
+	2,  // 36: ekaci.events.v1.AttrResult.interruption:type_name -> ekaci.events.v1.InterruptKind
+	0,  // 37: ekaci.events.v1.JobsetConcluded.conclusion:type_name -> ekaci.events.v1.Conclusion
+	15, // 38: ekaci.events.v1.JobsetConcluded.results:type_name -> ekaci.events.v1.AttrResult
+	37, // 39: ekaci.events.v1.JobsetConcluded.counts:type_name -> ekaci.events.v1.JobsetConcluded.CountsEntry
+	38, // 40: ekaci.events.v1.DrvDiscovered.outputs:type_name -> ekaci.events.v1.DrvDiscovered.OutputsEntry
+	2,  // 41: ekaci.events.v1.DrvBuildFailedRetry.interruption:type_name -> ekaci.events.v1.InterruptKind
+	2,  // 42: ekaci.events.v1.DrvInterrupted.kind:type_name -> ekaci.events.v1.InterruptKind
+	28, // 43: ekaci.events.v1.DrvInterrupted.actor:type_name -> ekaci.events.v1.Actor
+	28, // 44: ekaci.events.v1.DrvRequeued.actor:type_name -> ekaci.events.v1.Actor
+	28, // 45: ekaci.events.v1.ChangeCancelled.actor:type_name -> ekaci.events.v1.Actor
+	28, // 46: ekaci.events.v1.JobsetCancelled.actor:type_name -> ekaci.events.v1.Actor
+	28, // 47: ekaci.events.v1.JobsetRestarted.actor:type_name -> ekaci.events.v1.Actor
+	48, // [48:48] is the sub-list for method output_type
+	48, // [48:48] is the sub-list for method input_type
+	48, // [48:48] is the sub-list for extension type_name
+	48, // [48:48] is the sub-list for extension extendee
+	0,  // [0:48] is the sub-list for field type_name
 }
 
 func init() { file_ekaci_events_v1_events_proto_init() }
@@ -3361,6 +3652,7 @@ func file_ekaci_events_v1_events_proto_init() {
 		(*Event_DrvDownstreamFailed)(nil),
 		(*Event_CheckStarted)(nil),
 		(*Event_CheckFinished)(nil),
+		(*Event_GithubInstallationChanged)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3368,7 +3660,7 @@ func file_ekaci_events_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ekaci_events_v1_events_proto_rawDesc), len(file_ekaci_events_v1_events_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   34,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -246,6 +246,14 @@ func (x *Event) MarshalProtoJSON(e *pbjson.Encoder) {
 		e.Name("\"check_finished\":")
 		v.CheckFinished.MarshalProtoJSON(e)
 	}
+	if v, ok := x.Payload.(*Event_GithubInstallationChanged); ok {
+		if v.GithubInstallationChanged == nil {
+			e.Fail()
+			return
+		}
+		e.Name("\"github_installation_changed\":")
+		v.GithubInstallationChanged.MarshalProtoJSON(e)
+	}
 	e.Close()
 }
 
@@ -347,6 +355,9 @@ func (x *Event) UnmarshalProtoJSON(d *pbjson.Decoder) {
 		case "check_finished", "checkFinished":
 			d.Seen(&seen, 4)
 			x.Payload = &Event_CheckFinished{CheckFinished: pbjson.Message(d, &CheckFinished{})}
+		case "github_installation_changed", "githubInstallationChanged":
+			d.Seen(&seen, 4)
+			x.Payload = &Event_GithubInstallationChanged{GithubInstallationChanged: pbjson.Message(d, &GitHubInstallationChanged{})}
 		default:
 			d.Skip()
 		}
@@ -383,6 +394,10 @@ func (x *ChangeRequested) MarshalProtoJSON(e *pbjson.Encoder) {
 		e.Name("\"repo_name\":")
 		e.String(x.RepoName)
 	}
+	if x.Github != nil {
+		e.Name("\"github\":")
+		x.Github.MarshalProtoJSON(e)
+	}
 	e.Close()
 }
 
@@ -406,6 +421,9 @@ func (x *ChangeRequested) UnmarshalProtoJSON(d *pbjson.Decoder) {
 		case "repo_name", "repoName":
 			d.Seen(&seen, 4)
 			x.RepoName = d.String()
+		case "github":
+			d.Seen(&seen, 5)
+			x.Github = pbjson.Message(d, &GitHubOrigin{})
 		default:
 			d.Skip()
 		}
@@ -1006,6 +1024,10 @@ func (x *AttrResult) MarshalProtoJSON(e *pbjson.Encoder) {
 		e.Name("\"duration_ms\":")
 		e.Int64(x.DurationMs)
 	}
+	if x.Interruption != 0 {
+		e.Name("\"interruption\":")
+		e.Enum(int32(x.Interruption), InterruptKind_name)
+	}
 	e.Close()
 }
 
@@ -1035,6 +1057,9 @@ func (x *AttrResult) UnmarshalProtoJSON(d *pbjson.Decoder) {
 		case "duration_ms", "durationMs":
 			d.Seen(&seen, 6)
 			x.DurationMs = d.Int64()
+		case "interruption":
+			d.Seen(&seen, 7)
+			x.Interruption = InterruptKind(d.Enum(InterruptKind_value))
 		default:
 			d.Skip()
 		}
@@ -2003,6 +2028,180 @@ func (x *CheckFinished) UnmarshalProtoJSON(d *pbjson.Decoder) {
 		case "output_tail", "outputTail":
 			d.Seen(&seen, 5)
 			x.OutputTail = d.String()
+		default:
+			d.Skip()
+		}
+		if d.Failed() {
+			return
+		}
+	}
+}
+
+// MarshalProtoJSON implements pbjson.Marshaler.
+func (x *GitHubOrigin) MarshalProtoJSON(e *pbjson.Encoder) {
+	if x == nil {
+		e.Fail()
+		return
+	}
+	e.Open()
+	if x.InstallationId != 0 {
+		e.Name("\"installation_id\":")
+		e.Int64(x.InstallationId)
+	}
+	if x.Owner != "" {
+		e.Name("\"owner\":")
+		e.String(x.Owner)
+	}
+	if x.Repo != "" {
+		e.Name("\"repo\":")
+		e.String(x.Repo)
+	}
+	if x.PullRequest != 0 {
+		e.Name("\"pull_request\":")
+		e.Int64(x.PullRequest)
+	}
+	if x.Event != "" {
+		e.Name("\"event\":")
+		e.String(x.Event)
+	}
+	if x.Action != "" {
+		e.Name("\"action\":")
+		e.String(x.Action)
+	}
+	if x.Sender != "" {
+		e.Name("\"sender\":")
+		e.String(x.Sender)
+	}
+	if x.Delivery != "" {
+		e.Name("\"delivery\":")
+		e.String(x.Delivery)
+	}
+	if x.HeadRef != "" {
+		e.Name("\"head_ref\":")
+		e.String(x.HeadRef)
+	}
+	e.Close()
+}
+
+// UnmarshalProtoJSON implements pbjson.Unmarshaler; x is empty.
+func (x *GitHubOrigin) UnmarshalProtoJSON(d *pbjson.Decoder) {
+	var seen uint64
+	for more := d.Object() && d.First(); more; more = d.More() {
+		switch string(d.Name()) {
+		case "installation_id", "installationId":
+			d.Seen(&seen, 0)
+			x.InstallationId = d.Int64()
+		case "owner":
+			d.Seen(&seen, 1)
+			x.Owner = d.String()
+		case "repo":
+			d.Seen(&seen, 2)
+			x.Repo = d.String()
+		case "pull_request", "pullRequest":
+			d.Seen(&seen, 3)
+			x.PullRequest = d.Int64()
+		case "event":
+			d.Seen(&seen, 4)
+			x.Event = d.String()
+		case "action":
+			d.Seen(&seen, 5)
+			x.Action = d.String()
+		case "sender":
+			d.Seen(&seen, 6)
+			x.Sender = d.String()
+		case "delivery":
+			d.Seen(&seen, 7)
+			x.Delivery = d.String()
+		case "head_ref", "headRef":
+			d.Seen(&seen, 8)
+			x.HeadRef = d.String()
+		default:
+			d.Skip()
+		}
+		if d.Failed() {
+			return
+		}
+	}
+}
+
+// MarshalProtoJSON implements pbjson.Marshaler.
+func (x *GitHubInstallationChanged) MarshalProtoJSON(e *pbjson.Encoder) {
+	if x == nil {
+		e.Fail()
+		return
+	}
+	e.Open()
+	if x.InstallationId != 0 {
+		e.Name("\"installation_id\":")
+		e.Int64(x.InstallationId)
+	}
+	if x.Account != "" {
+		e.Name("\"account\":")
+		e.String(x.Account)
+	}
+	if x.Removed {
+		e.Name("\"removed\":")
+		e.Bool(x.Removed)
+	}
+	if x.AllRepositories {
+		e.Name("\"all_repositories\":")
+		e.Bool(x.AllRepositories)
+	}
+	if len(x.Added) > 0 {
+		e.Name("\"added\":")
+		e.OpenArray()
+		for _, v := range x.Added {
+			e.Elem()
+			e.String(v)
+		}
+		e.CloseArray()
+	}
+	if len(x.RemovedRepositories) > 0 {
+		e.Name("\"removed_repositories\":")
+		e.OpenArray()
+		for _, v := range x.RemovedRepositories {
+			e.Elem()
+			e.String(v)
+		}
+		e.CloseArray()
+	}
+	if x.Action != "" {
+		e.Name("\"action\":")
+		e.String(x.Action)
+	}
+	e.Close()
+}
+
+// UnmarshalProtoJSON implements pbjson.Unmarshaler; x is empty.
+func (x *GitHubInstallationChanged) UnmarshalProtoJSON(d *pbjson.Decoder) {
+	var seen uint64
+	for more := d.Object() && d.First(); more; more = d.More() {
+		switch string(d.Name()) {
+		case "installation_id", "installationId":
+			d.Seen(&seen, 0)
+			x.InstallationId = d.Int64()
+		case "account":
+			d.Seen(&seen, 1)
+			x.Account = d.String()
+		case "removed":
+			d.Seen(&seen, 2)
+			x.Removed = d.Bool()
+		case "all_repositories", "allRepositories":
+			d.Seen(&seen, 3)
+			x.AllRepositories = d.Bool()
+		case "added":
+			d.Seen(&seen, 4)
+			for more := d.Array() && d.ArrayFirst(); more; more = d.ArrayMore() {
+				x.Added = append(x.Added, d.String())
+			}
+		case "removed_repositories", "removedRepositories":
+			d.Seen(&seen, 5)
+			for more := d.Array() && d.ArrayFirst(); more; more = d.ArrayMore() {
+				x.RemovedRepositories = append(x.RemovedRepositories, d.String())
+			}
+		case "action":
+			d.Seen(&seen, 6)
+			x.Action = d.String()
 		default:
 			d.Skip()
 		}
