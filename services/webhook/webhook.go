@@ -1,17 +1,22 @@
-// Package webhook receives GitHub webhooks and records a change request for
-// every pull request opened, reopened or updated.
+// Package webhook receives a GitHub App's webhooks and turns them into
+// facts: a change request for every pull request head, default-branch push
+// and merge group to test, and what each App installation may see.
 //
 // It decides which GitHub deliveries become change requests
-// (change_requested).
+// (change_requested, with their GitHubOrigin) and records installations
+// (github_installation_changed); the approval of outside contributors is
+// decided here too (policy.go).
 //
 // The signature (X-Hub-Signature-256, HMAC-SHA256 of the raw body) is
 // checked in constant time before the body is parsed; there is no SHA-1
 // fallback and no unsigned mode: the stage refuses to start without a
-// secret. A delivery is acknowledged only once its fact is durably in the
-// event log. A change (repository, head, base) is recorded once: GitHub's
-// redeliveries, even days later, find it already known, unless its
-// checkout failed, when a redelivery requests it again (package request).
-// Commits must be full commit ids.
+// secret. A wrong or missing signature is 401, logged without the body.
+// A delivery is acknowledged only once its fact is durably in the event
+// log, and recorded in a table of handled deliveries (X-GitHub-Delivery,
+// kept 7 days): a redelivery, however late, gets the first answer and does
+// nothing. Payloads are decoded for what ekaci reads only (payload.go):
+// a field ekaci does not read never makes a delivery fail, and an event or
+// action ekaci does not act on is 204. Commits must be full commit ids.
 //
 // Unauthenticated clients are bounded before the signature can be
 // checked: a request waits at most ReadTimeout for its body (capped at
@@ -37,12 +42,15 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/ekaci/ekaci/libs/eventlog"
-	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
-	"github.com/ekaci/ekaci/services/gitter/request"
+	"github.com/ekaci/ekaci/libs/githubapp"
 )
 
 // ErrNoSecret is returned when the stage is started without a secret.
 var ErrNoSecret = errors.New("no webhook secret: set --webhook-secret or EKACI_WEBHOOK_SECRET(_FILE); unsigned webhooks are never accepted")
+
+// ErrApprovalNeedsApp is returned when approval is required but no GitHub
+// App is configured to post the approval check run and read permissions.
+var ErrApprovalNeedsApp = errors.New("--github-require-approval needs the GitHub App (--github-app-id, --github-private-key)")
 
 // maxBody is GitHub's own cap on webhook payloads.
 const maxBody = 25 << 20
@@ -53,10 +61,21 @@ type Config struct {
 	Logger zerolog.Logger
 	Secret []byte
 	Addr   string // listen address, e.g. :8080
+	// Replicas of the deliveries table when Run creates it.
+	Replicas int
 	// MaxInFlight bounds the requests handled at once (default 16: at
 	// most 16 bodies of 25 MB in memory); more are answered 503.
 	MaxInFlight int
 	Timeouts    Timeouts
+	// Deliveries is the table of handled deliveries (nil: Run opens it on
+	// the log's JetStream; NewHandler without one remembers nothing
+	// beyond the stream's duplicate window).
+	Deliveries *Deliveries
+	// Policy says which pull requests to test (drafts, approval).
+	Policy Policy
+	// App is the GitHub App, needed when Policy.RequireApproval is set
+	// (the approval check run, a clicker's permission).
+	App *githubapp.App
 }
 
 // DefaultMaxInFlight is Config.MaxInFlight's default.
@@ -87,10 +106,13 @@ func (t Timeouts) withDefaults() Timeouts {
 
 // Handler is the webhook HTTP handler.
 type Handler struct {
-	log      *eventlog.Log
-	logger   zerolog.Logger
-	secret   []byte
-	inFlight chan struct{} // one token per request being handled
+	log        *eventlog.Log
+	logger     zerolog.Logger
+	secret     []byte
+	inFlight   chan struct{} // one token per request being handled
+	deliveries *Deliveries
+	policy     Policy
+	app        *githubapp.App
 }
 
 // NewHandler returns the handler, or ErrNoSecret.
@@ -102,11 +124,22 @@ func NewHandler(cfg Config) (*Handler, error) {
 	if n <= 0 {
 		n = DefaultMaxInFlight
 	}
-	return &Handler{log: cfg.Log, logger: cfg.Logger, secret: cfg.Secret, inFlight: make(chan struct{}, n)}, nil
+	if cfg.Policy.RequireApproval && cfg.App == nil {
+		return nil, ErrApprovalNeedsApp
+	}
+	return &Handler{log: cfg.Log, logger: cfg.Logger, secret: cfg.Secret, inFlight: make(chan struct{}, n),
+		deliveries: cfg.Deliveries, policy: cfg.Policy, app: cfg.App}, nil
 }
 
 // Run serves webhooks on cfg.Addr until ctx ends.
 func Run(ctx context.Context, cfg Config) error {
+	if cfg.Deliveries == nil {
+		d, err := OpenDeliveries(ctx, cfg.Log.JetStream(), cfg.Replicas, 0)
+		if err != nil {
+			return err
+		}
+		cfg.Deliveries = d
+	}
 	h, err := NewHandler(cfg)
 	if err != nil {
 		return err
@@ -178,48 +211,54 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "bad signature", http.StatusUnauthorized)
 		return
 	}
-	payload, err := github.ParseWebHook(github.WebHookType(r), body)
+	event := github.WebHookType(r)
+	if event == "ping" {
+		log.Info().Msg("ping")
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	if _, handled := shapes[event]; !handled {
+		w.WriteHeader(http.StatusNoContent) // an event ekaci does not act on
+		return
+	}
+	if h.deliveries != nil && delivery != "" {
+		if o, seen, err := h.deliveries.Get(r.Context(), delivery); err != nil {
+			log.Error().Err(err).Msg("cannot read the deliveries table; GitHub will see a 503 and may redeliver")
+			http.Error(w, "deliveries table unavailable", http.StatusServiceUnavailable)
+			return
+		} else if seen {
+			log.Info().Int("status", o.Status).Msg("delivery already handled")
+			writeOutcome(w, Outcome{Status: o.Status, Message: "already handled: " + o.Message})
+			return
+		}
+	}
+	payload, err := Parse(event, body)
 	if err != nil {
-		http.Error(w, fmt.Sprintf("cannot parse %s payload: %v", github.WebHookType(r), err), http.StatusBadRequest)
-		return
-	}
-	pr, ok := payload.(*github.PullRequestEvent)
-	if !ok {
-		w.WriteHeader(http.StatusAccepted) // ping and events we do not act on
-		return
-	}
-	switch pr.GetAction() {
-	case "opened", "reopened", "synchronize":
-	default:
-		w.WriteHeader(http.StatusAccepted)
-		return
-	}
-	req := &eventsv1.ChangeRequested{
-		RepoUrl:    pr.GetRepo().GetCloneURL(),
-		RepoName:   pr.GetRepo().GetFullName(),
-		HeadCommit: pr.GetPullRequest().GetHead().GetSHA(),
-		BaseCommit: pr.GetPullRequest().GetBase().GetSHA(),
-		Source:     "webhook",
-	}
-	if req.RepoUrl == "" || req.HeadCommit == "" {
-		http.Error(w, "pull_request payload lacks repository clone_url or head sha", http.StatusBadRequest)
-		return
-	}
-	eventID := eventlog.WebhookRequestedID(delivery, eventlog.ChangeID(req.GetRepoUrl(), req.GetHeadCommit(), req.GetBaseCommit()))
-	got, err := request.Record(r.Context(), h.log, req, eventID, "webhook pull_request payload")
-	switch {
-	case errors.Is(err, request.ErrBadRequest):
-		log.Warn().Err(err).Msg("refused a pull_request payload")
+		log.Warn().Err(err).Msg("refused an unreadable payload")
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
-	case err != nil:
-		log.Error().Err(err).Msg("could not record the change; GitHub will see a 503 and may redeliver")
-		http.Error(w, "could not record the change", http.StatusServiceUnavailable)
-		return
-	case got.Joined:
-		log.Info().Str("change", got.ChangeID).Msg("change already known")
-	default:
-		log.Info().Str("change", got.ChangeID).Int("attempt", got.Attempt).Str("repo", req.GetRepoName()).Str("head", req.GetHeadCommit()).Msg("change requested")
 	}
-	w.WriteHeader(http.StatusAccepted)
+	o, err := h.handle(r.Context(), log, event, delivery, payload)
+	if err != nil {
+		log.Error().Err(err).Msg("could not handle the delivery; GitHub will see a 503 and may redeliver")
+		http.Error(w, "could not handle the delivery", http.StatusServiceUnavailable)
+		return
+	}
+	if h.deliveries != nil && delivery != "" {
+		if err := h.deliveries.Put(r.Context(), delivery, o); err != nil {
+			// Handled and durable: a redelivery repeats guarded appends.
+			log.Warn().Err(err).Msg("could not record the delivery as handled")
+		}
+	}
+	writeOutcome(w, o)
+}
+
+func writeOutcome(w http.ResponseWriter, o Outcome) {
+	if o.Status == http.StatusNoContent {
+		w.WriteHeader(o.Status)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(o.Status)
+	fmt.Fprintln(w, o.Message)
 }

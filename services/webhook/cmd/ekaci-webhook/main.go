@@ -1,5 +1,5 @@
-// Command ekaci-webhook receives GitHub's pull_request deliveries, checks
-// their signature, and records each as a change request.
+// Command ekaci-webhook receives a GitHub App's deliveries, checks their
+// signature, and records the changes to test and the App's installations.
 package main
 
 import (
@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ekaci/ekaci/libs/flagenv"
+	"github.com/ekaci/ekaci/libs/githubapp"
 	"github.com/ekaci/ekaci/libs/service"
 	"github.com/ekaci/ekaci/services/webhook"
 )
@@ -21,11 +22,23 @@ func main() {
 	flagenv.Secret(fs, "webhook-secret")
 	maxInFlight := fs.Int("max-in-flight", webhook.DefaultMaxInFlight, "deliveries handled at once (each may buffer 25 MB before its signature is checked); more are answered 503")
 	readTimeout := fs.Duration("read-timeout", 30*time.Second, "the longest a client may take to send a whole delivery")
+	replicas := fs.Int("stream-replicas", 1, "replicas of the deliveries table when it is created")
+	gh := githubapp.AddFlags(fs)
+	var policy webhook.Policy
+	webhook.AddPolicyFlags(fs, &policy)
 	os.Exit(service.Main(fs, os.Args[1:], func(ctx context.Context, env service.Env) error {
 		if *secret == "" {
 			return errors.New("no webhook secret: set --webhook-secret, EKACI_WEBHOOK_SECRET or EKACI_WEBHOOK_SECRET_FILE")
 		}
-		return webhook.Run(ctx, webhook.Config{Log: env.Log, Logger: env.Logger, Secret: []byte(*secret), Addr: *addr,
-			MaxInFlight: *maxInFlight, Timeouts: webhook.Timeouts{Read: *readTimeout}})
+		cfg := webhook.Config{Log: env.Log, Logger: env.Logger, Secret: []byte(*secret), Addr: *addr, Replicas: *replicas,
+			MaxInFlight: *maxInFlight, Timeouts: webhook.Timeouts{Read: *readTimeout}, Policy: policy}
+		if gh.Configured() {
+			app, err := gh.App()
+			if err != nil {
+				return err
+			}
+			cfg.App = app
+		}
+		return webhook.Run(ctx, cfg)
 	}))
 }
