@@ -7,6 +7,7 @@ require (
 	github.com/ekaci/ekaci/libs/flagenv v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/gen v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/githubapp v0.0.0-00010101000000-000000000000
+	github.com/ekaci/ekaci/libs/githubtest v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/natstest v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/service v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/services/gitter v0.0.0-00010101000000-000000000000
