@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Makes sure Nix's nix-build, nix-instantiate and nix-store are on PATH.
+# Makes sure Nix's nix, nix-build, nix-instantiate and nix-store are on PATH.
 # As root on Debian it installs nix-bin with apt-get; otherwise it says what
 # to install and fails.
 set -euo pipefail
-if command -v nix-build >/dev/null && command -v nix-instantiate >/dev/null && command -v nix-store >/dev/null; then
+if command -v nix >/dev/null && command -v nix-build >/dev/null && command -v nix-instantiate >/dev/null && command -v nix-store >/dev/null; then
   exit 0
 fi
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -16,7 +16,7 @@ fi
 cat >&2 <<'MSG'
 ensure-nix: Nix is not installed, and it cannot be installed from here.
   On Debian/Ubuntu, as root:   apt-get install -y nix-bin
-  Elsewhere: install Nix (https://nixos.org/download) so that nix-build,
-  nix-instantiate and nix-store are on PATH, then run make again.
+  Elsewhere: install Nix (https://nixos.org/download) so that nix,
+  nix-build, nix-instantiate and nix-store are on PATH, then run make again.
 MSG
 exit 1

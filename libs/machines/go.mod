@@ -4,6 +4,7 @@ go 1.26.8
 
 require (
 	github.com/ekaci/ekaci/libs/gen v0.0.0-00010101000000-000000000000
+	github.com/ekaci/ekaci/libs/nixtest v0.0.0-00010101000000-000000000000
 	github.com/rs/zerolog v1.35.1
 )
 
@@ -20,5 +21,7 @@ require (
 )
 
 replace github.com/ekaci/ekaci/libs/gen => ../../libs/gen
+
+replace github.com/ekaci/ekaci/libs/nixtest => ../../libs/nixtest
 
 replace github.com/ekaci/ekaci/libs/pbjson => ../../libs/pbjson

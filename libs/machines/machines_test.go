@@ -3,7 +3,6 @@ package machines
 import (
 	"context"
 	"errors"
-	"os/exec"
 	"reflect"
 	"strings"
 	"sync"
@@ -11,6 +10,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/ekaci/ekaci/libs/nixtest"
 )
 
 func TestParse(t *testing.T) {
@@ -127,9 +128,7 @@ func TestHealth(t *testing.T) {
 }
 
 func TestNixPing(t *testing.T) {
-	if _, err := exec.LookPath("nix"); err != nil {
-		t.Fatal("nix not on PATH: run `make nix` first")
-	}
+	nixtest.Require(t)
 	ctx := context.Background()
 	if err := NixPing(ctx, t.TempDir()); err != nil {
 		t.Fatalf("a local store directory: %v", err)

@@ -13,8 +13,8 @@ import (
 )
 
 // Tools are the Nix programs ekaci runs, the ones scripts/ensure-nix.sh
-// makes sure of.
-func Tools() []string { return []string{"nix-build", "nix-instantiate", "nix-store"} }
+// makes sure of (nix itself for `nix store ping` of remote builders).
+func Tools() []string { return []string{"nix", "nix-build", "nix-instantiate", "nix-store"} }
 
 // Require fails tb, saying how to install Nix, unless every one of Tools
 // is on PATH.

@@ -33,8 +33,9 @@ func TestRequire(t *testing.T) {
 		want  string // "" when Require must pass
 	}{
 		{name: "all present", tools: Tools()},
-		{name: "none", want: "nix-build, nix-instantiate, nix-store not on PATH"},
-		{name: "nix-store missing", tools: []string{"nix-build", "nix-instantiate"}, want: "nix-store not on PATH"},
+		{name: "none", want: "nix, nix-build, nix-instantiate, nix-store not on PATH"},
+		{name: "nix-store missing", tools: []string{"nix", "nix-build", "nix-instantiate"}, want: "nix-store not on PATH"},
+		{name: "nix missing", tools: []string{"nix-build", "nix-instantiate", "nix-store"}, want: "nix not on PATH"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Setenv("PATH", withTools(t, tt.tools...))

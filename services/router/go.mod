@@ -59,3 +59,5 @@ replace github.com/ekaci/ekaci/libs/pbjson => ../../libs/pbjson
 replace github.com/ekaci/ekaci/libs/service => ../../libs/service
 
 replace github.com/ekaci/ekaci/libs/telemetry => ../../libs/telemetry
+
+replace github.com/ekaci/ekaci/libs/nixtest => ../../libs/nixtest
