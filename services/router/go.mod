@@ -13,6 +13,7 @@ require (
 	github.com/ekaci/ekaci/libs/telemetry v0.0.0-00010101000000-000000000000
 	github.com/nats-io/nats.go v1.55.0
 	github.com/rs/zerolog v1.35.1
+	go.uber.org/goleak v1.3.0
 )
 
 require (
