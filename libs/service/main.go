@@ -24,7 +24,7 @@ import (
 // provisioned, the event log over it, and the process's telemetry.
 type Env struct {
 	Conn    *nats.Conn
-	Log     *eventlog.Log
+	Events  *eventlog.Log
 	Logger  zerolog.Logger
 	Metrics *telemetry.Metrics
 	Health  *telemetry.Health
@@ -89,7 +89,7 @@ func MainContext(ctx context.Context, fs *flag.FlagSet, args []string, stderr io
 		nc.Close()
 	}()
 	env := Env{Conn: nc, Logger: logger, Metrics: telemetry.NewMetrics(), Health: &telemetry.Health{}}
-	env.Log = eventlog.New(js, eventlog.WithAppendHook(func(agg, fact string) {
+	env.Events = eventlog.New(js, eventlog.WithAppendHook(func(agg, fact string) {
 		env.Metrics.EventsAppended.WithLabelValues(agg, fact).Inc()
 	}), eventlog.WithHealthHook(env.Health.SetReady))
 	logger.Info().Str("nats", *natsURL).Msg("started")

@@ -82,7 +82,7 @@ func TestMain_(t *testing.T) {
 		fs := flag.NewFlagSet("ekaci-test", flag.ContinueOnError)
 		code := MainContext(ctx, fs, []string{"-nats-url", srv.ClientURL(), "-http-addr", "", "-log-format", "json"}, &stderr, func(ctx context.Context, env Env) error {
 			// The streams are provisioned before the body runs.
-			if _, err := env.Log.JetStream().Stream(ctx, eventlog.EventsStream); err != nil {
+			if _, err := env.Events.JetStream().Stream(ctx, eventlog.EventsStream); err != nil {
 				return err
 			}
 			time.AfterFunc(50*time.Millisecond, cancel)

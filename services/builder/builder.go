@@ -49,7 +49,7 @@ import (
 
 // Config wires the stage.
 type Config struct {
-	Log    *eventlog.Log
+	Events *eventlog.Log
 	Conn   *nats.Conn // live log lines go out as plain NATS messages
 	Logger zerolog.Logger
 	Name   string          // this builder's name, recorded on each attempt
@@ -164,7 +164,7 @@ func Run(ctx context.Context, cfg Config) error {
 			return err
 		}
 	}
-	hs, err := openHolders(ctx, cfg.Log.JetStream(), id, cfg.Name, cfg.Lease, log)
+	hs, err := openHolders(ctx, cfg.Events.JetStream(), id, cfg.Name, cfg.Lease, log)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
@@ -204,7 +204,7 @@ func Run(ctx context.Context, cfg Config) error {
 		following.Add(1)
 		go func() {
 			defer following.Done()
-			_ = roots.Follow(followCtx, cfg.Log, rootsPoll)
+			_ = roots.Follow(followCtx, cfg.Events, rootsPoll)
 		}()
 		select {
 		case <-roots.Ready():
@@ -246,7 +246,7 @@ func Run(ctx context.Context, cfg Config) error {
 			concurrency = min(max(p.MaxJobs, 1)*maxBatch, 128)
 		}
 		g.Go(func() error {
-			return worker.Run(ctx, cfg.Log.JetStream(), worker.Config{
+			return worker.Run(ctx, cfg.Events.JetStream(), worker.Config{
 				Stream:      eventlog.WorkStream,
 				Durable:     eventlog.BuilderDurable(p.System, p.Class),
 				Filters:     []string{eventlog.BuildSubject(p.System, p.Class)},
@@ -657,13 +657,13 @@ func (b *build) start(ctx context.Context, m jetstream.Msg, req *workv1.BuildReq
 			LeaseSeconds: uint32(b.cfg.Lease / time.Second),
 		}},
 	}
-	a, err := b.cfg.Log.Append(ctx, req.GetDrvId(), started, eventlog.ExpectLast(last))
+	a, err := b.cfg.Events.Append(ctx, req.GetDrvId(), started, eventlog.ExpectLast(last))
 	if errors.Is(err, eventlog.ErrConflict) {
 		d, err := b.resolve(ctx, m, req, log)
 		if err != nil || d.startedSeq != 0 || d.last == 0 {
 			return d.startedSeq, err
 		}
-		a, err = b.cfg.Log.Append(ctx, req.GetDrvId(), started, eventlog.ExpectLast(d.last))
+		a, err = b.cfg.Events.Append(ctx, req.GetDrvId(), started, eventlog.ExpectLast(d.last))
 		if err != nil {
 			return 0, err
 		}
@@ -690,7 +690,7 @@ func startedOf(history []eventlog.Record, attempt uint32) (eventlog.Record, *eve
 // that is gone (its death reported), or held by another holder that is
 // alive or late (a *heldElsewhere error: the request is kept, see handle).
 func (b *build) resolve(ctx context.Context, m jetstream.Msg, req *workv1.BuildRequest, log zerolog.Logger) (decision, error) {
-	history, last, err := b.cfg.Log.Load(ctx, eventlog.Drv, req.GetDrvId())
+	history, last, err := b.cfg.Events.Load(ctx, eventlog.Drv, req.GetDrvId())
 	if err != nil {
 		return decision{}, err
 	}
@@ -750,7 +750,7 @@ func (b *build) giveUp(ctx context.Context, m jetstream.Msg, cause error) error 
 		return nil
 	}
 	log := b.log.With().Str("drv", req.GetDrvId()).Str("drv_path", req.GetDrvPath()).Uint32("attempt", req.GetAttempt()).Logger()
-	history, last, err := b.cfg.Log.Load(ctx, eventlog.Drv, req.GetDrvId())
+	history, last, err := b.cfg.Events.Load(ctx, eventlog.Drv, req.GetDrvId())
 	if err != nil {
 		return err
 	}
@@ -789,7 +789,7 @@ func (b *build) report(ctx context.Context, req *workv1.BuildRequest, rep *workv
 
 func (b *build) publish(ctx context.Context, req *workv1.BuildRequest, rep *workv1.BuildReport, msgID string) error {
 	rep.DrvId, rep.DrvPath, rep.Attempt, rep.Builder = req.GetDrvId(), req.GetDrvPath(), req.GetAttempt(), b.cfg.Name
-	_, err := eventlog.Publish(ctx, b.cfg.Log.JetStream(), eventlog.ReportSubject(req.GetDrvId()), msgID, rep)
+	_, err := eventlog.Publish(ctx, b.cfg.Events.JetStream(), eventlog.ReportSubject(req.GetDrvId()), msgID, rep)
 	return err
 }
 

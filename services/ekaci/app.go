@@ -158,8 +158,8 @@ func (a *App) DataDir() string { return a.cfg.DataDir }
 // Embedded reports whether the NATS server runs in this process.
 func (a *App) Embedded() bool { return a.server != nil }
 
-// Log is the event log.
-func (a *App) Log() *eventlog.Log { return a.log }
+// Events is the event log.
+func (a *App) Events() *eventlog.Log { return a.log }
 
 // Run runs every stage until ctx ends, then drains them.
 func (a *App) Run(ctx context.Context) error {
@@ -182,15 +182,15 @@ func (a *App) Run(ctx context.Context) error {
 	feed := projection.NewFeed(a.log, lg("feed"), ingress.ReadModel, recorder.ReadModel)
 	stages := map[string]func(context.Context) error{
 		"gitter": func(ctx context.Context) error {
-			return gitter.Run(ctx, gitter.Config{Log: a.log, Logger: lg("gitter"), GitDir: filepath.Join(cfg.DataDir, "git"),
+			return gitter.Run(ctx, gitter.Config{Events: a.log, Logger: lg("gitter"), GitDir: filepath.Join(cfg.DataDir, "git"),
 				GCRootsDir: filepath.Join(cfg.DataDir, "gcroots"), Metrics: a.metrics})
 		},
 		"reader": func(ctx context.Context) error {
-			return reader.Run(ctx, reader.Config{Log: a.log, Logger: lg("reader"), Metrics: a.metrics})
+			return reader.Run(ctx, reader.Config{Events: a.log, Logger: lg("reader"), Metrics: a.metrics})
 		},
 		"evaluator": func(ctx context.Context) error {
 			return evaluator.Run(ctx, evaluator.Config{
-				Log: a.log, Logger: lg("evaluator"), NixOptions: cfg.NixOptions, Metrics: a.metrics,
+				Events: a.log, Logger: lg("evaluator"), NixOptions: cfg.NixOptions, Metrics: a.metrics,
 				EvalTimeout: cfg.EvalTimeout, EvalMemoryLimit: cfg.EvalMemoryLimit,
 				// <data-dir>/gcroots/<change id>/<jobset id>/drv...: the gitter
 				// removes <data-dir>/gcroots/<change id> when the change concludes.
@@ -198,24 +198,24 @@ func (a *App) Run(ctx context.Context) error {
 			})
 		},
 		"ingress": func(ctx context.Context) error {
-			return ingress.Run(ctx, ingress.Config{Log: a.log, DataDir: cfg.DataDir, Logger: lg("ingress"), Feed: feed})
+			return ingress.Run(ctx, ingress.Config{Events: a.log, DataDir: cfg.DataDir, Logger: lg("ingress"), Feed: feed})
 		},
 		"router": func(ctx context.Context) error {
-			return router.Run(ctx, router.Config{Log: a.log, Logger: lg("router"), Routes: topo.Routes(), Health: health, Metrics: a.metrics})
+			return router.Run(ctx, router.Config{Events: a.log, Logger: lg("router"), Routes: topo.Routes(), Health: health, Metrics: a.metrics})
 		},
 		"builder": func(ctx context.Context) error {
 			return builder.Run(ctx, builder.Config{
-				Log: a.log, Conn: a.nc, Logger: lg("builder"), Name: "local", Pools: topo.Pools(),
+				Events: a.log, Conn: a.nc, Logger: lg("builder"), Name: "local", Pools: topo.Pools(),
 				NixOptions: cfg.NixOptions, NoOutputTimeout: cfg.NoOutputTimeout, TotalTimeout: cfg.TotalTimeout,
 				LogDir: filepath.Join(cfg.DataDir, "logs"), Metrics: a.metrics, Health: health, NoBatch: cfg.NoBatch,
 				StateDir: filepath.Join(cfg.DataDir, "builder"), MaxLogBytes: cfg.MaxLogBytes,
 			})
 		},
 		"recorder": func(ctx context.Context) error {
-			return recorder.Run(ctx, recorder.Config{Log: a.log, DataDir: cfg.DataDir, Logger: lg("recorder"), Feed: feed, Metrics: a.metrics})
+			return recorder.Run(ctx, recorder.Config{Events: a.log, DataDir: cfg.DataDir, Logger: lg("recorder"), Feed: feed, Metrics: a.metrics})
 		},
 		"notifier": func(ctx context.Context) error {
-			return notifier.Run(ctx, notifier.Config{Log: a.log, Logger: lg("notifier"), Sink: notifier.NewLocal(notify)})
+			return notifier.Run(ctx, notifier.Config{Events: a.log, Logger: lg("notifier"), Sink: notifier.NewLocal(notify)})
 		},
 	}
 	for name, run := range stages {

@@ -44,30 +44,30 @@ func TestThinSliceOnTheDeployedCluster(t *testing.T) {
 		run  func(ctx context.Context, log *eventlog.Log, env stageEnv) error
 	}{
 		{"gitter", func(ctx context.Context, log *eventlog.Log, env stageEnv) error {
-			return gitter.Run(ctx, gitter.Config{Log: log, Logger: env.logger, GitDir: filepath.Join(dir, "git")})
+			return gitter.Run(ctx, gitter.Config{Events: log, Logger: env.logger, GitDir: filepath.Join(dir, "git")})
 		}},
 		{"reader", func(ctx context.Context, log *eventlog.Log, env stageEnv) error {
-			return reader.Run(ctx, reader.Config{Log: log, Logger: env.logger})
+			return reader.Run(ctx, reader.Config{Events: log, Logger: env.logger})
 		}},
 		{"evaluator", func(ctx context.Context, log *eventlog.Log, env stageEnv) error {
-			return evaluator.Run(ctx, evaluator.Config{Log: log, Logger: env.logger, NixOptions: nixOpts})
+			return evaluator.Run(ctx, evaluator.Config{Events: log, Logger: env.logger, NixOptions: nixOpts})
 		}},
 		{"ingress", func(ctx context.Context, log *eventlog.Log, env stageEnv) error {
-			return ingress.Run(ctx, ingress.Config{Log: log, Logger: env.logger, DataDir: filepath.Join(dir, "ingress")})
+			return ingress.Run(ctx, ingress.Config{Events: log, Logger: env.logger, DataDir: filepath.Join(dir, "ingress")})
 		}},
 		{"router", func(ctx context.Context, log *eventlog.Log, env stageEnv) error {
-			return router.Run(ctx, router.Config{Log: log, Logger: env.logger, Routes: topo.Routes()})
+			return router.Run(ctx, router.Config{Events: log, Logger: env.logger, Routes: topo.Routes()})
 		}},
 		{"builder", func(ctx context.Context, log *eventlog.Log, env stageEnv) error {
-			return builder.Run(ctx, builder.Config{Log: log, Conn: env.conn, Logger: env.logger, Name: "node-builder",
+			return builder.Run(ctx, builder.Config{Events: log, Conn: env.conn, Logger: env.logger, Name: "node-builder",
 				Pools:      topo.Pools(),
 				NixOptions: nixOpts, NoOutputTimeout: time.Minute, LogDir: filepath.Join(dir, "logs")})
 		}},
 		{"recorder", func(ctx context.Context, log *eventlog.Log, env stageEnv) error {
-			return recorder.Run(ctx, recorder.Config{Log: log, Logger: env.logger, DataDir: filepath.Join(dir, "recorder")})
+			return recorder.Run(ctx, recorder.Config{Events: log, Logger: env.logger, DataDir: filepath.Join(dir, "recorder")})
 		}},
 		{"notifier", func(ctx context.Context, log *eventlog.Log, env stageEnv) error {
-			return notifier.Run(ctx, notifier.Config{Log: log, Logger: env.logger, Sink: notifier.NewLocal(testWriter{t})})
+			return notifier.Run(ctx, notifier.Config{Events: log, Logger: env.logger, Sink: notifier.NewLocal(testWriter{t})})
 		}},
 	}
 

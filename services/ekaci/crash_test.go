@@ -141,7 +141,7 @@ func crashRun(t *testing.T, bin string, n, kills int, seed uint64) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		recs, _, err := app.Log().Load(ctx, eventlog.Drv, id)
+		recs, _, err := app.Events().Load(ctx, eventlog.Drv, id)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -173,11 +173,11 @@ func (h *harness) runRequest(req ekaci.Request) *ekaci.Outcome {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	id, err := ekaci.Submit(ctx, h.app.Log(), cr)
+	id, err := ekaci.Submit(ctx, h.app.Events(), cr)
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	out, err := ekaci.Wait(ctx, h.app.Log(), id, testWriter{h.t})
+	out, err := ekaci.Wait(ctx, h.app.Events(), id, testWriter{h.t})
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -269,7 +269,7 @@ func TestDemoBuildsEveryAttribute(t *testing.T) {
 		t.Fatalf("states = %v\nwant %v", got, want)
 	}
 	for attr, drv := range drvPaths(out) {
-		if got := transitions(t, h.app.Log(), drv); !slices.Equal(got, built) {
+		if got := transitions(t, h.app.Events(), drv); !slices.Equal(got, built) {
 			t.Errorf("%s: transitions %v, want %v", attr, got, built)
 		}
 	}
@@ -355,7 +355,7 @@ func TestDemoPullRequest(t *testing.T) {
 		m, _ := filepath.Glob(filepath.Join(dataDir, "git", "worktrees", "*", out.ChangeID+"-*"))
 		return m
 	}
-	changeRecs, _, err := h.app.Log().Load(context.Background(), eventlog.Change, out.ChangeID)
+	changeRecs, _, err := h.app.Events().Load(context.Background(), eventlog.Change, out.ChangeID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -412,7 +412,7 @@ func TestDemoPullRequest(t *testing.T) {
 		if w.facts == nil {
 			continue
 		}
-		if got := transitions(t, h.app.Log(), drvs[attr]); !slices.Equal(got, w.facts) {
+		if got := transitions(t, h.app.Events(), drvs[attr]); !slices.Equal(got, w.facts) {
 			t.Errorf("%s: transitions %v\n want %v", attr, got, w.facts)
 		}
 	}
@@ -471,7 +471,7 @@ func testFailureIsRetriedOnceAndPropagates(t *testing.T, noBatch bool) {
 		"main.userOfUser": {"discovered", "dependency_failed"},
 	}
 	for attr, want := range wantFacts {
-		if got := transitions(t, h.app.Log(), drvs[attr]); !slices.Equal(got, want) {
+		if got := transitions(t, h.app.Events(), drvs[attr]); !slices.Equal(got, want) {
 			t.Errorf("%s: transitions %v, want %v", attr, got, want)
 		}
 	}
@@ -511,19 +511,19 @@ in rec {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id, err := ekaci.Submit(ctx, first.app.Log(), cr)
+	id, err := ekaci.Submit(ctx, first.app.Events(), cr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Stop as soon as the first build has started.
-	waitFor(t, first.app.Log(), eventlog.FactFilter(eventlog.Drv, "build_started"))
+	waitFor(t, first.app.Events(), eventlog.FactFilter(eventlog.Drv, "build_started"))
 	first.stop()
 
 	second := start(t, dataDir)
-	if _, err := ekaci.Submit(ctx, second.app.Log(), cr); err != nil {
+	if _, err := ekaci.Submit(ctx, second.app.Events(), cr); err != nil {
 		t.Fatalf("resubmitting joins the recorded change: %v", err)
 	}
-	out, err := ekaci.Wait(ctx, second.app.Log(), id, testWriter{t})
+	out, err := ekaci.Wait(ctx, second.app.Events(), id, testWriter{t})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -535,7 +535,7 @@ in rec {
 	// or was interrupted and rebuilt, every transition is recorded once and
 	// the history is a legal one.
 	for attr, drv := range drvPaths(out) {
-		got := transitions(t, second.app.Log(), drv)
+		got := transitions(t, second.app.Events(), drv)
 		interrupted := []string{"discovered", "buildable", "build_started", "build_failed_retry", "requeued", "buildable", "build_started", "build_succeeded"}
 		if !slices.Equal(got, built) && !slices.Equal(got, interrupted) {
 			t.Errorf("%s: transitions %v, want %v or %v", attr, got, built, interrupted)

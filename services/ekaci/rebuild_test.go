@@ -55,7 +55,7 @@ func TestReadModelsRebuildFromTheStream(t *testing.T) {
 	// folded every event of the first (the live models may lag the log by
 	// the last few events when the process stops; this one's are ignored).
 	lateOne := late(first, "late1")
-	before, err := first.app.Log().LastSeq(t.Context())
+	before, err := first.app.Events().LastSeq(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +78,7 @@ func TestReadModelsRebuildFromTheStream(t *testing.T) {
 	late(second, "late2")
 	// Nothing about the first change was appended again.
 	var replayed []string
-	err = second.app.Log().Read(t.Context(), before, []string{"ekaci.evt.>"}, func(r eventlog.Record) error {
+	err = second.app.Events().Read(t.Context(), before, []string{"ekaci.evt.>"}, func(r eventlog.Record) error {
 		if r.Event.GetCorrelationId() == out.ChangeID || r.ID == out.ChangeID {
 			replayed = append(replayed, r.Subject)
 		}

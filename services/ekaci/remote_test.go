@@ -33,19 +33,19 @@ in { plain = mk "plain" { }; big = mk "big" { requiredSystemFeatures = [ "big-pa
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ekaci.Submit(ctx, h.app.Log(), cr); err != nil {
+	if _, err := ekaci.Submit(ctx, h.app.Events(), cr); err != nil {
 		t.Fatal(err)
 	}
 	byName := map[string]string{} // drv name -> id
 	for len(byName) < 2 && ctx.Err() == nil {
-		_ = h.app.Log().Read(ctx, 0, []string{eventlog.FactFilter(eventlog.Drv, "discovered")}, func(r eventlog.Record) error {
+		_ = h.app.Events().Read(ctx, 0, []string{eventlog.FactFilter(eventlog.Drv, "discovered")}, func(r eventlog.Record) error {
 			byName[r.Event.GetDrvDiscovered().GetName()] = r.ID
 			return nil
 		})
 		time.Sleep(50 * time.Millisecond)
 	}
 	facts := func(name string) []string {
-		recs, _, err := h.app.Log().Load(ctx, eventlog.Drv, byName[name])
+		recs, _, err := h.app.Events().Load(ctx, eventlog.Drv, byName[name])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -66,7 +66,7 @@ in { plain = mk "plain" { }; big = mk "big" { requiredSystemFeatures = [ "big-pa
 	if got := facts("big"); !slices.Equal(got, []string{"discovered", "buildable"}) {
 		t.Fatalf("big, which only the unreachable builder can take: %v, want it waiting as buildable", got)
 	}
-	cons, err := h.app.Log().JetStream().Consumer(ctx, eventlog.WorkStream, "builder-"+eventlog.SystemToken(service.CurrentSystem())+"-remote")
+	cons, err := h.app.Events().JetStream().Consumer(ctx, eventlog.WorkStream, "builder-"+eventlog.SystemToken(service.CurrentSystem())+"-remote")
 	if err != nil {
 		t.Fatalf("the remote pool's consumer: %v", err)
 	}

@@ -35,7 +35,7 @@ import (
 
 // Config wires the stage.
 type Config struct {
-	Log        *eventlog.Log
+	Events     *eventlog.Log
 	Logger     zerolog.Logger
 	NixOptions []string // e.g. {"substituters", ""} offline
 	// EvalTimeout bounds the evaluation of one job (head and base
@@ -114,7 +114,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		return evaluate(ctx, cfg, rec, js)
 	}
-	return worker.Run(ctx, cfg.Log.JetStream(), worker.Config{
+	return worker.Run(ctx, cfg.Events.JetStream(), worker.Config{
 		Stream: eventlog.EventsStream, Durable: eventlog.EvaluatorDurable,
 		Filters: []string{eventlog.FactFilter(eventlog.Jobset, "created")},
 		AckWait: time.Minute, Concurrency: concurrency, MaxDeliver: 5,
@@ -158,7 +158,7 @@ type history struct {
 }
 
 func loadHistory(ctx context.Context, cfg Config, jobsetID string) (history, error) {
-	recs, last, err := cfg.Log.Load(ctx, eventlog.Jobset, jobsetID)
+	recs, last, err := cfg.Events.Load(ctx, eventlog.Jobset, jobsetID)
 	if err != nil {
 		return history{}, fmt.Errorf("load jobset %s: %w", jobsetID, err)
 	}
@@ -213,7 +213,7 @@ func record(ctx context.Context, cfg Config, rec eventlog.Record, js *eventsv1.J
 				continue // landed before, the same
 			}
 			ev.CausationId, ev.CorrelationId = rec.Event.GetId(), js.GetChangeId()
-			a, err := cfg.Log.Append(ctx, jobsetID, ev, eventlog.ExpectLast(h.last))
+			a, err := cfg.Events.Append(ctx, jobsetID, ev, eventlog.ExpectLast(h.last))
 			if errors.Is(err, eventlog.ErrConflict) || err == nil && a.Duplicate {
 				conflict = true
 				break
@@ -302,12 +302,12 @@ func evaluate(ctx context.Context, cfg Config, rec eventlog.Record, js *eventsv1
 	}
 	budget := cfg.partBudget
 	if budget <= 0 {
-		budget = int(cfg.Log.JetStream().Conn().MaxPayload() / 2)
+		budget = int(cfg.Events.JetStream().Conn().MaxPayload() / 2)
 	}
 	// An attribute that cannot fit a fact (a name of a megabyte) fails the
 	// job now rather than every append after it; 4 KiB is left for the
 	// rest of the fact.
-	room := int(cfg.Log.JetStream().Conn().MaxPayload()) - 4<<10
+	room := int(cfg.Events.JetStream().Conn().MaxPayload()) - 4<<10
 	for _, a := range attrs {
 		if size := eventlog.JSONSize(a); size > room {
 			return evalFailed(fmt.Sprintf("attribute %s takes %d bytes, more than a fact holds (%d)", text.Bound(displayAttr(a.GetAttr()), maxAttrDisplay), size, room))
@@ -498,7 +498,7 @@ func discover(ctx context.Context, cfg Config, drvs []closure.Drv) error {
 			PreferLocalBuild: d.PreferLocalBuild, RequiredSystemFeatures: features,
 			InputDrvs: inputs, OutputsValid: valid,
 		}}}
-		if _, err := cfg.Log.Append(ctx, d.ID, ev, eventlog.ExpectLast(0)); err != nil && !errors.Is(err, eventlog.ErrConflict) {
+		if _, err := cfg.Events.Append(ctx, d.ID, ev, eventlog.ExpectLast(0)); err != nil && !errors.Is(err, eventlog.ErrConflict) {
 			return err
 		}
 	}

@@ -68,7 +68,7 @@ func newHarness(t *testing.T) *harness {
 // the test ends.
 func (h *harness) run(cfg Config) {
 	h.t.Helper()
-	cfg.Log, cfg.Logger = h.log, zerolog.New(zerolog.NewTestWriter(h.t)).Level(zerolog.ErrorLevel)
+	cfg.Events, cfg.Logger = h.log, zerolog.New(zerolog.NewTestWriter(h.t)).Level(zerolog.ErrorLevel)
 	if cfg.NixOptions == nil {
 		cfg.NixOptions = offline
 	}
@@ -188,7 +188,7 @@ func TestReplayAfterDuplicateWindowDecidesNothingTwice(t *testing.T) {
 				case "attrs_listed":
 					parts = append(parts, r.Event)
 				case tc.terminal:
-					if err := record(h.ctx, Config{Log: h.log}, rec, js, parts, r.Event); err != nil {
+					if err := record(h.ctx, Config{Events: h.log}, rec, js, parts, r.Event); err != nil {
 						t.Fatalf("replaying the facts: %v", err)
 					}
 				}
@@ -447,7 +447,7 @@ func TestRecordResumesAndRaces(t *testing.T) {
 			id, _ := h.created("change", "job-"+strings.ReplaceAll(tc.name, " ", "-"), &eventsv1.JobsetCreated{File: "x.nix"})
 			_, recs := h.facts(id)
 			rec, js := recs[0], recs[0].Event.GetJobsetCreated()
-			cfg := Config{Log: h.log, Logger: zerolog.Nop()}
+			cfg := Config{Events: h.log, Logger: zerolog.Nop()}
 			if tc.landed != "" {
 				if err := record(h.ctx, cfg, rec, js, nil, part(id, 0, tc.landed)); err != nil {
 					t.Fatal(err)

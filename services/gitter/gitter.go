@@ -41,7 +41,7 @@ import (
 
 // Config wires the stage.
 type Config struct {
-	Log    *eventlog.Log
+	Events *eventlog.Log
 	Logger zerolog.Logger
 	// GitDir holds the mirrors and worktrees; the reader and evaluator
 	// must see the same paths (a shared volume in a mesh).
@@ -81,7 +81,7 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.Concurrency = 2
 	}
 	g := &stage{cfg: cfg, store: store}
-	return worker.Run(ctx, cfg.Log.JetStream(), worker.Config{
+	return worker.Run(ctx, cfg.Events.JetStream(), worker.Config{
 		Stream: eventlog.EventsStream, Durable: eventlog.GitterDurable,
 		Filters: []string{eventlog.FactFilter(eventlog.Change, "requested"), eventlog.FactFilter(eventlog.Change, "concluded")},
 		AckWait: time.Minute, Concurrency: cfg.Concurrency, MaxDeliver: cfg.MaxDeliver, Backoff: cfg.Backoff,
@@ -128,7 +128,7 @@ func (g *stage) handle(ctx context.Context, m jetstream.Msg) error {
 // already checked out, perhaps long concluded and cleaned up).
 func (g *stage) request(ctx context.Context, rec eventlog.Record, req *eventsv1.ChangeRequested) error {
 	defer g.lock(rec.ID)()
-	_, last, err := g.cfg.Log.Load(ctx, eventlog.Change, rec.ID)
+	_, last, err := g.cfg.Events.Load(ctx, eventlog.Change, rec.ID)
 	if err != nil {
 		return err
 	}
@@ -148,7 +148,7 @@ func (g *stage) request(ctx context.Context, rec eventlog.Record, req *eventsv1.
 // the give-up's), which is the fact that counts.
 func (g *stage) record(ctx context.Context, rec eventlog.Record, ev *eventsv1.Event) error {
 	ev.CausationId, ev.CorrelationId = rec.Event.GetId(), rec.ID
-	_, err := g.cfg.Log.Append(ctx, rec.ID, ev, eventlog.ExpectLast(rec.Seq))
+	_, err := g.cfg.Events.Append(ctx, rec.ID, ev, eventlog.ExpectLast(rec.Seq))
 	if errors.Is(err, eventlog.ErrConflict) {
 		g.cfg.Logger.Info().Str("change", rec.ID).Msg("checkout already recorded")
 		return nil
@@ -186,7 +186,7 @@ func (g *stage) giveUp(ctx context.Context, m jetstream.Msg, cause error) error 
 func (g *stage) cleanup(ctx context.Context, rec eventlog.Record) error {
 	changeID := rec.ID
 	defer g.lock(changeID)()
-	recs, _, err := g.cfg.Log.Load(ctx, eventlog.Change, changeID)
+	recs, _, err := g.cfg.Events.Load(ctx, eventlog.Change, changeID)
 	if err != nil {
 		return err
 	}

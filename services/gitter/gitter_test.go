@@ -62,7 +62,7 @@ func setup(t *testing.T) *env {
 	js := eventlogtest.JetStreamWith(t, ctx, eventlog.StreamOptions{DuplicateWindow: time.Second})
 	log := eventlog.New(js)
 	return &env{ctx: ctx, js: js, log: log, cfg: Config{
-		Log: log, Logger: zerolog.Nop(), GitDir: t.TempDir(), Backoff: 100 * time.Millisecond, MaxDeliver: 3,
+		Events: log, Logger: zerolog.Nop(), GitDir: t.TempDir(), Backoff: 100 * time.Millisecond, MaxDeliver: 3,
 	}}
 }
 

@@ -19,7 +19,7 @@ import (
 
 // Config wires the stage.
 type Config struct {
-	Log     *eventlog.Log
+	Events  *eventlog.Log
 	DataDir string // the read model lives in DataDir/ingress.db
 	Logger  zerolog.Logger
 	// Applied, when set, is told the stream position after every batch
@@ -53,13 +53,13 @@ func Run(ctx context.Context, cfg Config) error {
 	lim := cfg.Limits
 	if lim.MaxPerFact <= 0 {
 		// As many ids as the server takes in one message.
-		lim.MaxPerFact = PerFact(cfg.Log.JetStream().Conn().MaxPayload())
+		lim.MaxPerFact = PerFact(cfg.Events.JetStream().Conn().MaxPayload())
 	}
 	model := cfg.Graph
 	if model == nil {
 		model = NewGraph(cfg.Logger)
 	}
-	r, err := projection.New(db, cfg.Log, model.WithLimits(lim), opts...)
+	r, err := projection.New(db, cfg.Events, model.WithLimits(lim), opts...)
 	if err != nil {
 		return err
 	}

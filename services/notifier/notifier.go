@@ -29,7 +29,7 @@ type Sink interface {
 
 // Config wires the stage.
 type Config struct {
-	Log    *eventlog.Log
+	Events *eventlog.Log
 	Logger zerolog.Logger
 	Sink   Sink
 }
@@ -49,7 +49,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		return nil
 	}
-	return worker.Run(ctx, cfg.Log.JetStream(), worker.Config{
+	return worker.Run(ctx, cfg.Events.JetStream(), worker.Config{
 		Stream: eventlog.EventsStream, Durable: eventlog.NotifierDurable,
 		Filters: []string{eventlog.FactFilter(eventlog.Jobset, "concluded"), eventlog.FactFilter(eventlog.Change, "concluded")},
 	}, handle, cfg.Logger)

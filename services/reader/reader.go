@@ -33,7 +33,7 @@ import (
 
 // Config wires the stage.
 type Config struct {
-	Log    *eventlog.Log
+	Events *eventlog.Log
 	Logger zerolog.Logger
 	// Metrics, when set, counts checkouts given up (ekaci_messages_given_up_total).
 	Metrics *telemetry.Metrics
@@ -74,7 +74,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		return record(ctx, cfg, rec, invalid(rec.ID, fmt.Sprintf("could not read %s: %v", ciconfig.FileName, cause)))
 	}
-	return worker.Run(ctx, cfg.Log.JetStream(), worker.Config{
+	return worker.Run(ctx, cfg.Events.JetStream(), worker.Config{
 		Stream: eventlog.EventsStream, Durable: eventlog.ReaderDurable,
 		Filters: []string{eventlog.FactFilter(eventlog.Change, "checked_out")},
 		AckWait: 30 * time.Second, Concurrency: concurrency, MaxDeliver: cfg.MaxDeliver, Backoff: cfg.Backoff,
@@ -95,7 +95,7 @@ func invalid(changeID, msg string) *eventsv1.Event {
 // checked_out; a conflict means it already landed.
 func record(ctx context.Context, cfg Config, rec eventlog.Record, ev *eventsv1.Event) error {
 	ev.CausationId, ev.CorrelationId = rec.Event.GetId(), rec.ID
-	_, err := cfg.Log.Append(ctx, rec.ID, ev, eventlog.ExpectLast(rec.Seq))
+	_, err := cfg.Events.Append(ctx, rec.ID, ev, eventlog.ExpectLast(rec.Seq))
 	if errors.Is(err, eventlog.ErrConflict) {
 		cfg.Logger.Info().Str("change", rec.ID).Msg("configuration already recorded")
 		return nil
@@ -105,7 +105,7 @@ func record(ctx context.Context, cfg Config, rec eventlog.Record, ev *eventsv1.E
 
 func read(ctx context.Context, cfg Config, rec eventlog.Record, co *eventsv1.ChangeCheckedOut) error {
 	changeID := rec.ID
-	_, last, err := cfg.Log.Load(ctx, eventlog.Change, changeID)
+	_, last, err := cfg.Events.Load(ctx, eventlog.Change, changeID)
 	if err != nil {
 		return err
 	}
@@ -137,7 +137,7 @@ func read(ctx context.Context, cfg Config, rec eventlog.Record, co *eventsv1.Cha
 			}}}
 		// Created once: a conflict is this jobset created by an earlier
 		// try that stopped before config_read.
-		if _, err := cfg.Log.Append(ctx, jobsetID, ev, eventlog.ExpectLast(0)); err != nil && !errors.Is(err, eventlog.ErrConflict) {
+		if _, err := cfg.Events.Append(ctx, jobsetID, ev, eventlog.ExpectLast(0)); err != nil && !errors.Is(err, eventlog.ErrConflict) {
 			return err
 		}
 		read.Jobs = append(read.Jobs, job.Name)

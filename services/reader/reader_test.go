@@ -33,7 +33,7 @@ func setup(t *testing.T) *env {
 	t.Cleanup(cancel)
 	js := eventlogtest.JetStreamWith(t, ctx, eventlog.StreamOptions{DuplicateWindow: time.Second})
 	log := eventlog.New(js)
-	return &env{ctx: ctx, js: js, log: log, cfg: Config{Log: log, Logger: zerolog.Nop(), Backoff: 50 * time.Millisecond, MaxDeliver: 2}}
+	return &env{ctx: ctx, js: js, log: log, cfg: Config{Events: log, Logger: zerolog.Nop(), Backoff: 50 * time.Millisecond, MaxDeliver: 2}}
 }
 
 func (e *env) start(t *testing.T) (stop func()) {

@@ -15,7 +15,7 @@ import (
 
 // Config wires the stage.
 type Config struct {
-	Log     *eventlog.Log
+	Events  *eventlog.Log
 	DataDir string // the read model lives in DataDir/recorder.db
 	Logger  zerolog.Logger
 	// Feed, when set, is the event feed this process's read models share
@@ -34,20 +34,20 @@ func Run(ctx context.Context, cfg Config) error {
 	defer db.Close()
 	// Half the largest message the server takes, for the event's other
 	// fields and headers.
-	budget := int(cfg.Log.JetStream().Conn().MaxPayload() / 2)
+	budget := int(cfg.Events.JetStream().Conn().MaxPayload() / 2)
 	opts := []projection.Option{projection.WithLogger(cfg.Logger)}
 	if cfg.Feed != nil {
 		opts = append(opts, projection.WithFeed(cfg.Feed))
 	}
-	runner, err := projection.New(db, cfg.Log, NewConclusions(cfg.Logger).WithResultBudget(budget), opts...)
+	runner, err := projection.New(db, cfg.Events, NewConclusions(cfg.Logger).WithResultBudget(budget), opts...)
 	if err != nil {
 		return err
 	}
-	rep := &reports{log: cfg.Log, logger: cfg.Logger}
+	rep := &reports{log: cfg.Events, logger: cfg.Logger}
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return runner.Run(ctx) })
 	g.Go(func() error {
-		return worker.RunBatch(ctx, cfg.Log.JetStream(), worker.Config{
+		return worker.RunBatch(ctx, cfg.Events.JetStream(), worker.Config{
 			Stream: eventlog.WorkStream, Durable: eventlog.RecorderReportsDurable, Filters: []string{eventlog.ReportsFilter},
 			// A report given up on ends its attempt as an infrastructure
 			// interruption, lest the derivation stay Building.

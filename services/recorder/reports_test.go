@@ -194,7 +194,7 @@ func TestGiveUpInterruptsTheAttempt(t *testing.T) {
 	}
 	rctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	go func() { done <- Run(rctx, Config{Log: log, DataDir: t.TempDir(), Logger: zerolog.Nop()}) }()
+	go func() { done <- Run(rctx, Config{Events: log, DataDir: t.TempDir(), Logger: zerolog.Nop()}) }()
 	defer func() {
 		stop()
 		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {

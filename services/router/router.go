@@ -46,7 +46,7 @@ type View struct {
 
 // Config wires the stage.
 type Config struct {
-	Log    *eventlog.Log
+	Events *eventlog.Log
 	Logger zerolog.Logger
 	// Routes are the builders work may go to (machines.Topology.Routes).
 	Routes []machines.Route
@@ -119,7 +119,7 @@ func Route(routes []machines.Route, b *eventsv1.DrvBuildable, v View) (workv1.Bu
 
 // Run routes until ctx ends.
 func Run(ctx context.Context, cfg Config) error {
-	js := cfg.Log.JetStream()
+	js := cfg.Events.JetStream()
 	busy := &localLoad{js: js, every: time.Second, seen: map[string]loadSample{}}
 	view := View{LocalBusy: func(system string) int { return busy.get(ctx, system) }}
 	if cfg.Health != nil {
@@ -148,7 +148,7 @@ func Run(ctx context.Context, cfg Config) error {
 				}},
 			}
 			cfg.Logger.Warn().Str("drv", rec.ID).Str("drv_path", b.GetDrvPath()).Str("system", b.GetSystem()).Msg("no builder can take this derivation")
-			if _, err := cfg.Log.Append(ctx, rec.ID, ev, eventlog.ExpectLast(rec.Seq)); err != nil && !isConflict(err) {
+			if _, err := cfg.Events.Append(ctx, rec.ID, ev, eventlog.ExpectLast(rec.Seq)); err != nil && !isConflict(err) {
 				return nil, err
 			}
 			return nil, nil
@@ -203,7 +203,7 @@ func Run(ctx context.Context, cfg Config) error {
 			}},
 		}
 		cfg.Logger.Error().Err(cause).Str("drv", rec.ID).Str("drv_path", b.GetDrvPath()).Msg("recording a derivation the router gave up on as interrupted")
-		if _, err := cfg.Log.Append(ctx, rec.ID, ev, eventlog.ExpectLast(rec.Seq)); err != nil && !isConflict(err) {
+		if _, err := cfg.Events.Append(ctx, rec.ID, ev, eventlog.ExpectLast(rec.Seq)); err != nil && !isConflict(err) {
 			return err
 		}
 		return nil

@@ -105,7 +105,7 @@ func TestUnqueueableBuildIsInterrupted(t *testing.T) {
 	rctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
-		done <- Run(rctx, Config{Log: log, Logger: zerolog.Nop(), Backoff: 50 * time.Millisecond, MaxDeliver: 2,
+		done <- Run(rctx, Config{Events: log, Logger: zerolog.Nop(), Backoff: 50 * time.Millisecond, MaxDeliver: 2,
 			Routes: []machines.Route{{Name: "local", Class: workv1.BuildClass_BUILD_CLASS_LOCAL, Systems: []string{"x86_64-linux"}, MaxJobs: 1}}})
 	}()
 	defer func() {

@@ -64,7 +64,7 @@ func TestSlowClientsAreBounded(t *testing.T) {
 	defer cancel()
 	log := eventlog.New(eventlogtest.JetStream(t, ctx))
 	const bound = 2
-	url := serve(t, ctx, webhook.Config{Log: log, Logger: zerolog.Nop(), Secret: []byte(secret),
+	url := serve(t, ctx, webhook.Config{Events: log, Logger: zerolog.Nop(), Secret: []byte(secret),
 		MaxInFlight: bound, Timeouts: webhook.Timeouts{Read: 3 * time.Second}})
 	addr := url[len("http://") : len(url)-len("/webhook")]
 
@@ -104,7 +104,7 @@ func TestRedeliveryAfterCheckoutFailure(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	log := eventlog.New(eventlogtest.JetStream(t, ctx))
-	url := serve(t, ctx, webhook.Config{Log: log, Logger: zerolog.Nop(), Secret: []byte(secret)})
+	url := serve(t, ctx, webhook.Config{Events: log, Logger: zerolog.Nop(), Secret: []byte(secret)})
 	req := &eventsv1.ChangeRequested{RepoUrl: "https://github.com/octo/repo.git",
 		HeadCommit: "1111111111111111111111111111111111111111", BaseCommit: "2222222222222222222222222222222222222222"}
 	first, second := request.AttemptID(req, 0), request.AttemptID(req, 1)

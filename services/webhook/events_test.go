@@ -58,7 +58,7 @@ func newHarness(t *testing.T, policy webhook.Policy) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := webhook.NewHandler(webhook.Config{Log: log, Logger: zerolog.Nop(), Secret: []byte(secret), Deliveries: d, Policy: policy, App: app})
+	h, err := webhook.NewHandler(webhook.Config{Events: log, Logger: zerolog.Nop(), Secret: []byte(secret), Deliveries: d, Policy: policy, App: app})
 	if err != nil {
 		t.Fatal(err)
 	}

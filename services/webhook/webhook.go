@@ -57,7 +57,7 @@ const maxBody = 25 << 20
 
 // Config wires the stage.
 type Config struct {
-	Log    *eventlog.Log
+	Events *eventlog.Log
 	Logger zerolog.Logger
 	Secret []byte
 	Addr   string // listen address, e.g. :8080
@@ -127,14 +127,14 @@ func NewHandler(cfg Config) (*Handler, error) {
 	if cfg.Policy.RequireApproval && cfg.App == nil {
 		return nil, ErrApprovalNeedsApp
 	}
-	return &Handler{log: cfg.Log, logger: cfg.Logger, secret: cfg.Secret, inFlight: make(chan struct{}, n),
+	return &Handler{log: cfg.Events, logger: cfg.Logger, secret: cfg.Secret, inFlight: make(chan struct{}, n),
 		deliveries: cfg.Deliveries, policy: cfg.Policy, app: cfg.App}, nil
 }
 
 // Run serves webhooks on cfg.Addr until ctx ends.
 func Run(ctx context.Context, cfg Config) error {
 	if cfg.Deliveries == nil {
-		d, err := OpenDeliveries(ctx, cfg.Log.JetStream(), cfg.Replicas, 0)
+		d, err := OpenDeliveries(ctx, cfg.Events.JetStream(), cfg.Replicas, 0)
 		if err != nil {
 			return err
 		}

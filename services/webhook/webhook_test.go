@@ -42,10 +42,10 @@ func TestWebhook(t *testing.T) {
 	defer cancel()
 	js := eventlogtest.JetStream(t, ctx)
 	log := eventlog.New(js)
-	if _, err := webhook.NewHandler(webhook.Config{Log: log}); !errors.Is(err, webhook.ErrNoSecret) {
+	if _, err := webhook.NewHandler(webhook.Config{Events: log}); !errors.Is(err, webhook.ErrNoSecret) {
 		t.Fatalf("no secret: err = %v, want ErrNoSecret", err)
 	}
-	h, err := webhook.NewHandler(webhook.Config{Log: log, Logger: zerolog.Nop(), Secret: []byte(secret)})
+	h, err := webhook.NewHandler(webhook.Config{Events: log, Logger: zerolog.Nop(), Secret: []byte(secret)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -69,7 +69,7 @@ func main() {
 		}
 		return builder.Run(ctx, builder.Config{
 			Cache: cache, PushTo: upstream,
-			Log: env.Log, Conn: env.Conn, Logger: env.Logger, Name: *name, Pools: topo.Pools(),
+			Events: env.Events, Conn: env.Conn, Logger: env.Logger, Name: *name, Pools: topo.Pools(),
 			NixOptions: nixOpts, NoOutputTimeout: *noOutput, TotalTimeout: *total, LogDir: *logDir, Metrics: env.Metrics, Health: health, NoBatch: *noBatch,
 			MaxLogBytes: *maxLogBytes, StateDir: *stateDir, Lease: *lease,
 		})

@@ -149,7 +149,7 @@ func retryInterruption(t *testing.T, dataDir, drvPath string) eventsv1.Interrupt
 	if err != nil {
 		t.Fatal(err)
 	}
-	recs, _, err := app.Log().Load(ctx, eventlog.Drv, id)
+	recs, _, err := app.Events().Load(ctx, eventlog.Drv, id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +177,7 @@ func checkHistory(t *testing.T, dataDir string, drvs map[string]string, want map
 		if err != nil {
 			t.Fatal(err)
 		}
-		recs, _, err := app.Log().Load(ctx, eventlog.Drv, id)
+		recs, _, err := app.Events().Load(ctx, eventlog.Drv, id)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -190,7 +190,7 @@ func checkHistory(t *testing.T, dataDir string, drvs map[string]string, want map
 		}
 	}
 	ids := map[string]uint64{}
-	err = app.Log().Read(ctx, 0, []string{"ekaci.evt.>"}, func(r eventlog.Record) error {
+	err = app.Events().Read(ctx, 0, []string{"ekaci.evt.>"}, func(r eventlog.Record) error {
 		if r.RecordedOn != "" {
 			return nil // a transition a batched fact records: its event is that fact
 		}

@@ -296,7 +296,7 @@ func execute(ctx context.Context, cmd string, args []string, o *options, stdout,
 // runOnce submits one change and waits for its conclusion, or for a stage
 // to fail, or for a signal.
 func runOnce(ctx context.Context, app *ekaci.App, change *eventsv1.ChangeRequested, o *options, stdout, stderr io.Writer, done chan error) int {
-	id, err := ekaci.Submit(ctx, app.Log(), change)
+	id, err := ekaci.Submit(ctx, app.Events(), change)
 	if err != nil {
 		fmt.Fprintf(stderr, "ekaci run: %v\n", err)
 		return exitError
@@ -313,7 +313,7 @@ func runOnce(ctx context.Context, app *ekaci.App, change *eventsv1.ChangeRequest
 	}
 	res := make(chan result, 1)
 	go func() {
-		out, err := ekaci.Wait(wctx, app.Log(), id, stderr)
+		out, err := ekaci.Wait(wctx, app.Events(), id, stderr)
 		res <- result{out, err}
 	}()
 	var r result

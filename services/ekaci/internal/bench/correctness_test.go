@@ -78,7 +78,7 @@ func schedulerAtScale(t *testing.T, lim ingress.Limits) {
 	time.Sleep(500 * time.Millisecond) // anything extra (a duplicate) would show below
 	histories := map[string][]*eventsv1.Event{}
 	batched := 0
-	err = p.Log.Read(ctx, 0, []string{eventlog.KindFilter(eventlog.Drv)}, func(rec eventlog.Record) error {
+	err = p.Events.Read(ctx, 0, []string{eventlog.KindFilter(eventlog.Drv)}, func(rec eventlog.Record) error {
 		// Read hands a downstream_failed fact on a failed derivation over
 		// with the dependency_failed of each derivation it lists.
 		histories[rec.ID] = append(histories[rec.ID], rec.Event)

@@ -152,12 +152,12 @@ func renamedPath(g *graphgen.Graph, id, k int) string {
 func (p *Pipeline) submit(ctx context.Context, name string, ids []string, items []eventlog.Item, attrs []int, concluded int64) error {
 	jobset := name + "-js"
 	created := &eventsv1.Event{Id: "created-" + jobset, Payload: &eventsv1.Event_JobsetCreated{JobsetCreated: &eventsv1.JobsetCreated{ChangeId: name, Job: "bench"}}}
-	if _, err := p.Log.Append(ctx, jobset, created, eventlog.ExpectLast(0)); err != nil {
+	if _, err := p.Events.Append(ctx, jobset, created, eventlog.ExpectLast(0)); err != nil {
 		return fmt.Errorf("jobset created: %w", err)
 	}
 	// The evaluator appends the whole closure; what the log knows is refused.
 	for from := 0; from < len(items); from += 20000 {
-		_, errs, err := p.Log.AppendMany(ctx, items[from:min(from+20000, len(items))])
+		_, errs, err := p.Events.AppendMany(ctx, items[from:min(from+20000, len(items))])
 		if err != nil {
 			return fmt.Errorf("discover: %w", err)
 		}
@@ -175,7 +175,7 @@ func (p *Pipeline) submit(ctx context.Context, name string, ids []string, items 
 	for len(list) > attrsPerPart {
 		ev := &eventsv1.Event{Id: fmt.Sprintf("attrs-%s-%d", jobset, parts), Payload: &eventsv1.Event_JobsetAttrsListed{JobsetAttrsListed: &eventsv1.JobsetAttrsListed{
 			ChangeId: name, Part: uint32(parts), Attrs: list[:attrsPerPart]}}}
-		if _, err := p.Log.Append(ctx, jobset, ev); err != nil {
+		if _, err := p.Events.Append(ctx, jobset, ev); err != nil {
 			return fmt.Errorf("attrs listed: %w", err)
 		}
 		list, parts = list[attrsPerPart:], parts+1
@@ -183,7 +183,7 @@ func (p *Pipeline) submit(ctx context.Context, name string, ids []string, items 
 	ev := &eventsv1.Event{Id: "evaluated-" + jobset, Payload: &eventsv1.Event_JobsetEvaluated{JobsetEvaluated: &eventsv1.JobsetEvaluated{
 		ChangeId: name, Attrs: list, DrvCount: uint32(len(items)), AttrParts: uint32(parts), AttrCount: uint32(len(attrs)),
 	}}}
-	if _, err := p.Log.Append(ctx, jobset, ev); err != nil {
+	if _, err := p.Events.Append(ctx, jobset, ev); err != nil {
 		return fmt.Errorf("evaluated: %w", err)
 	}
 	c, err := p.watchJS.CreateOrUpdateConsumer(ctx, eventlog.EventsStream, jetstream.ConsumerConfig{

@@ -152,9 +152,9 @@ func RealBuilds(ctx context.Context, dir string, n int) (Result, error) {
 	cr, err := ekaci.Resolve(ctx, ekaci.Request{Repo: repo})
 	if err == nil {
 		var id string
-		if id, err = ekaci.Submit(ctx, app.Log(), cr); err == nil {
+		if id, err = ekaci.Submit(ctx, app.Events(), cr); err == nil {
 			var out *ekaci.Outcome
-			if out, err = ekaci.Wait(ctx, app.Log(), id, ioDiscard{}); err == nil && out.Conclusion.String() != "CONCLUSION_SUCCESS" {
+			if out, err = ekaci.Wait(ctx, app.Events(), id, ioDiscard{}); err == nil && out.Conclusion.String() != "CONCLUSION_SUCCESS" {
 				err = fmt.Errorf("ekaci run concluded %v: %s", out.Conclusion, out.Summary)
 			}
 		}

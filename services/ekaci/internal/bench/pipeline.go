@@ -61,7 +61,7 @@ func Discovered(g *graphgen.Graph, id int) (string, *eventsv1.Event) {
 // the recorder, each on its own connection to an embedded NATS.
 type Pipeline struct {
 	Server *natsembed.Server
-	Log    *eventlog.Log // the "evaluator" connection
+	Events *eventlog.Log // the "evaluator" connection
 	cancel context.CancelFunc
 	group  *errgroup.Group
 	conns  []*nats.Conn
@@ -105,7 +105,7 @@ func Start(ctx context.Context, o Options) (*Pipeline, error) {
 		p.conns = append(p.conns, nc)
 		return eventlog.New(js), nc, nil
 	}
-	if p.Log, _, err = connect("bench"); err != nil {
+	if p.Events, _, err = connect("bench"); err != nil {
 		p.Close()
 		return nil, err
 	}
@@ -126,23 +126,23 @@ func Start(ctx context.Context, o Options) (*Pipeline, error) {
 	nop := zerolog.Nop()
 	topo := machines.Topology{Systems: o.Systems, MaxJobs: 64, FODMaxJobs: 16}
 	// As the all-in-one wires them: ingress and recorder share a feed.
-	feed := projection.NewFeed(p.Log, nop, ingress.ReadModel, recorder.ReadModel)
+	feed := projection.NewFeed(p.Events, nop, ingress.ReadModel, recorder.ReadModel)
 	stages := []struct {
 		name string
 		run  func(ctx context.Context, log *eventlog.Log, nc *nats.Conn) error
 	}{
 		{"ingress", func(ctx context.Context, log *eventlog.Log, _ *nats.Conn) error {
-			return ingress.Run(ctx, ingress.Config{Log: log, DataDir: o.Dir, Logger: nop, Limits: o.IngressLimits, Feed: feed, Applied: func(seq uint64) { p.IngressAt.Store(seq) }, Graph: p.Ingress})
+			return ingress.Run(ctx, ingress.Config{Events: log, DataDir: o.Dir, Logger: nop, Limits: o.IngressLimits, Feed: feed, Applied: func(seq uint64) { p.IngressAt.Store(seq) }, Graph: p.Ingress})
 		}},
 		{"router", func(ctx context.Context, log *eventlog.Log, _ *nats.Conn) error {
-			return router.Run(ctx, router.Config{Log: log, Logger: nop, Routes: topo.Routes()})
+			return router.Run(ctx, router.Config{Events: log, Logger: nop, Routes: topo.Routes()})
 		}},
 		{"builder", func(ctx context.Context, log *eventlog.Log, nc *nats.Conn) error {
-			return builder.Run(ctx, builder.Config{Log: log, Conn: nc, Logger: nop, Name: "noop", Pools: topo.Pools(),
+			return builder.Run(ctx, builder.Config{Events: log, Conn: nc, Logger: nop, Name: "noop", Pools: topo.Pools(),
 				Noop: &builder.Noop{Fail: o.Fail}, LogDir: filepath.Join(o.Dir, "logs")})
 		}},
 		{"recorder", func(ctx context.Context, log *eventlog.Log, _ *nats.Conn) error {
-			return recorder.Run(ctx, recorder.Config{Log: log, DataDir: o.Dir, Logger: nop, Feed: feed})
+			return recorder.Run(ctx, recorder.Config{Events: log, DataDir: o.Dir, Logger: nop, Feed: feed})
 		}},
 	}
 	for _, st := range stages {
@@ -301,7 +301,7 @@ func (p *Pipeline) Discover(ctx context.Context, g *graphgen.Graph) (uint64, err
 		}}}
 		items = append(items, eventlog.Item{ID: ids[i], Event: ev, Expect: true, ExpectSeq: 0})
 	}
-	got, errs, err := p.Log.AppendMany(ctx, items)
+	got, errs, err := p.Events.AppendMany(ctx, items)
 	if err != nil {
 		return 0, err
 	}

@@ -169,7 +169,7 @@ func Schedule(ctx context.Context, dir string, n int, seed uint64) (Result, erro
 	if AtEnd != nil {
 		AtEnd()
 	}
-	seq, err := p.Log.LastSeq(ctx)
+	seq, err := p.Events.LastSeq(ctx)
 	if err != nil {
 		return res, err
 	}
@@ -223,12 +223,12 @@ func Propagate(ctx context.Context, dir string, n int, seed uint64) (Result, err
 	}
 	start := time.Now()
 	if Trace != nil {
-		failedAt, _ := p.Log.LastSeq(ctx)
+		failedAt, _ := p.Events.LastSeq(ctx)
 		tctx, stop := context.WithCancel(ctx)
 		defer stop()
 		go func() {
 			for tctx.Err() == nil {
-				seq, _ := p.Log.LastSeq(tctx)
+				seq, _ := p.Events.LastSeq(tctx)
 				fmt.Fprintf(Trace, "%6.2fs  ingress at %d (failure at ~%d)  log at %d  dependency_failed %d of %d\n",
 					time.Since(start).Seconds(), p.IngressAt.Load(), failedAt, seq, p.Count("dependency_failed"), len(down))
 				time.Sleep(250 * time.Millisecond)
@@ -241,7 +241,7 @@ func Propagate(ctx context.Context, dir string, n int, seed uint64) (Result, err
 	end := time.Now()
 	// From when the log stored the failure, not from when this loop saw
 	// it: the propagation may have begun before the poll noticed.
-	recs, _, err := p.Log.Load(ctx, eventlog.Drv, failID)
+	recs, _, err := p.Events.Load(ctx, eventlog.Drv, failID)
 	if err != nil {
 		return res, err
 	}

@@ -24,7 +24,7 @@ func main() {
 	cacheURL := fs.String("cache", "", "the mesh's binary cache (ekaci-cache, e.g. http://cache:8081): each job's .drv closure is pushed to it for builders with Nix stores of their own (empty: builders share this store)")
 	os.Exit(service.Main(fs, os.Args[1:], func(ctx context.Context, env service.Env) error {
 		// The flags' 0 is no limit; Config's 0 is the default.
-		cfg := evaluator.Config{Log: env.Log, Logger: env.Logger, NixOptions: nixOpts, Metrics: env.Metrics,
+		cfg := evaluator.Config{Events: env.Events, Logger: env.Logger, NixOptions: nixOpts, Metrics: env.Metrics,
 			GCRootsDir: *gcroots, EvalTimeout: -1, EvalMemoryLimit: -1}
 		if *cacheURL != "" {
 			cfg.Cache = &binarycache.Cache{URL: *cacheURL, NixOptions: nixOpts}

@@ -16,6 +16,6 @@ func main() {
 	gitDir := fs.String("git-dir", "/var/lib/ekaci/git", "mirrors and worktrees; mount the same path into the reader and evaluator")
 	gcroots := fs.String("gcroots-dir", "", "the evaluator's --gcroots-dir: DIR/<change id> is removed when the change concludes (empty: nothing to remove)")
 	os.Exit(service.Main(fs, os.Args[1:], func(ctx context.Context, env service.Env) error {
-		return gitter.Run(ctx, gitter.Config{Log: env.Log, Logger: env.Logger, GitDir: *gitDir, GCRootsDir: *gcroots, Metrics: env.Metrics})
+		return gitter.Run(ctx, gitter.Config{Events: env.Events, Logger: env.Logger, GitDir: *gitDir, GCRootsDir: *gcroots, Metrics: env.Metrics})
 	}))
 }

@@ -21,6 +21,6 @@ func main() {
 			return err
 		}
 		defer unlock()
-		return ingress.Run(ctx, ingress.Config{Log: env.Log, DataDir: *dataDir, Logger: env.Logger})
+		return ingress.Run(ctx, ingress.Config{Events: env.Events, DataDir: *dataDir, Logger: env.Logger})
 	}))
 }

@@ -14,6 +14,6 @@ import (
 func main() {
 	fs := flag.NewFlagSet("ekaci-notifier", flag.ContinueOnError)
 	os.Exit(service.Main(fs, os.Args[1:], func(ctx context.Context, env service.Env) error {
-		return notifier.Run(ctx, notifier.Config{Log: env.Log, Logger: env.Logger, Sink: notifier.NewLocal(os.Stdout)})
+		return notifier.Run(ctx, notifier.Config{Events: env.Events, Logger: env.Logger, Sink: notifier.NewLocal(os.Stdout)})
 	}))
 }

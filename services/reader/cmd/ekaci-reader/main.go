@@ -14,6 +14,6 @@ import (
 func main() {
 	fs := flag.NewFlagSet("ekaci-reader", flag.ContinueOnError)
 	os.Exit(service.Main(fs, os.Args[1:], func(ctx context.Context, env service.Env) error {
-		return reader.Run(ctx, reader.Config{Log: env.Log, Logger: env.Logger, Metrics: env.Metrics})
+		return reader.Run(ctx, reader.Config{Events: env.Events, Logger: env.Logger, Metrics: env.Metrics})
 	}))
 }

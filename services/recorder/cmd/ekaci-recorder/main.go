@@ -20,6 +20,6 @@ func main() {
 			return err
 		}
 		defer unlock()
-		return recorder.Run(ctx, recorder.Config{Log: env.Log, DataDir: *dataDir, Logger: env.Logger, Metrics: env.Metrics})
+		return recorder.Run(ctx, recorder.Config{Events: env.Events, DataDir: *dataDir, Logger: env.Logger, Metrics: env.Metrics})
 	}))
 }

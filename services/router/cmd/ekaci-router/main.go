@@ -34,6 +34,6 @@ func main() {
 			topo.Remote = ms
 			health = machines.NewHealth(ms, nil, 30*time.Second, env.Logger)
 		}
-		return router.Run(ctx, router.Config{Log: env.Log, Logger: env.Logger, Routes: topo.Routes(), Health: health, Metrics: env.Metrics})
+		return router.Run(ctx, router.Config{Events: env.Events, Logger: env.Logger, Routes: topo.Routes(), Health: health, Metrics: env.Metrics})
 	}))
 }

@@ -30,7 +30,7 @@ func main() {
 		if *secret == "" {
 			return errors.New("no webhook secret: set --webhook-secret, EKACI_WEBHOOK_SECRET or EKACI_WEBHOOK_SECRET_FILE")
 		}
-		cfg := webhook.Config{Log: env.Log, Logger: env.Logger, Secret: []byte(*secret), Addr: *addr, Replicas: *replicas,
+		cfg := webhook.Config{Events: env.Events, Logger: env.Logger, Secret: []byte(*secret), Addr: *addr, Replicas: *replicas,
 			MaxInFlight: *maxInFlight, Timeouts: webhook.Timeouts{Read: *readTimeout}, Policy: policy}
 		if gh.Configured() {
 			app, err := gh.App()
