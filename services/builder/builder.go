@@ -65,11 +65,13 @@ type Config struct {
 	// ShutdownGrace is how long running builds may go on after shutdown
 	// begins before they are stopped (and reported as interrupted).
 	ShutdownGrace time.Duration
-	LogDir        string
-	// MaxLogBytes caps each attempt's log file (and its live lines); past
-	// it a notice line is written and the build goes on. 0 means
-	// nixbuild.DefaultMaxLogBytes (256 MiB); < 0 no cap.
-	MaxLogBytes int64
+	// BuildLogDir keeps each attempt's build log,
+	// <BuildLogDir>/<drv id>/<attempt>.log.zst.
+	BuildLogDir string
+	// AttemptLogMaxBytes caps each attempt's build log file (and its live
+	// lines); past it a notice line is written and the build goes on. 0
+	// means nixbuild.DefaultMaxLogBytes (256 MiB); < 0 no cap.
+	AttemptLogMaxBytes int64
 	// StateDir keeps what outlives one life of the builder: a file per
 	// running nix-store (so the next life ends what a killed one left
 	// running, before it builds again) and the last holder id (so the next
@@ -284,7 +286,7 @@ type runtime struct {
 func (r *runtime) nixOptions() nixbuild.Options {
 	o := nixbuild.Options{
 		NixOptions: r.cfg.NixOptions, NoOutputTimeout: r.cfg.NoOutputTimeout, TotalTimeout: r.cfg.TotalTimeout,
-		MaxLogBytes: r.cfg.MaxLogBytes, Store: r.store, Tracker: r.tracker,
+		MaxLogBytes: r.cfg.AttemptLogMaxBytes, Store: r.store, Tracker: r.tracker,
 	}
 	if r.roots != nil {
 		o.Root = r.roots.Add
@@ -504,7 +506,7 @@ func (b *build) handleHeld(ctx context.Context, m jetstream.Msg, req *workv1.Bui
 	opts := b.nixOptions()
 	job := nixbuild.Job{
 		DrvPath: req.GetDrvPath(),
-		LogPath: filepath.Join(b.cfg.LogDir, req.GetDrvId(), fmt.Sprintf("%d.log.zst", req.GetAttempt())),
+		LogPath: filepath.Join(b.cfg.BuildLogDir, req.GetDrvId(), fmt.Sprintf("%d.log.zst", req.GetAttempt())),
 		OnLine: func(line []byte) {
 			if b.cfg.Conn != nil {
 				_ = b.cfg.Conn.Publish(liveSubject, line)

@@ -271,7 +271,7 @@ func TestGiveUpRecordsInfrastructure(t *testing.T) {
 	drv := instantiate(t, "giveup", "echo ok > $out")
 	id, last := h.ready(drv)
 	h.request(id, drv, last, "req-"+id)
-	h.run(Config{NixOptions: noSubst, NoBatch: true, LogDir: filepath.Join(file, "logs")})
+	h.run(Config{NixOptions: noSubst, NoBatch: true, BuildLogDir: filepath.Join(file, "logs")})
 	got := h.waitReports(1, 60*time.Second)
 	r := got[0]
 	if r.rep.GetOutcome() != workv1.BuildOutcome_BUILD_OUTCOME_INTERRUPTED ||
@@ -294,7 +294,7 @@ func TestReportsStayBounded(t *testing.T) {
 	id, last := h.ready(drv)
 	h.request(id, drv, last, "req-"+id)
 	logDir := t.TempDir()
-	h.run(Config{NixOptions: noSubst, LogDir: logDir, MaxLogBytes: 1 << 20})
+	h.run(Config{NixOptions: noSubst, BuildLogDir: logDir, AttemptLogMaxBytes: 1 << 20})
 	r := h.waitReports(1, 60*time.Second)[0].rep
 	if r.GetOutcome() != workv1.BuildOutcome_BUILD_OUTCOME_FAILED || !strings.HasSuffix(r.GetLogTail(), "failed with exit code 1") {
 		t.Fatalf("report %v", r)

@@ -111,8 +111,8 @@ func (h *harness) run(cfg Config) (stop func()) {
 	if cfg.Pools == nil {
 		cfg.Pools = []machines.Pool{{System: service.CurrentSystem(), Class: workv1.BuildClass_BUILD_CLASS_LOCAL, MaxJobs: 2}}
 	}
-	if cfg.LogDir == "" {
-		cfg.LogDir = h.t.TempDir()
+	if cfg.BuildLogDir == "" {
+		cfg.BuildLogDir = h.t.TempDir()
 	}
 	cfg.Logger = zerolog.New(zerolog.NewTestWriter(h.t)).Level(zerolog.WarnLevel)
 	ctx, cancel := context.WithCancel(h.ctx)

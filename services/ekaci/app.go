@@ -65,9 +65,9 @@ type Config struct {
 	// NoBatch gives every derivation a nix-build of its own instead of
 	// batching a pool's ready derivations into one nix-build per lane.
 	NoBatch bool
-	// MaxLogBytes caps each build attempt's log (0: the builder's
+	// AttemptLogMaxBytes caps each build attempt's log (0: the builder's
 	// default, 256 MiB; < 0: none).
-	MaxLogBytes int64
+	AttemptLogMaxBytes int64
 	// EvalTimeout and EvalMemoryLimit (bytes) bound the evaluation of one
 	// job (see evaluator.Config): 0 is the evaluator's default, < 0 none.
 	EvalTimeout     time.Duration
@@ -207,8 +207,8 @@ func (a *App) Run(ctx context.Context) error {
 			return builder.Run(ctx, builder.Config{
 				Events: a.log, Conn: a.nc, Logger: lg("builder"), Name: "local", Pools: topo.Pools(),
 				NixOptions: cfg.NixOptions, NoOutputTimeout: cfg.NoOutputTimeout, TotalTimeout: cfg.TotalTimeout,
-				LogDir: filepath.Join(cfg.DataDir, "logs"), Metrics: a.metrics, Health: health, NoBatch: cfg.NoBatch,
-				StateDir: filepath.Join(cfg.DataDir, "builder"), MaxLogBytes: cfg.MaxLogBytes,
+				BuildLogDir: filepath.Join(cfg.DataDir, "logs"), Metrics: a.metrics, Health: health, NoBatch: cfg.NoBatch,
+				StateDir: filepath.Join(cfg.DataDir, "builder"), AttemptLogMaxBytes: cfg.AttemptLogMaxBytes,
 			})
 		},
 		"recorder": func(ctx context.Context) error {

@@ -61,7 +61,7 @@ func TestThinSliceOnTheDeployedCluster(t *testing.T) {
 		{"builder", func(ctx context.Context, log *eventlog.Log, env stageEnv) error {
 			return builder.Run(ctx, builder.Config{Events: log, Conn: env.conn, Logger: env.logger, Name: "node-builder",
 				Pools:      topo.Pools(),
-				NixOptions: nixOpts, NoOutputTimeout: time.Minute, LogDir: filepath.Join(dir, "logs")})
+				NixOptions: nixOpts, NoOutputTimeout: time.Minute, BuildLogDir: filepath.Join(dir, "logs")})
 		}},
 		{"recorder", func(ctx context.Context, log *eventlog.Log, env stageEnv) error {
 			return recorder.Run(ctx, recorder.Config{Events: log, Logger: env.logger, DataDir: filepath.Join(dir, "recorder")})

@@ -70,8 +70,8 @@ func main() {
 		return builder.Run(ctx, builder.Config{
 			Cache: cache, PushTo: upstream,
 			Events: env.Events, Conn: env.Conn, Logger: env.Logger, Name: *name, Pools: topo.Pools(),
-			NixOptions: nixOpts, NoOutputTimeout: *noOutput, TotalTimeout: *total, LogDir: *logDir, Metrics: env.Metrics, Health: health, NoBatch: *noBatch,
-			MaxLogBytes: *maxLogBytes, StateDir: *stateDir, Lease: *lease,
+			NixOptions: nixOpts, NoOutputTimeout: *noOutput, TotalTimeout: *total, BuildLogDir: *logDir, Metrics: env.Metrics, Health: health, NoBatch: *noBatch,
+			AttemptLogMaxBytes: *maxLogBytes, StateDir: *stateDir, Lease: *lease,
 		})
 	}))
 }

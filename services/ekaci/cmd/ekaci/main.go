@@ -85,7 +85,7 @@ func flags(name string, stderr io.Writer) (*flag.FlagSet, *options) {
 	fs.DurationVar(&c.TotalTimeout, "total-timeout", 0, "stop a build that runs longer than this (0: no limit)")
 	fs.IntVar(&o.memLimit, "memory-limit-mib", service.DefaultMemoryLimitMiB, "soft limit of this process's Go memory, in MiB: the collector works harder near it instead of letting garbage double the footprint, and less far below it (GOGC 400) (0: none; GOMEMLIMIT and GOGC, when set, win)")
 	fs.BoolVar(&c.NoBatch, "no-batch", false, "one nix-build per derivation, instead of one per lane for the ready derivations of a pool")
-	fs.Int64Var(&c.MaxLogBytes, "max-log-bytes", 256<<20, "cap each build attempt's log at this many bytes; past it a notice is written and the build goes on (-1: no cap)")
+	fs.Int64Var(&c.AttemptLogMaxBytes, "max-log-bytes", 256<<20, "cap each build attempt's log at this many bytes; past it a notice is written and the build goes on (-1: no cap)")
 	fs.DurationVar(&c.EvalTimeout, "eval-timeout", evaluator.DefaultEvalTimeout, "stop evaluating a job (head and base together) after this long; it fails saying so (0: no limit)")
 	fs.Int64Var(&o.evalMemMiB, "eval-memory-limit-mib", evaluator.DefaultEvalMemoryLimit>>20, "address-space limit of each Nix process evaluating a job, in MiB; over it the job fails saying so (0: no limit)")
 	o.storage = service.AddStorageFlags(fs)

@@ -139,7 +139,7 @@ func Start(ctx context.Context, o Options) (*Pipeline, error) {
 		}},
 		{"builder", func(ctx context.Context, log *eventlog.Log, nc *nats.Conn) error {
 			return builder.Run(ctx, builder.Config{Events: log, Conn: nc, Logger: nop, Name: "noop", Pools: topo.Pools(),
-				Noop: &builder.Noop{Fail: o.Fail}, LogDir: filepath.Join(o.Dir, "logs")})
+				Noop: &builder.Noop{Fail: o.Fail}, BuildLogDir: filepath.Join(o.Dir, "logs")})
 		}},
 		{"recorder", func(ctx context.Context, log *eventlog.Log, _ *nats.Conn) error {
 			return recorder.Run(ctx, recorder.Config{Events: log, DataDir: o.Dir, Logger: nop, Feed: feed})
