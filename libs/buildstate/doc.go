@@ -2,10 +2,15 @@
 // states, the transitions each fact may make, and the fold of a derivation's
 // history into its current state.
 //
-// It is pure: no I/O, no clocks. Every stage that appends a derivation fact
-// asks Next first and appends only when Next accepts, so an illegal
-// transition is refused before it reaches the log. Projections fold with the
-// same Next, so the log and every read model agree on what a history means.
+// It is pure: no I/O, no clocks. A stage that appends a derivation fact
+// either asks Next first and appends only when Next accepts, or appends
+// guarded on the sequence of the fact that makes it legal (the router's
+// unsatisfiable interruption on the buildable fact, the builder's
+// build_started on the buildable fact, the recorder's success on
+// build_started): the log refuses the append when anything happened since,
+// so an illegal transition never reaches the log either way. Projections
+// fold with the same Next, so the log and every read model agree on what a
+// history means.
 //
 //	(none) ─discovered─▶ Queued ─buildable─▶ Buildable ─build_started─▶ Building
 //	Building ─build_succeeded─▶ Succeeded                  (Completed, final)

@@ -67,9 +67,8 @@ func reach(t *testing.T, s State) Drv {
 	return d
 }
 
-// TestNextEveryPair checks every (state, fact) pair against the table of
-// the reference design, written out here independently of the package's
-// own table.
+// TestNextEveryPair checks every (state, fact) pair against the diagram in
+// doc.go, written out here as a table independently of the package's own.
 func TestNextEveryPair(t *testing.T) {
 	legal := map[State]map[Kind]State{
 		None:              {KindDiscovered: Queued},

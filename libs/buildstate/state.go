@@ -9,7 +9,7 @@ import (
 // State is a derivation's build state.
 type State uint8
 
-// The states of the reference design. None is a derivation not yet
+// The states of the diagram in doc.go. None is a derivation not yet
 // discovered; Succeeded and Failed are the two Completed states.
 const (
 	None State = iota

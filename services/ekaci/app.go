@@ -81,9 +81,6 @@ type Config struct {
 	Notify io.Writer
 }
 
-// CurrentSystem is the Nix system of this machine.
-func CurrentSystem() string { return service.CurrentSystem() }
-
 // App is a started all-in-one.
 type App struct {
 	cfg     Config
@@ -107,7 +104,7 @@ func Start(ctx context.Context, cfg Config) (_ *App, err error) {
 		cfg.DataDir = abs
 	}
 	if len(cfg.Systems) == 0 {
-		cfg.Systems = []string{CurrentSystem()}
+		cfg.Systems = []string{service.CurrentSystem()}
 	}
 	a := &App{cfg: cfg, metrics: telemetry.NewMetrics(), health: &telemetry.Health{}}
 	defer func() {

@@ -202,12 +202,18 @@ const progressEvery = time.Second
 
 func newProgress(w io.Writer) *progress { return &progress{w: w, state: map[string]string{}} }
 
+// progressBucket is the progress line's bucket of a derivation after each
+// fact. It reads facts, not buildstate.Next: progress starts mid-history
+// for derivations an earlier change discovered (a requeued one's first
+// fact here is requeued), which Next would refuse.
+var progressBucket = map[string]string{
+	"discovered": "queued", "requeued": "queued", "build_failed_retry": "queued", "buildable": "queued",
+	"build_started": "running", "build_succeeded": "built",
+	"build_failed": "failed", "interrupted": "failed", "dependency_failed": "failed", "blocked": "failed",
+}
+
 func (p *progress) record(id, fact string) {
-	bucket := map[string]string{
-		"discovered": "queued", "requeued": "queued", "build_failed_retry": "queued", "buildable": "queued",
-		"build_started": "running", "build_succeeded": "built",
-		"build_failed": "failed", "interrupted": "failed", "dependency_failed": "failed", "blocked": "failed",
-	}[fact]
+	bucket := progressBucket[fact]
 	if bucket == "" {
 		return
 	}

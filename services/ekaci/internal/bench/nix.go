@@ -64,8 +64,8 @@ func run(ctx context.Context, dir string, name string, args ...string) (string, 
 
 // Closure reads the .drv files of an n-derivation generated graph (edges
 // included) three ways in one run: ekaci's parallel go-nix reader, one
-// `nix show-derivation` process per derivation (the reference design's
-// way; timed on a sample), and one `nix show-derivation --recursive` over
+// `nix show-derivation` process per derivation (the way ekaci's original
+// design read them; timed on a sample), and one `nix show-derivation --recursive` over
 // the whole closure.
 func Closure(ctx context.Context, dir string, n int, sample int) (Result, error) {
 	res := Result{Scenario: "closure", N: n, Extra: map[string]float64{}}
