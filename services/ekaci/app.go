@@ -169,6 +169,7 @@ func (a *App) Run(ctx context.Context) error {
 	topo := machines.Topology{Systems: cfg.Systems, Features: cfg.Features, MaxJobs: cfg.MaxJobs, FODMaxJobs: cfg.FODMaxJobs, Remote: cfg.Machines}
 	var health *machines.Health
 	if len(cfg.Machines) > 0 {
+		// One checker for the router and the builder, kept current here.
 		health = machines.NewHealth(cfg.Machines, nil, 30*time.Second, lg("machines"))
 	}
 
@@ -222,6 +223,12 @@ func (a *App) Run(ctx context.Context) error {
 				a.health.SetReady(name, err)
 				return fmt.Errorf("%s: %w", name, err)
 			}
+			return nil
+		})
+	}
+	if health != nil {
+		g.Go(func() error {
+			health.Run(ctx)
 			return nil
 		})
 	}

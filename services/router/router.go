@@ -51,6 +51,8 @@ type Config struct {
 	// Routes are the builders work may go to (machines.Topology.Routes).
 	Routes []machines.Route
 	// Health, when remote builders are configured, says which answer.
+	// Whoever made it keeps it current (runs Health.Run): in the
+	// all-in-one the router and the builder share one.
 	Health *machines.Health
 	// Metrics, when set, counts buildable events given up
 	// (ekaci_messages_given_up_total).
@@ -125,7 +127,6 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Health != nil {
 		view.Healthy = cfg.Health.Healthy
 		cfg.Health.CheckNow(ctx) // know before the first decision
-		go cfg.Health.Run(ctx)
 	}
 	// route decides one buildable event: the build request to queue, or
 	// none (an unsatisfiable derivation is recorded as interrupted here).

@@ -9,6 +9,8 @@ import (
 	"os"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/ekaci/ekaci/libs/flagenv"
 	"github.com/ekaci/ekaci/libs/logretention"
 	"github.com/ekaci/ekaci/libs/machines"
@@ -49,16 +51,23 @@ func main() {
 			}
 			topo.Remote = ms
 			health = machines.NewHealth(ms, nil, 30*time.Second, env.Logger)
-			go health.Run(ctx)
 		}
 		if *logMaxAge <= 0 || *logMaxMiB <= 0 {
 			return fmt.Errorf("--log-max-age %v, --log-max-mib %d: want both above 0", *logMaxAge, *logMaxMiB)
 		}
+		// The health checker and the log pruner run as long as the
+		// builder does; Main returns once all three have.
+		ctx, stop := context.WithCancel(ctx)
+		g, ctx := errgroup.WithContext(ctx)
+		if health != nil {
+			g.Go(func() error { health.Run(ctx); return nil })
+		}
 		// Logs are pruned in this process, the one writing them: it sees
 		// which are open (see logretention).
-		go func() {
+		g.Go(func() error {
 			_ = logretention.New(logretention.Config{Dir: *logDir, MaxAge: *logMaxAge, MaxBytes: *logMaxMiB << 20, Logger: env.Logger}).Run(ctx)
-		}()
+			return nil
+		})
 		var cache *builder.Cache
 		if *cacheURL != "" {
 			cache = &builder.Cache{URL: *cacheURL, NixOptions: nixOpts}
@@ -67,11 +76,15 @@ func main() {
 		for _, u := range pushTo {
 			upstream = append(upstream, builder.Cache{URL: u, NixOptions: nixOpts})
 		}
-		return builder.Run(ctx, builder.Config{
-			Cache: cache, PushTo: upstream,
-			Events: env.Events, Conn: env.Conn, Logger: env.Logger, Name: *name, Pools: topo.Pools(),
-			NixOptions: nixOpts, NoOutputTimeout: *noOutput, TotalTimeout: *total, BuildLogDir: *logDir, Metrics: env.Metrics, Health: health, NoBatch: *noBatch,
-			AttemptLogMaxBytes: *maxLogBytes, StateDir: *stateDir, Lease: *lease,
+		g.Go(func() error {
+			defer stop()
+			return builder.Run(ctx, builder.Config{
+				Cache: cache, PushTo: upstream,
+				Events: env.Events, Conn: env.Conn, Logger: env.Logger, Name: *name, Pools: topo.Pools(),
+				NixOptions: nixOpts, NoOutputTimeout: *noOutput, TotalTimeout: *total, BuildLogDir: *logDir, Metrics: env.Metrics, Health: health, NoBatch: *noBatch,
+				AttemptLogMaxBytes: *maxLogBytes, StateDir: *stateDir, Lease: *lease,
+			})
 		})
+		return g.Wait()
 	}))
 }

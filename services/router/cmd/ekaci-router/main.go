@@ -8,6 +8,8 @@ import (
 	"os"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/ekaci/ekaci/libs/flagenv"
 	"github.com/ekaci/ekaci/libs/machines"
 	"github.com/ekaci/ekaci/libs/service"
@@ -34,6 +36,15 @@ func main() {
 			topo.Remote = ms
 			health = machines.NewHealth(ms, nil, 30*time.Second, env.Logger)
 		}
-		return router.Run(ctx, router.Config{Events: env.Events, Logger: env.Logger, Routes: topo.Routes(), Health: health, Metrics: env.Metrics})
+		ctx, stop := context.WithCancel(ctx)
+		g, ctx := errgroup.WithContext(ctx)
+		if health != nil {
+			g.Go(func() error { health.Run(ctx); return nil })
+		}
+		g.Go(func() error {
+			defer stop()
+			return router.Run(ctx, router.Config{Events: env.Events, Logger: env.Logger, Routes: topo.Routes(), Health: health, Metrics: env.Metrics})
+		})
+		return g.Wait()
 	}))
 }
