@@ -44,6 +44,12 @@ type Metrics struct {
 	// appends once the first reaches the second, so alert well before.
 	StreamBytes    *prometheus.GaugeVec // ekaci_stream_bytes{stream}
 	StreamMaxBytes *prometheus.GaugeVec // ekaci_stream_max_bytes{stream}
+	// BuilderSteps times the builder's own machinery around Nix: each
+	// nix-store --realise ("invocation"), each validity question asked of
+	// the store ("validity"), each call adding GC roots ("roots"). Their
+	// sums over the invocations' count are what judging by the store
+	// costs per batch.
+	BuilderSteps *prometheus.HistogramVec // ekaci_builder_nix_step_seconds{step}
 }
 
 // SetStreamUsage records a stream's bytes and budget (0: none); nil m
@@ -68,6 +74,13 @@ func (m *Metrics) CountGiveUp(consumer string, recorded bool) {
 	}
 	m.GaveUp.WithLabelValues(consumer, r).Inc()
 }
+
+// Steps of ekaci_builder_nix_step_seconds.
+const (
+	BuilderStepInvocation = "invocation" // one nix-store --realise
+	BuilderStepValidity   = "validity"   // one validity question asked of the store
+	BuilderStepRoots      = "roots"      // one call adding GC roots
+)
 
 // BuildDurationBuckets span a cached no-op (a second) to a long build
 // (four hours); Nix builds are rarely shorter and ekaci's timeouts cap them.
@@ -123,13 +136,18 @@ func NewMetrics() *Metrics {
 			Name: "ekaci_stream_max_bytes",
 			Help: "Byte budget of each of ekaci's JetStream streams (0: none); EKACI_EVENTS refuses appends when full.",
 		}, []string{"stream"}),
+		BuilderSteps: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "ekaci_builder_nix_step_seconds",
+			Help:    "Duration of each step of the builder's machinery around Nix, by step: invocation (one nix-store --realise), validity (one store question), roots (adding GC roots).",
+			Buckets: []float64{0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 120, 600, 3600},
+		}, []string{"step"}),
 	}
 	m.registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.EventsAppended, m.BuildQueueDepth, m.BuildsActive, m.ConsumerLag,
 		m.BuildsFinished, m.BuildDuration, m.ProjectionApplied, m.StageHandled, m.GaveUp,
-		m.StreamBytes, m.StreamMaxBytes,
+		m.StreamBytes, m.StreamMaxBytes, m.BuilderSteps,
 	)
 	return m
 }

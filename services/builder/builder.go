@@ -291,6 +291,9 @@ func (r *runtime) nixOptions() nixbuild.Options {
 	if r.roots != nil {
 		o.Root = r.roots.Add
 	}
+	if m := r.cfg.Metrics; m != nil {
+		o.Timed = func(step string, took time.Duration) { m.BuilderSteps.WithLabelValues(step).Observe(took.Seconds()) }
+	}
 	return o
 }
 

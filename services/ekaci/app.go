@@ -158,6 +158,9 @@ func (a *App) Embedded() bool { return a.server != nil }
 // Events is the event log.
 func (a *App) Events() *eventlog.Log { return a.log }
 
+// Metrics is what every stage of the app counts (what /metrics serves).
+func (a *App) Metrics() *telemetry.Metrics { return a.metrics }
+
 // Run runs every stage until ctx ends, then drains them.
 func (a *App) Run(ctx context.Context) error {
 	cfg := a.cfg

@@ -39,6 +39,8 @@ import (
 	"time"
 
 	"github.com/nix-community/go-nix/pkg/derivation"
+
+	"github.com/ekaci/ekaci/libs/telemetry"
 )
 
 // MaxLineBytes is the longest piece of a line handed to OnLine (and kept
@@ -119,6 +121,31 @@ type Options struct {
 	// Nix runs, what it built is rooted by Nix itself (its temporary
 	// roots, until it exits).
 	Root func(ctx context.Context, outPaths []string)
+	// Timed, when set, is told how long each step of the machinery took:
+	// TimedInvocation (one nix-store --realise), TimedValidity (one
+	// validity question), TimedRoots (one Root call). It must not block.
+	Timed func(step string, took time.Duration)
+}
+
+// Steps given to Options.Timed: the labels of the builder's
+// ekaci_builder_nix_step_seconds.
+const (
+	TimedInvocation = telemetry.BuilderStepInvocation
+	TimedValidity   = telemetry.BuilderStepValidity
+	TimedRoots      = telemetry.BuilderStepRoots
+)
+
+// timed tells o.Timed how long since start step took.
+func (o Options) timed(step string, start time.Time) {
+	if o.Timed != nil {
+		o.Timed(step, time.Since(start))
+	}
+}
+
+// invalid asks the store which of paths are not valid, timed.
+func (r *realisation) invalid(ctx context.Context, paths []string) (map[string]bool, error) {
+	defer r.o.timed(TimedValidity, time.Now())
+	return r.store.Invalid(ctx, paths)
 }
 
 // Job is one derivation of a realisation.
@@ -355,7 +382,7 @@ func (r *realisation) early(j *job, batch int) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), earlyQuery)
 	defer cancel()
-	invalid, err := r.store.Invalid(ctx, j.outputs)
+	invalid, err := r.invalid(ctx, j.outputs)
 	if err != nil {
 		return
 	}
@@ -415,7 +442,7 @@ func (r *realisation) prepare(ctx context.Context, js []*job) {
 	if len(ask) == 0 {
 		return
 	}
-	invalid, err := r.store.Invalid(context.WithoutCancel(ctx), ask)
+	invalid, err := r.invalid(context.WithoutCancel(ctx), ask)
 	if err != nil {
 		for _, j := range js {
 			if j.verdict == nil {
@@ -455,7 +482,9 @@ func (r *realisation) root(ctx context.Context, js []*job) {
 		}
 	}
 	if len(outs) > 0 {
+		start := time.Now()
 		r.o.Root(ctx, outs)
+		r.o.timed(TimedRoots, start)
 	}
 }
 
@@ -470,7 +499,9 @@ func (r *realisation) run(ctx context.Context, js []*job) {
 	for _, j := range js {
 		r.invocations[j]++
 	}
+	started := time.Now()
 	res, err := invoke(ctx, r.bin, js, r.o, r.early)
+	r.o.timed(TimedInvocation, started)
 	if err != nil {
 		// Not even started (fork failed, the pipe could not be made).
 		res = invocation{inv: Invocation{Jobs: len(js), Exit: -1}}
@@ -480,7 +511,7 @@ func (r *realisation) run(ctx context.Context, js []*job) {
 	for _, j := range js {
 		ask = append(ask, j.outputs...)
 	}
-	invalid, qerr := r.store.Invalid(context.WithoutCancel(ctx), ask)
+	invalid, qerr := r.invalid(context.WithoutCancel(ctx), ask)
 	var again []*job
 	for _, j := range js {
 		if j.result != nil {

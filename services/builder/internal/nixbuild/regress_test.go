@@ -172,10 +172,17 @@ func TestKilledParentLeavesNoNix(t *testing.T) {
 					defer cmd.Process.Kill()
 					var builder proc
 					deadline := time.Now().Add(30 * time.Second)
-					for builder.pid == 0 {
+					// The builder's shell and the sleep it started: Nix kills
+					// the shell itself when nix-store dies (its parent-death
+					// signal), so the orphan Sweep must end is the sleep, and a
+					// kill before the shell forked it leaves nothing to sweep
+					// (under load that happened 3 times in a row).
+					for child := false; builder.pid == 0 || !child; {
 						for _, p := range markerProcs(marker) {
 							if p.pid == p.pgrp {
 								builder = p
+							} else {
+								child = true
 							}
 						}
 						if time.Now().After(deadline) {

@@ -3,12 +3,17 @@
 // (or found valid) has concluded, so that a garbage collection in the
 // meantime cannot delete an output a running jobset's later builds need.
 //
-// Roots are indirect (`nix-store --realise --add-root --indirect`): links
-// in a directory of the builder's own (its state dir), which Nix links
-// from /nix/var/nix/gcroots/auto. Removing a link unroots its path; the
-// next GC drops the stale links in auto/ itself. So each builder roots in
-// the store it builds in, on whichever machine that is, and learns when
-// jobsets conclude from the event log, which every builder reads.
+// Roots are indirect: links in a directory of the builder's own (its
+// state dir), each linked from /nix/var/nix/gcroots/auto under the name
+// Nix itself gives it (the SHA-1 of the link's path, in Nix's base 32).
+// When that directory is writable (a builder running as the store's
+// owner, as the all-in-one does) the links are made directly, as Nix's
+// addIndirectRoot does, which costs no process; otherwise `nix-store
+// --realise --add-root --indirect` makes them (through the daemon).
+// Removing a generation removes its links and their auto/ entries. So each
+// builder roots in the store it builds in, on whichever machine that is,
+// and learns when jobsets conclude from the event log, which every builder
+// reads.
 //
 // Links are grouped in generations, one directory each. A generation
 // waits for the jobsets open while it was current (those open when it
@@ -24,6 +29,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha1"
 	"errors"
 	"fmt"
 	"maps"
@@ -34,8 +40,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
+	"github.com/nix-community/go-nix/pkg/nixbase32"
 	"github.com/rs/zerolog"
 
 	"github.com/ekaci/ekaci/libs/eventlog"
@@ -52,6 +60,9 @@ type Roots struct {
 	dir        string
 	nixOptions []string
 	log        zerolog.Logger
+	// auto is Nix's gcroots/auto directory when this process may write
+	// into it (links are then made directly); empty: nix-store makes them.
+	auto string
 
 	mu     sync.Mutex
 	open   map[string]bool // jobsets created and not concluded, as far as the log was read
@@ -72,11 +83,18 @@ type generation struct {
 // generations a previous life left. Nothing is removed until the log was
 // read to its end (Follow).
 func New(dir string, nixOptions []string, log zerolog.Logger) (*Roots, error) {
+	dir, err := filepath.Abs(dir) // Nix names a root by its link's absolute path
+	if err != nil {
+		return nil, fmt.Errorf("output roots %s: %w", dir, err)
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("output roots %s: %w", dir, err)
 	}
 	r := &Roots{dir: dir, nixOptions: nixOptions, log: log, open: map[string]bool{},
 		sealed: map[*generation]bool{}, ready: make(chan struct{})}
+	if auto := autoDir(); syscall.Access(auto, 2 /* W_OK */) == nil {
+		r.auto = auto
+	}
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("output roots %s: %w", dir, err)
@@ -119,6 +137,13 @@ func (r *Roots) Add(ctx context.Context, paths []string) {
 		return
 	}
 	defer r.done(g)
+	if r.auto != "" {
+		err := r.link(g, name, paths)
+		if err == nil {
+			return
+		}
+		r.log.Warn().Err(err).Msg("output roots: linking directly failed; asking nix-store")
+	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rootTimeout)
 	defer cancel()
 	// Several paths make name, name-2, name-3, ... (Nix numbers them).
@@ -137,6 +162,60 @@ func (r *Roots) Add(ctx context.Context, paths []string) {
 	} else if n := bytes.Count(out, []byte("\n")); n != len(paths) {
 		r.log.Error().Int("roots", n).Int("paths", len(paths)).Str("dir", g.dir).Msg("nix-store made fewer roots than it was given paths")
 	}
+}
+
+// autoDir is Nix's directory of indirect roots.
+func autoDir() string {
+	state := os.Getenv("NIX_STATE_DIR")
+	if state == "" {
+		state = "/nix/var/nix"
+	}
+	return filepath.Join(state, "gcroots", "auto")
+}
+
+// linkName is the n-th (from 0) link of a call named name, as nix-store
+// --add-root numbers them.
+func linkName(dir, name string, n int) string {
+	if n == 0 {
+		return filepath.Join(dir, name)
+	}
+	return filepath.Join(dir, name+"-"+strconv.Itoa(n+1))
+}
+
+// autoName is the entry Nix makes in gcroots/auto for the indirect root
+// at link (LocalFSStore::addIndirectRoot).
+func (r *Roots) autoName(link string) string {
+	sum := sha1.Sum([]byte(link))
+	return filepath.Join(r.auto, nixbase32.EncodeToString(sum[:]))
+}
+
+// link makes the roots itself: a link to each path in g, and its entry in
+// auto/ (written aside and renamed, as Nix does, so a GC never reads half
+// of one).
+func (r *Roots) link(g *generation, name string, paths []string) error {
+	for i, p := range paths {
+		l := linkName(g.dir, name, i)
+		if err := replaceSymlink(p, l); err != nil {
+			return err
+		}
+		if err := replaceSymlink(l, r.autoName(l)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func replaceSymlink(target, link string) error {
+	tmp := link + ".tmp-ekaci"
+	_ = os.Remove(tmp)
+	if err := os.Symlink(target, tmp); err != nil {
+		return fmt.Errorf("gc root %s: %w", link, err)
+	}
+	if err := os.Rename(tmp, link); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("gc root %s: %w", link, err)
+	}
+	return nil
 }
 
 // reserve returns the current generation (begun now if there is none),
@@ -230,6 +309,18 @@ func (r *Roots) caughtUp() {
 func (r *Roots) removeDone(g *generation) {
 	if !r.sealed[g] || len(g.waiting) > 0 || g.adding > 0 {
 		return
+	}
+	if r.auto != "" {
+		// Their entries in auto/ first (a GC would drop them once the
+		// links are gone, but nobody may run one for a long time).
+		ents, _ := os.ReadDir(g.dir)
+		for _, e := range ents {
+			l := filepath.Join(g.dir, e.Name())
+			a := r.autoName(l)
+			if t, err := os.Readlink(a); err == nil && t == l {
+				_ = os.Remove(a)
+			}
+		}
 	}
 	if err := os.RemoveAll(g.dir); err != nil {
 		r.log.Error().Err(err).Str("dir", g.dir).Msg("output roots of concluded jobsets not removed")

@@ -47,16 +47,20 @@ func rooted(t *testing.T, path string) bool {
 	return len(strings.TrimSpace(string(out))) > 0
 }
 
+// step is one thing that happens to a builder's roots in TestGenerations.
+type step struct {
+	do    string // "create", "conclude", "add" (the next output), "restart" (a new Roots on the same dir, caught up), "conclude-while-down"
+	id    string
+	alive []int // after the step (but a creation, which roots and unroots nothing): the outputs (by add order) that must be rooted; the others must not be
+}
+
 // TestGenerations: each output is rooted until every jobset open while it
 // was rooted has concluded, whether the jobset began before the root or
 // after it, and whether it concludes in this life or while the next one
-// reads the log; a generation nobody waits for any more is gone.
+// reads the log; a generation nobody waits for any more is gone, with its
+// entries in Nix's gcroots/auto. Both ways of rooting: links made directly,
+// and by nix-store (a builder that may not write Nix's state dir).
 func TestGenerations(t *testing.T) {
-	type step struct {
-		do    string // "create", "conclude", "add" (the next output), "restart" (a new Roots on the same dir, caught up)
-		id    string
-		alive []int // after the step (but a creation, which roots and unroots nothing): the outputs (by add order) that must be rooted; the others must not be
-	}
 	tests := []struct {
 		name  string
 		steps []step
@@ -100,64 +104,86 @@ func TestGenerations(t *testing.T) {
 			{do: "conclude-while-down", id: "a", alive: nil},
 		}},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			outs := built(t, 3)
-			dir := filepath.Join(t.TempDir(), "gcroots")
-			// The log as the jobsets' facts: a restart reads it again.
-			var log []string
-			open := func() *Roots {
-				r, err := New(dir, nixtest.NoSubstituters(), zerolog.New(zerolog.NewTestWriter(t)))
-				if err != nil {
-					t.Fatal(err)
-				}
-				for _, f := range log {
-					id, concluded := strings.CutPrefix(f, "-")
-					if concluded {
-						r.Concluded(id)
-					} else {
-						r.Created(id)
-					}
-				}
-				r.caughtUp()
-				return r
+	modes := []string{"links", "nix-store"}
+	all := built(t, 3*len(modes)*len(tests)) // one nix-build: three fresh outputs per row
+	for m, mode := range modes {
+		for i, tt := range tests {
+			outs := all[3*(m*len(tests)+i):][:3]
+			t.Run(mode+"/"+tt.name, func(t *testing.T) {
+				t.Parallel()
+				testGenerations(t, mode, tt.steps, outs)
+			})
+		}
+	}
+}
+
+func testGenerations(t *testing.T, mode string, steps []step, outs []string) {
+	dir := filepath.Join(t.TempDir(), "gcroots")
+	// The log as the jobsets' facts: a restart reads it again.
+	var log []string
+	open := func() *Roots {
+		r, err := New(dir, nixtest.NoSubstituters(), zerolog.New(zerolog.NewTestWriter(t)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case mode == "nix-store":
+			r.auto = ""
+		case r.auto == "":
+			t.Fatalf("%s is not writable: this test runs as the store's owner (root), as make test does", autoDir())
+		}
+		for _, f := range log {
+			id, concluded := strings.CutPrefix(f, "-")
+			if concluded {
+				r.Concluded(id)
+			} else {
+				r.Created(id)
 			}
-			r := open()
-			added := 0
-			for i, s := range tt.steps {
-				switch s.do {
-				case "create":
-					log = append(log, s.id)
-					r.Created(s.id)
-				case "conclude":
-					log = append(log, "-"+s.id)
-					r.Concluded(s.id)
-				case "conclude-while-down":
-					log = append(log, "-"+s.id)
-					r = open()
-				case "add":
-					r.Add(context.Background(), outs[added:added+1])
-					added++
-				case "restart":
-					r = open()
-				}
-				if s.do == "create" {
-					continue
-				}
-				for k := range added {
-					want := false
-					for _, a := range s.alive {
-						want = want || a == k
-					}
-					if got := rooted(t, outs[k]); got != want {
-						t.Fatalf("step %d (%s %s): output %d rooted = %v, want %v", i, s.do, s.id, k, got, want)
-					}
-				}
+		}
+		r.caughtUp()
+		return r
+	}
+	r := open()
+	added := 0
+	for i, s := range steps {
+		switch s.do {
+		case "create":
+			log = append(log, s.id)
+			r.Created(s.id)
+		case "conclude":
+			log = append(log, "-"+s.id)
+			r.Concluded(s.id)
+		case "conclude-while-down":
+			log = append(log, "-"+s.id)
+			r = open()
+		case "add":
+			r.Add(context.Background(), outs[added:added+1])
+			added++
+		case "restart":
+			r = open()
+		}
+		if s.do == "create" {
+			continue
+		}
+		for k := range added {
+			want := false
+			for _, a := range s.alive {
+				want = want || a == k
 			}
-			if ents, _ := os.ReadDir(dir); len(ents) != 0 {
-				t.Fatalf("%d generations left after every jobset concluded", len(ents))
+			if got := rooted(t, outs[k]); got != want {
+				t.Fatalf("step %d (%s %s): output %d rooted = %v, want %v", i, s.do, s.id, k, got, want)
 			}
-		})
+		}
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Fatalf("%d generations left after every jobset concluded", len(ents))
+	}
+	if mode == "links" {
+		ents, _ := os.ReadDir(autoDir())
+		for _, e := range ents {
+			if l, err := os.Readlink(filepath.Join(autoDir(), e.Name())); err == nil && strings.HasPrefix(l, dir+"/") {
+				t.Fatalf("%s left in Nix's gcroots/auto, pointing to %s", e.Name(), l)
+			}
+		}
 	}
 }

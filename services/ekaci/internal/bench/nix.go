@@ -12,9 +12,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/ekaci/ekaci/libs/graphgen"
+	"github.com/ekaci/ekaci/libs/telemetry"
 	"github.com/ekaci/ekaci/services/ekaci"
 	"github.com/ekaci/ekaci/services/evaluator"
 )
@@ -161,11 +163,23 @@ func RealBuilds(ctx context.Context, dir string, n int) (Result, error) {
 	}
 	cancel()
 	<-done
+	res.Seconds = time.Since(start).Seconds()
+	steps := builderSteps(app.Metrics().Registry())
 	app.Close(context.Background())
 	if err != nil {
 		return res, err
 	}
-	res.Seconds = time.Since(start).Seconds()
+	// What judging by the store cost: validity questions and GC roots,
+	// per Nix invocation (a batch, or a derivation built again alone).
+	inv := steps[telemetry.BuilderStepInvocation]
+	res.Extra["invocations"] = inv.count
+	res.Extra["validity_questions"] = steps[telemetry.BuilderStepValidity].count
+	res.Extra["validity_s"] = steps[telemetry.BuilderStepValidity].sum
+	res.Extra["roots_s"] = steps[telemetry.BuilderStepRoots].sum
+	if inv.count > 0 {
+		res.Extra["validity_ms_per_invocation"] = 1000 * steps[telemetry.BuilderStepValidity].sum / inv.count
+		res.Extra["roots_ms_per_invocation"] = 1000 * steps[telemetry.BuilderStepRoots].sum / inv.count
+	}
 
 	again := filepath.Join(dir, "again")
 	leaves, err := writeGraph(g, again)
@@ -188,3 +202,28 @@ func RealBuilds(ctx context.Context, dir string, n int) (Result, error) {
 type ioDiscard struct{}
 
 func (ioDiscard) Write(b []byte) (int, error) { return len(b), nil }
+
+type stepTotal struct{ count, sum float64 }
+
+// builderSteps reads the builder's ekaci_builder_nix_step_seconds: count
+// and sum by step.
+func builderSteps(reg prometheus.Gatherer) map[string]stepTotal {
+	out := map[string]stepTotal{}
+	mfs, err := reg.Gather()
+	if err != nil {
+		return out
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "ekaci_builder_nix_step_seconds" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "step" {
+					out[l.GetValue()] = stepTotal{count: float64(m.GetHistogram().GetSampleCount()), sum: m.GetHistogram().GetSampleSum()}
+				}
+			}
+		}
+	}
+	return out
+}
