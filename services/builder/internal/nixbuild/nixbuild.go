@@ -399,8 +399,8 @@ func (r *realisation) early(j *job, batch int) {
 		if r.o.TotalTimeout > 0 {
 			inv.Timeout = time.Duration(wholeSeconds(r.o.TotalTimeout)) * time.Second
 		}
-		if maybe, _ := inv.timedOut(j.observed(invocation{inv: inv}, invalid)); maybe {
-			return
+		if t, _ := inv.timedOut(j.observed(invocation{inv: inv}, invalid)); t != notTimedOut {
+			return // the invocation's end decides
 		}
 		v := Judge(j.observed(invocation{inv: inv}, invalid), inv)
 		if v.Outcome != Failed {

@@ -75,27 +75,49 @@ type Verdict struct {
 // output and end and when we read them from its log stream.
 const timeoutSlack = 250 * time.Millisecond
 
-// timedOut reports whether Nix's timeout bit plus this build's own timing
+// timing is what Nix's timeout bit and a build's own timing say.
+type timing int
+
+const (
+	notTimedOut timing = iota
+	timedOut
+	// mayHaveTimedOut: some build of the batch timed out, and this one's
+	// timing, as we read it, is near a limit without reaching it. We read
+	// Nix's records late when the machine is loaded (a start read half a
+	// second late makes a build look half a second shorter), so only a
+	// build far from every limit surely did not time out; this one is
+	// built again in a smaller batch, down to alone, where Nix's status
+	// alone decides.
+	mayHaveTimedOut
+)
+
+// nearLimit is the share of a limit above which a build in a batch with a
+// timeout may be the one Nix stopped.
+const nearLimit = 4 // a quarter
+
+// timedOut says whether Nix's timeout bit plus this build's own timing
 // says the build was stopped by Nix's max-silent-time or timeout, and
 // which. The bit (in the invocation's exit status) says some build of the
 // invocation timed out; the timing says whether this one did. Alone, the
 // bit is enough.
-func (inv Invocation) timedOut(o Observed) (bool, string) {
+func (inv Invocation) timedOut(o Observed) (timing, string) {
 	bit := inv.Exit >= 0 && inv.Exit&0x60 == 0x60 && inv.Exit&0x01 != 0
 	if !bit {
-		return false, ""
+		return notTimedOut, ""
 	}
 	silent := inv.MaxSilent > 0 && o.Silence >= inv.MaxSilent-timeoutSlack
 	long := inv.Timeout > 0 && o.Ran >= inv.Timeout-timeoutSlack
 	switch {
 	case silent:
-		return true, fmt.Sprintf("stopped: no output for %s (the no-output timeout)", inv.MaxSilent)
+		return timedOut, fmt.Sprintf("stopped: no output for %s (the no-output timeout)", inv.MaxSilent)
 	case long:
-		return true, fmt.Sprintf("stopped: still running after %s (the total timeout)", inv.Timeout)
+		return timedOut, fmt.Sprintf("stopped: still running after %s (the total timeout)", inv.Timeout)
 	case inv.Jobs == 1:
-		return true, "stopped by Nix's own timeout (max-silent-time or timeout)"
+		return timedOut, "stopped by Nix's own timeout (max-silent-time or timeout)"
+	case inv.MaxSilent > 0 && o.Silence >= inv.MaxSilent/nearLimit, inv.Timeout > 0 && o.Ran >= inv.Timeout/nearLimit:
+		return mayHaveTimedOut, ""
 	}
-	return false, ""
+	return notTimedOut, ""
 }
 
 // Judge decides one derivation's verdict. It is a pure function of what
@@ -111,8 +133,11 @@ func Judge(o Observed, inv Invocation) Verdict {
 		// Built now, before, or by someone else: the store says so.
 		return Verdict{Outcome: Succeeded}
 	case o.Started && o.Ended && !o.CountedDone && (!inv.Cancelled || o.EndedBeforeCancel):
-		if yes, why := inv.timedOut(o); yes {
+		switch t, why := inv.timedOut(o); t {
+		case timedOut:
 			return Verdict{Outcome: Interrupted, Interruption: Timeout, ExitCode: 101, Detail: why}
+		case mayHaveTimedOut:
+			return Verdict{Again: true}
 		}
 		code := 100 // Nix's "a build failed"
 		if inv.Jobs == 1 && inv.Exit > 0 {
