@@ -250,8 +250,8 @@ func (r *Roots) done(g *generation) {
 	r.removeDone(g)
 }
 
-// Created records a jobset that began: the current generation waits for
-// it too.
+// Created records a jobset that began (or was restarted): the current
+// generation waits for it too.
 func (r *Roots) Created(jobset string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -354,11 +354,13 @@ type reader interface {
 	Read(ctx context.Context, from uint64, filters []string, fn func(eventlog.Record) error) error
 }
 
-// Follow reads every jobset's creation and conclusion from the log, to
-// its end (then Ready is closed) and then every poll as new ones come,
-// until ctx ends. A read that fails is retried at the next poll.
+// Follow reads every jobset's creation, restart (a concluded jobset open
+// again) and conclusion from the log, to its end (then Ready is closed)
+// and then every poll as new ones come, until ctx ends. A read that fails
+// is retried at the next poll.
 func (r *Roots) Follow(ctx context.Context, log reader, poll time.Duration) error {
-	filters := []string{eventlog.FactFilter(eventlog.Jobset, "created"), eventlog.FactFilter(eventlog.Jobset, "concluded")}
+	filters := []string{eventlog.FactFilter(eventlog.Jobset, "created"), eventlog.FactFilter(eventlog.Jobset, "restarted"),
+		eventlog.FactFilter(eventlog.Jobset, "concluded")}
 	var from uint64
 	first := true
 	t := time.NewTimer(0)
@@ -371,7 +373,7 @@ func (r *Roots) Follow(ctx context.Context, log reader, poll time.Duration) erro
 		}
 		err := log.Read(ctx, from, filters, func(rec eventlog.Record) error {
 			switch rec.Fact {
-			case "created":
+			case "created", "restarted":
 				r.Created(rec.ID)
 			case "concluded":
 				r.Concluded(rec.ID)

@@ -3,15 +3,19 @@ package outroots
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/ekaci/ekaci/libs/eventlog"
 	"github.com/ekaci/ekaci/libs/nixtest"
 )
 
@@ -185,5 +189,71 @@ func testGenerations(t *testing.T, mode string, steps []step, outs []string) {
 				t.Fatalf("%s left in Nix's gcroots/auto, pointing to %s", e.Name(), l)
 			}
 		}
+	}
+}
+
+// fakeLog hands Follow the jobset facts appended so far.
+type fakeLog struct {
+	mu   sync.Mutex
+	recs []eventlog.Record
+}
+
+func (f *fakeLog) add(id, fact string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.recs = append(f.recs, eventlog.Record{Seq: uint64(len(f.recs) + 1), Aggregate: eventlog.Jobset, ID: id, Fact: fact})
+}
+
+func (f *fakeLog) Read(ctx context.Context, from uint64, filters []string, fn func(eventlog.Record) error) error {
+	f.mu.Lock()
+	recs := append([]eventlog.Record(nil), f.recs...)
+	f.mu.Unlock()
+	for _, r := range recs {
+		if r.Seq > from {
+			if err := fn(r); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// TestFollowReadsJobsetFacts: the open jobsets follow the log's creations,
+// restarts (a concluded jobset open again) and conclusions, each read once,
+// and Ready comes once the log was read to its end.
+func TestFollowReadsJobsetFacts(t *testing.T) {
+	log := &fakeLog{}
+	log.add("a", "created")
+	log.add("b", "created")
+	log.add("a", "concluded")
+	r, err := New(t.TempDir(), nil, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Follow(ctx, log, 10*time.Millisecond) }()
+	defer func() { cancel(); <-done }()
+	select {
+	case <-r.Ready():
+	case <-time.After(10 * time.Second):
+		t.Fatal("not ready after reading the log")
+	}
+	openNow := func() []string {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return slices.Sorted(maps.Keys(r.open))
+	}
+	if got := openNow(); !slices.Equal(got, []string{"b"}) {
+		t.Fatalf("open %v, want [b]", got)
+	}
+	log.add("a", "restarted")
+	log.add("b", "concluded")
+	deadline := time.Now().Add(10 * time.Second)
+	for !slices.Equal(openNow(), []string{"a"}) {
+		if time.Now().After(deadline) {
+			t.Fatalf("open %v, want [a] (restarted) once the log says so", openNow())
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
