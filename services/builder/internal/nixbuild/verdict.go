@@ -112,6 +112,11 @@ func (inv Invocation) timedOut(o Observed) (timing, string) {
 		return timedOut, fmt.Sprintf("stopped: no output for %s (the no-output timeout)", inv.MaxSilent)
 	case long:
 		return timedOut, fmt.Sprintf("stopped: still running after %s (the total timeout)", inv.Timeout)
+	case inv.Jobs == 1 && inv.MaxSilent > 0 && inv.Timeout == 0:
+		// Alone, the bit is this build's, and only one limit was given.
+		return timedOut, fmt.Sprintf("stopped: no output for %s (the no-output timeout)", inv.MaxSilent)
+	case inv.Jobs == 1 && inv.Timeout > 0 && inv.MaxSilent == 0:
+		return timedOut, fmt.Sprintf("stopped: still running after %s (the total timeout)", inv.Timeout)
 	case inv.Jobs == 1:
 		return timedOut, "stopped by Nix's own timeout (max-silent-time or timeout)"
 	case inv.MaxSilent > 0 && o.Silence >= inv.MaxSilent/nearLimit, inv.Timeout > 0 && o.Ran >= inv.Timeout/nearLimit:
