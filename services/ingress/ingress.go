@@ -121,6 +121,14 @@ func (m *Graph) limits() Limits {
 // ReadModel names the ingress read model (for a shared projection.Feed).
 const ReadModel = "ingress"
 
+// The runner finds Flush and Version by type assertion: a renamed method
+// would silently stop flushing or versioning without these.
+var (
+	_ projection.Handler   = (*Graph)(nil)
+	_ projection.Flusher   = (*Graph)(nil)
+	_ projection.Versioned = (*Graph)(nil)
+)
+
 // Name implements projection.Handler.
 func (*Graph) Name() string { return ReadModel }
 

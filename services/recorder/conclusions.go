@@ -63,6 +63,14 @@ func (c *Conclusions) WithResultBudget(bytes int) *Conclusions {
 	return c
 }
 
+// The runner finds Flush and Version by type assertion: a renamed method
+// would silently stop flushing or versioning without these.
+var (
+	_ projection.Handler   = (*Conclusions)(nil)
+	_ projection.Flusher   = (*Conclusions)(nil)
+	_ projection.Versioned = (*Conclusions)(nil)
+)
+
 // Version implements projection.Versioned. Version 4: rows of settled
 // derivations keyed by id in a bucket of their own (drvTable); watch
 // entries removed when their jobset concludes; conclusions decided kept until
