@@ -95,10 +95,11 @@ func TestThinSliceOnTheDeployedCluster(t *testing.T) {
 	}
 
 	// The client submits and follows through a node of its own.
-	_, js, err := service.Connect(ctx, servers[2].ClientURL(), "client", eventlog.StreamOptions{Replicas: 3})
+	cnc, js, err := service.Connect(ctx, servers[2].ClientURL(), "client", eventlog.StreamOptions{Replicas: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(cnc.Close)
 	info, err := js.Stream(ctx, eventlog.EventsStream)
 	if err != nil {
 		t.Fatal(err)
