@@ -94,6 +94,10 @@ demo: nix sandbox build ## the main job: a CI run over examples/demo
 images: ## build the container images ekaci/static and ekaci/nix (tag EKACI_TAG, default dev) with nothing pulled; unchanged inputs are skipped
 	@deploy/images/build.sh
 
+.PHONY: mesh-test
+mesh-test: ## the compose mesh under faults (needs a Docker engine): builds the images, runs the demo pull request through the mesh with each fault, compares with ekaci run
+	cd deploy && EKACI_MESH=1 go test -count=1 -timeout 50m -run '^TestMesh$$' -v ./meshtest/
+
 .PHONY: bench
 bench: nix ## benchmarks at nixpkgs scale; prints one table and writes docs/BENCHMARKS-latest.md
 	@mkdir -p $(BIN) docs
