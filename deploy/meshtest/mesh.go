@@ -42,9 +42,9 @@ type Mesh struct {
 // Config is what a mesh is started with.
 type Config struct {
 	ComposeFiles []string // deploy/compose/compose.yaml, then overrides
-	Project     string // unique on this engine
-	Tag         string // image tag (EKACI_TAG)
-	Dir         string // where the repos and the webhook secret are kept
+	Project      string   // unique on this engine
+	Tag          string   // image tag (EKACI_TAG)
+	Dir          string   // where the repos and the webhook secret are kept
 }
 
 // New prepares a project (nothing runs yet); Down is registered as a

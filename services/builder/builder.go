@@ -498,7 +498,7 @@ func (b *build) handleHeld(ctx context.Context, m jetstream.Msg, req *workv1.Bui
 		if b.cfg.Noop.Fail != nil && b.cfg.Noop.Fail(req.GetDrvId(), req.GetAttempt()) {
 			rep.Outcome, rep.ExitCode, rep.LogTail = workv1.BuildOutcome_BUILD_OUTCOME_FAILED, 100, "no-op builder: failure chosen by the benchmark"
 		}
-		return b.report(context.WithoutCancel(ctx), req, rep)
+		return b.reportUntilStored(ctx, req, rep, log)
 	}
 
 	if err := b.fetch(ctx, req.GetDrvPath()); err != nil {
@@ -588,7 +588,7 @@ func (b *build) handleHeld(ctx context.Context, m jetstream.Msg, req *workv1.Bui
 	}
 	log.Info().Str("outcome", outcome).Stringer("interruption", res.Interruption).Dur("took", res.Duration).
 		Int("invocations", res.Invocations).Msg("build finished")
-	return b.report(context.WithoutCancel(ctx), req, rep)
+	return b.reportUntilStored(ctx, req, rep, log)
 }
 
 // starter records build_started once: when Nix starts the build (async,
@@ -784,6 +784,32 @@ func (b *build) giveUp(ctx context.Context, m jetstream.Msg, cause error) error 
 	}
 	log.Error().Err(cause).Msg("build request given up; reported as an infrastructure interruption")
 	return b.publish(ctx, req, rep, eventlog.GaveUpReportID(req.GetDrvId(), req.GetAttempt()))
+}
+
+// reportUntilStored reports this holder's outcome, trying again until the
+// report is stored or the builder stops. Once the attempt started, only
+// its holder can report it: a copy of the request delivered to another
+// builder waits while this holder lives (see handle). Handed back on a
+// failed publish (a NATS node lost, a leader moving), the request would be
+// such a copy, waiting for a holder that no longer has it, and the attempt
+// would never end. The report's message id makes every try one report.
+// On a stop the request goes back; this holder gone, its death is
+// reported and the attempt built again.
+func (b *build) reportUntilStored(ctx context.Context, req *workv1.BuildRequest, rep *workv1.BuildReport, log zerolog.Logger) error {
+	wait := 500 * time.Millisecond
+	for {
+		err := b.report(context.WithoutCancel(ctx), req, rep)
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		log.Warn().Err(err).Dur("retry_in", wait).Msg("report not stored; trying again")
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
 }
 
 // report publishes a builder's own outcome of an attempt.
