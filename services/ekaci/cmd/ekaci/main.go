@@ -162,6 +162,7 @@ by EKACI_<NAME>_FILE.`,
 		stageCommand(ctx, "serve", "serve [flags]", "run every stage until SIGINT/SIGTERM", stdout, stderr),
 		versionCommand(stdout),
 	)
+	root.AddCommand(clientCommands(ctx, stdout, stderr)...)
 	return root
 }
 
