@@ -125,3 +125,5 @@ replace github.com/ekaci/ekaci/libs/nixtest => ../libs/nixtest
 replace github.com/ekaci/ekaci/libs/natstest => ../libs/natstest
 
 replace github.com/ekaci/ekaci/libs/graphgen => ../libs/graphgen
+
+replace github.com/ekaci/ekaci/libs/action => ../libs/action

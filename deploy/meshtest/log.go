@@ -56,10 +56,12 @@ func Deliver(addr, secret, repoURL, repoName, head, base string) (string, error)
 	return eventlog.ChangeID(repoURL, head, base), nil
 }
 
-// Dial connects to the mesh's NATS through the published ports only: the
-// servers' own addresses are on the mesh's network.
+// Dial connects to the mesh's NATS through the published ports, and
+// through the servers' own addresses they tell it (the host reaches the
+// mesh's network): a node killed and started again is published on
+// another port.
 func Dial(urls []string) (*nats.Conn, jetstream.JetStream, error) {
-	nc, err := nats.Connect(strings.Join(urls, ","), nats.Name("meshtest"), nats.IgnoreDiscoveredServers(),
+	nc, err := nats.Connect(strings.Join(urls, ","), nats.Name("meshtest"),
 		nats.MaxReconnects(-1), nats.ReconnectWait(500*time.Millisecond), nats.PingInterval(3*time.Second), nats.MaxPingsOutstanding(2))
 	if err != nil {
 		return nil, nil, err

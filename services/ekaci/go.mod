@@ -33,7 +33,6 @@ require (
 require github.com/ekaci/ekaci/libs/binarycache v0.0.0-00010101000000-000000000000 // indirect
 
 require (
-	github.com/ekaci/ekaci/libs/binarycache v0.0.0-00010101000000-000000000000 // indirect
 	github.com/inconshreveable/mousetrap v1.1.0 // indirect
 	github.com/spf13/pflag v1.0.10 // indirect
 )
