@@ -6,7 +6,9 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/ekaci/ekaci/libs/flagenv"
@@ -22,7 +24,6 @@ func main() {
 	flagenv.Secret(fs, "webhook-secret")
 	maxInFlight := fs.Int("max-in-flight", webhook.DefaultMaxInFlight, "deliveries handled at once (each may buffer 25 MB before its signature is checked); more are answered 503")
 	readTimeout := fs.Duration("read-timeout", 30*time.Second, "the longest a client may take to send a whole delivery")
-	replicas := fs.Int("stream-replicas", 1, "replicas of the deliveries table when it is created")
 	gh := githubapp.AddFlags(fs)
 	var policy webhook.Policy
 	webhook.AddPolicyFlags(fs, &policy)
@@ -30,7 +31,13 @@ func main() {
 		if *secret == "" {
 			return errors.New("no webhook secret: set --webhook-secret, EKACI_WEBHOOK_SECRET or EKACI_WEBHOOK_SECRET_FILE")
 		}
-		cfg := webhook.Config{Events: env.Events, Logger: env.Logger, Secret: []byte(*secret), Addr: *addr, Replicas: *replicas,
+		// The deliveries table gets the streams' replicas: service.Main
+		// defines --stream-replicas (defining it here too panicked at start).
+		replicas, err := strconv.Atoi(fs.Lookup("stream-replicas").Value.String())
+		if err != nil {
+			return fmt.Errorf("--stream-replicas: %w", err)
+		}
+		cfg := webhook.Config{Events: env.Events, Logger: env.Logger, Secret: []byte(*secret), Addr: *addr, Replicas: replicas,
 			MaxInFlight: *maxInFlight, Timeouts: webhook.Timeouts{Read: *readTimeout}, Policy: policy}
 		if gh.Configured() {
 			app, err := gh.App()
