@@ -33,3 +33,7 @@ const (
 func BuilderDurable(system string, class workv1.BuildClass) string {
 	return "builder-" + SystemToken(system) + "-" + ClassToken(class)
 }
+
+// GitHubNotifierDurable consumes, on EventsStream, the change and jobset
+// facts the GitHub check runs report (services/notifier/checkrun).
+const GitHubNotifierDurable = "notifier-github"

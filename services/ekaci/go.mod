@@ -113,3 +113,7 @@ replace github.com/ekaci/ekaci/services/recorder => ../../services/recorder
 replace github.com/ekaci/ekaci/services/router => ../../services/router
 
 replace github.com/ekaci/ekaci/libs/action => ../../libs/action
+
+replace github.com/ekaci/ekaci/libs/githubapp => ../../libs/githubapp
+
+replace github.com/ekaci/ekaci/libs/githubtest => ../../libs/githubtest

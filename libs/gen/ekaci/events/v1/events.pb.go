@@ -1617,7 +1617,9 @@ type AttrResult struct {
 	DurationMs int64 `protobuf:"varint,7,opt,name=duration_ms,json=durationMs,proto3" json:"duration_ms,omitempty"`
 	// interruption is why an interrupted attribute stopped without a
 	// verdict (a timeout, ekaci's infrastructure, ...); unset otherwise.
-	Interruption  InterruptKind `protobuf:"varint,8,opt,name=interruption,proto3,enum=ekaci.events.v1.InterruptKind" json:"interruption,omitempty"`
+	Interruption InterruptKind `protobuf:"varint,8,opt,name=interruption,proto3,enum=ekaci.events.v1.InterruptKind" json:"interruption,omitempty"`
+	// cached is true when its outputs were valid before any build of it.
+	Cached        bool `protobuf:"varint,9,opt,name=cached,proto3" json:"cached,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1706,6 +1708,13 @@ func (x *AttrResult) GetInterruption() InterruptKind {
 		return x.Interruption
 	}
 	return InterruptKind_INTERRUPT_KIND_UNSPECIFIED
+}
+
+func (x *AttrResult) GetCached() bool {
+	if x != nil {
+		return x.Cached
+	}
+	return false
 }
 
 // JobsetConcluded is a jobset whose attributes are all settled.
@@ -3350,7 +3359,7 @@ const file_ekaci_events_v1_events_proto_rawDesc = "" +
 	"\x05attrs\x18\x03 \x03(\v2\x18.ekaci.events.v1.JobAttrR\x05attrs\"E\n" +
 	"\x10JobsetEvalFailed\x12\x1b\n" +
 	"\tchange_id\x18\x01 \x01(\tR\bchangeId\x12\x14\n" +
-	"\x05error\x18\x02 \x01(\tR\x05error\"\x9f\x02\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\"\xb7\x02\n" +
 	"\n" +
 	"AttrResult\x12\x12\n" +
 	"\x04attr\x18\x01 \x01(\tR\x04attr\x12\x19\n" +
@@ -3363,7 +3372,8 @@ const file_ekaci_events_v1_events_proto_rawDesc = "" +
 	"\x05error\x18\x06 \x01(\tR\x05error\x12\x1f\n" +
 	"\vduration_ms\x18\a \x01(\x03R\n" +
 	"durationMs\x12B\n" +
-	"\finterruption\x18\b \x01(\x0e2\x1e.ekaci.events.v1.InterruptKindR\finterruption\"\xde\x02\n" +
+	"\finterruption\x18\b \x01(\x0e2\x1e.ekaci.events.v1.InterruptKindR\finterruption\x12\x16\n" +
+	"\x06cached\x18\t \x01(\bR\x06cached\"\xde\x02\n" +
 	"\x0fJobsetConcluded\x12\x1b\n" +
 	"\tchange_id\x18\x01 \x01(\tR\bchangeId\x12\x10\n" +
 	"\x03job\x18\x02 \x01(\tR\x03job\x12;\n" +

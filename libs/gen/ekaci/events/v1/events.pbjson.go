@@ -1028,6 +1028,10 @@ func (x *AttrResult) MarshalProtoJSON(e *pbjson.Encoder) {
 		e.Name("\"interruption\":")
 		e.Enum(int32(x.Interruption), InterruptKind_name)
 	}
+	if x.Cached {
+		e.Name("\"cached\":")
+		e.Bool(x.Cached)
+	}
 	e.Close()
 }
 
@@ -1060,6 +1064,9 @@ func (x *AttrResult) UnmarshalProtoJSON(d *pbjson.Decoder) {
 		case "interruption":
 			d.Seen(&seen, 7)
 			x.Interruption = InterruptKind(d.Enum(InterruptKind_value))
+		case "cached":
+			d.Seen(&seen, 8)
+			x.Cached = d.Bool()
 		default:
 			d.Skip()
 		}
