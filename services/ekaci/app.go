@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"path/filepath"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/ekaci/ekaci/libs/eventlog"
+	"github.com/ekaci/ekaci/libs/githubapp"
 	"github.com/ekaci/ekaci/libs/logretention"
 	"github.com/ekaci/ekaci/libs/machines"
 	"github.com/ekaci/ekaci/libs/natsembed"
@@ -32,7 +34,9 @@ import (
 	"github.com/ekaci/ekaci/services/notifier"
 	"github.com/ekaci/ekaci/services/reader"
 	"github.com/ekaci/ekaci/services/recorder"
+	"github.com/ekaci/ekaci/services/notifier/checkrun"
 	"github.com/ekaci/ekaci/services/router"
+	"github.com/ekaci/ekaci/services/webhook"
 )
 
 // Config is the all-in-one's configuration (flags and EKACI_* variables).
@@ -79,6 +83,25 @@ type Config struct {
 	Logger zerolog.Logger
 	// Notify receives the conclusion lines; nil discards them.
 	Notify io.Writer
+
+	// GitHub, when set, runs the GitHub App too: its webhook and the
+	// check runs that answer on pull requests.
+	GitHub *GitHubConfig
+}
+
+// GitHubConfig is the all-in-one's GitHub App.
+type GitHubConfig struct {
+	App *githubapp.App
+	// Webhook serves GitHub's deliveries: Listener when set, else Addr.
+	Listener net.Listener
+	Addr     string
+	Secret   []byte
+	Policy   webhook.Policy
+	// LogURL links full build logs in check runs (see checkrun.Config).
+	LogURL string
+	// CloneURLs maps clone URLs (prefixes) to where the gitter fetches
+	// them instead: a mirror, or a local path in tests.
+	CloneURLs map[string]string
 }
 
 // App is a started all-in-one.
@@ -183,8 +206,15 @@ func (a *App) Run(ctx context.Context) error {
 	feed := projection.NewFeed(a.log, lg("feed"), ingress.ReadModel, recorder.ReadModel)
 	stages := map[string]func(context.Context) error{
 		"gitter": func(ctx context.Context) error {
-			return gitter.Run(ctx, gitter.Config{Events: a.log, Logger: lg("gitter"), GitDir: filepath.Join(cfg.DataDir, "git"),
-				GCRootsDir: filepath.Join(cfg.DataDir, "gcroots"), Metrics: a.metrics})
+			gcfg := gitter.Config{Events: a.log, Logger: lg("gitter"), GitDir: filepath.Join(cfg.DataDir, "git"),
+				GCRootsDir: filepath.Join(cfg.DataDir, "gcroots"), Metrics: a.metrics}
+			if gh := cfg.GitHub; gh != nil {
+				gcfg.CloneURLs = gh.CloneURLs
+				if gh.App != nil {
+					gcfg.Tokens = gh.App // private checkouts with installation tokens
+				}
+			}
+			return gitter.Run(ctx, gcfg)
 		},
 		"reader": func(ctx context.Context) error {
 			return reader.Run(ctx, reader.Config{Events: a.log, Logger: lg("reader"), Metrics: a.metrics})
@@ -218,6 +248,15 @@ func (a *App) Run(ctx context.Context) error {
 		"notifier": func(ctx context.Context) error {
 			return notifier.Run(ctx, notifier.Config{Events: a.log, Logger: lg("notifier"), Sink: notifier.NewLocal(notify)})
 		},
+	}
+	if gh := cfg.GitHub; gh != nil {
+		stages["webhook"] = func(ctx context.Context) error {
+			return webhook.Run(ctx, webhook.Config{Events: a.log, Logger: lg("webhook"), Secret: gh.Secret, Addr: gh.Addr, Listener: gh.Listener,
+				Replicas: cfg.Replicas, Policy: gh.Policy, App: gh.App})
+		}
+		stages["checkrun"] = func(ctx context.Context) error {
+			return checkrun.Run(ctx, checkrun.Config{Events: a.log, Logger: lg("checkrun"), App: gh.App, DataDir: cfg.DataDir, LogURL: gh.LogURL})
+		}
 	}
 	for name, run := range stages {
 		g.Go(func() error {

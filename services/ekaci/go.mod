@@ -7,6 +7,7 @@ require (
 	github.com/ekaci/ekaci/libs/eventlog v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/flagenv v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/gen v0.0.0-00010101000000-000000000000
+	github.com/ekaci/ekaci/libs/githubapp v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/graphgen v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/machines v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/natsembed v0.0.0-00010101000000-000000000000
@@ -22,6 +23,7 @@ require (
 	github.com/ekaci/ekaci/services/reader v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/services/recorder v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/services/router v0.0.0-00010101000000-000000000000
+	github.com/ekaci/ekaci/services/webhook v0.0.0-00010101000000-000000000000
 	github.com/nats-io/nats.go v1.55.0
 	github.com/rs/zerolog v1.35.1
 	github.com/spf13/cobra v1.10.2
@@ -33,6 +35,11 @@ require (
 require github.com/ekaci/ekaci/libs/binarycache v0.0.0-00010101000000-000000000000 // indirect
 
 require (
+	github.com/bradleyfalzon/ghinstallation/v2 v2.19.0 // indirect
+	github.com/golang-jwt/jwt/v4 v4.5.2 // indirect
+	github.com/google/go-github/v60 v60.0.0 // indirect
+	github.com/google/go-github/v88 v88.0.0 // indirect
+	github.com/google/go-querystring v1.2.0 // indirect
 	github.com/inconshreveable/mousetrap v1.1.0 // indirect
 	github.com/spf13/pflag v1.0.10 // indirect
 )
@@ -76,6 +83,8 @@ replace github.com/ekaci/ekaci/libs/flagenv => ../../libs/flagenv
 
 replace github.com/ekaci/ekaci/libs/gen => ../../libs/gen
 
+replace github.com/ekaci/ekaci/libs/githubapp => ../../libs/githubapp
+
 replace github.com/ekaci/ekaci/libs/graphgen => ../../libs/graphgen
 
 replace github.com/ekaci/ekaci/libs/logretention => ../../libs/logretention
@@ -112,8 +121,8 @@ replace github.com/ekaci/ekaci/services/recorder => ../../services/recorder
 
 replace github.com/ekaci/ekaci/services/router => ../../services/router
 
-replace github.com/ekaci/ekaci/libs/action => ../../libs/action
-
-replace github.com/ekaci/ekaci/libs/githubapp => ../../libs/githubapp
+replace github.com/ekaci/ekaci/services/webhook => ../../services/webhook
 
 replace github.com/ekaci/ekaci/libs/githubtest => ../../libs/githubtest
+
+replace github.com/ekaci/ekaci/libs/action => ../../libs/action

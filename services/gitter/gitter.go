@@ -24,6 +24,7 @@ import (
 	"hash/fnv"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -60,6 +61,47 @@ type Config struct {
 	MaxDeliver int
 	// Concurrency is how many changes are checked out at once (default 2).
 	Concurrency int
+	// Tokens, when set, gives installation tokens for the HTTPS fetches of
+	// changes that came from a GitHub App installation (private
+	// repositories). A token reaches git through its environment only:
+	// never a file, a git config, a log line or an event.
+	Tokens TokenSource
+	// CloneURLs maps a clone URL's prefix to another (a mirror, or a
+	// local path in tests); the longest matching prefix wins.
+	CloneURLs map[string]string
+}
+
+// TokenSource gives a GitHub App installation's token (githubapp.App).
+type TokenSource interface {
+	Token(ctx context.Context, installation int64) (string, error)
+}
+
+// fetchURL is where a request's repository is fetched from.
+func (c Config) fetchURL(repoURL string) string {
+	best := ""
+	for from := range c.CloneURLs {
+		if strings.HasPrefix(repoURL, from) && len(from) > len(best) {
+			best = from
+		}
+	}
+	if best == "" {
+		return repoURL
+	}
+	return c.CloneURLs[best] + strings.TrimPrefix(repoURL, best)
+}
+
+// fetchEnv is the environment that authenticates a fetch of url for req.
+func (c Config) fetchEnv(ctx context.Context, url string, req *eventsv1.ChangeRequested) ([]string, error) {
+	inst := req.GetGithub().GetInstallationId()
+	if c.Tokens == nil || inst == 0 || !strings.HasPrefix(url, "https://") {
+		return nil, nil
+	}
+	tok, err := c.Tokens.Token(ctx, inst)
+	if err != nil {
+		// Transient: the token service (GitHub) may answer on a retry.
+		return nil, fmt.Errorf("%w: %v", mirror.ErrTransient, err)
+	}
+	return mirror.TokenEnv(url, tok), nil
 }
 
 // maxErrorBytes bounds git's message in a checkout_failed fact.
@@ -136,7 +178,7 @@ func (g *stage) request(ctx context.Context, rec eventlog.Record, req *eventsv1.
 		g.cfg.Logger.Debug().Str("change", rec.ID).Uint64("request_seq", rec.Seq).Uint64("last_seq", last).Msg("request already handled")
 		return nil
 	}
-	ev, err := checkout(ctx, g.store, rec.ID, req)
+	ev, err := g.checkout(ctx, rec.ID, req)
 	if err != nil {
 		return err
 	}
@@ -199,7 +241,7 @@ func (g *stage) cleanup(ctx context.Context, rec eventlog.Record) error {
 			if !request.IsCommit(commit) {
 				continue // never checked out (refused), so no worktree
 			}
-			if err := g.store.Remove(ctx, req.GetRepoUrl(), commit, changeID); err != nil {
+			if err := g.store.Remove(ctx, g.cfg.fetchURL(req.GetRepoUrl()), commit, changeID); err != nil {
 				g.cfg.Logger.Warn().Err(err).Str("change", changeID).Msg("could not remove a worktree")
 			}
 		}
@@ -220,26 +262,30 @@ func failedEvent(changeID, msg string) *eventsv1.Event {
 
 // checkout returns the fact to record: checked out, or failed for a reason
 // no retry can fix. Other errors are returned for a retry.
-func checkout(ctx context.Context, store *mirror.Store, changeID string, req *eventsv1.ChangeRequested) (*eventsv1.Event, error) {
+func (g *stage) checkout(ctx context.Context, changeID string, req *eventsv1.ChangeRequested) (*eventsv1.Event, error) {
 	if err := request.Check(req, "gitter"); err != nil {
 		return failedEvent(changeID, err.Error()), nil
 	}
+	store, url := g.store, g.cfg.fetchURL(req.GetRepoUrl())
 	failed := func(err error) (*eventsv1.Event, error) {
 		if errors.Is(err, mirror.ErrUnknownRepo) || errors.Is(err, mirror.ErrUnknownCommit) || errors.Is(err, mirror.ErrBadCommit) {
 			return failedEvent(changeID, err.Error()), nil
 		}
 		return nil, err
 	}
-	if _, err := store.Sync(ctx, req.GetRepoUrl()); err != nil {
+	env, err := g.cfg.fetchEnv(ctx, url, req)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := store.SyncWith(ctx, url, env); err != nil {
 		return failed(err)
 	}
 	out := &eventsv1.ChangeCheckedOut{HeadCommit: req.GetHeadCommit(), BaseCommit: req.GetBaseCommit()}
-	var err error
-	if out.HeadWorktree, err = store.Worktree(ctx, req.GetRepoUrl(), req.GetHeadCommit(), changeID); err != nil {
+	if out.HeadWorktree, err = store.Worktree(ctx, url, req.GetHeadCommit(), changeID); err != nil {
 		return failed(fmt.Errorf("head %s: %w", req.GetHeadCommit(), err))
 	}
 	if req.GetBaseCommit() != "" {
-		if out.BaseWorktree, err = store.Worktree(ctx, req.GetRepoUrl(), req.GetBaseCommit(), changeID); err != nil {
+		if out.BaseWorktree, err = store.Worktree(ctx, url, req.GetBaseCommit(), changeID); err != nil {
 			return failed(fmt.Errorf("base %s: %w", req.GetBaseCommit(), err))
 		}
 	}

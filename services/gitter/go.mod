@@ -5,6 +5,8 @@ go 1.26.8
 require (
 	github.com/ekaci/ekaci/libs/eventlog v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/gen v0.0.0-00010101000000-000000000000
+	github.com/ekaci/ekaci/libs/githubapp v0.0.0-00010101000000-000000000000
+	github.com/ekaci/ekaci/libs/githubtest v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/natstest v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/service v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/telemetry v0.0.0-00010101000000-000000000000
@@ -15,9 +17,14 @@ require (
 require (
 	github.com/antithesishq/antithesis-sdk-go v0.8.0-default-no-op // indirect
 	github.com/beorn7/perks v1.0.1 // indirect
+	github.com/bradleyfalzon/ghinstallation/v2 v2.19.0 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/ekaci/ekaci/libs/flagenv v0.0.0-00010101000000-000000000000 // indirect
 	github.com/ekaci/ekaci/libs/pbjson v0.0.0-00010101000000-000000000000 // indirect
+	github.com/golang-jwt/jwt/v4 v4.5.2 // indirect
+	github.com/google/go-github/v60 v60.0.0 // indirect
+	github.com/google/go-github/v88 v88.0.0 // indirect
+	github.com/google/go-querystring v1.2.0 // indirect
 	github.com/google/go-tpm v0.9.8 // indirect
 	github.com/klauspost/compress v1.20.3 // indirect
 	github.com/mattn/go-colorable v0.1.14 // indirect
@@ -45,6 +52,10 @@ replace github.com/ekaci/ekaci/libs/eventlog => ../../libs/eventlog
 replace github.com/ekaci/ekaci/libs/flagenv => ../../libs/flagenv
 
 replace github.com/ekaci/ekaci/libs/gen => ../../libs/gen
+
+replace github.com/ekaci/ekaci/libs/githubapp => ../../libs/githubapp
+
+replace github.com/ekaci/ekaci/libs/githubtest => ../../libs/githubtest
 
 replace github.com/ekaci/ekaci/libs/natstest => ../../libs/natstest
 

@@ -61,6 +61,8 @@ type Config struct {
 	Logger zerolog.Logger
 	Secret []byte
 	Addr   string // listen address, e.g. :8080
+	// Listener, when set, is served instead of listening on Addr.
+	Listener net.Listener
 	// Replicas of the deliveries table when Run creates it.
 	Replicas int
 	// MaxInFlight bounds the requests handled at once (default 16: at
@@ -144,9 +146,11 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		return fmt.Errorf("webhook listen %s: %w", cfg.Addr, err)
+	ln := cfg.Listener
+	if ln == nil {
+		if ln, err = net.Listen("tcp", cfg.Addr); err != nil {
+			return fmt.Errorf("webhook listen %s: %w", cfg.Addr, err)
+		}
 	}
 	return Serve(ctx, ln, h, cfg.Timeouts)
 }

@@ -15,6 +15,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -126,7 +127,12 @@ func (s *Store) mirrorDir(tok string) string { return filepath.Join(s.dir, "mirr
 
 // Sync clones the repository's mirror, or fetches into it, and returns
 // the mirror's path.
-func (s *Store) Sync(ctx context.Context, url string) (string, error) {
+func (s *Store) Sync(ctx context.Context, url string) (string, error) { return s.SyncWith(ctx, url, nil) }
+
+// SyncWith is Sync with extra environment for git's clone or fetch (see
+// BearerEnv): credentials that reach git through its environment only,
+// never its configuration on disk or its command line.
+func (s *Store) SyncWith(ctx context.Context, url string, env []string) (string, error) {
 	url, err := normalize(url)
 	if err != nil {
 		return "", err
@@ -135,7 +141,7 @@ func (s *Store) Sync(ctx context.Context, url string) (string, error) {
 	defer s.lock(tok)()
 	dst := s.mirrorDir(tok)
 	if _, err := os.Stat(filepath.Join(dst, "HEAD")); err == nil {
-		if _, err := git(ctx, dst, "fetch", "--prune", "--quiet", "origin"); err != nil {
+		if _, err := gitEnv(ctx, env, dst, "fetch", "--prune", "--quiet", "origin"); err != nil {
 			return "", fetchError(ctx, url, err)
 		}
 		return dst, nil
@@ -147,7 +153,7 @@ func (s *Store) Sync(ctx context.Context, url string) (string, error) {
 		return "", err
 	}
 	defer os.RemoveAll(tmp)
-	if _, err := git(ctx, "", "clone", "--mirror", "--quiet", "--", url, tmp); err != nil {
+	if _, err := gitEnv(ctx, env, "", "clone", "--mirror", "--quiet", "--", url, tmp); err != nil {
 		return "", fetchError(ctx, url, err)
 	}
 	os.RemoveAll(dst)
@@ -287,6 +293,26 @@ func (s *Store) Remove(ctx context.Context, url, commit, owner string) error {
 // git runs git in dir (none: the current directory) and returns its
 // trimmed stdout, or an error carrying git's own message.
 func git(ctx context.Context, dir string, args ...string) (string, error) {
+	return gitEnv(ctx, nil, dir, args...)
+}
+
+// TokenEnv is the environment that makes git send an installation token
+// (HTTP basic auth as x-access-token, as GitHub documents) to the
+// scheme://host/ of url, and nowhere else: git reads it as configuration
+// from its environment (GIT_CONFIG_COUNT), so the token is never written
+// to a git config, a remote URL or a command line.
+func TokenEnv(url, token string) []string {
+	scheme, rest, ok := strings.Cut(url, "://")
+	if !ok || token == "" {
+		return nil
+	}
+	host, _, _ := strings.Cut(rest, "/")
+	auth := base64.StdEncoding.EncodeToString([]byte("x-access-token:" + token))
+	return []string{"GIT_CONFIG_COUNT=1", "GIT_CONFIG_KEY_0=http." + scheme + "://" + host + "/.extraHeader",
+		"GIT_CONFIG_VALUE_0=Authorization: Basic " + auth}
+}
+
+func gitEnv(ctx context.Context, env []string, dir string, args ...string) (string, error) {
 	if dir != "" {
 		args = append([]string{"-C", dir}, args...)
 	}
@@ -297,6 +323,7 @@ func git(ctx context.Context, dir string, args ...string) (string, error) {
 		"GIT_ASKPASS=/bin/false",
 		"LC_ALL=C",
 	)
+	cmd.Env = append(cmd.Env, env...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
