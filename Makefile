@@ -86,6 +86,10 @@ chaos: nix ## crash test at scale: 300 real derivations, `ekaci run` SIGKILLed t
 	cd services/ekaci && EKACI_CHAOS_DRVS=$${DRVS:-300} EKACI_CHAOS_KILLS=$${KILLS:-2} EKACI_CHAOS_SEED=$${SEED:-1} \
 		EKACI_CHAOS_REPEAT=$${REPEAT:-5} go test -count=1 -timeout 60m -run '^TestCrashesChangeNoVerdict$$' -v .
 
+.PHONY: fuzz
+fuzz: ## fuzz the webhook's payload parsing (FUZZTIME=5m): no delivery may make it panic
+	cd services/webhook && go test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $${FUZZTIME:-5m} .
+
 .PHONY: demo
 demo: nix sandbox build ## the main job: a CI run over examples/demo
 	@scripts/demo.sh

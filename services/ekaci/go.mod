@@ -8,6 +8,7 @@ require (
 	github.com/ekaci/ekaci/libs/flagenv v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/gen v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/githubapp v0.0.0-00010101000000-000000000000
+	github.com/ekaci/ekaci/libs/githubtest v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/graphgen v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/machines v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/natsembed v0.0.0-00010101000000-000000000000
@@ -85,6 +86,8 @@ replace github.com/ekaci/ekaci/libs/gen => ../../libs/gen
 
 replace github.com/ekaci/ekaci/libs/githubapp => ../../libs/githubapp
 
+replace github.com/ekaci/ekaci/libs/githubtest => ../../libs/githubtest
+
 replace github.com/ekaci/ekaci/libs/graphgen => ../../libs/graphgen
 
 replace github.com/ekaci/ekaci/libs/logretention => ../../libs/logretention
@@ -122,7 +125,5 @@ replace github.com/ekaci/ekaci/services/recorder => ../../services/recorder
 replace github.com/ekaci/ekaci/services/router => ../../services/router
 
 replace github.com/ekaci/ekaci/services/webhook => ../../services/webhook
-
-replace github.com/ekaci/ekaci/libs/githubtest => ../../libs/githubtest
 
 replace github.com/ekaci/ekaci/libs/action => ../../libs/action

@@ -50,7 +50,7 @@ func (c *Conclusions) jobset(tx *bolt.Tx, rec eventlog.Record, out *projection.D
 			js = &jobsetRow{ChangeID: p.JobsetEvaluated.GetChangeId(), Last: rec.Seq}
 		}
 		if !js.Evaluated {
-			js.Evaluated = true
+			js.Evaluated, js.EvaluatedAt = true, rec.Seq
 			if err := c.evaluated(tx, rec.ID, js, p.JobsetEvaluated); err != nil {
 				return err
 			}

@@ -93,6 +93,9 @@ type jobsetRow struct {
 	// Evaluated is set by the first evaluation outcome folded (evaluated
 	// or eval_failed): any later one is a repeat and changes nothing.
 	Evaluated bool `json:"evaluated"`
+	// EvaluatedAt is the sequence of its jobset_evaluated: a derivation
+	// that succeeded before it was already built (AttrResult.cached).
+	EvaluatedAt uint64 `json:"evaluated_at,omitempty"`
 	// Decided is set once a conclusion is decided (the decided bucket
 	// holds it), Concluded once the log holds it.
 	Decided    bool                `json:"decided"`

@@ -35,7 +35,8 @@ func (c *Conclusions) maybeConclude(tx *bolt.Tx, jobsetID string, js *jobsetRow,
 				if row.Drv.State == buildstate.Interrupted {
 					r.Interruption = row.Drv.Interruption // a timeout or ekaci's own failure: the notifier says which
 				}
-				r.Cached = row.Drv.State == buildstate.Succeeded && row.Drv.Cached
+				r.Cached = row.Drv.State == buildstate.Succeeded &&
+					(row.Drv.Cached || row.SettledAt > 0 && row.SettledAt < js.EvaluatedAt)
 				decides := a.GetDifference() != eventsv1.Difference_DIFFERENCE_UNCHANGED
 				if decides && row.Drv.State.IsFailure() {
 					conclusion = eventsv1.Conclusion_CONCLUSION_FAILURE

@@ -21,12 +21,14 @@ import (
 
 	"github.com/ekaci/ekaci/libs/flagenv"
 	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
+	"github.com/ekaci/ekaci/libs/githubapp"
 	"github.com/ekaci/ekaci/libs/logretention"
 	"github.com/ekaci/ekaci/libs/machines"
 	"github.com/ekaci/ekaci/libs/service"
 	"github.com/ekaci/ekaci/libs/telemetry"
 	"github.com/ekaci/ekaci/services/ekaci"
 	"github.com/ekaci/ekaci/services/evaluator"
+	"github.com/ekaci/ekaci/services/webhook"
 )
 
 // Exit statuses: a failed conclusion is 1, a usage error 2, anything that
@@ -57,6 +59,12 @@ type options struct {
 	memLimit  int
 
 	evalMemMiB int64 // --eval-memory-limit-mib
+
+	github  *githubapp.Flags // --github-app-id, --github-private-key, --github-api-url
+	webhook string           // --webhook-listen
+	secret  string           // --webhook-secret
+	policy  webhook.Policy
+	logURL  string // --github-log-url
 
 	storage     *service.StorageFlags // --events-max-mib, --logs-max-mib, ...
 	natsMaxMiB  int64                 // --nats-max-store-mib
@@ -94,6 +102,14 @@ func flags(name string, stderr io.Writer) (*flag.FlagSet, *options) {
 	fs.Int64Var(&o.buildLogMiB, "build-log-max-mib", logretention.DefaultMaxBytes>>20, "bound the build logs under <data-dir>/logs to this many MiB, deleting the oldest first (logs being written are never deleted)")
 	fs.StringVar(&o.machines, "machines", "", "a Nix machines file of remote builders (uri systems ssh-key max-jobs speed-factor features mandatory-features host-key)")
 	fs.Var(&o.nix, "nix-option", "a Nix option for every evaluation and build, name=value, e.g. substituters= (repeatable; in the environment, separate with ';')")
+	if name == "serve" {
+		o.github = githubapp.AddFlags(fs)
+		fs.StringVar(&o.webhook, "webhook-listen", "", "address GitHub's webhook deliveries arrive on, e.g. :8080 (empty: no GitHub App)")
+		fs.StringVar(&o.secret, "webhook-secret", "", "the GitHub App's webhook secret (or EKACI_WEBHOOK_SECRET_FILE)")
+		flagenv.Secret(fs, "webhook-secret")
+		webhook.AddPolicyFlags(fs, &o.policy)
+		fs.StringVar(&o.logURL, "github-log-url", "", "link to a derivation's full log in check runs: {drv} and {attempt} are replaced (empty: name the file on the server)")
+	}
 	if name == "run" {
 		fs.StringVar(&o.rev, "rev", "HEAD", "the revision to build")
 		fs.StringVar(&o.base, "base", "", "a base revision to compare with (attributes are then new, changed, removed or unchanged)")
@@ -236,6 +252,19 @@ func execute(ctx context.Context, cmd string, args []string, o *options, stdout,
 			fmt.Fprintf(stderr, "ekaci %s: --machines: %v\n", cmd, err)
 			return exitUsage
 		}
+	}
+
+	if cmd == "serve" && (o.webhook != "" || o.github.Configured()) {
+		if o.webhook == "" || o.secret == "" || !o.github.Configured() {
+			fmt.Fprintf(stderr, "ekaci serve: the GitHub App needs --webhook-listen, --webhook-secret, --github-app-id and --github-private-key together\n")
+			return exitUsage
+		}
+		app, err := o.github.App()
+		if err != nil {
+			fmt.Fprintf(stderr, "ekaci serve: %v\n", err)
+			return exitUsage
+		}
+		o.cfg.GitHub = &ekaci.GitHubConfig{App: app, Addr: o.webhook, Secret: []byte(o.secret), Policy: o.policy, LogURL: o.logURL}
 	}
 
 	var req ekaci.Request

@@ -117,6 +117,9 @@ func TestBadInvocationsSayWhatIsWrong(t *testing.T) {
 		{"data dir not writable", []string{"run", "--data-dir", filepath.Join(file, "data"), repo}, nil, exitError, "cannot create " + filepath.Join(file, "data")},
 		{"log level", []string{"serve", "--log-level", "loud"}, nil, exitUsage, `"loud"`},
 		{"negative memory limit", []string{"serve", "--memory-limit-mib", "-5"}, nil, exitUsage, "--memory-limit-mib -5"},
+		{"half a GitHub App", []string{"serve", "--webhook-listen", "127.0.0.1:0"}, nil, exitUsage, "needs --webhook-listen, --webhook-secret, --github-app-id and --github-private-key together"},
+		{"GitHub App key not a key", []string{"serve", "--webhook-listen", "127.0.0.1:0", "--webhook-secret", "s", "--github-app-id", "1"},
+			map[string]string{"EKACI_GITHUB_PRIVATE_KEY": "not a pem"}, exitUsage, "github app 1 private key"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1618,7 +1618,10 @@ type AttrResult struct {
 	// interruption is why an interrupted attribute stopped without a
 	// verdict (a timeout, ekaci's infrastructure, ...); unset otherwise.
 	Interruption InterruptKind `protobuf:"varint,8,opt,name=interruption,proto3,enum=ekaci.events.v1.InterruptKind" json:"interruption,omitempty"`
-	// cached is true when its outputs were valid before any build of it.
+	// cached is true when it succeeded without being built for this
+	// jobset: its outputs were valid when it was discovered, or it had
+	// already been built (for an earlier change) when the jobset was
+	// evaluated.
 	Cached        bool `protobuf:"varint,9,opt,name=cached,proto3" json:"cached,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
