@@ -32,9 +32,9 @@ import (
 	"github.com/ekaci/ekaci/services/gitter"
 	"github.com/ekaci/ekaci/services/ingress"
 	"github.com/ekaci/ekaci/services/notifier"
+	"github.com/ekaci/ekaci/services/notifier/checkrun"
 	"github.com/ekaci/ekaci/services/reader"
 	"github.com/ekaci/ekaci/services/recorder"
-	"github.com/ekaci/ekaci/services/notifier/checkrun"
 	"github.com/ekaci/ekaci/services/router"
 	"github.com/ekaci/ekaci/services/webhook"
 )

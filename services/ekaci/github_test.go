@@ -217,7 +217,7 @@ var gate = checkname.Job("pkgs")
 func TestGitHubApp(t *testing.T) {
 	requireNix(t)
 	g := startGitHub(t)
-	log := g.app.Log()
+	log := g.app.Events()
 
 	t.Run("forged signature", func(t *testing.T) {
 		body := githubtest.PullRequest(githubtest.Repo{Owner: "octo", Name: "x", Installation: 11}, "opened", githubtest.PR{Number: 1, Head: strings.Repeat("a", 40), Base: strings.Repeat("b", 40)})

@@ -127,7 +127,9 @@ func (s *Store) mirrorDir(tok string) string { return filepath.Join(s.dir, "mirr
 
 // Sync clones the repository's mirror, or fetches into it, and returns
 // the mirror's path.
-func (s *Store) Sync(ctx context.Context, url string) (string, error) { return s.SyncWith(ctx, url, nil) }
+func (s *Store) Sync(ctx context.Context, url string) (string, error) {
+	return s.SyncWith(ctx, url, nil)
+}
 
 // SyncWith is Sync with extra environment for git's clone or fetch (see
 // BearerEnv): credentials that reach git through its environment only,
