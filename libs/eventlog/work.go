@@ -2,6 +2,7 @@ package eventlog
 
 import (
 	"fmt"
+	"strings"
 
 	workv1 "github.com/ekaci/ekaci/libs/gen/ekaci/work/v1"
 )
@@ -22,6 +23,23 @@ func ClassToken(c workv1.BuildClass) string {
 // BuildSubject is where build requests for a system and class wait.
 func BuildSubject(system string, c workv1.BuildClass) string {
 	return WorkRoot + ".build." + SystemToken(system) + "." + ClassToken(c)
+}
+
+// BuildsFilter matches every build request, of every system and class.
+const BuildsFilter = WorkRoot + ".build.>"
+
+// ParseBuildSubject reads the system and class tokens of a subject made by
+// BuildSubject; ok is false for any other subject.
+func ParseBuildSubject(subject string) (system, class string, ok bool) {
+	rest, found := strings.CutPrefix(subject, WorkRoot+".build.")
+	if !found {
+		return "", "", false
+	}
+	system, class, ok = strings.Cut(rest, ".")
+	if !ok || system == "" || class == "" || strings.Contains(class, ".") {
+		return "", "", false
+	}
+	return system, class, true
 }
 
 // ReportsFilter matches every builder report.

@@ -3,6 +3,7 @@ module github.com/ekaci/ekaci/libs/telemetry
 go 1.26.8
 
 require (
+	github.com/ekaci/ekaci/libs/eventlog v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/natstest v0.0.0-00010101000000-000000000000
 	github.com/nats-io/nats.go v1.55.0
 	github.com/prometheus/client_golang v1.25.0
@@ -18,6 +19,8 @@ require (
 	github.com/antithesishq/antithesis-sdk-go v0.8.0-default-no-op // indirect
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
+	github.com/ekaci/ekaci/libs/gen v0.0.0-00010101000000-000000000000 // indirect
+	github.com/ekaci/ekaci/libs/pbjson v0.0.0-00010101000000-000000000000 // indirect
 	github.com/google/go-tpm v0.9.8 // indirect
 	github.com/klauspost/compress v1.20.3 // indirect
 	github.com/mattn/go-colorable v0.1.14 // indirect
@@ -34,4 +37,10 @@ require (
 	google.golang.org/protobuf v1.36.12 // indirect
 )
 
+replace github.com/ekaci/ekaci/libs/eventlog => ../../libs/eventlog
+
+replace github.com/ekaci/ekaci/libs/gen => ../../libs/gen
+
 replace github.com/ekaci/ekaci/libs/natstest => ../../libs/natstest
+
+replace github.com/ekaci/ekaci/libs/pbjson => ../../libs/pbjson

@@ -4,18 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
-)
 
-// The work stream's layout, as eventlog provisions it. Kept here rather
-// than imported so telemetry depends on no ekaci package.
-const (
-	workStream       = "EKACI_WORK"
-	buildSubjectRoot = "ekaci.work.build." // + <system>.<class>
+	"github.com/ekaci/ekaci/libs/eventlog"
 )
 
 // WatchConsumers samples JetStream every interval (and once at the start)
@@ -113,7 +107,7 @@ func (w *watcher) sample(ctx context.Context) error {
 		if err := cl.Err(); err != nil {
 			errs = append(errs, fmt.Errorf("list consumers of %s: %w", name, err))
 		}
-		if name == workStream {
+		if name == eventlog.WorkStream {
 			if depth, err = queueDepth(ctx, s); err != nil {
 				errs = append(errs, err)
 			}
@@ -154,14 +148,14 @@ func (w *watcher) sample(ctx context.Context) error {
 // queueDepth counts EKACI_WORK's messages per build subject. The result is
 // non-nil on success, empty when no build waits.
 func queueDepth(ctx context.Context, s jetstream.Stream) (map[[2]string]uint64, error) {
-	info, err := s.Info(ctx, jetstream.WithSubjectFilter(buildSubjectRoot+">"))
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(eventlog.BuildsFilter))
 	if err != nil {
-		return nil, fmt.Errorf("subjects of %s: %w", workStream, err)
+		return nil, fmt.Errorf("subjects of %s: %w", eventlog.WorkStream, err)
 	}
 	depth := map[[2]string]uint64{}
 	for subj, n := range info.State.Subjects {
-		system, class, ok := strings.Cut(strings.TrimPrefix(subj, buildSubjectRoot), ".")
-		if !ok || system == "" || class == "" || strings.Contains(class, ".") {
+		system, class, ok := eventlog.ParseBuildSubject(subj)
+		if !ok {
 			continue // not ours to count
 		}
 		depth[[2]string{system, class}] += n

@@ -14,6 +14,9 @@ require (
 require (
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
+	github.com/ekaci/ekaci/libs/eventlog v0.0.0-00010101000000-000000000000 // indirect
+	github.com/ekaci/ekaci/libs/gen v0.0.0-00010101000000-000000000000 // indirect
+	github.com/ekaci/ekaci/libs/pbjson v0.0.0-00010101000000-000000000000 // indirect
 	github.com/klauspost/compress v1.20.3 // indirect
 	github.com/mattn/go-colorable v0.1.14 // indirect
 	github.com/mattn/go-isatty v0.0.20 // indirect
@@ -31,9 +34,15 @@ require (
 	google.golang.org/protobuf v1.36.12 // indirect
 )
 
+replace github.com/ekaci/ekaci/libs/eventlog => ../../libs/eventlog
+
 replace github.com/ekaci/ekaci/libs/flagenv => ../../libs/flagenv
 
+replace github.com/ekaci/ekaci/libs/gen => ../../libs/gen
+
 replace github.com/ekaci/ekaci/libs/nixtest => ../../libs/nixtest
+
+replace github.com/ekaci/ekaci/libs/pbjson => ../../libs/pbjson
 
 replace github.com/ekaci/ekaci/libs/telemetry => ../../libs/telemetry
 
