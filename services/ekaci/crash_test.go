@@ -93,27 +93,47 @@ func crashRun(t *testing.T, bin string, n, kills int, seed uint64) {
 
 	killed := 0
 	for k := range kills {
-		// A random moment in the first part of the run (each run resumes
-		// where the last one stopped, so later kills come sooner).
-		delay := time.Duration(1500+r.IntN(6000)) * time.Millisecond
+		// A random moment while Nix builds: counted from the first Nix
+		// process of the test's builds, not from the start (on a loaded
+		// machine evaluation alone can take longer than any fixed delay,
+		// and a kill before the builds start tests little of the builder).
+		delay := time.Duration(200+r.IntN(3000)) * time.Millisecond
 		var stderr bytes.Buffer
 		cmd := exec.CommandContext(ctx, bin, args...)
 		cmd.Stderr = &stderr
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
+		begun := time.Now()
 		exited := make(chan error, 1)
 		go func() { exited <- cmd.Wait() }()
+		building := time.NewTicker(50 * time.Millisecond)
+		concluded := false
+		for len(nixProcsOf(salt, drvs)) == 0 && !concluded {
+			select {
+			case err := <-exited:
+				t.Logf("run %d concluded before any build was seen (%v)", k+1, err)
+				concluded = true
+			case <-building.C:
+			case <-ctx.Done():
+				t.Fatal("no build of the test started")
+			}
+		}
+		building.Stop()
+		if concluded {
+			continue
+		}
+		buildsAt := time.Since(begun)
 		select {
 		case err := <-exited:
-			t.Logf("run %d concluded before its kill at %v (%v)", k+1, delay, err)
+			t.Logf("run %d concluded before its kill, %v after its builds began (%v)", k+1, delay, err)
 			continue
 		case <-time.After(delay):
 		}
 		_ = cmd.Process.Signal(syscall.SIGKILL)
 		<-exited
 		killed++
-		t.Logf("run %d killed after %v", k+1, delay)
+		t.Logf("run %d killed %v after its builds began (%v after its start)", k+1, delay, buildsAt+delay)
 		assertNoNixOf(t, salt, drvs, 10*time.Second)
 	}
 	if kills > 0 && killed == 0 {
