@@ -1,6 +1,9 @@
 package projection
 
-import "testing"
+import (
+	"slices"
+	"testing"
+)
 
 func TestMatches(t *testing.T) {
 	for _, tt := range []struct {
@@ -37,6 +40,26 @@ func TestOverlapping(t *testing.T) {
 	} {
 		if got := overlapping(tt.filters); got != tt.want {
 			t.Errorf("overlapping(%v) = %v, want %v", tt.filters, got, tt.want)
+		}
+	}
+}
+
+func TestConsumerFilters(t *testing.T) {
+	for _, tt := range []struct {
+		filters []string
+		want    []string
+	}{
+		// ingress and the recorder in the all-in-one: whole aggregates.
+		{[]string{"ekaci.evt.change.>", "ekaci.evt.drv.>", "ekaci.evt.jobset.>"}, nil},
+		{[]string{"ekaci.evt.drv.>"}, nil},
+		{[]string{"ekaci.evt.drv.>", "ekaci.evt.drv.*.buildable"}, nil}, // overlapping
+		{[]string{"ekaci.evt.drv.*.buildable"}, []string{"ekaci.evt.drv.*.buildable"}},
+		{[]string{"ekaci.evt.drv.>", "ekaci.evt.jobset.*.created"}, []string{"ekaci.evt.drv.>", "ekaci.evt.jobset.*.created"}},
+		{[]string{"ekaci.evt.drv.a.>"}, []string{"ekaci.evt.drv.a.>"}},
+		{[]string{"ekaci.evt.>"}, nil},
+	} {
+		if got := consumerFilters(tt.filters); !slices.Equal(got, tt.want) {
+			t.Errorf("consumerFilters(%v) = %v, want %v", tt.filters, got, tt.want)
 		}
 	}
 }
