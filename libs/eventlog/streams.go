@@ -24,9 +24,10 @@ const (
 type StreamOptions struct {
 	// Replicas is 1 for the all-in-one, 3 on a production cluster.
 	Replicas int
-	// DuplicateWindow is how long JetStream remembers message ids. A
-	// re-append inside it is a no-op; outside it the deciders' state
-	// checks still refuse a repeated transition.
+	// DuplicateWindow is how long JetStream remembers message ids
+	// (default DefaultDuplicateWindow). A re-append inside it is a no-op;
+	// outside it every writer's expected-last-sequence guard refuses it
+	// (ErrConflict), so the window only makes a retry cheap.
 	DuplicateWindow time.Duration
 	// LogMaxAge bounds how long live log lines are kept on EKACI_LOGS
 	// (full logs are kept by the builder in files).
@@ -53,6 +54,18 @@ type StreamOptions struct {
 	MemoryStorage bool
 }
 
+// DefaultDuplicateWindow is StreamOptions.DuplicateWindow's default:
+// nats-server's own, and longer than any retry of an append (a publish
+// times out in seconds, a pipelined ack in DefaultAckTimeout, redeliveries
+// come after an ack wait of at most a minute). It is short because the
+// server pays for it: it keeps every id appended within the window in
+// memory, and on start it reads back every message of the last window to
+// rebuild them, so a restart after busy minutes (100,000 derivations are
+// ~600,000 events) reads all of them with a window of ten. Every append is
+// guarded on its aggregate's last sequence, so a replay after the window
+// decides nothing twice (the replay tests run with a window of a second).
+const DefaultDuplicateWindow = 2 * time.Minute
+
 // Byte budgets' defaults: together (21 GiB) they are what a server must be
 // able to reserve (Reserved), well below deploy/nats's max_file_store.
 const (
@@ -75,7 +88,7 @@ func (o StreamOptions) withDefaults() StreamOptions {
 		o.Replicas = 1
 	}
 	if o.DuplicateWindow <= 0 {
-		o.DuplicateWindow = 10 * time.Minute
+		o.DuplicateWindow = DefaultDuplicateWindow
 	}
 	if o.LogMaxAge <= 0 {
 		o.LogMaxAge = 7 * 24 * time.Hour

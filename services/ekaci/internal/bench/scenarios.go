@@ -63,7 +63,7 @@ func Ceiling(ctx context.Context, dir string, n int) (Result, error) {
 	defer subConn.Close()
 	pub, _ := jetstream.New(pubConn, jetstream.WithPublishAsyncMaxPending(4096))
 	sub, _ := jetstream.New(subConn)
-	if _, err := pub.CreateStream(ctx, jetstream.StreamConfig{Name: "CEILING", Subjects: []string{"ceiling.>"}, Storage: jetstream.FileStorage, Duplicates: 10 * time.Minute}); err != nil {
+	if _, err := pub.CreateStream(ctx, jetstream.StreamConfig{Name: "CEILING", Subjects: []string{"ceiling.>"}, Storage: jetstream.FileStorage, Duplicates: eventlog.DefaultDuplicateWindow}); err != nil {
 		return res, err
 	}
 	cons, err := sub.CreateOrUpdateConsumer(ctx, "CEILING", jetstream.ConsumerConfig{Durable: "c", AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 4096})
