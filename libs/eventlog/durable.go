@@ -24,6 +24,9 @@ const (
 	RouterDurable = "router"
 	// NotifierDurable consumes jobset and change concluded on EventsStream.
 	NotifierDurable = "notifier"
+	// CheckerDurable consumes check_queued on EventsStream, shared by
+	// every checker (each queued check goes to one of them).
+	CheckerDurable = "checker"
 	// RecorderReportsDurable consumes builders' reports on WorkStream.
 	RecorderReportsDurable = "recorder"
 )

@@ -215,6 +215,23 @@ func DrvCancelledID(drvID string, lastSeq uint64) string {
 	return sequenced("drv-cancelled-", drvID, lastSeq)
 }
 
+// Check facts.
+
+// CheckQueuedID is a check's check_queued: the reader queues each check
+// of a change (CheckID) once.
+func CheckQueuedID(checkID string) string { return "check-queued-" + checkID }
+
+// CheckStartedID is a check's check_started for one attempt: each attempt
+// starts once.
+func CheckStartedID(checkID string, attempt uint32) string {
+	return attempted("check-started-", checkID, attempt)
+}
+
+// CheckEndedID is the fact that ends a check (check_succeeded,
+// check_failed or check_interrupted): a check ends once, whichever
+// attempt ends it and whether the checker ran it or gave up on it.
+func CheckEndedID(checkID string) string { return "check-ended-" + checkID }
+
 // Work message ids (WorkStream).
 
 // BuildRequestID is the message id of an attempt's build request: the

@@ -14,6 +14,9 @@ func ChangeID(repoURL, headCommit, baseCommit string) string {
 	return digest("change", repoURL, headCommit, baseCommit)
 }
 
+// CheckID names one check of a change.
+func CheckID(changeID, check string) string { return digest("check", changeID, check) }
+
 // JobsetID names one job of a change.
 func JobsetID(changeID, job string) string { return digest("jobset", changeID, job) }
 

@@ -2,8 +2,8 @@
 // strictly and turns every job into a jobset. A missing file means no CI is
 // configured; a bad one is recorded with the key path that is wrong.
 //
-// It decides what CI a change has: its jobs (config_read, jobset_created)
-// or why it has none (config_invalid).
+// It decides what CI a change has: its jobs and checks (config_read,
+// jobset_created, check_queued) or why it has none (config_invalid).
 //
 // Each checkout ends in exactly one fact, config_read or config_invalid,
 // appended only right after the change's checked_out (ExpectLast), and
@@ -141,6 +141,36 @@ func read(ctx context.Context, cfg Config, rec eventlog.Record, co *eventsv1.Cha
 			return err
 		}
 		read.Jobs = append(read.Jobs, job.Name)
+	}
+	// A check's failure is compared with the base only when the base
+	// has that check too (a new check that fails fails the change, as a
+	// new attribute does). A base that cannot be read has none.
+	baseChecks := map[string]bool{}
+	if co.GetBaseWorktree() != "" && len(conf.Checks) > 0 {
+		if base, err := ciconfig.Read(co.GetBaseWorktree()); err == nil {
+			for _, c := range base.Checks {
+				baseChecks[c.Name] = true
+			}
+		}
+	}
+	for _, check := range conf.Checks {
+		checkID := eventlog.CheckID(changeID, check.Name)
+		q := &eventsv1.CheckQueued{
+			ChangeId: changeID, Name: check.Name, Command: check.Command, AllowNetwork: check.AllowNetwork,
+			TimeoutSeconds: check.TimeoutSeconds, HeadWorktree: co.GetHeadWorktree(), BaseWorktree: co.GetBaseWorktree(),
+			BaseHasCheck: baseChecks[check.Name],
+		}
+		if check.PackagesJob != "" {
+			q.Packages = &eventsv1.CheckPackages{Job: check.PackagesJob, Attrs: check.PackagesAttrs}
+			q.PackagesJobsetId = eventlog.JobsetID(changeID, check.PackagesJob)
+		}
+		ev := &eventsv1.Event{Id: eventlog.CheckQueuedID(checkID), CausationId: rec.Event.GetId(), CorrelationId: changeID,
+			Payload: &eventsv1.Event_CheckQueued{CheckQueued: q}}
+		// Queued once, as a jobset is created once.
+		if _, err := cfg.Log.Append(ctx, checkID, ev, eventlog.ExpectLast(0)); err != nil && !errors.Is(err, eventlog.ErrConflict) {
+			return err
+		}
+		read.Checks = append(read.Checks, check.Name)
 	}
 	return record(ctx, cfg, rec, &eventsv1.Event{Id: eventlog.ConfigReadID(changeID), Payload: &eventsv1.Event_ChangeConfigRead{ChangeConfigRead: read}})
 }

@@ -216,3 +216,38 @@ func TestUnreadableCheckoutIsRefused(t *testing.T) {
 		t.Fatalf("%d config_invalid facts, want 1", n)
 	}
 }
+
+// TestChecksQueued: each check of the head's configuration is queued once,
+// with what the checker needs, before config_read names them; a check the
+// base's configuration has too is marked for comparison with the base.
+func TestChecksQueued(t *testing.T) {
+	e := setup(t)
+	e.start(t)
+	head := worktree(t, `{"jobs": {"tools": {"file": "a.nix"}}, "checks": {
+  "lint": {"command": "./lint.sh", "packages": {"job": "tools", "attrs": ["sc"]}},
+  "test": {"command": "make test", "allow_network": true, "timeout_seconds": 42}}}`)
+	base := worktree(t, `{"jobs": {"tools": {"file": "a.nix"}}, "checks": {"test": {"command": "old"}}}`)
+	id := "c0ffee"
+	e.append(t, eventlog.Change, id, &eventsv1.Event{Id: "requested-" + id, Payload: &eventsv1.Event_ChangeRequested{ChangeRequested: &eventsv1.ChangeRequested{
+		RepoUrl: "/src", HeadCommit: strings.Repeat("1", 40), BaseCommit: strings.Repeat("2", 40)}}})
+	e.append(t, eventlog.Change, id, &eventsv1.Event{Id: "checked-out-" + id, Payload: &eventsv1.Event_ChangeCheckedOut{ChangeCheckedOut: &eventsv1.ChangeCheckedOut{
+		HeadWorktree: head, BaseWorktree: base, HeadCommit: strings.Repeat("1", 40), BaseCommit: strings.Repeat("2", 40)}}})
+	ev := e.wait(t, id)
+	if got := ev.GetChangeConfigRead().GetChecks(); strings.Join(got, ",") != "lint,test" {
+		t.Fatalf("config_read checks = %v, want [lint test]", got)
+	}
+	want := map[string]*eventsv1.CheckQueued{
+		"lint": {ChangeId: id, Name: "lint", Command: "./lint.sh", TimeoutSeconds: 600, HeadWorktree: head, BaseWorktree: base,
+			Packages: &eventsv1.CheckPackages{Job: "tools", Attrs: []string{"sc"}}, PackagesJobsetId: eventlog.JobsetID(id, "tools")},
+		"test": {ChangeId: id, Name: "test", Command: "make test", AllowNetwork: true, TimeoutSeconds: 42, HeadWorktree: head, BaseWorktree: base, BaseHasCheck: true},
+	}
+	for name, w := range want {
+		evs := e.facts(t, eventlog.Check, eventlog.CheckID(id, name), "queued")
+		if len(evs) != 1 {
+			t.Fatalf("check %s queued %d times, want 1", name, len(evs))
+		}
+		if got := evs[0].GetCheckQueued(); got.String() != w.String() {
+			t.Errorf("check %s queued as\n%v\nwant\n%v", name, got, w)
+		}
+	}
+}

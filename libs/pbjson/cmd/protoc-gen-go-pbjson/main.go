@@ -94,10 +94,12 @@ func checkKind(fd *protogen.Field) error {
 		protoreflect.Int64Kind, protoreflect.Uint64Kind, protoreflect.EnumKind:
 		return nil
 	case protoreflect.MessageKind:
-		if isTimestamp(fd) || fd.Message.Desc.ParentFile() == fd.Desc.ParentFile() {
+		// A message of the same Go package has its methods generated
+		// too, whichever file of the package declares it.
+		if isTimestamp(fd) || fd.Message.GoIdent.GoImportPath == fd.Parent.GoIdent.GoImportPath {
 			return nil
 		}
-		return fmt.Errorf("%s: message %s from another file is not supported by protoc-gen-go-pbjson", fd.Desc.FullName(), fd.Message.Desc.FullName())
+		return fmt.Errorf("%s: message %s from another Go package is not supported by protoc-gen-go-pbjson", fd.Desc.FullName(), fd.Message.Desc.FullName())
 	}
 	return fmt.Errorf("%s: %s fields are not supported by protoc-gen-go-pbjson", fd.Desc.FullName(), fd.Desc.Kind())
 }

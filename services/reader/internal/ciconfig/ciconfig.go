@@ -4,8 +4,9 @@
 // expected there, so a pull request author can fix it without reading our
 // code.
 //
-// Sandboxed checks (a "checks" key) are not built yet: a configuration that
-// has one is refused, rather than read and its checks silently skipped.
+// Checks (a "checks" key) are commands run in a sandbox by the checker;
+// their packages are attributes of one of the configuration's jobs, so
+// that nothing the pull request wrote is evaluated outside the evaluator.
 package ciconfig
 
 import (
@@ -46,10 +47,33 @@ func (e *Error) Error() string {
 	return FileName + ": " + e.Path + ": " + e.Msg
 }
 
-// Config is a read configuration; jobs are sorted by name.
+// Config is a read configuration; jobs and checks are sorted by name.
 type Config struct {
-	Jobs []Job
+	Jobs   []Job
+	Checks []Check
 }
+
+// Check is one sandboxed command.
+type Check struct {
+	Name    string
+	Command string
+	// AllowNetwork gives the check a network (never the host's loopback).
+	AllowNetwork bool
+	// TimeoutSeconds is its time limit (DefaultCheckTimeout when not
+	// set); the checker bounds it by its own maximum.
+	TimeoutSeconds uint32
+	// PackagesJob and PackagesAttrs name the attributes of a job whose
+	// outputs go on the check's PATH; empty for none.
+	PackagesJob   string
+	PackagesAttrs []string
+}
+
+// DefaultCheckTimeout is a check's time limit when its configuration does
+// not say (seconds).
+const DefaultCheckTimeout = 600
+
+// MaxCommand bounds a check's command, in bytes.
+const MaxCommand = 4096
 
 // Job is one Nix file to evaluate and build.
 type Job struct {
@@ -59,11 +83,6 @@ type Job struct {
 	AllowEvalFailures bool
 	Args              map[string]string
 }
-
-// ChecksNotSupported is the refusal of a "checks" key: nothing runs checks
-// yet, and a configuration that lists them must not read as if its checks
-// passed.
-const ChecksNotSupported = `sandboxed checks are not supported yet (they would be silently skipped); remove the "checks" key`
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 
@@ -110,16 +129,17 @@ func Parse(root string, data []byte) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, ok := doc["checks"]; ok {
-		return nil, &Error{Path: "checks", Msg: ChecksNotSupported}
-	}
-	if err := onlyKeys(doc, "", "jobs"); err != nil {
+	if err := onlyKeys(doc, "", "jobs", "checks"); err != nil {
 		return nil, err
 	}
 	cfg := &Config{}
 	jobsRaw, ok := doc["jobs"]
-	if !ok {
+	if _, checks := doc["checks"]; !ok && !checks {
 		return nil, &Error{Msg: `has no "jobs": want at least one, e.g. {"jobs": {"main": {"file": "default.nix"}}}`}
+	}
+	if !ok {
+		// Checks alone: a repository with linters and no Nix jobs.
+		jobsRaw = json.RawMessage(`{"": {}}`)
 	}
 	jobs, err := object(jobsRaw, "jobs")
 	if err != nil {
@@ -129,6 +149,9 @@ func Parse(root string, data []byte) (*Config, error) {
 		return nil, &Error{Path: "jobs", Msg: "is empty: want at least one job"}
 	}
 	for name, raw := range jobs {
+		if !ok {
+			break
+		}
 		job, err := parseJob(root, name, raw)
 		if err != nil {
 			return nil, err
@@ -136,8 +159,109 @@ func Parse(root string, data []byte) (*Config, error) {
 		cfg.Jobs = append(cfg.Jobs, job)
 	}
 	sort.Slice(cfg.Jobs, func(i, j int) bool { return cfg.Jobs[i].Name < cfg.Jobs[j].Name })
+	if raw, ok := doc["checks"]; ok {
+		checks, err := object(raw, "checks")
+		if err != nil {
+			return nil, err
+		}
+		for name, raw := range checks {
+			check, err := parseCheck(cfg, name, raw)
+			if err != nil {
+				return nil, err
+			}
+			cfg.Checks = append(cfg.Checks, check)
+		}
+		sort.Slice(cfg.Checks, func(i, j int) bool { return cfg.Checks[i].Name < cfg.Checks[j].Name })
+	}
 	return cfg, nil
 }
+
+func parseCheck(cfg *Config, name string, raw json.RawMessage) (Check, error) {
+	at := "checks." + name
+	if err := checkName("checks", name); err != nil {
+		return Check{}, err
+	}
+	m, err := object(raw, at)
+	if err != nil {
+		return Check{}, err
+	}
+	if err := onlyKeys(m, at, "command", "allow_network", "timeout_seconds", "packages"); err != nil {
+		return Check{}, err
+	}
+	check := Check{Name: name, TimeoutSeconds: DefaultCheckTimeout}
+	cmdRaw, ok := m["command"]
+	if !ok {
+		return Check{}, &Error{Path: at + ".command", Msg: `missing: want the command to run in the checkout, e.g. "./lint.sh"`}
+	}
+	if err := decode(cmdRaw, at+".command", "a string", &check.Command); err != nil {
+		return Check{}, err
+	}
+	switch {
+	case strings.TrimSpace(check.Command) == "":
+		return Check{}, &Error{Path: at + ".command", Msg: "is empty: want the command to run in the checkout"}
+	case len(check.Command) > MaxCommand:
+		return Check{}, &Error{Path: at + ".command", Msg: fmt.Sprintf("is %d bytes: want at most %d (put a long command in a script)", len(check.Command), MaxCommand)}
+	case strings.ContainsRune(check.Command, 0):
+		return Check{}, &Error{Path: at + ".command", Msg: "contains a NUL byte"}
+	}
+	if raw, ok := m["allow_network"]; ok {
+		if err := decode(raw, at+".allow_network", "true or false", &check.AllowNetwork); err != nil {
+			return Check{}, err
+		}
+	}
+	if raw, ok := m["timeout_seconds"]; ok {
+		var n float64
+		if err := decode(raw, at+".timeout_seconds", "a number of seconds", &n); err != nil {
+			return Check{}, err
+		}
+		if n < 1 || n > 7*24*3600 || n != float64(uint32(n)) {
+			return Check{}, &Error{Path: at + ".timeout_seconds", Msg: "want a whole number of seconds from 1 to 604800"}
+		}
+		check.TimeoutSeconds = uint32(n)
+	}
+	if raw, ok := m["packages"]; ok {
+		pat := at + ".packages"
+		pm, err := object(raw, pat)
+		if err != nil {
+			return Check{}, err
+		}
+		if err := onlyKeys(pm, pat, "job", "attrs"); err != nil {
+			return Check{}, err
+		}
+		jobRaw, ok := pm["job"]
+		if !ok {
+			return Check{}, &Error{Path: pat + ".job", Msg: "missing: want the name of the job whose attributes the check needs"}
+		}
+		if err := decode(jobRaw, pat+".job", "a string", &check.PackagesJob); err != nil {
+			return Check{}, err
+		}
+		found := false
+		for _, j := range cfg.Jobs {
+			found = found || j.Name == check.PackagesJob
+		}
+		if !found {
+			return Check{}, &Error{Path: pat + ".job", Msg: fmt.Sprintf("%s is not a job of this configuration", text.Bound(strconvQuote(check.PackagesJob), maxShown))}
+		}
+		attrsRaw, ok := pm["attrs"]
+		if !ok {
+			return Check{}, &Error{Path: pat + ".attrs", Msg: `missing: want the job's attributes to put on PATH, e.g. ["shellcheck"]`}
+		}
+		if err := decode(attrsRaw, pat+".attrs", "an array of strings", &check.PackagesAttrs); err != nil {
+			return Check{}, err
+		}
+		if len(check.PackagesAttrs) == 0 || len(check.PackagesAttrs) > 64 {
+			return Check{}, &Error{Path: pat + ".attrs", Msg: "want 1 to 64 attribute paths"}
+		}
+		for i, a := range check.PackagesAttrs {
+			if a == "" || len(a) > 256 {
+				return Check{}, &Error{Path: fmt.Sprintf("%s.attrs[%d]", pat, i), Msg: "want an attribute path of 1 to 256 bytes"}
+			}
+		}
+	}
+	return check, nil
+}
+
+func strconvQuote(s string) string { return fmt.Sprintf("%q", s) }
 
 func checkName(kind, name string) error {
 	if !nameRE.MatchString(name) {

@@ -76,6 +76,33 @@ func TestReadGoodConfig(t *testing.T) {
 	}
 }
 
+func TestReadChecks(t *testing.T) {
+	for _, tc := range []struct {
+		name, config string
+		want         []Check
+		jobs         int
+	}{
+		{"with packages and limits", `{"jobs": {"tools": {"file": "default.nix"}}, "checks": {
+  "test": {"command": "./test.sh", "allow_network": true, "timeout_seconds": 30, "packages": {"job": "tools", "attrs": ["sc", "jq"]}},
+  "lint": {"command": "./lint.sh"}}}`, []Check{
+			{Name: "lint", Command: "./lint.sh", TimeoutSeconds: DefaultCheckTimeout},
+			{Name: "test", Command: "./test.sh", AllowNetwork: true, TimeoutSeconds: 30, PackagesJob: "tools", PackagesAttrs: []string{"sc", "jq"}},
+		}, 1},
+		{"checks alone", `{"checks": {"fmt": {"command": "true"}}}`, []Check{{Name: "fmt", Command: "true", TimeoutSeconds: DefaultCheckTimeout}}, 0},
+		{"no checks", `{"jobs": {"tools": {"file": "default.nix"}}, "checks": {}}`, nil, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := Read(checkout(t, map[string]string{FileName: tc.config, "default.nix": "{}"}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got.Checks, tc.want) || len(got.Jobs) != tc.jobs {
+				t.Fatalf("Read = %+v, %d jobs; want %+v, %d jobs", got.Checks, len(got.Jobs), tc.want, tc.jobs)
+			}
+		})
+	}
+}
+
 func TestMissingConfigMeansNotConfigured(t *testing.T) {
 	if _, err := Read(checkout(t, map[string]string{"README": "x"})); !errors.Is(err, ErrNotConfigured) {
 		t.Fatalf("err = %v, want ErrNotConfigured", err)
@@ -118,11 +145,19 @@ func TestRefusals(t *testing.T) {
 		{name: "args type", config: `{"jobs": {"a": {"file": "a.nix", "args": ["x"]}}}`, path: "jobs.a.args", msg: "want an object"},
 		{name: "arg value type", config: `{"jobs": {"a": {"file": "a.nix", "args": {"n": 1}}}}`, path: "jobs.a.args.n", msg: "want a string, found the number 1"},
 		{name: "duplicate job", config: `{"jobs": {"a": {"file": "a.nix"}, "a": {"file": "a.nix"}}}`, path: "jobs.a", msg: "appears twice"},
-		// Checks are not built yet (issue 15): refused, even empty, rather
-		// than read and silently skipped.
-		{name: "checks refused", config: `{"jobs": {"a": {"file": "a.nix"}}, "checks": {"lint": {"command": "./lint.sh"}}}`, path: "checks", msg: "not supported yet"},
-		{name: "empty checks refused", config: `{"jobs": {"a": {"file": "a.nix"}}, "checks": {}}`, path: "checks", msg: "not supported yet"},
-		{name: "checks refused before jobs", config: `{"checks": {"lint": {"command": "x"}}}`, path: "checks", msg: "not supported yet"},
+		{name: "check not object", config: `{"jobs": {"a": {"file": "a.nix"}}, "checks": {"lint": "./lint.sh"}}`, path: "checks.lint", msg: `want an object, found a string "./lint.sh"`},
+		{name: "bad check name", config: `{"checks": {"../x": {"command": "true"}}}`, path: "checks.../x", msg: "bad name"},
+		{name: "unknown check key", config: `{"checks": {"lint": {"command": "true", "network": true}}}`, path: "checks.lint.network", msg: "unknown key: want one of command, allow_network, timeout_seconds, packages"},
+		{name: "check without command", config: `{"checks": {"lint": {}}}`, path: "checks.lint.command", msg: "missing"},
+		{name: "empty command", config: `{"checks": {"lint": {"command": "  "}}}`, path: "checks.lint.command", msg: "is empty"},
+		{name: "long command", config: `{"checks": {"lint": {"command": "` + strings.Repeat("x", MaxCommand+1) + `"}}}`, path: "checks.lint.command", msg: "want at most 4096"},
+		{name: "network type", config: `{"checks": {"lint": {"command": "x", "allow_network": "yes"}}}`, path: "checks.lint.allow_network", msg: "want true or false"},
+		{name: "timeout not whole", config: `{"checks": {"lint": {"command": "x", "timeout_seconds": 1.5}}}`, path: "checks.lint.timeout_seconds", msg: "whole number"},
+		{name: "timeout zero", config: `{"checks": {"lint": {"command": "x", "timeout_seconds": 0}}}`, path: "checks.lint.timeout_seconds", msg: "whole number"},
+		{name: "packages of no job", config: `{"jobs": {"a": {"file": "a.nix"}}, "checks": {"lint": {"command": "x", "packages": {"job": "tools", "attrs": ["sc"]}}}}`, path: "checks.lint.packages.job", msg: `"tools" is not a job`},
+		{name: "packages without attrs", config: `{"jobs": {"a": {"file": "a.nix"}}, "checks": {"lint": {"command": "x", "packages": {"job": "a"}}}}`, path: "checks.lint.packages.attrs", msg: "missing"},
+		{name: "packages empty attrs", config: `{"jobs": {"a": {"file": "a.nix"}}, "checks": {"lint": {"command": "x", "packages": {"job": "a", "attrs": []}}}}`, path: "checks.lint.packages.attrs", msg: "want 1 to 64"},
+		{name: "packages unknown key", config: `{"jobs": {"a": {"file": "a.nix"}}, "checks": {"lint": {"command": "x", "packages": {"job": "a", "attr": "x"}}}}`, path: "checks.lint.packages.attr", msg: "unknown key"},
 		{name: "invalid UTF-8 value", config: "{\"jobs\": {\"a\": {\"file\": \"a.nix\", \"allow_eval_failures\": \"\xff\xfe\"}}}", path: "jobs.a.allow_eval_failures", msg: "want true or false, found a string \"\uFFFD\""},
 		{name: "long value shown short", config: `{"jobs": {"a": {"file": "a.nix", "attr": ` + strings.Repeat("9", 5000) + `}}}`, path: "jobs.a.attr", msg: "want a string, found the number 999"},
 	}

@@ -271,6 +271,10 @@ type Event struct {
 	//	*Event_DrvDownstreamFailed
 	//	*Event_CheckStarted
 	//	*Event_CheckFinished
+	//	*Event_CheckQueued
+	//	*Event_CheckSucceeded
+	//	*Event_CheckFailed
+	//	*Event_CheckInterrupted
 	//	*Event_GithubInstallationChanged
 	Payload       isEvent_Payload `protobuf_oneof:"payload"`
 	unknownFields protoimpl.UnknownFields
@@ -585,6 +589,42 @@ func (x *Event) GetCheckFinished() *CheckFinished {
 	return nil
 }
 
+func (x *Event) GetCheckQueued() *CheckQueued {
+	if x != nil {
+		if x, ok := x.Payload.(*Event_CheckQueued); ok {
+			return x.CheckQueued
+		}
+	}
+	return nil
+}
+
+func (x *Event) GetCheckSucceeded() *CheckSucceeded {
+	if x != nil {
+		if x, ok := x.Payload.(*Event_CheckSucceeded); ok {
+			return x.CheckSucceeded
+		}
+	}
+	return nil
+}
+
+func (x *Event) GetCheckFailed() *CheckFailed {
+	if x != nil {
+		if x, ok := x.Payload.(*Event_CheckFailed); ok {
+			return x.CheckFailed
+		}
+	}
+	return nil
+}
+
+func (x *Event) GetCheckInterrupted() *CheckInterrupted {
+	if x != nil {
+		if x, ok := x.Payload.(*Event_CheckInterrupted); ok {
+			return x.CheckInterrupted
+		}
+	}
+	return nil
+}
+
 func (x *Event) GetGithubInstallationChanged() *GitHubInstallationChanged {
 	if x != nil {
 		if x, ok := x.Payload.(*Event_GithubInstallationChanged); ok {
@@ -729,14 +769,34 @@ type Event_DrvDownstreamFailed struct {
 }
 
 type Event_CheckStarted struct {
-	// check_started: a sandboxed check began. Reserved: no stage appends
-	// it yet (checks are refused by the reader until they run).
+	// check_started: the checker began a run of a check (an attempt).
 	CheckStarted *CheckStarted `protobuf:"bytes,50,opt,name=check_started,json=checkStarted,proto3,oneof"`
 }
 
 type Event_CheckFinished struct {
-	// check_finished: a sandboxed check ended. Reserved, as check_started.
+	// check_finished: reserved, never appended: a check ends in
+	// check_succeeded, check_failed or check_interrupted.
 	CheckFinished *CheckFinished `protobuf:"bytes,51,opt,name=check_finished,json=checkFinished,proto3,oneof"`
+}
+
+type Event_CheckQueued struct {
+	// check_queued: a check of a change is to run (the reader).
+	CheckQueued *CheckQueued `protobuf:"bytes,52,opt,name=check_queued,json=checkQueued,proto3,oneof"`
+}
+
+type Event_CheckSucceeded struct {
+	// check_succeeded: its command exited 0 within its limits.
+	CheckSucceeded *CheckSucceeded `protobuf:"bytes,53,opt,name=check_succeeded,json=checkSucceeded,proto3,oneof"`
+}
+
+type Event_CheckFailed struct {
+	// check_failed: its command exited non-zero.
+	CheckFailed *CheckFailed `protobuf:"bytes,54,opt,name=check_failed,json=checkFailed,proto3,oneof"`
+}
+
+type Event_CheckInterrupted struct {
+	// check_interrupted: a limit, or the checker, stopped it.
+	CheckInterrupted *CheckInterrupted `protobuf:"bytes,55,opt,name=check_interrupted,json=checkInterrupted,proto3,oneof"`
 }
 
 type Event_GithubInstallationChanged struct {
@@ -798,6 +858,14 @@ func (*Event_DrvDownstreamFailed) isEvent_Payload() {}
 func (*Event_CheckStarted) isEvent_Payload() {}
 
 func (*Event_CheckFinished) isEvent_Payload() {}
+
+func (*Event_CheckQueued) isEvent_Payload() {}
+
+func (*Event_CheckSucceeded) isEvent_Payload() {}
+
+func (*Event_CheckFailed) isEvent_Payload() {}
+
+func (*Event_CheckInterrupted) isEvent_Payload() {}
 
 func (*Event_GithubInstallationChanged) isEvent_Payload() {}
 
@@ -1139,7 +1207,9 @@ type ChangeConcluded struct {
 	// jobset_ids are the concluded jobsets, in job order.
 	JobsetIds []string `protobuf:"bytes,2,rep,name=jobset_ids,json=jobsetIds,proto3" json:"jobset_ids,omitempty"`
 	// summary is one line a person reads.
-	Summary       string `protobuf:"bytes,3,opt,name=summary,proto3" json:"summary,omitempty"`
+	Summary string `protobuf:"bytes,3,opt,name=summary,proto3" json:"summary,omitempty"`
+	// check_ids are the change's checks (eventlog.CheckID), in name order.
+	CheckIds      []string `protobuf:"bytes,4,rep,name=check_ids,json=checkIds,proto3" json:"check_ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1193,6 +1263,13 @@ func (x *ChangeConcluded) GetSummary() string {
 		return x.Summary
 	}
 	return ""
+}
+
+func (x *ChangeConcluded) GetCheckIds() []string {
+	if x != nil {
+		return x.CheckIds
+	}
+	return nil
 }
 
 // JobsetCreated is one job of a change, ready to evaluate.
@@ -2882,7 +2959,12 @@ type CheckStarted struct {
 	// change_id is the change under test.
 	ChangeId string `protobuf:"bytes,1,opt,name=change_id,json=changeId,proto3" json:"change_id,omitempty"`
 	// name is the check's name from the configuration.
-	Name          string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// attempt counts from 1: a checker that died mid-check leaves a start
+	// with no end, and the check runs again as the next attempt.
+	Attempt uint32 `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// checker names the checker process life that runs it.
+	Checker       string `protobuf:"bytes,4,opt,name=checker,proto3" json:"checker,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2927,6 +3009,20 @@ func (x *CheckStarted) GetChangeId() string {
 func (x *CheckStarted) GetName() string {
 	if x != nil {
 		return x.Name
+	}
+	return ""
+}
+
+func (x *CheckStarted) GetAttempt() uint32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *CheckStarted) GetChecker() string {
+	if x != nil {
+		return x.Checker
 	}
 	return ""
 }
@@ -3253,7 +3349,7 @@ var File_ekaci_events_v1_events_proto protoreflect.FileDescriptor
 
 const file_ekaci_events_v1_events_proto_rawDesc = "" +
 	"\n" +
-	"\x1cekaci/events/v1/events.proto\x12\x0fekaci.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x88\x13\n" +
+	"\x1cekaci/events/v1/events.proto\x12\x0fekaci.events.v1\x1a\x1cekaci/events/v1/checks.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xac\x15\n" +
 	"\x05Event\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12;\n" +
 	"\voccurred_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
@@ -3288,7 +3384,11 @@ const file_ekaci_events_v1_events_proto_rawDesc = "" +
 	"\fdrv_requeued\x18' \x01(\v2\x1c.ekaci.events.v1.DrvRequeuedH\x00R\vdrvRequeued\x12Z\n" +
 	"\x15drv_downstream_failed\x18( \x01(\v2$.ekaci.events.v1.DrvDownstreamFailedH\x00R\x13drvDownstreamFailed\x12D\n" +
 	"\rcheck_started\x182 \x01(\v2\x1d.ekaci.events.v1.CheckStartedH\x00R\fcheckStarted\x12G\n" +
-	"\x0echeck_finished\x183 \x01(\v2\x1e.ekaci.events.v1.CheckFinishedH\x00R\rcheckFinished\x12l\n" +
+	"\x0echeck_finished\x183 \x01(\v2\x1e.ekaci.events.v1.CheckFinishedH\x00R\rcheckFinished\x12A\n" +
+	"\fcheck_queued\x184 \x01(\v2\x1c.ekaci.events.v1.CheckQueuedH\x00R\vcheckQueued\x12J\n" +
+	"\x0fcheck_succeeded\x185 \x01(\v2\x1f.ekaci.events.v1.CheckSucceededH\x00R\x0echeckSucceeded\x12A\n" +
+	"\fcheck_failed\x186 \x01(\v2\x1c.ekaci.events.v1.CheckFailedH\x00R\vcheckFailed\x12P\n" +
+	"\x11check_interrupted\x187 \x01(\v2!.ekaci.events.v1.CheckInterruptedH\x00R\x10checkInterrupted\x12l\n" +
 	"\x1bgithub_installation_changed\x18P \x01(\v2*.ekaci.events.v1.GitHubInstallationChangedH\x00R\x19githubInstallationChangedB\t\n" +
 	"\apayload\"\xda\x01\n" +
 	"\x0fChangeRequested\x12\x19\n" +
@@ -3317,14 +3417,15 @@ const file_ekaci_events_v1_events_proto_rawDesc = "" +
 	"configured\"?\n" +
 	"\x13ChangeConfigInvalid\x12\x14\n" +
 	"\x05error\x18\x01 \x01(\tR\x05error\x12\x12\n" +
-	"\x04path\x18\x02 \x01(\tR\x04path\"\x87\x01\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\"\xa4\x01\n" +
 	"\x0fChangeConcluded\x12;\n" +
 	"\n" +
 	"conclusion\x18\x01 \x01(\x0e2\x1b.ekaci.events.v1.ConclusionR\n" +
 	"conclusion\x12\x1d\n" +
 	"\n" +
 	"jobset_ids\x18\x02 \x03(\tR\tjobsetIds\x12\x18\n" +
-	"\asummary\x18\x03 \x01(\tR\asummary\"\xd7\x02\n" +
+	"\asummary\x18\x03 \x01(\tR\asummary\x12\x1b\n" +
+	"\tcheck_ids\x18\x04 \x03(\tR\bcheckIds\"\xd7\x02\n" +
 	"\rJobsetCreated\x12\x1b\n" +
 	"\tchange_id\x18\x01 \x01(\tR\bchangeId\x12\x10\n" +
 	"\x03job\x18\x02 \x01(\tR\x03job\x12\x12\n" +
@@ -3466,10 +3567,12 @@ const file_ekaci_events_v1_events_proto_rawDesc = "" +
 	"\x0fJobsetRestarted\x12\x1b\n" +
 	"\tchange_id\x18\x01 \x01(\tR\bchangeId\x12,\n" +
 	"\x05actor\x18\x02 \x01(\v2\x16.ekaci.events.v1.ActorR\x05actor\x12\x14\n" +
-	"\x05round\x18\x03 \x01(\rR\x05round\"?\n" +
+	"\x05round\x18\x03 \x01(\rR\x05round\"s\n" +
 	"\fCheckStarted\x12\x1b\n" +
 	"\tchange_id\x18\x01 \x01(\tR\bchangeId\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\"\xb9\x01\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
+	"\aattempt\x18\x03 \x01(\rR\aattempt\x12\x18\n" +
+	"\achecker\x18\x04 \x01(\tR\achecker\"\xb9\x01\n" +
 	"\rCheckFinished\x12\x1b\n" +
 	"\tchange_id\x18\x01 \x01(\tR\bchangeId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1b\n" +
@@ -3575,6 +3678,10 @@ var file_ekaci_events_v1_events_proto_goTypes = []any{
 	nil,                               // 37: ekaci.events.v1.JobsetConcluded.CountsEntry
 	nil,                               // 38: ekaci.events.v1.DrvDiscovered.OutputsEntry
 	(*timestamppb.Timestamp)(nil),     // 39: google.protobuf.Timestamp
+	(*CheckQueued)(nil),               // 40: ekaci.events.v1.CheckQueued
+	(*CheckSucceeded)(nil),            // 41: ekaci.events.v1.CheckSucceeded
+	(*CheckFailed)(nil),               // 42: ekaci.events.v1.CheckFailed
+	(*CheckInterrupted)(nil),          // 43: ekaci.events.v1.CheckInterrupted
 }
 var file_ekaci_events_v1_events_proto_depIdxs = []int32{
 	39, // 0: ekaci.events.v1.Event.occurred_at:type_name -> google.protobuf.Timestamp
@@ -3605,31 +3712,35 @@ var file_ekaci_events_v1_events_proto_depIdxs = []int32{
 	26, // 25: ekaci.events.v1.Event.drv_downstream_failed:type_name -> ekaci.events.v1.DrvDownstreamFailed
 	32, // 26: ekaci.events.v1.Event.check_started:type_name -> ekaci.events.v1.CheckStarted
 	33, // 27: ekaci.events.v1.Event.check_finished:type_name -> ekaci.events.v1.CheckFinished
-	35, // 28: ekaci.events.v1.Event.github_installation_changed:type_name -> ekaci.events.v1.GitHubInstallationChanged
-	34, // 29: ekaci.events.v1.ChangeRequested.github:type_name -> ekaci.events.v1.GitHubOrigin
-	0,  // 30: ekaci.events.v1.ChangeConcluded.conclusion:type_name -> ekaci.events.v1.Conclusion
-	36, // 31: ekaci.events.v1.JobsetCreated.args:type_name -> ekaci.events.v1.JobsetCreated.ArgsEntry
-	1,  // 32: ekaci.events.v1.JobAttr.difference:type_name -> ekaci.events.v1.Difference
-	11, // 33: ekaci.events.v1.JobsetEvaluated.attrs:type_name -> ekaci.events.v1.JobAttr
-	11, // 34: ekaci.events.v1.JobsetAttrsListed.attrs:type_name -> ekaci.events.v1.JobAttr
-	1,  // 35: ekaci.events.v1.AttrResult.difference:type_name -> ekaci.events.v1.Difference
-	2,  // 36: ekaci.events.v1.AttrResult.interruption:type_name -> ekaci.events.v1.InterruptKind
-	0,  // 37: ekaci.events.v1.JobsetConcluded.conclusion:type_name -> ekaci.events.v1.Conclusion
-	15, // 38: ekaci.events.v1.JobsetConcluded.results:type_name -> ekaci.events.v1.AttrResult
-	37, // 39: ekaci.events.v1.JobsetConcluded.counts:type_name -> ekaci.events.v1.JobsetConcluded.CountsEntry
-	38, // 40: ekaci.events.v1.DrvDiscovered.outputs:type_name -> ekaci.events.v1.DrvDiscovered.OutputsEntry
-	2,  // 41: ekaci.events.v1.DrvBuildFailedRetry.interruption:type_name -> ekaci.events.v1.InterruptKind
-	2,  // 42: ekaci.events.v1.DrvInterrupted.kind:type_name -> ekaci.events.v1.InterruptKind
-	28, // 43: ekaci.events.v1.DrvInterrupted.actor:type_name -> ekaci.events.v1.Actor
-	28, // 44: ekaci.events.v1.DrvRequeued.actor:type_name -> ekaci.events.v1.Actor
-	28, // 45: ekaci.events.v1.ChangeCancelled.actor:type_name -> ekaci.events.v1.Actor
-	28, // 46: ekaci.events.v1.JobsetCancelled.actor:type_name -> ekaci.events.v1.Actor
-	28, // 47: ekaci.events.v1.JobsetRestarted.actor:type_name -> ekaci.events.v1.Actor
-	48, // [48:48] is the sub-list for method output_type
-	48, // [48:48] is the sub-list for method input_type
-	48, // [48:48] is the sub-list for extension type_name
-	48, // [48:48] is the sub-list for extension extendee
-	0,  // [0:48] is the sub-list for field type_name
+	40, // 28: ekaci.events.v1.Event.check_queued:type_name -> ekaci.events.v1.CheckQueued
+	41, // 29: ekaci.events.v1.Event.check_succeeded:type_name -> ekaci.events.v1.CheckSucceeded
+	42, // 30: ekaci.events.v1.Event.check_failed:type_name -> ekaci.events.v1.CheckFailed
+	43, // 31: ekaci.events.v1.Event.check_interrupted:type_name -> ekaci.events.v1.CheckInterrupted
+	35, // 32: ekaci.events.v1.Event.github_installation_changed:type_name -> ekaci.events.v1.GitHubInstallationChanged
+	34, // 33: ekaci.events.v1.ChangeRequested.github:type_name -> ekaci.events.v1.GitHubOrigin
+	0,  // 34: ekaci.events.v1.ChangeConcluded.conclusion:type_name -> ekaci.events.v1.Conclusion
+	36, // 35: ekaci.events.v1.JobsetCreated.args:type_name -> ekaci.events.v1.JobsetCreated.ArgsEntry
+	1,  // 36: ekaci.events.v1.JobAttr.difference:type_name -> ekaci.events.v1.Difference
+	11, // 37: ekaci.events.v1.JobsetEvaluated.attrs:type_name -> ekaci.events.v1.JobAttr
+	11, // 38: ekaci.events.v1.JobsetAttrsListed.attrs:type_name -> ekaci.events.v1.JobAttr
+	1,  // 39: ekaci.events.v1.AttrResult.difference:type_name -> ekaci.events.v1.Difference
+	2,  // 40: ekaci.events.v1.AttrResult.interruption:type_name -> ekaci.events.v1.InterruptKind
+	0,  // 41: ekaci.events.v1.JobsetConcluded.conclusion:type_name -> ekaci.events.v1.Conclusion
+	15, // 42: ekaci.events.v1.JobsetConcluded.results:type_name -> ekaci.events.v1.AttrResult
+	37, // 43: ekaci.events.v1.JobsetConcluded.counts:type_name -> ekaci.events.v1.JobsetConcluded.CountsEntry
+	38, // 44: ekaci.events.v1.DrvDiscovered.outputs:type_name -> ekaci.events.v1.DrvDiscovered.OutputsEntry
+	2,  // 45: ekaci.events.v1.DrvBuildFailedRetry.interruption:type_name -> ekaci.events.v1.InterruptKind
+	2,  // 46: ekaci.events.v1.DrvInterrupted.kind:type_name -> ekaci.events.v1.InterruptKind
+	28, // 47: ekaci.events.v1.DrvInterrupted.actor:type_name -> ekaci.events.v1.Actor
+	28, // 48: ekaci.events.v1.DrvRequeued.actor:type_name -> ekaci.events.v1.Actor
+	28, // 49: ekaci.events.v1.ChangeCancelled.actor:type_name -> ekaci.events.v1.Actor
+	28, // 50: ekaci.events.v1.JobsetCancelled.actor:type_name -> ekaci.events.v1.Actor
+	28, // 51: ekaci.events.v1.JobsetRestarted.actor:type_name -> ekaci.events.v1.Actor
+	52, // [52:52] is the sub-list for method output_type
+	52, // [52:52] is the sub-list for method input_type
+	52, // [52:52] is the sub-list for extension type_name
+	52, // [52:52] is the sub-list for extension extendee
+	0,  // [0:52] is the sub-list for field type_name
 }
 
 func init() { file_ekaci_events_v1_events_proto_init() }
@@ -3637,6 +3748,7 @@ func file_ekaci_events_v1_events_proto_init() {
 	if File_ekaci_events_v1_events_proto != nil {
 		return
 	}
+	file_ekaci_events_v1_checks_proto_init()
 	file_ekaci_events_v1_events_proto_msgTypes[0].OneofWrappers = []any{
 		(*Event_ChangeRequested)(nil),
 		(*Event_ChangeCheckedOut)(nil),
@@ -3665,6 +3777,10 @@ func file_ekaci_events_v1_events_proto_init() {
 		(*Event_DrvDownstreamFailed)(nil),
 		(*Event_CheckStarted)(nil),
 		(*Event_CheckFinished)(nil),
+		(*Event_CheckQueued)(nil),
+		(*Event_CheckSucceeded)(nil),
+		(*Event_CheckFailed)(nil),
+		(*Event_CheckInterrupted)(nil),
 		(*Event_GithubInstallationChanged)(nil),
 	}
 	type x struct{}

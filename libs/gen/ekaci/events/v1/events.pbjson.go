@@ -246,6 +246,38 @@ func (x *Event) MarshalProtoJSON(e *pbjson.Encoder) {
 		e.Name("\"check_finished\":")
 		v.CheckFinished.MarshalProtoJSON(e)
 	}
+	if v, ok := x.Payload.(*Event_CheckQueued); ok {
+		if v.CheckQueued == nil {
+			e.Fail()
+			return
+		}
+		e.Name("\"check_queued\":")
+		v.CheckQueued.MarshalProtoJSON(e)
+	}
+	if v, ok := x.Payload.(*Event_CheckSucceeded); ok {
+		if v.CheckSucceeded == nil {
+			e.Fail()
+			return
+		}
+		e.Name("\"check_succeeded\":")
+		v.CheckSucceeded.MarshalProtoJSON(e)
+	}
+	if v, ok := x.Payload.(*Event_CheckFailed); ok {
+		if v.CheckFailed == nil {
+			e.Fail()
+			return
+		}
+		e.Name("\"check_failed\":")
+		v.CheckFailed.MarshalProtoJSON(e)
+	}
+	if v, ok := x.Payload.(*Event_CheckInterrupted); ok {
+		if v.CheckInterrupted == nil {
+			e.Fail()
+			return
+		}
+		e.Name("\"check_interrupted\":")
+		v.CheckInterrupted.MarshalProtoJSON(e)
+	}
 	if v, ok := x.Payload.(*Event_GithubInstallationChanged); ok {
 		if v.GithubInstallationChanged == nil {
 			e.Fail()
@@ -355,6 +387,18 @@ func (x *Event) UnmarshalProtoJSON(d *pbjson.Decoder) {
 		case "check_finished", "checkFinished":
 			d.Seen(&seen, 4)
 			x.Payload = &Event_CheckFinished{CheckFinished: pbjson.Message(d, &CheckFinished{})}
+		case "check_queued", "checkQueued":
+			d.Seen(&seen, 4)
+			x.Payload = &Event_CheckQueued{CheckQueued: pbjson.Message(d, &CheckQueued{})}
+		case "check_succeeded", "checkSucceeded":
+			d.Seen(&seen, 4)
+			x.Payload = &Event_CheckSucceeded{CheckSucceeded: pbjson.Message(d, &CheckSucceeded{})}
+		case "check_failed", "checkFailed":
+			d.Seen(&seen, 4)
+			x.Payload = &Event_CheckFailed{CheckFailed: pbjson.Message(d, &CheckFailed{})}
+		case "check_interrupted", "checkInterrupted":
+			d.Seen(&seen, 4)
+			x.Payload = &Event_CheckInterrupted{CheckInterrupted: pbjson.Message(d, &CheckInterrupted{})}
 		case "github_installation_changed", "githubInstallationChanged":
 			d.Seen(&seen, 4)
 			x.Payload = &Event_GithubInstallationChanged{GithubInstallationChanged: pbjson.Message(d, &GitHubInstallationChanged{})}
@@ -637,6 +681,15 @@ func (x *ChangeConcluded) MarshalProtoJSON(e *pbjson.Encoder) {
 		e.Name("\"summary\":")
 		e.String(x.Summary)
 	}
+	if len(x.CheckIds) > 0 {
+		e.Name("\"check_ids\":")
+		e.OpenArray()
+		for _, v := range x.CheckIds {
+			e.Elem()
+			e.String(v)
+		}
+		e.CloseArray()
+	}
 	e.Close()
 }
 
@@ -656,6 +709,11 @@ func (x *ChangeConcluded) UnmarshalProtoJSON(d *pbjson.Decoder) {
 		case "summary":
 			d.Seen(&seen, 2)
 			x.Summary = d.String()
+		case "check_ids", "checkIds":
+			d.Seen(&seen, 3)
+			for more := d.Array() && d.ArrayFirst(); more; more = d.ArrayMore() {
+				x.CheckIds = append(x.CheckIds, d.String())
+			}
 		default:
 			d.Skip()
 		}
@@ -1955,6 +2013,14 @@ func (x *CheckStarted) MarshalProtoJSON(e *pbjson.Encoder) {
 		e.Name("\"name\":")
 		e.String(x.Name)
 	}
+	if x.Attempt != 0 {
+		e.Name("\"attempt\":")
+		e.Uint32(x.Attempt)
+	}
+	if x.Checker != "" {
+		e.Name("\"checker\":")
+		e.String(x.Checker)
+	}
 	e.Close()
 }
 
@@ -1969,6 +2035,12 @@ func (x *CheckStarted) UnmarshalProtoJSON(d *pbjson.Decoder) {
 		case "name":
 			d.Seen(&seen, 1)
 			x.Name = d.String()
+		case "attempt":
+			d.Seen(&seen, 2)
+			x.Attempt = d.Uint32()
+		case "checker":
+			d.Seen(&seen, 3)
+			x.Checker = d.String()
 		default:
 			d.Skip()
 		}
