@@ -111,7 +111,7 @@ const ReadModel = "recorder"
 
 // Filters implements projection.Handler.
 func (*Conclusions) Filters() []string {
-	return []string{eventlog.KindFilter(eventlog.Change), eventlog.KindFilter(eventlog.Jobset), eventlog.KindFilter(eventlog.Drv)}
+	return []string{eventlog.KindFilter(eventlog.Change), eventlog.KindFilter(eventlog.Jobset), eventlog.KindFilter(eventlog.Drv), eventlog.KindFilter(eventlog.Check)}
 }
 
 // Init implements projection.Handler.
@@ -180,6 +180,8 @@ func (c *Conclusions) Apply(tx *bolt.Tx, rec eventlog.Record, out *projection.De
 		return c.jobset(tx, rec, out)
 	case eventlog.Change:
 		return c.change(tx, rec, out)
+	case eventlog.Check:
+		return c.check(tx, rec, out)
 	}
 	return nil
 }

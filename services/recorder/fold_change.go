@@ -62,9 +62,12 @@ func (c *Conclusions) change(tx *bolt.Tx, rec eventlog.Record, out *projection.D
 			return conclude(eventsv1.Conclusion_CONCLUSION_NEUTRAL, "no CI configured (.ekaci/config.json not found)")
 		}
 		ch.Expected = true
-		ch.Jobsets = nil
+		ch.Jobsets, ch.Checks = nil, nil
 		for _, job := range p.ChangeConfigRead.GetJobs() {
 			ch.Jobsets = append(ch.Jobsets, eventlog.JobsetID(rec.ID, job))
+		}
+		for _, check := range p.ChangeConfigRead.GetChecks() {
+			ch.Checks = append(ch.Checks, eventlog.CheckID(rec.ID, check))
 		}
 		if err := putJSON(tx, changesBucket, rec.ID, ch); err != nil {
 			return err
@@ -91,10 +94,26 @@ func (c *Conclusions) maybeConcludeChange(tx *bolt.Tx, changeID string, ch *chan
 			cancelled++
 		}
 	}
+	checksFailed := 0
+	for _, id := range ch.Checks {
+		row, err := getJSON[checkRow](tx, checksBucket, id)
+		if err != nil {
+			return err
+		}
+		if row == nil {
+			return nil
+		}
+		if row.Fails {
+			checksFailed++
+		}
+	}
 	conclusion := eventsv1.Conclusion_CONCLUSION_SUCCESS
 	summary := fmt.Sprintf("%d of %d jobs failed", failed, len(ch.Jobsets))
+	if len(ch.Checks) > 0 {
+		summary += fmt.Sprintf(", %d of %d checks failed", checksFailed, len(ch.Checks))
+	}
 	switch {
-	case failed > 0:
+	case failed > 0 || checksFailed > 0:
 		conclusion = eventsv1.Conclusion_CONCLUSION_FAILURE
 	case cancelled > 0:
 		// Nothing failed, but not everything was built either.
@@ -120,7 +139,7 @@ func (c *Conclusions) decideChange(tx *bolt.Tx, changeID string, ch *changeRow, 
 	return c.decide(tx, 'c', changeID, &eventsv1.Event{
 		Id: id, CausationId: rec.Event.GetId(), CorrelationId: changeID,
 		Payload: &eventsv1.Event_ChangeConcluded{ChangeConcluded: &eventsv1.ChangeConcluded{
-			Conclusion: conclusion, Summary: summary, JobsetIds: ch.Jobsets,
+			Conclusion: conclusion, Summary: summary, JobsetIds: ch.Jobsets, CheckIds: ch.Checks,
 		}},
 	}, ch.Last, out)
 }

@@ -38,6 +38,8 @@ var (
 	// is appended again behind that fact — the same conclusion, decided
 	// once (see redecide).
 	decidedBucket = []byte("recorder_decided")
+	// checks holds <check id> → a checkRow once the check has ended.
+	checksBucket = []byte("recorder_checks")
 )
 
 func attrKey(jobsetID string, part uint32, i int) []byte {
@@ -114,7 +116,10 @@ type jobsetRow struct {
 }
 
 type changeRow struct {
-	Jobsets   []string                       `json:"jobsets"`
+	Jobsets []string `json:"jobsets"`
+	// Checks are the change's check ids (eventlog.CheckID), from its
+	// config_read.
+	Checks    []string                       `json:"checks,omitempty"`
 	Concluded map[string]eventsv1.Conclusion `json:"concluded"`
 	// Known is set by the first outcome of reading the change's
 	// configuration folded (config read or invalid, checkout failed): any
@@ -152,7 +157,7 @@ func putJSON(tx *bolt.Tx, bucket []byte, key string, v any) error {
 	return tx.Bucket(bucket).Put([]byte(key), data)
 }
 
-var buckets = [][]byte{drvsBucket, settledBucket, jobsetsBucket, watchBucket, changesBucket, jobsetAttrsBucket, decidedBucket}
+var buckets = [][]byte{drvsBucket, settledBucket, jobsetsBucket, watchBucket, changesBucket, jobsetAttrsBucket, decidedBucket, checksBucket}
 
 func watchKey(drvID, jobsetID string) []byte {
 	k := make([]byte, 0, len(drvID)+1+len(jobsetID))
@@ -197,4 +202,10 @@ func unmarshalAttr(raw []byte) (*eventsv1.JobAttr, error) {
 		return nil, fmt.Errorf("decode stored attribute: %w", err)
 	}
 	return a, nil
+}
+
+// checkRow is an ended check: whether it fails its change (it did not
+// pass, and the base passed it or has no such check).
+type checkRow struct {
+	Fails bool `json:"fails"`
 }
