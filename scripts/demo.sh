@@ -30,5 +30,6 @@ To look inside this run's event log, reopen its store and use the NATS CLI:
   nats -s nats://127.0.0.1:$port stream ls
   nats -s nats://127.0.0.1:$port sub --stream EKACI_EVENTS --all 'ekaci.evt.>'
 Build logs: $work/data/logs/<drv>/<attempt>.log.zst (zstd -dc to read)
+Check logs: $work/data/logs/<check id>/<attempt>.log.zst (the LOG column above)
 MSG
 exit $status

@@ -42,10 +42,12 @@ replace github.com/ekaci/ekaci/libs/gen => ../../libs/gen
 
 replace github.com/ekaci/ekaci/libs/logretention => ../../libs/logretention
 
+replace github.com/ekaci/ekaci/libs/natstest => ../../libs/natstest
+
+replace github.com/ekaci/ekaci/libs/nixtest => ../../libs/nixtest
+
 replace github.com/ekaci/ekaci/libs/pbjson => ../../libs/pbjson
 
 replace github.com/ekaci/ekaci/libs/service => ../../libs/service
 
 replace github.com/ekaci/ekaci/libs/telemetry => ../../libs/telemetry
-
-replace github.com/ekaci/ekaci/libs/natstest => ../../libs/natstest

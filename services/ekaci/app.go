@@ -1,6 +1,6 @@
 // Package ekaci is the all-in-one server: an embedded NATS JetStream (or an
 // external NATS) and every stage — gitter, reader, evaluator, ingress,
-// router, builder, recorder, notifier — in one process, each talking to
+// router, builder, checker, recorder, notifier — in one process, each talking to
 // the others only through JetStream subjects, exactly as the separate
 // stage binaries do in a mesh.
 package ekaci
@@ -28,6 +28,7 @@ import (
 	"github.com/ekaci/ekaci/libs/service"
 	"github.com/ekaci/ekaci/libs/telemetry"
 	"github.com/ekaci/ekaci/services/builder"
+	"github.com/ekaci/ekaci/services/checker"
 	"github.com/ekaci/ekaci/services/evaluator"
 	"github.com/ekaci/ekaci/services/gitter"
 	"github.com/ekaci/ekaci/services/ingress"
@@ -76,6 +77,15 @@ type Config struct {
 	// job (see evaluator.Config): 0 is the evaluator's default, < 0 none.
 	EvalTimeout     time.Duration
 	EvalMemoryLimit int64
+	// Checks configures the checker: its limits, uids and host paths
+	// (zero fields are the checker's defaults). CheckMaxJobs is how many
+	// checks run at once (default 2).
+	Checks       checker.Limits
+	CheckMaxJobs int
+	CheckUIDBase int
+	// CheckHostPaths are host directories checks see read-only; nil: the
+	// checker's defaults.
+	CheckHostPaths []string
 	// Machines are remote builders (Nix machines-file format); their
 	// health is checked with `nix store ping` before they get work.
 	Machines []machines.Machine
@@ -244,6 +254,13 @@ func (a *App) Run(ctx context.Context) error {
 		},
 		"recorder": func(ctx context.Context) error {
 			return recorder.Run(ctx, recorder.Config{Events: a.log, DataDir: cfg.DataDir, Logger: lg("recorder"), Feed: feed, Metrics: a.metrics})
+		},
+		"checker": func(ctx context.Context) error {
+			return checker.Run(ctx, checker.Config{
+				Log: a.log, Conn: a.nc, Logger: lg("checker"), Metrics: a.metrics, Name: "local",
+				LogDir: filepath.Join(cfg.DataDir, "logs"), StateDir: filepath.Join(cfg.DataDir, "checker"),
+				MaxJobs: cfg.CheckMaxJobs, UIDBase: cfg.CheckUIDBase, HostPaths: cfg.CheckHostPaths, Limits: cfg.Checks, NixOptions: cfg.NixOptions,
+			})
 		},
 		"notifier": func(ctx context.Context) error {
 			return notifier.Run(ctx, notifier.Config{Events: a.log, Logger: lg("notifier"), Sink: notifier.NewLocal(notify)})

@@ -400,6 +400,7 @@ func TestDemoPullRequest(t *testing.T) {
 		"demo.preferLocal": {"succeeded", "new", built},
 		"demo.extra.added": {"succeeded", "new", built},
 		"demo.retired":     {"removed", "removed", nil},
+		"tools.nixlint":    {"succeeded", "new", built},
 	}
 	gotStates, gotDiffs, drvs := states(out), differences(out), drvPaths(out)
 	if len(gotStates) != len(want) {
@@ -431,6 +432,27 @@ func TestDemoPullRequest(t *testing.T) {
 				t.Errorf("usesBroken: cause %q does not name demo-broken", r.GetCause())
 			}
 		}
+	}
+	// The checks: lint passes with its package on PATH; style fails on
+	// the head and on the base, so it does not fail the change.
+	checks := map[string]ekaci.Check{}
+	for _, ev := range out.Checks {
+		c := ekaci.CheckOf(ev)
+		checks[c.Name] = c
+	}
+	if c := checks["lint"]; c.State != "succeeded" || c.ExitCode != 0 || c.Decides {
+		t.Errorf("check lint: %+v, want succeeded", c)
+	}
+	if c := checks["style"]; c.State != "failed" || c.ExitCode != 1 || c.Base != "failed" || c.Decides || !strings.Contains(c.Tail, "columns (limit 72)") {
+		t.Errorf("check style: %+v, want failed with exit 1, on the base too, not deciding", c)
+	}
+	for _, c := range checks {
+		if st, err := os.Stat(filepath.Join(dataDir, "logs", c.Log)); err != nil || st.Size() == 0 {
+			t.Errorf("check %s: no log at %s: %v", c.Name, c.Log, err)
+		}
+	}
+	if len(checks) != 2 || !strings.HasSuffix(out.Summary, "0 of 2 checks failed") {
+		t.Errorf("checks %v, summary %q: want lint and style, none failing the change", checks, out.Summary)
 	}
 	// Only the head's closure is built; the removed attribute is not.
 	if _, err := os.Stat(outputOf(t, drvs["demo.retired"])); err == nil {

@@ -17,6 +17,7 @@ require (
 	github.com/ekaci/ekaci/libs/service v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/telemetry v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/services/builder v0.0.0-00010101000000-000000000000
+	github.com/ekaci/ekaci/services/checker v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/services/evaluator v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/services/gitter v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/services/ingress v0.0.0-00010101000000-000000000000
@@ -109,6 +110,8 @@ replace github.com/ekaci/ekaci/libs/service => ../../libs/service
 replace github.com/ekaci/ekaci/libs/telemetry => ../../libs/telemetry
 
 replace github.com/ekaci/ekaci/services/builder => ../../services/builder
+
+replace github.com/ekaci/ekaci/services/checker => ../../services/checker
 
 replace github.com/ekaci/ekaci/services/evaluator => ../../services/evaluator
 

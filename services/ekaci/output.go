@@ -45,8 +45,51 @@ func PrintText(w io.Writer, o *Outcome) error {
 			}
 		}
 	}
+	if err := printChecks(w, o); err != nil {
+		return err
+	}
 	_, err := fmt.Fprintf(w, "\nconclusion: %s (%s)\n", conclusionName(o.Conclusion), o.Summary)
 	return err
+}
+
+// printChecks writes the checks' table and the output tails of those
+// that did not pass.
+func printChecks(w io.Writer, o *Outcome) error {
+	if len(o.Checks) == 0 {
+		return nil
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "CHECK\tSTATE\tEXIT\tBASE\tLOG")
+	for _, ev := range o.Checks {
+		c := CheckOf(ev)
+		state := c.State
+		if c.Limit != "" {
+			state += " (" + c.Limit + ")"
+		}
+		if c.Cached {
+			state += ", cached"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", c.Name, state, c.ExitCode, orDash(c.Base), orDash(c.Log))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, ev := range o.Checks {
+		c := CheckOf(ev)
+		if c.State == "succeeded" {
+			continue
+		}
+		fmt.Fprintf(w, "\ncheck %s: %s", c.Name, c.Describe())
+		if c.Detail != "" {
+			fmt.Fprintf(w, ": %s", c.Detail)
+		}
+		fmt.Fprintln(w)
+		if c.Tail != "" {
+			fmt.Fprintln(w, indent(c.Tail))
+		}
+	}
+	return nil
 }
 
 // countsText is "12 failed, 99988 succeeded", states in name order.
@@ -98,6 +141,7 @@ type jsonOutcome struct {
 	Conclusion string    `json:"conclusion"`
 	Summary    string    `json:"summary"`
 	Jobs       []jsonJob `json:"jobs"`
+	Checks     []Check   `json:"checks,omitempty"`
 }
 
 // PrintJSON writes the outcome as one JSON document.
@@ -114,6 +158,9 @@ func PrintJSON(w io.Writer, o *Outcome) error {
 			j.Attrs = append(j.Attrs, a)
 		}
 		doc.Jobs = append(doc.Jobs, j)
+	}
+	for _, ev := range o.Checks {
+		doc.Checks = append(doc.Checks, CheckOf(ev))
 	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")

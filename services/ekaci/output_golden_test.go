@@ -42,6 +42,21 @@ func TestOutputGolden(t *testing.T) {
 			Jobsets: []*eventsv1.JobsetConcluded{{Job: "pkgs", Conclusion: eventsv1.Conclusion_CONCLUSION_FAILURE,
 				Results:        []*eventsv1.AttrResult{{Attr: "broken", State: "failed", Difference: eventsv1.Difference_DIFFERENCE_NEW, Error: "boom"}},
 				ResultsOmitted: 99988, Counts: map[string]uint32{"succeeded": 99988, "failed": 1}}}}},
+		{"checks", &Outcome{ChangeID: "c6", Conclusion: eventsv1.Conclusion_CONCLUSION_FAILURE, Summary: "0 of 1 jobs failed, 2 of 4 checks failed",
+			Jobsets: []*eventsv1.JobsetConcluded{{Job: "tools", Conclusion: eventsv1.Conclusion_CONCLUSION_SUCCESS, Results: []*eventsv1.AttrResult{
+				{Attr: "greet", DrvPath: drvA, State: "succeeded", Difference: eventsv1.Difference_DIFFERENCE_NEW, DurationMs: 30}}}},
+			Checks: []*eventsv1.Event{
+				{Payload: &eventsv1.Event_CheckSucceeded{CheckSucceeded: &eventsv1.CheckSucceeded{Name: "lint", Attempt: 1,
+					Head: &eventsv1.CheckRun{Revision: eventsv1.CheckRevision_CHECK_REVISION_HEAD, DurationMs: 210, Log: "0a1b2c3d4e5f60718293/1.log.zst"}}}},
+				{Payload: &eventsv1.Event_CheckFailed{CheckFailed: &eventsv1.CheckFailed{Name: "style", Attempt: 0, OutputTail: "bad indent at main.c:3\n",
+					Head: &eventsv1.CheckRun{Revision: eventsv1.CheckRevision_CHECK_REVISION_HEAD, ExitCode: 1, Cached: true, Log: "1a1b2c3d4e5f60718293/1.log.zst"},
+					Base: &eventsv1.CheckRun{Revision: eventsv1.CheckRevision_CHECK_REVISION_BASE, ExitCode: 1, Log: "1a1b2c3d4e5f60718293/1-base.log.zst"}, BaseFailed: true}}},
+				{Payload: &eventsv1.Event_CheckFailed{CheckFailed: &eventsv1.CheckFailed{Name: "test", Attempt: 2, OutputTail: "FAIL: test_add\n",
+					Head: &eventsv1.CheckRun{Revision: eventsv1.CheckRevision_CHECK_REVISION_HEAD, ExitCode: 3, DurationMs: 950, Log: "2a1b2c3d4e5f60718293/2.log.zst"}}}},
+				{Payload: &eventsv1.Event_CheckInterrupted{CheckInterrupted: &eventsv1.CheckInterrupted{Name: "fuzz", Attempt: 1, Kind: eventsv1.CheckInterruptKind_CHECK_INTERRUPT_KIND_TIMEOUT,
+					Detail: "stopped at its time limit of 10m0s", OutputTail: "round 9001\n",
+					Head: &eventsv1.CheckRun{Revision: eventsv1.CheckRevision_CHECK_REVISION_HEAD, ExitCode: -1, Interruption: eventsv1.CheckInterruptKind_CHECK_INTERRUPT_KIND_TIMEOUT, DurationMs: 600000, Log: "3a1b2c3d4e5f60718293/1.log.zst"}}}},
+			}}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -96,6 +96,9 @@ type Outcome struct {
 	Conclusion eventsv1.Conclusion
 	Summary    string
 	Jobsets    []*eventsv1.JobsetConcluded
+	// Checks are the change's checks' endings (check_succeeded,
+	// check_failed or check_interrupted), in name order.
+	Checks []*eventsv1.Event
 }
 
 // Wait follows the change's facts, writing progress lines to progress,
@@ -118,6 +121,7 @@ func Wait(ctx context.Context, log *eventlog.Log, changeID string, progress io.W
 		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: recs[0].Seq,
 		FilterSubjects: []string{
 			eventlog.AggregateFilter(eventlog.Change, changeID), eventlog.KindFilter(eventlog.Jobset), eventlog.KindFilter(eventlog.Drv),
+			eventlog.KindFilter(eventlog.Check),
 		}})
 	if err != nil {
 		return nil, fmt.Errorf("follow change %s: %w", changeID, err)
@@ -130,6 +134,7 @@ func Wait(ctx context.Context, log *eventlog.Log, changeID string, progress io.W
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
 	jobsets := map[string]*eventsv1.JobsetConcluded{}
+	checks := map[string]*eventsv1.Event{}
 	counts := newProgress(progress)
 	for {
 		m, err := it.Next()
@@ -152,7 +157,7 @@ func Wait(ctx context.Context, log *eventlog.Log, changeID string, progress io.W
 			}
 			continue
 		}
-		if rec.Aggregate == eventlog.Jobset && rec.Event.GetCorrelationId() != changeID {
+		if (rec.Aggregate == eventlog.Jobset || rec.Aggregate == eventlog.Check) && rec.Event.GetCorrelationId() != changeID {
 			continue
 		}
 		switch p := rec.Event.GetPayload().(type) {
@@ -177,8 +182,19 @@ func Wait(ctx context.Context, log *eventlog.Log, changeID string, progress io.W
 			jobsets[rec.ID] = p.JobsetConcluded
 			counts.flush()
 			fmt.Fprintf(progress, "job %s concluded: %s\n", p.JobsetConcluded.GetJob(), conclusionName(p.JobsetConcluded.GetConclusion()))
+		case *eventsv1.Event_CheckStarted:
+			fmt.Fprintf(progress, "check %s started (attempt %d)\n", p.CheckStarted.GetName(), p.CheckStarted.GetAttempt())
+		case *eventsv1.Event_CheckSucceeded, *eventsv1.Event_CheckFailed, *eventsv1.Event_CheckInterrupted:
+			checks[rec.ID] = rec.Event
+			c := CheckOf(rec.Event)
+			fmt.Fprintf(progress, "check %s: %s\n", c.Name, c.Describe())
 		case *eventsv1.Event_ChangeConcluded:
 			out := &Outcome{ChangeID: changeID, Conclusion: p.ChangeConcluded.GetConclusion(), Summary: p.ChangeConcluded.GetSummary()}
+			for _, id := range p.ChangeConcluded.GetCheckIds() {
+				if ev := checks[id]; ev != nil {
+					out.Checks = append(out.Checks, ev)
+				}
+			}
 			for _, id := range p.ChangeConcluded.GetJobsetIds() {
 				if js := jobsets[id]; js != nil {
 					out.Jobsets = append(out.Jobsets, js)

@@ -66,6 +66,11 @@ type options struct {
 	policy  webhook.Policy
 	logURL  string // --github-log-url
 
+	checkHostPaths flagenv.List
+	checkMemMiB    int64
+	checkOutMiB    int64
+	checkFilesMiB  int64
+
 	storage     *service.StorageFlags // --events-max-mib, --logs-max-mib, ...
 	natsMaxMiB  int64                 // --nats-max-store-mib
 	buildLogMiB int64                 // --build-log-max-mib
@@ -101,6 +106,16 @@ func flags(name string, stderr io.Writer) (*flag.FlagSet, *options) {
 	fs.DurationVar(&c.BuildLogMaxAge, "build-log-max-age", logretention.DefaultMaxAge, "delete build logs under <data-dir>/logs last written longer ago than this")
 	fs.Int64Var(&o.buildLogMiB, "build-log-max-mib", logretention.DefaultMaxBytes>>20, "bound the build logs under <data-dir>/logs to this many MiB, deleting the oldest first (logs being written are never deleted)")
 	fs.StringVar(&o.machines, "machines", "", "a Nix machines file of remote builders (uri systems ssh-key max-jobs speed-factor features mandatory-features host-key)")
+	fs.IntVar(&c.CheckMaxJobs, "check-max-jobs", 2, "checks run at once")
+	fs.IntVar(&c.CheckUIDBase, "check-uid-base", 61000, "checks run as uids check-uid-base .. +check-max-jobs-1, which nothing else on the machine may use")
+	fs.DurationVar(&c.Checks.MaxTimeout, "check-max-timeout", time.Hour, "the longest a check may run, whatever its timeout_seconds")
+	fs.Int64Var(&o.checkMemMiB, "check-memory-mib", 2048, "each check's memory, in MiB")
+	fs.IntVar(&c.Checks.Processes, "check-processes", 512, "each check's processes and threads")
+	fs.Int64Var(&o.checkOutMiB, "check-output-mib", 64, "each check's output, in MiB; past it the check is stopped")
+	fs.Int64Var(&o.checkFilesMiB, "check-files-mib", 1024, "what each check may write (its checkout included), in MiB")
+	fs.Int64Var(&c.Checks.Files, "check-files", 100_000, "files each check may create (its checkout included)")
+	o.checkHostPaths = flagenv.List{"/bin", "/usr", "/lib", "/lib64", "/sbin"}
+	fs.Var(&o.checkHostPaths, "check-host-paths", "comma-separated host directories checks see read-only (a shell and tools where no package provides them; never /etc or the data dir)")
 	fs.Var(&o.nix, "nix-option", "a Nix option for every evaluation and build, name=value, e.g. substituters= (repeatable; in the environment, separate with ';')")
 	if name == "serve" {
 		o.github = githubapp.AddFlags(fs)
@@ -240,6 +255,12 @@ func execute(ctx context.Context, cmd string, args []string, o *options, stdout,
 		return exitUsage
 	}
 	o.cfg.NatsMaxStore, o.cfg.BuildLogMaxBytes = o.natsMaxMiB<<20, o.buildLogMiB<<20
+	if o.checkMemMiB <= 0 || o.checkOutMiB <= 0 || o.checkFilesMiB <= 0 || o.cfg.Checks.Processes <= 0 || o.cfg.Checks.Files <= 0 || o.cfg.Checks.MaxTimeout <= 0 || o.cfg.CheckMaxJobs <= 0 {
+		fmt.Fprintf(stderr, "ekaci %s: the --check-* limits must be above 0\n", cmd)
+		return exitUsage
+	}
+	o.cfg.Checks.MemoryBytes, o.cfg.Checks.OutputBytes, o.cfg.Checks.FilesBytes = o.checkMemMiB<<20, o.checkOutMiB<<20, o.checkFilesMiB<<20
+	o.cfg.CheckHostPaths = o.checkHostPaths
 	if o.cfg.EvalTimeout <= 0 {
 		o.cfg.EvalTimeout = -1 // the flag's 0 is no limit; Config's 0 the default
 	}
