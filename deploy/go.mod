@@ -88,6 +88,8 @@ replace github.com/ekaci/ekaci/libs/flagenv => ../libs/flagenv
 
 replace github.com/ekaci/ekaci/libs/gen => ../libs/gen
 
+replace github.com/ekaci/ekaci/libs/githubapp => ../libs/githubapp
+
 replace github.com/ekaci/ekaci/libs/logretention => ../libs/logretention
 
 replace github.com/ekaci/ekaci/libs/machines => ../libs/machines
@@ -103,6 +105,8 @@ replace github.com/ekaci/ekaci/libs/service => ../libs/service
 replace github.com/ekaci/ekaci/libs/telemetry => ../libs/telemetry
 
 replace github.com/ekaci/ekaci/services/builder => ../services/builder
+
+replace github.com/ekaci/ekaci/services/checker => ../services/checker
 
 replace github.com/ekaci/ekaci/services/ekaci => ../services/ekaci
 
@@ -120,9 +124,13 @@ replace github.com/ekaci/ekaci/services/recorder => ../services/recorder
 
 replace github.com/ekaci/ekaci/services/router => ../services/router
 
+replace github.com/ekaci/ekaci/services/webhook => ../services/webhook
+
 replace github.com/ekaci/ekaci/libs/nixtest => ../libs/nixtest
 
 replace github.com/ekaci/ekaci/libs/natstest => ../libs/natstest
+
+replace github.com/ekaci/ekaci/libs/githubtest => ../libs/githubtest
 
 replace github.com/ekaci/ekaci/libs/graphgen => ../libs/graphgen
 
