@@ -88,15 +88,21 @@ func (c *cgroupRoot) String() string {
 	return "cgroup v1 (" + strings.Join(have, ", ") + ")"
 }
 
-func (c *cgroupRoot) removeStale() {
+// removeStale removes the cgroups of uids (a killed life's), and kills
+// what is left in them: only the runner's own uids, never another
+// runner's.
+func (c *cgroupRoot) removeStale(uids []int) {
 	for _, base := range []string{c.v2, c.mem, c.pids} {
 		if base == "" {
 			continue
 		}
-		matches, _ := filepath.Glob(filepath.Join(base, cgroupPrefix+"*"))
-		for _, m := range matches {
-			killCgroup(m)
-			_ = os.Remove(m)
+		for _, uid := range uids {
+			dir := filepath.Join(base, cgroupPrefix+strconv.Itoa(uid))
+			if _, err := os.Stat(dir); err != nil {
+				continue
+			}
+			killCgroup(dir)
+			_ = os.Remove(dir)
 		}
 	}
 }

@@ -164,7 +164,7 @@ func NewRunner(cfg Config) (*Runner, error) {
 		}
 	}
 	if r.cg != nil {
-		r.cg.removeStale()
+		r.cg.removeStale(r.free)
 	}
 	return r, nil
 }
@@ -359,9 +359,14 @@ func (r *Runner) bwrapArgs(spec Spec, dir, fs string, uid int) []string {
 	if spec.Network {
 		resolv := filepath.Join(dir, "resolv.conf")
 		_ = os.WriteFile(resolv, []byte("nameserver 10.0.2.3\n"), 0o644)
-		// fd 3: bubblewrap says the sandbox's pid; fd 4: it waits there
-		// until slirp4netns has set the network up.
-		args = append(args, "--ro-bind", resolv, "/etc/resolv.conf", "--info-fd", "3", "--block-fd", "4")
+		// fd 3: bubblewrap says the sandbox's pid. The sandbox says on fd
+		// 5 that bubblewrap is done setting it up (its loopback too, which
+		// slirp4netns must not race), then waits on fd 4 until
+		// slirp4netns has set the network up; it closes both before the
+		// command runs.
+		args = append(args, "--ro-bind", resolv, "/etc/resolv.conf", "--info-fd", "3", "--",
+			"/bin/sh", "-c", `echo >&5; exec 5>&-; read -r _ <&4; exec 4<&-; exec /bin/sh -c "$0"`, spec.Command)
+		return args
 	}
 	return append(args, "--", "/bin/sh", "-c", spec.Command)
 }
@@ -413,30 +418,29 @@ func (r *Runner) run(ctx context.Context, spec Spec, dir, fs string, uid int, cg
 	}
 	defer pr.Close()
 	cmd.Stdout, cmd.Stderr = pw, pw
-	var info, block *os.File // network set-up pipes, bubblewrap's ends
-	var infoR, blockW *os.File
+	var theirs, ours []*os.File // network set-up pipes: info, block, up
 	if spec.Network {
-		if infoR, info, err = os.Pipe(); err != nil {
-			pw.Close()
-			return Result{}, err
+		for i := range 3 {
+			r, w, err := os.Pipe()
+			if err != nil {
+				pw.Close()
+				closeAll(theirs)
+				closeAll(ours)
+				return Result{}, err
+			}
+			if i == 1 { // block: the sandbox reads
+				theirs, ours = append(theirs, r), append(ours, w)
+			} else {
+				theirs, ours = append(theirs, w), append(ours, r)
+			}
 		}
-		if block, blockW, err = os.Pipe(); err != nil {
-			pw.Close()
-			infoR.Close()
-			info.Close()
-			return Result{}, err
-		}
-		defer infoR.Close()
-		defer blockW.Close()
-		cmd.ExtraFiles = []*os.File{info, block}
+		defer closeAll(ours)
+		cmd.ExtraFiles = theirs
 	}
 	start := time.Now()
 	err = cmd.Start()
 	pw.Close()
-	if info != nil {
-		info.Close()
-		block.Close()
-	}
+	closeAll(theirs)
 	if err != nil {
 		return Result{}, fmt.Errorf("start bubblewrap: %w", err)
 	}
@@ -462,7 +466,7 @@ func (r *Runner) run(ctx context.Context, spec Spec, dir, fs string, uid int, cg
 
 	var slirp *exec.Cmd
 	if spec.Network {
-		slirp, err = r.network(ctx, infoR, blockW)
+		slirp, err = r.network(ctx, ours[0], ours[1], ours[2])
 		if err != nil {
 			kill()
 			_ = cmd.Wait()
@@ -548,7 +552,28 @@ func copyBounded(dst io.Writer, src io.Reader, limit int64, over func()) {
 // network starts slirp4netns for the sandbox bubblewrap reports on info,
 // with the host's loopback refused, and releases the sandbox through
 // block once it is up.
-func (r *Runner) network(ctx context.Context, info, block *os.File) (*exec.Cmd, error) {
+func closeAll(fs []*os.File) {
+	for _, f := range fs {
+		f.Close()
+	}
+}
+
+// readByte waits for one byte on f, at most 30 s.
+func readByte(ctx context.Context, f *os.File) error {
+	one := make([]byte, 1)
+	done := make(chan error, 1)
+	go func() { _, err := f.Read(one); done <- err }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(30 * time.Second):
+		return errors.New("nothing after 30 s")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (r *Runner) network(ctx context.Context, info, block, up *os.File) (*exec.Cmd, error) {
 	var pid int
 	sc := bufio.NewScanner(info)
 	for sc.Scan() && pid == 0 {
@@ -562,12 +587,21 @@ func (r *Runner) network(ctx context.Context, info, block *os.File) (*exec.Cmd, 
 	if pid == 0 {
 		return nil, errors.New("bubblewrap did not say its sandbox's pid")
 	}
+	if err := readByte(ctx, up); err != nil {
+		return nil, fmt.Errorf("sandbox not set up: %w", err)
+	}
 	ready, readyW, err := os.Pipe()
 	if err != nil {
 		return nil, err
 	}
 	defer ready.Close()
-	slirp := exec.Command(r.cfg.Slirp4netns, "--configure", "--mtu=65520", "--disable-host-loopback", "--ready-fd=3", strconv.Itoa(pid), "tap0")
+	// The network namespace by path, joining no user namespace: bubblewrap
+	// moves its child into a nested user namespace (--disable-userns) at
+	// a moment of its own, and by pid slirp4netns would join whichever it
+	// is in then (the nested one cannot enter the namespace above it).
+	// The runner, root on the host, may enter the network namespace.
+	slirp := exec.Command(r.cfg.Slirp4netns, "--configure", "--mtu=65520", "--disable-host-loopback", "--ready-fd=3",
+		"--netns-type=path", "/proc/"+strconv.Itoa(pid)+"/ns/net", "tap0")
 	slirp.ExtraFiles = []*os.File{readyW}
 	var slirpErr bytes.Buffer
 	slirp.Stderr = &slirpErr
@@ -577,22 +611,12 @@ func (r *Runner) network(ctx context.Context, info, block *os.File) (*exec.Cmd, 
 		return nil, fmt.Errorf("start slirp4netns: %w", err)
 	}
 	readyW.Close()
-	one := make([]byte, 1)
-	done := make(chan error, 1)
-	go func() { _, err := ready.Read(one); done <- err }()
-	select {
-	case err = <-done:
-	case <-time.After(30 * time.Second):
-		err = errors.New("not ready after 30 s")
-	case <-ctx.Done():
-		err = ctx.Err()
-	}
-	if err != nil {
+	if err := readByte(ctx, ready); err != nil {
 		_ = slirp.Process.Kill()
 		_ = slirp.Wait()
 		return nil, fmt.Errorf("slirp4netns: %w (%s)", err, strings.TrimSpace(slirpErr.String()))
 	}
-	if _, err := block.Write([]byte{1}); err != nil {
+	if _, err := block.Write([]byte("\n")); err != nil {
 		_ = slirp.Process.Kill()
 		_ = slirp.Wait()
 		return nil, fmt.Errorf("release the sandbox: %w", err)
