@@ -27,6 +27,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -73,6 +74,8 @@ type Config struct {
 	// MaxDeliver bounds the tries of one check before it is recorded as
 	// an infrastructure interruption (default 5).
 	MaxDeliver int
+	// bwrap is bubblewrap's path (tests of a machine without it).
+	bwrap string
 }
 
 // Limits bound every check; a check's own timeout_seconds is bounded by
@@ -140,16 +143,24 @@ type checker struct {
 	runner *sandbox.Runner
 	cache  jetstream.KeyValue
 	holder string // this life: checker name and a random suffix
+	// unavailable says why this machine cannot sandbox checks; nil: it can.
+	unavailable error
 }
 
 // Run runs checks until ctx ends.
 func Run(ctx context.Context, cfg Config) error {
 	cfg = cfg.withDefaults()
-	runner, err := sandbox.NewRunner(sandbox.Config{
-		StateDir: filepath.Join(cfg.StateDir, "sandbox"), UIDBase: cfg.UIDBase, UIDs: cfg.MaxJobs, HostPaths: cfg.HostPaths,
-	})
-	if err != nil {
-		return err
+	var runner *sandbox.Runner
+	var unavailable error
+	if os.Geteuid() != 0 {
+		unavailable = fmt.Errorf("%w: the checker runs as uid %d, and it must be root to give each check a uid of its own", sandbox.ErrUnavailable, os.Geteuid())
+	} else {
+		runner, unavailable = sandbox.NewRunner(sandbox.Config{
+			StateDir: filepath.Join(cfg.StateDir, "sandbox"), UIDBase: cfg.UIDBase, UIDs: cfg.MaxJobs, HostPaths: cfg.HostPaths, Bwrap: cfg.bwrap,
+		})
+	}
+	if unavailable != nil && !errors.Is(unavailable, sandbox.ErrUnavailable) {
+		return unavailable
 	}
 	cache, err := cfg.Log.JetStream().CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket: ResultsBucket, Description: "ekaci: results of checks, by command, tree, packages and limits",
@@ -160,8 +171,15 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	suffix := make([]byte, 4)
 	_, _ = rand.Read(suffix)
-	c := &checker{cfg: cfg, runner: runner, cache: cache, holder: cfg.Name + "-" + hex.EncodeToString(suffix)}
-	cfg.Logger.Info().Str("enforcement", runner.Enforcement()).Bool("network", runner.Network()).Msg("checker ready")
+	c := &checker{cfg: cfg, runner: runner, cache: cache, holder: cfg.Name + "-" + hex.EncodeToString(suffix), unavailable: unavailable}
+	if unavailable != nil {
+		// A machine that cannot sandbox ends every check it takes as an
+		// infrastructure interruption saying why, rather than running it
+		// unconfined or stopping the stages that do not need it.
+		cfg.Logger.Error().Err(unavailable).Msg("checks cannot run here: each is recorded as interrupted (infrastructure)")
+	} else {
+		cfg.Logger.Info().Str("enforcement", runner.Enforcement()).Bool("network", runner.Network()).Msg("checker ready")
+	}
 	return worker.Run(ctx, cfg.Log.JetStream(), worker.Config{
 		Stream: eventlog.EventsStream, Durable: eventlog.CheckerDurable,
 		Filters: []string{eventlog.FactFilter(eventlog.Check, "queued")},
@@ -182,7 +200,27 @@ func (c *checker) handle(ctx context.Context, m jetstream.Msg) error {
 	if q == nil {
 		return nil
 	}
-	return c.check(ctx, rec.ID, q)
+	if c.unavailable != nil {
+		return c.cannot(ctx, rec.ID, q, c.unavailable)
+	}
+	err = c.check(ctx, rec.ID, q)
+	if errors.Is(err, sandbox.ErrUnavailable) {
+		return c.cannot(ctx, rec.ID, q, err)
+	}
+	return err
+}
+
+// cannot ends a check this machine cannot run (no sandbox, no network
+// for it) as an infrastructure interruption saying why.
+func (c *checker) cannot(ctx context.Context, checkID string, q *eventsv1.CheckQueued, why error) error {
+	st, err := c.load(ctx, checkID)
+	if err != nil || st.ended {
+		return err
+	}
+	return c.end(ctx, checkID, st.last, &eventsv1.Event_CheckInterrupted{CheckInterrupted: &eventsv1.CheckInterrupted{
+		ChangeId: q.GetChangeId(), Name: q.GetName(), Attempt: st.attempt,
+		Kind: eventsv1.CheckInterruptKind_CHECK_INTERRUPT_KIND_INFRASTRUCTURE, Detail: boundDetail(why.Error()),
+	}}, q)
 }
 
 // giveUp ends a check the checker could not run as an infrastructure

@@ -349,3 +349,17 @@ func TestPackagesOnPath(t *testing.T) {
 		})
 	}
 }
+
+// TestNoSandboxInterruptsChecks: a checker on a machine without bubblewrap
+// neither runs checks unconfined nor stops: each ends as an infrastructure
+// interruption saying why.
+func TestNoSandboxInterruptsChecks(t *testing.T) {
+	e := setup(t)
+	e.cfg.bwrap = "/nonexistent/bwrap"
+	_, e.head = repo(t, nil, map[string]string{"x": ""})
+	e.start(t)
+	end := e.ended(t, e.queue(t, "c", &eventsv1.CheckQueued{Name: "x", Command: "true"})).GetCheckInterrupted()
+	if end.GetKind() != eventsv1.CheckInterruptKind_CHECK_INTERRUPT_KIND_INFRASTRUCTURE || !strings.Contains(end.GetDetail(), "/nonexistent/bwrap not found") {
+		t.Errorf("check without a sandbox ended %v", end)
+	}
+}

@@ -131,12 +131,13 @@ func NewRunner(cfg Config) (*Runner, error) {
 	for _, p := range []*string{&cfg.Bwrap, &cfg.Prlimit} {
 		name := map[*string]string{&cfg.Bwrap: "bwrap", &cfg.Prlimit: "prlimit"}[p]
 		if *p == "" {
-			path, err := exec.LookPath(name)
-			if err != nil {
-				return nil, fmt.Errorf("%w: %s not found (install bubblewrap and util-linux)", ErrUnavailable, name)
-			}
-			*p = path
+			*p = name
 		}
+		path, err := exec.LookPath(*p)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s not found (install bubblewrap and util-linux)", ErrUnavailable, *p)
+		}
+		*p = path
 	}
 	if cfg.Slirp4netns == "" {
 		cfg.Slirp4netns, _ = exec.LookPath("slirp4netns")

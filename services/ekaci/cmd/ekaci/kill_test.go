@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -203,4 +204,129 @@ func checkHistory(t *testing.T, dataDir string, drvs map[string]string, want map
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestCheckSurvivesSIGKILL kills the all-in-one with SIGKILL while a check
+// runs: nothing of the check is left running, and the next run on the same
+// data dir runs the check again, as attempt 2, once.
+func TestCheckSurvivesSIGKILL(t *testing.T) {
+	bin := buildBinary(t)
+	repo := gitRepo(t, map[string]string{
+		".ekaci/config.json": `{"checks": {"slow": {"command": "echo attempt; sleep 5; echo done"}}}`,
+	})
+	dataDir := t.TempDir()
+	const uidBase = 64300
+	args := []string{"run", "--data-dir", dataDir, "--nats-port", "-1", "--check-uid-base", fmt.Sprint(uidBase),
+		"--log-format", "json", "--output", "json", repo}
+	first := exec.Command(bin, args...)
+	stderr, err := first.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Start(); err != nil {
+		t.Fatal(err)
+	}
+	killed := make(chan struct{})
+	var seen bytes.Buffer
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			seen.WriteString(sc.Text() + "\n")
+			if strings.Contains(sc.Text(), "check started") {
+				_ = first.Process.Signal(syscall.SIGKILL)
+				close(killed)
+				break
+			}
+		}
+		for sc.Scan() {
+		}
+	}()
+	select {
+	case <-killed:
+	case <-time.After(2 * time.Minute):
+		_ = first.Process.Kill()
+		t.Fatalf("the check never started:\n%s", seen.String())
+	}
+	_ = first.Wait()
+	// The sandbox dies with the checker (parent-death signal, pid
+	// namespace): no process of the checks' uids is left.
+	deadline := time.Now().Add(30 * time.Second)
+	for len(checkProcs(uidBase)) > 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if left := checkProcs(uidBase); len(left) > 0 {
+		t.Fatalf("processes of the killed check left: %v", left)
+	}
+
+	second := exec.Command(bin, args...)
+	var out, errOut bytes.Buffer
+	second.Stdout, second.Stderr = &out, &errOut
+	done := make(chan error, 1)
+	go func() { done <- second.Run() }()
+	select {
+	case <-done:
+	case <-time.After(3 * time.Minute):
+		_ = second.Process.Kill()
+		t.Fatalf("second run did not conclude:\n%s", errOut.String())
+	}
+	if code := second.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("second run exited %d\nstdout:\n%s\nstderr:\n%s", code, out.String(), errOut.String())
+	}
+	var doc struct {
+		Conclusion string
+		Checks     []struct{ Name, State string }
+	}
+	if err := json.Unmarshal(out.Bytes(), &doc); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	if doc.Conclusion != "success" || len(doc.Checks) != 1 || doc.Checks[0].State != "succeeded" {
+		t.Fatalf("after the restart: %s", out.String())
+	}
+	ctx := context.Background()
+	app, err := ekaci.Start(ctx, ekaci.Config{DataDir: dataDir, NatsPort: -1, Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close(ctx)
+	var facts []string
+	err = app.Log().Read(ctx, 0, []string{eventlog.KindFilter(eventlog.Check)}, func(r eventlog.Record) error {
+		f := r.Fact
+		if s := r.Event.GetCheckStarted(); s != nil {
+			f += fmt.Sprint(s.GetAttempt())
+		}
+		if s := r.Event.GetCheckSucceeded(); s != nil {
+			f += fmt.Sprint(s.GetAttempt())
+		}
+		facts = append(facts, f)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"queued", "started1", "started2", "succeeded2"}; !slices.Equal(facts, want) {
+		t.Errorf("check facts %v, want %v: run again once, as attempt 2", facts, want)
+	}
+}
+
+// checkProcs lists live processes whose uid is one of the checks' (the
+// first 2 from base, ekaci's default --check-max-jobs).
+func checkProcs(base int) []string {
+	var out []string
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		status, err := os.ReadFile(filepath.Join("/proc", e.Name(), "status"))
+		if err != nil {
+			continue
+		}
+		s := string(status)
+		if strings.Contains(s, "State:\tZ") {
+			continue
+		}
+		for _, line := range strings.Split(s, "\n") {
+			if f := strings.Fields(line); len(f) >= 2 && f[0] == "Uid:" && (f[1] == fmt.Sprint(base) || f[1] == fmt.Sprint(base+1)) {
+				out = append(out, e.Name())
+			}
+		}
+	}
+	return out
 }
