@@ -68,7 +68,7 @@ func (c *checker) check(ctx context.Context, checkID string, q *eventsv1.CheckQu
 		attempt = st.attempt
 		started := &eventsv1.Event{Id: eventlog.CheckStartedID(checkID, attempt), CorrelationId: q.GetChangeId(), CausationId: eventlog.CheckQueuedID(checkID),
 			Payload: &eventsv1.Event_CheckStarted{CheckStarted: &eventsv1.CheckStarted{ChangeId: q.GetChangeId(), Name: q.GetName(), Attempt: attempt, Checker: c.holder}}}
-		if _, err := c.cfg.Log.Append(ctx, checkID, started, eventlog.ExpectLast(st.last)); err != nil {
+		if _, err := c.cfg.Events.Append(ctx, checkID, started, eventlog.ExpectLast(st.last)); err != nil {
 			return fmt.Errorf("start check %s: %w", checkID, err)
 		}
 		log.Info().Uint32("attempt", attempt).Msg("check started")
@@ -204,7 +204,7 @@ func (c *checker) run(ctx context.Context, checkID string, attempt uint32, q *ev
 		name = fmt.Sprintf("%d-base.log.zst", attempt)
 	}
 	rel := filepath.Join(checkID, name)
-	out, err := newOutput(filepath.Join(c.cfg.LogDir, rel), c.cfg.Conn, eventlog.LogSubject(checkID, attempt), maxTail)
+	out, err := newOutput(filepath.Join(c.cfg.CheckLogDir, rel), c.cfg.Conn, eventlog.LogSubject(checkID, attempt), maxTail)
 	if err != nil {
 		return nil, "", err
 	}

@@ -44,7 +44,7 @@ import (
 
 // Config wires the stage.
 type Config struct {
-	Log *eventlog.Log
+	Events *eventlog.Log
 	// Conn carries live log lines (ekaci.log.<check id>.<attempt>); nil:
 	// none.
 	Conn    *nats.Conn
@@ -52,9 +52,9 @@ type Config struct {
 	Metrics *telemetry.Metrics
 	// Name names this checker in check_started.
 	Name string
-	// LogDir keeps each run's log as <check id>/<attempt>.log.zst (the
+	// CheckLogDir keeps each run's log as <check id>/<attempt>.log.zst (the
 	// base's as <attempt>-base.log.zst), next to the build logs.
-	LogDir string
+	CheckLogDir string
 	// StateDir holds the sandboxes' directories.
 	StateDir string
 	// MaxJobs is how many checks run at once (default 2).
@@ -162,7 +162,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if unavailable != nil && !errors.Is(unavailable, sandbox.ErrUnavailable) {
 		return unavailable
 	}
-	cache, err := cfg.Log.JetStream().CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	cache, err := cfg.Events.JetStream().CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket: ResultsBucket, Description: "ekaci: results of checks, by command, tree, packages and limits",
 		History: 1, MaxBytes: 256 << 20, MaxValueSize: 64 << 10,
 	})
@@ -180,7 +180,7 @@ func Run(ctx context.Context, cfg Config) error {
 	} else {
 		cfg.Logger.Info().Str("enforcement", runner.Enforcement()).Bool("network", runner.Network()).Msg("checker ready")
 	}
-	return worker.Run(ctx, cfg.Log.JetStream(), worker.Config{
+	return worker.Run(ctx, cfg.Events.JetStream(), worker.Config{
 		Stream: eventlog.EventsStream, Durable: eventlog.CheckerDurable,
 		Filters: []string{eventlog.FactFilter(eventlog.Check, "queued")},
 		AckWait: cfg.AckWait, Concurrency: cfg.MaxJobs, MaxDeliver: cfg.MaxDeliver,
@@ -252,7 +252,7 @@ type state struct {
 }
 
 func (c *checker) load(ctx context.Context, checkID string) (state, error) {
-	recs, last, err := c.cfg.Log.Load(ctx, eventlog.Check, checkID)
+	recs, last, err := c.cfg.Events.Load(ctx, eventlog.Check, checkID)
 	if err != nil {
 		return state{}, err
 	}
@@ -282,7 +282,7 @@ func (c *checker) end(ctx context.Context, checkID string, last uint64, payload 
 	default:
 		return fmt.Errorf("end check %s: %T is no ending", checkID, payload)
 	}
-	_, err := c.cfg.Log.Append(ctx, checkID, ev, eventlog.ExpectLast(last))
+	_, err := c.cfg.Events.Append(ctx, checkID, ev, eventlog.ExpectLast(last))
 	if errors.Is(err, eventlog.ErrConflict) {
 		st, lerr := c.load(ctx, checkID)
 		if lerr == nil && st.ended {

@@ -76,8 +76,8 @@ func setup(t *testing.T) *env {
 	log := eventlog.New(js)
 	state := t.TempDir()
 	return &env{ctx: ctx, log: log, cfg: Config{
-		Log: log, Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel), Name: "test",
-		LogDir: filepath.Join(state, "logs"), StateDir: filepath.Join(state, "checker"), UIDBase: 64100, MaxJobs: 2,
+		Events: log, Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel), Name: "test",
+		CheckLogDir: filepath.Join(state, "logs"), StateDir: filepath.Join(state, "checker"), UIDBase: 64100, MaxJobs: 2,
 		NixOptions: nixtest.NoSubstituters(), AckWait: 3 * time.Second,
 		Limits: Limits{MaxTimeout: time.Minute, MemoryBytes: 256 << 20, Processes: 64, OutputBytes: 1 << 20, FilesBytes: 32 << 20, Files: 2000},
 	}}
@@ -227,7 +227,7 @@ func TestChecksEnd(t *testing.T) {
 				t.Errorf("check started %d times, want once as attempt 1", len(f["started"]))
 			}
 			if tc.want.log != "" {
-				if got := readLog(t, filepath.Join(e.cfg.LogDir, head.GetLog())); got != tc.want.log {
+				if got := readLog(t, filepath.Join(e.cfg.CheckLogDir, head.GetLog())); got != tc.want.log {
 					t.Errorf("log %s = %q, want %q", head.GetLog(), got, tc.want.log)
 				}
 			}
@@ -293,7 +293,7 @@ func TestStopMidCheckRunsItAgainOnce(t *testing.T) {
 	if end.GetAttempt() != 2 || len(f["started"]) != 2 || len(f["succeeded"]) != 1 {
 		t.Errorf("after a restart: ended as attempt %d, %d starts, %d ends; want attempt 2, 2 starts, 1 end", end.GetAttempt(), len(f["started"]), len(f["succeeded"]))
 	}
-	if got := readLog(t, filepath.Join(e.cfg.LogDir, end.GetHead().GetLog())); got != "attempt\n" {
+	if got := readLog(t, filepath.Join(e.cfg.CheckLogDir, end.GetHead().GetLog())); got != "attempt\n" {
 		t.Errorf("attempt 2's log = %q", got)
 	}
 }
@@ -340,7 +340,7 @@ func TestPackagesOnPath(t *testing.T) {
 				t.Fatalf("check ended %v, want %s", end, tc.fact)
 			}
 			if tc.fact == "succeeded" {
-				if got := readLog(t, filepath.Join(e.cfg.LogDir, end.GetCheckSucceeded().GetHead().GetLog())); got != "hello from a package\n" {
+				if got := readLog(t, filepath.Join(e.cfg.CheckLogDir, end.GetCheckSucceeded().GetHead().GetLog())); got != "hello from a package\n" {
 					t.Errorf("log = %q", got)
 				}
 			} else if end.GetCheckInterrupted().GetKind() != eventsv1.CheckInterruptKind_CHECK_INTERRUPT_KIND_PACKAGES || !strings.Contains(end.GetCheckInterrupted().GetDetail(), "greet of job tools did not build") {

@@ -67,7 +67,7 @@ func (c *checker) packages(ctx context.Context, q *eventsv1.CheckQueued) (*packa
 	}
 	var concluded *eventsv1.JobsetConcluded
 	for concluded == nil {
-		recs, _, err := c.cfg.Log.Load(ctx, eventlog.Jobset, q.GetPackagesJobsetId())
+		recs, _, err := c.cfg.Events.Load(ctx, eventlog.Jobset, q.GetPackagesJobsetId())
 		if err != nil {
 			return nil, err
 		}

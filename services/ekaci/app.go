@@ -257,8 +257,8 @@ func (a *App) Run(ctx context.Context) error {
 		},
 		"checker": func(ctx context.Context) error {
 			return checker.Run(ctx, checker.Config{
-				Log: a.log, Conn: a.nc, Logger: lg("checker"), Metrics: a.metrics, Name: "local",
-				LogDir: filepath.Join(cfg.DataDir, "logs"), StateDir: filepath.Join(cfg.DataDir, "checker"),
+				Events: a.log, Conn: a.nc, Logger: lg("checker"), Metrics: a.metrics, Name: "local",
+				CheckLogDir: filepath.Join(cfg.DataDir, "logs"), StateDir: filepath.Join(cfg.DataDir, "checker"),
 				MaxJobs: cfg.CheckMaxJobs, UIDBase: cfg.CheckUIDBase, HostPaths: cfg.CheckHostPaths, Limits: cfg.Checks, NixOptions: cfg.NixOptions,
 			})
 		},

@@ -167,7 +167,7 @@ func read(ctx context.Context, cfg Config, rec eventlog.Record, co *eventsv1.Cha
 		ev := &eventsv1.Event{Id: eventlog.CheckQueuedID(checkID), CausationId: rec.Event.GetId(), CorrelationId: changeID,
 			Payload: &eventsv1.Event_CheckQueued{CheckQueued: q}}
 		// Queued once, as a jobset is created once.
-		if _, err := cfg.Log.Append(ctx, checkID, ev, eventlog.ExpectLast(0)); err != nil && !errors.Is(err, eventlog.ErrConflict) {
+		if _, err := cfg.Events.Append(ctx, checkID, ev, eventlog.ExpectLast(0)); err != nil && !errors.Is(err, eventlog.ErrConflict) {
 			return err
 		}
 		read.Checks = append(read.Checks, check.Name)

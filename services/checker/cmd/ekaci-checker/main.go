@@ -50,8 +50,8 @@ func main() {
 			_ = logretention.New(logretention.Config{Dir: *logDir, MaxAge: *logMaxAge, MaxBytes: *logMaxMiB << 20, Logger: env.Logger}).Run(ctx)
 		}()
 		return checker.Run(ctx, checker.Config{
-			Log: env.Log, Conn: env.Conn, Logger: env.Logger, Metrics: env.Metrics, Name: *name,
-			LogDir: *logDir, StateDir: *stateDir, MaxJobs: *maxJobs, UIDBase: *uidBase, HostPaths: hostPaths, NixOptions: nixOpts,
+			Events: env.Events, Conn: env.Conn, Logger: env.Logger, Metrics: env.Metrics, Name: *name,
+			CheckLogDir: *logDir, StateDir: *stateDir, MaxJobs: *maxJobs, UIDBase: *uidBase, HostPaths: hostPaths, NixOptions: nixOpts,
 			Limits: checker.Limits{MaxTimeout: *maxTimeout, MemoryBytes: *memMiB << 20, Processes: *procs, OutputBytes: *outMiB << 20, FilesBytes: *filesMiB << 20, Files: *files},
 		})
 	}))

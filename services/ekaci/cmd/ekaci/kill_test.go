@@ -289,7 +289,7 @@ func TestCheckSurvivesSIGKILL(t *testing.T) {
 	}
 	defer app.Close(ctx)
 	var facts []string
-	err = app.Log().Read(ctx, 0, []string{eventlog.KindFilter(eventlog.Check)}, func(r eventlog.Record) error {
+	err = app.Events().Read(ctx, 0, []string{eventlog.KindFilter(eventlog.Check)}, func(r eventlog.Record) error {
 		f := r.Fact
 		if s := r.Event.GetCheckStarted(); s != nil {
 			f += fmt.Sprint(s.GetAttempt())
