@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -9,6 +10,12 @@ import (
 // TestMain fails the package's tests when a goroutine outlives them: a
 // reader of the ekaci binary's output, or an app started in process,
 // still running after its test.
+//
+// The checkers of this package's runs (in process and the binaries the
+// tests start) get uids no other test package uses: a checker kills
+// whatever runs under its uids when it starts, and the packages' tests
+// run side by side.
 func TestMain(m *testing.M) {
+	os.Setenv("EKACI_CHECK_UID_BASE", "62100")
 	goleak.VerifyTestMain(m)
 }

@@ -143,7 +143,10 @@ func RealBuilds(ctx context.Context, dir string, n int) (Result, error) {
 		}
 	}
 	start := time.Now()
-	app, err := ekaci.Start(ctx, ekaci.Config{DataDir: filepath.Join(dir, "data"), NatsPort: -1, MaxJobs: 2, FODMaxJobs: 1,
+	// The bench's checker gets uids of its own: a checker kills whatever
+	// runs under its uids when it starts, and another ekaci (a test, a
+	// server) may be running checks under the default ones.
+	app, err := ekaci.Start(ctx, ekaci.Config{DataDir: filepath.Join(dir, "data"), NatsPort: -1, MaxJobs: 2, FODMaxJobs: 1, CheckUIDBase: 62200,
 		NoOutputTimeout: time.Minute, NixOptions: []string{"substituters", ""}, Logger: zerolog.Nop()})
 	if err != nil {
 		return res, err
