@@ -114,7 +114,7 @@ func config(t *testing.T, dataDir string) ekaci.Config {
 	return ekaci.Config{
 		DataDir: dataDir, NatsPort: -1, MaxJobs: 2, FODMaxJobs: 1,
 		// Checker uids of this package's own (see TestMain).
-		CheckUIDBase: checkUIDBase,
+		CheckUIDBase:    checkUIDBase,
 		NoOutputTimeout: time.Minute,
 		NixOptions:      []string{"substituters", ""},
 		Logger:          zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel),
