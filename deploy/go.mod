@@ -18,9 +18,11 @@ require (
 require (
 	github.com/antithesishq/antithesis-sdk-go v0.8.0-default-no-op // indirect
 	github.com/beorn7/perks v1.0.1 // indirect
+	github.com/bradleyfalzon/ghinstallation/v2 v2.19.0 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/ekaci/ekaci/libs/binarycache v0.0.0-00010101000000-000000000000 // indirect
 	github.com/ekaci/ekaci/libs/flagenv v0.0.0-00010101000000-000000000000 // indirect
+	github.com/ekaci/ekaci/libs/githubapp v0.0.0-00010101000000-000000000000 // indirect
 	github.com/ekaci/ekaci/libs/logretention v0.0.0-00010101000000-000000000000 // indirect
 	github.com/ekaci/ekaci/libs/machines v0.0.0-00010101000000-000000000000 // indirect
 	github.com/ekaci/ekaci/libs/natsembed v0.0.0-00010101000000-000000000000 // indirect
@@ -29,6 +31,7 @@ require (
 	github.com/ekaci/ekaci/libs/service v0.0.0-00010101000000-000000000000 // indirect
 	github.com/ekaci/ekaci/libs/telemetry v0.0.0-00010101000000-000000000000 // indirect
 	github.com/ekaci/ekaci/services/builder v0.0.0-00010101000000-000000000000 // indirect
+	github.com/ekaci/ekaci/services/checker v0.0.0-00010101000000-000000000000 // indirect
 	github.com/ekaci/ekaci/services/evaluator v0.0.0-00010101000000-000000000000 // indirect
 	github.com/ekaci/ekaci/services/gitter v0.0.0-00010101000000-000000000000 // indirect
 	github.com/ekaci/ekaci/services/ingress v0.0.0-00010101000000-000000000000 // indirect
@@ -36,8 +39,13 @@ require (
 	github.com/ekaci/ekaci/services/reader v0.0.0-00010101000000-000000000000 // indirect
 	github.com/ekaci/ekaci/services/recorder v0.0.0-00010101000000-000000000000 // indirect
 	github.com/ekaci/ekaci/services/router v0.0.0-00010101000000-000000000000 // indirect
+	github.com/ekaci/ekaci/services/webhook v0.0.0-00010101000000-000000000000 // indirect
 	github.com/fxamacker/cbor/v2 v2.9.1 // indirect
 	github.com/go-logr/logr v1.4.3 // indirect
+	github.com/golang-jwt/jwt/v4 v4.5.2 // indirect
+	github.com/google/go-github/v60 v60.0.0 // indirect
+	github.com/google/go-github/v88 v88.0.0 // indirect
+	github.com/google/go-querystring v1.2.0 // indirect
 	github.com/google/go-tpm v0.9.8 // indirect
 	github.com/json-iterator/go v1.1.12 // indirect
 	github.com/klauspost/compress v1.20.3 // indirect
