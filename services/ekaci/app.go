@@ -27,6 +27,7 @@ import (
 	"github.com/ekaci/ekaci/libs/projection"
 	"github.com/ekaci/ekaci/libs/service"
 	"github.com/ekaci/ekaci/libs/telemetry"
+	"github.com/ekaci/ekaci/services/admin"
 	"github.com/ekaci/ekaci/services/builder"
 	"github.com/ekaci/ekaci/services/checker"
 	"github.com/ekaci/ekaci/services/evaluator"
@@ -90,6 +91,10 @@ type Config struct {
 	// health is checked with `nix store ping` before they get work.
 	Machines []machines.Machine
 
+	// Admin configures the admin API (services/admin); it runs when it
+	// has a socket or an address.
+	Admin AdminConfig
+
 	Logger zerolog.Logger
 	// Notify receives the conclusion lines; nil discards them.
 	Notify io.Writer
@@ -113,6 +118,18 @@ type GitHubConfig struct {
 	// them instead: a mirror, or a local path in tests.
 	CloneURLs map[string]string
 }
+
+// AdminConfig is the admin API's part of Config (see admin.Config).
+type AdminConfig struct {
+	Socket, Addr, Token string
+	OpenReads           bool
+	TLSCert, TLSKey     string
+	LogsAddr            string // GET /logs/... over HTTP
+	// Ready, when set, is told where it listens.
+	Ready func(admin.Listening)
+}
+
+func (c AdminConfig) enabled() bool { return c.Socket != "" || c.Addr != "" }
 
 // App is a started all-in-one.
 type App struct {
@@ -213,7 +230,11 @@ func (a *App) Run(ctx context.Context) error {
 	// Ingress and the recorder read every derivation event; here, in one
 	// process, they share one consumer (each event delivered and decoded
 	// once instead of twice).
-	feed := projection.NewFeed(a.log, lg("feed"), ingress.ReadModel, recorder.ReadModel)
+	models := []string{ingress.ReadModel, recorder.ReadModel}
+	if cfg.Admin.enabled() {
+		models = append(models, admin.ReadModel)
+	}
+	feed := projection.NewFeed(a.log, lg("feed"), models...)
 	stages := map[string]func(context.Context) error{
 		"gitter": func(ctx context.Context) error {
 			gcfg := gitter.Config{Events: a.log, Logger: lg("gitter"), GitDir: filepath.Join(cfg.DataDir, "git"),
@@ -273,6 +294,12 @@ func (a *App) Run(ctx context.Context) error {
 		}
 		stages["checkrun"] = func(ctx context.Context) error {
 			return checkrun.Run(ctx, checkrun.Config{Events: a.log, Logger: lg("checkrun"), App: gh.App, DataDir: cfg.DataDir, LogURL: gh.LogURL})
+		}
+	}
+	if ac := cfg.Admin; ac.enabled() {
+		stages["admin"] = func(ctx context.Context) error {
+			return admin.Run(ctx, admin.Config{Events: a.log, DataDir: cfg.DataDir, LogDir: filepath.Join(cfg.DataDir, "logs"), Logger: lg("admin"), Feed: feed,
+				Socket: ac.Socket, Addr: ac.Addr, Token: ac.Token, OpenReads: ac.OpenReads, TLSCert: ac.TLSCert, TLSKey: ac.TLSKey, HTTPAddr: ac.LogsAddr, Ready: ac.Ready})
 		}
 	}
 	for name, run := range stages {

@@ -16,6 +16,7 @@ require (
 	github.com/ekaci/ekaci/libs/projection v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/service v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/telemetry v0.0.0-00010101000000-000000000000
+	github.com/ekaci/ekaci/services/admin v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/services/builder v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/services/checker v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/services/evaluator v0.0.0-00010101000000-000000000000
@@ -26,24 +27,29 @@ require (
 	github.com/ekaci/ekaci/services/recorder v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/services/router v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/services/webhook v0.0.0-00010101000000-000000000000
-	github.com/nats-io/nats.go v1.55.0
+	github.com/nats-io/nats.go v1.56.0
 	github.com/rs/zerolog v1.35.1
 	github.com/spf13/cobra v1.10.2
 	go.etcd.io/bbolt v1.5.0
 	go.uber.org/goleak v1.3.0
 	golang.org/x/sync v0.25.0
+	google.golang.org/genproto/googleapis/rpc v0.0.0-20261123191846-1e707ab9fbc2
+	google.golang.org/grpc v1.85.0
 )
 
 require github.com/ekaci/ekaci/libs/binarycache v0.0.0-00010101000000-000000000000 // indirect
 
 require (
 	github.com/bradleyfalzon/ghinstallation/v2 v2.19.0 // indirect
+	github.com/ekaci/ekaci/libs/action v0.0.0-00010101000000-000000000000 // indirect
 	github.com/golang-jwt/jwt/v4 v4.5.2 // indirect
 	github.com/google/go-github/v60 v60.0.0 // indirect
 	github.com/google/go-github/v88 v88.0.0 // indirect
 	github.com/google/go-querystring v1.2.0 // indirect
 	github.com/inconshreveable/mousetrap v1.1.0 // indirect
 	github.com/spf13/pflag v1.0.10 // indirect
+	golang.org/x/net v0.60.0 // indirect
+	golang.org/x/text v0.43.0 // indirect
 )
 
 require (
@@ -54,7 +60,7 @@ require (
 	github.com/ekaci/ekaci/libs/nixtest v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/pbjson v0.0.0-00010101000000-000000000000 // indirect
 	github.com/google/go-tpm v0.9.8 // indirect
-	github.com/klauspost/compress v1.20.3 // indirect
+	github.com/klauspost/compress v1.20.5 // indirect
 	github.com/mattn/go-colorable v0.1.14 // indirect
 	github.com/mattn/go-isatty v0.0.20 // indirect
 	github.com/minio/highwayhash v1.0.4 // indirect
@@ -72,8 +78,10 @@ require (
 	golang.org/x/sys v0.49.0 // indirect
 	golang.org/x/term v0.47.0 // indirect
 	golang.org/x/time v0.16.0 // indirect
-	google.golang.org/protobuf v1.36.12 // indirect
+	google.golang.org/protobuf v1.36.12
 )
+
+replace github.com/ekaci/ekaci/libs/action => ../../libs/action
 
 replace github.com/ekaci/ekaci/libs/binarycache => ../../libs/binarycache
 
@@ -109,6 +117,8 @@ replace github.com/ekaci/ekaci/libs/service => ../../libs/service
 
 replace github.com/ekaci/ekaci/libs/telemetry => ../../libs/telemetry
 
+replace github.com/ekaci/ekaci/services/admin => ../../services/admin
+
 replace github.com/ekaci/ekaci/services/builder => ../../services/builder
 
 replace github.com/ekaci/ekaci/services/checker => ../../services/checker
@@ -128,5 +138,3 @@ replace github.com/ekaci/ekaci/services/recorder => ../../services/recorder
 replace github.com/ekaci/ekaci/services/router => ../../services/router
 
 replace github.com/ekaci/ekaci/services/webhook => ../../services/webhook
-
-replace github.com/ekaci/ekaci/libs/action => ../../libs/action

@@ -14,6 +14,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -26,6 +27,7 @@ import (
 	"github.com/ekaci/ekaci/libs/machines"
 	"github.com/ekaci/ekaci/libs/service"
 	"github.com/ekaci/ekaci/libs/telemetry"
+	"github.com/ekaci/ekaci/services/admin"
 	"github.com/ekaci/ekaci/services/ekaci"
 	"github.com/ekaci/ekaci/services/evaluator"
 	"github.com/ekaci/ekaci/services/webhook"
@@ -60,11 +62,12 @@ type options struct {
 
 	evalMemMiB int64 // --eval-memory-limit-mib
 
-	github  *githubapp.Flags // --github-app-id, --github-private-key, --github-api-url
-	webhook string           // --webhook-listen
-	secret  string           // --webhook-secret
-	policy  webhook.Policy
-	logURL  string // --github-log-url
+	github      *githubapp.Flags // --github-app-id, --github-private-key, --github-api-url
+	webhook     string           // --webhook-listen
+	secret      string           // --webhook-secret
+	policy      webhook.Policy
+	logURL      string // --github-log-url
+	adminSocket string // --admin-socket; "" the default under the data dir, "off" none
 
 	checkHostPaths flagenv.List
 	checkMemMiB    int64
@@ -101,6 +104,14 @@ func flags(name string, stderr io.Writer) (*flag.FlagSet, *options) {
 	fs.Int64Var(&c.AttemptLogMaxBytes, "max-log-bytes", 256<<20, "cap each build attempt's log at this many bytes; past it a notice is written and the build goes on (-1: no cap)")
 	fs.DurationVar(&c.EvalTimeout, "eval-timeout", evaluator.DefaultEvalTimeout, "stop evaluating a job (head and base together) after this long; it fails saying so (0: no limit)")
 	fs.Int64Var(&o.evalMemMiB, "eval-memory-limit-mib", evaluator.DefaultEvalMemoryLimit>>20, "address-space limit of each Nix process evaluating a job, in MiB; over it the job fails saying so (0: no limit)")
+	fs.StringVar(&o.adminSocket, "admin-socket", "", "unix socket of the admin API, mode 0600, no token needed (default <data-dir>/admin.sock; off: none)")
+	fs.StringVar(&c.Admin.Addr, "admin-addr", "", "TCP address of the admin API (e.g. 127.0.0.1:7070); empty: none")
+	fs.StringVar(&c.Admin.Token, "admin-token", "", "bearer token the admin API's calls over TCP need (reads too, unless --admin-open-reads)")
+	flagenv.Secret(fs, "admin-token")
+	fs.BoolVar(&c.Admin.OpenReads, "admin-open-reads", false, "let reads over TCP go without the token")
+	fs.StringVar(&c.Admin.TLSCert, "admin-tls-cert", "", "PEM certificate: the admin API speaks TLS on --admin-addr")
+	fs.StringVar(&c.Admin.TLSKey, "admin-tls-key", "", "PEM key of --admin-tls-cert")
+	fs.StringVar(&c.Admin.LogsAddr, "logs-addr", "", "address serving build logs over HTTP, GET /logs/<drv>[/<attempt>][?follow=1] (empty: off)")
 	o.storage = service.AddStorageFlags(fs)
 	fs.Int64Var(&o.natsMaxMiB, "nats-max-store-mib", 0, "JetStream store limit of the embedded NATS server, in MiB; it must hold the streams' budgets (0: their sum plus 1 GiB)")
 	fs.DurationVar(&c.BuildLogMaxAge, "build-log-max-age", logretention.DefaultMaxAge, "delete build logs under <data-dir>/logs last written longer ago than this")
@@ -268,6 +279,21 @@ func execute(ctx context.Context, cmd string, args []string, o *options, stdout,
 	if o.evalMemMiB > 0 {
 		o.cfg.EvalMemoryLimit = o.evalMemMiB << 20
 	}
+	switch o.adminSocket {
+	case "off":
+	case "":
+		dir := o.cfg.DataDir
+		if dir == "" {
+			dir = service.DefaultDataDir()
+		}
+		o.cfg.Admin.Socket = filepath.Join(dir, "admin.sock")
+	default:
+		o.cfg.Admin.Socket = o.adminSocket
+	}
+	if err := (admin.Config{Socket: o.cfg.Admin.Socket, Addr: o.cfg.Admin.Addr, TLSCert: o.cfg.Admin.TLSCert, TLSKey: o.cfg.Admin.TLSKey}).Check(); o.cfg.Admin.Socket+o.cfg.Admin.Addr != "" && err != nil {
+		fmt.Fprintf(stderr, "ekaci %s: %v\n", cmd, err)
+		return exitUsage
+	}
 	if o.machines != "" {
 		if o.cfg.Machines, err = machines.ReadFile(o.machines); err != nil {
 			fmt.Fprintf(stderr, "ekaci %s: --machines: %v\n", cmd, err)
@@ -320,6 +346,9 @@ func execute(ctx context.Context, cmd string, args []string, o *options, stdout,
 		fmt.Fprintf(stderr, "ekaci: embedded NATS at %s (data dir %s); look inside with: nats -s %s stream ls\n", app.NatsURL(), app.DataDir(), app.NatsURL())
 	} else {
 		fmt.Fprintf(stderr, "ekaci: using NATS at %s\n", app.NatsURL())
+	}
+	if sock := o.cfg.Admin.Socket; sock != "" {
+		fmt.Fprintf(stderr, "ekaci: admin API on unix socket %s (ekactl --server unix://%s)\n", sock, sock)
 	}
 
 	runCtx, cancelRun := context.WithCancel(ctx)
