@@ -9,7 +9,7 @@ require (
 	github.com/ekaci/ekaci/libs/eventlog v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/gen v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/services/ekaci v0.0.0-00010101000000-000000000000
-	github.com/nats-io/nats.go v1.55.0
+	github.com/nats-io/nats.go v1.56.0
 	k8s.io/api v0.37.2
 	k8s.io/apimachinery v0.37.2
 	sigs.k8s.io/yaml v1.6.0
@@ -20,6 +20,7 @@ require (
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/bradleyfalzon/ghinstallation/v2 v2.19.0 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
+	github.com/ekaci/ekaci/libs/action v0.0.0-00010101000000-000000000000 // indirect
 	github.com/ekaci/ekaci/libs/binarycache v0.0.0-00010101000000-000000000000 // indirect
 	github.com/ekaci/ekaci/libs/flagenv v0.0.0-00010101000000-000000000000 // indirect
 	github.com/ekaci/ekaci/libs/githubapp v0.0.0-00010101000000-000000000000 // indirect
@@ -30,6 +31,7 @@ require (
 	github.com/ekaci/ekaci/libs/projection v0.0.0-00010101000000-000000000000 // indirect
 	github.com/ekaci/ekaci/libs/service v0.0.0-00010101000000-000000000000 // indirect
 	github.com/ekaci/ekaci/libs/telemetry v0.0.0-00010101000000-000000000000 // indirect
+	github.com/ekaci/ekaci/services/admin v0.0.0-00010101000000-000000000000 // indirect
 	github.com/ekaci/ekaci/services/builder v0.0.0-00010101000000-000000000000 // indirect
 	github.com/ekaci/ekaci/services/checker v0.0.0-00010101000000-000000000000 // indirect
 	github.com/ekaci/ekaci/services/evaluator v0.0.0-00010101000000-000000000000 // indirect
@@ -41,14 +43,14 @@ require (
 	github.com/ekaci/ekaci/services/router v0.0.0-00010101000000-000000000000 // indirect
 	github.com/ekaci/ekaci/services/webhook v0.0.0-00010101000000-000000000000 // indirect
 	github.com/fxamacker/cbor/v2 v2.9.1 // indirect
-	github.com/go-logr/logr v1.4.3 // indirect
+	github.com/go-logr/logr v1.4.4 // indirect
 	github.com/golang-jwt/jwt/v4 v4.5.2 // indirect
 	github.com/google/go-github/v60 v60.0.0 // indirect
 	github.com/google/go-github/v88 v88.0.0 // indirect
 	github.com/google/go-querystring v1.2.0 // indirect
 	github.com/google/go-tpm v0.9.8 // indirect
 	github.com/json-iterator/go v1.1.12 // indirect
-	github.com/klauspost/compress v1.20.3 // indirect
+	github.com/klauspost/compress v1.20.5 // indirect
 	github.com/mattn/go-colorable v0.1.14 // indirect
 	github.com/mattn/go-isatty v0.0.20 // indirect
 	github.com/minio/highwayhash v1.0.4 // indirect
@@ -74,6 +76,8 @@ require (
 	golang.org/x/term v0.47.0 // indirect
 	golang.org/x/text v0.43.0 // indirect
 	golang.org/x/time v0.16.0 // indirect
+	google.golang.org/genproto/googleapis/rpc v0.0.0-20261123191846-1e707ab9fbc2 // indirect
+	google.golang.org/grpc v1.85.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 	gopkg.in/inf.v0 v0.9.1 // indirect
 	k8s.io/klog/v2 v2.140.0 // indirect
@@ -85,6 +89,8 @@ require (
 )
 
 tool github.com/nats-io/nats-server/v2
+
+replace github.com/ekaci/ekaci/libs/action => ../libs/action
 
 replace github.com/ekaci/ekaci/libs/binarycache => ../libs/binarycache
 
@@ -112,6 +118,8 @@ replace github.com/ekaci/ekaci/libs/service => ../libs/service
 
 replace github.com/ekaci/ekaci/libs/telemetry => ../libs/telemetry
 
+replace github.com/ekaci/ekaci/services/admin => ../services/admin
+
 replace github.com/ekaci/ekaci/services/builder => ../services/builder
 
 replace github.com/ekaci/ekaci/services/checker => ../services/checker
@@ -134,12 +142,10 @@ replace github.com/ekaci/ekaci/services/router => ../services/router
 
 replace github.com/ekaci/ekaci/services/webhook => ../services/webhook
 
-replace github.com/ekaci/ekaci/libs/nixtest => ../libs/nixtest
-
 replace github.com/ekaci/ekaci/libs/natstest => ../libs/natstest
+
+replace github.com/ekaci/ekaci/libs/nixtest => ../libs/nixtest
 
 replace github.com/ekaci/ekaci/libs/githubtest => ../libs/githubtest
 
 replace github.com/ekaci/ekaci/libs/graphgen => ../libs/graphgen
-
-replace github.com/ekaci/ekaci/libs/action => ../libs/action
