@@ -89,7 +89,10 @@ func Ceiling(ctx context.Context, dir string, n int) (Result, error) {
 		msg := nats.NewMsg(fmt.Sprintf("ceiling.drv.%d.build_succeeded", i%1000))
 		msg.Data = payload
 		msg.Header.Set(jetstream.MsgIDHeader, fmt.Sprint("m-", i))
-		if _, err := pub.PublishMsgAsync(msg); err != nil {
+		// A publisher with 4,096 acks outstanding waits for the server
+		// (back-pressure is what is measured), longer than the default
+		// 200 ms: on a loaded machine that made the scenario fail.
+		if _, err := pub.PublishMsgAsync(msg, jetstream.WithStallWait(time.Minute)); err != nil {
 			return res, err
 		}
 	}
