@@ -80,7 +80,10 @@ build "ekaci/static:$tag" "$here/static.Dockerfile" "$st" "$(hash "$st" "$here/s
 key=$(cat "$here/nix-packages.txt" "$here/nix-base.sh" | sha256sum | cut -c1-16)
 base=ekaci/nix-base:$key
 if ! docker image inspect "$base" >/dev/null 2>&1; then
-  command -v mmdebstrap >/dev/null || { say "installing mmdebstrap"; apt-get install -y -q mmdebstrap >/dev/null; }
+  if ! command -v mmdebstrap >/dev/null; then
+    say "installing mmdebstrap"
+    apt-get install -y -q mmdebstrap >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q mmdebstrap >/dev/null; }
+  fi
   say "making the Debian rootfs $base with mmdebstrap (about 2 min)"
   "$here/nix-base.sh" "$key" "$work/nix-base"
   say "$base imported"
