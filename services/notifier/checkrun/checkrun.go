@@ -9,6 +9,9 @@
 //     builds, concluded with its jobset (also when there was nothing to
 //     build or the evaluation failed), with a summary of counts and the
 //     failures grouped by root cause (summary.go);
+//   - "ekaci: check <name>", one per configured check (checks.go):
+//     queued, in progress while it runs, completed with how it ended
+//     (neutral when the base fails it too);
 //   - "<attr> (<job>)", one per new or changed attribute that failed,
 //     created when its jobset concludes (so a large pull request is not
 //     flooded with runs of what succeeded), at most MaxAttrRuns a job.
@@ -103,6 +106,9 @@ var Filters = []string{
 	eventlog.FactFilter(eventlog.Jobset, "created"), eventlog.FactFilter(eventlog.Jobset, "evaluated"),
 	eventlog.FactFilter(eventlog.Jobset, "concluded"), eventlog.FactFilter(eventlog.Jobset, "cancelled"),
 	eventlog.FactFilter(eventlog.Jobset, "restarted"),
+	eventlog.FactFilter(eventlog.Check, "queued"), eventlog.FactFilter(eventlog.Check, "started"),
+	eventlog.FactFilter(eventlog.Check, "succeeded"), eventlog.FactFilter(eventlog.Check, "failed"),
+	eventlog.FactFilter(eventlog.Check, "interrupted"),
 }
 
 // Run publishes until ctx ends, through its own durable consumer.
@@ -136,6 +142,9 @@ func (p *Publisher) Handle(ctx context.Context, rec eventlog.Record) error {
 }
 
 func (p *Publisher) handle(ctx context.Context, rec eventlog.Record) error {
+	if ok, err := p.check(ctx, rec.ID, rec.Event); ok {
+		return err
+	}
 	switch ev := rec.Event.GetPayload().(type) {
 	case *eventsv1.Event_ChangeRequested:
 		return p.requested(ctx, rec.ID, ev.ChangeRequested)

@@ -211,3 +211,46 @@ func TestChangesNotFromGitHubAreLeftAlone(t *testing.T) {
 		t.Fatalf("%d check runs for a change from the CLI", len(runs))
 	}
 }
+
+// TestCheckRuns: each check of a change gets "ekaci: check <name>",
+// queued, then running, then completed: success, failure, neutral when
+// the base fails it too, failure for a limit.
+func TestCheckRuns(t *testing.T) {
+	f := newFixture(t)
+	p := f.publisher()
+	defer p.Close()
+	checkID := func(name string) string { return eventlog.CheckID(changeID, name) }
+	head := func(exit int32) *eventsv1.CheckRun {
+		return &eventsv1.CheckRun{Revision: eventsv1.CheckRevision_CHECK_REVISION_HEAD, ExitCode: exit, DurationMs: 1500, Log: "x/1.log.zst"}
+	}
+	recs := history()[:2]
+	for _, name := range []string{"lint", "style", "test", "fuzz"} {
+		recs = append(recs,
+			rec(checkID(name), &eventsv1.Event{Payload: &eventsv1.Event_CheckQueued{CheckQueued: &eventsv1.CheckQueued{ChangeId: changeID, Name: name, Command: "./ci/" + name + ".sh"}}}),
+			rec(checkID(name), &eventsv1.Event{Payload: &eventsv1.Event_CheckStarted{CheckStarted: &eventsv1.CheckStarted{ChangeId: changeID, Name: name, Attempt: 1, Checker: "local-1"}}}))
+	}
+	f.handleAll(p, recs)
+	if r := byName(f.gh.CheckRuns())["ekaci: check lint"]; r.Status != "in_progress" || r.Title != "Running" {
+		t.Errorf("a started check's run: %s %q", r.Status, r.Title)
+	}
+	f.handleAll(p, []eventlog.Record{
+		rec(checkID("lint"), &eventsv1.Event{Payload: &eventsv1.Event_CheckSucceeded{CheckSucceeded: &eventsv1.CheckSucceeded{ChangeId: changeID, Name: "lint", Attempt: 1, Head: head(0)}}}),
+		rec(checkID("style"), &eventsv1.Event{Payload: &eventsv1.Event_CheckFailed{CheckFailed: &eventsv1.CheckFailed{ChangeId: changeID, Name: "style", Attempt: 1, Head: head(1),
+			OutputTail: "main.c:3: too long", Base: &eventsv1.CheckRun{Revision: eventsv1.CheckRevision_CHECK_REVISION_BASE, ExitCode: 1}, BaseFailed: true}}}),
+		rec(checkID("test"), &eventsv1.Event{Payload: &eventsv1.Event_CheckFailed{CheckFailed: &eventsv1.CheckFailed{ChangeId: changeID, Name: "test", Attempt: 1, Head: head(3), OutputTail: "FAIL: test_add"}}}),
+		rec(checkID("fuzz"), &eventsv1.Event{Payload: &eventsv1.Event_CheckInterrupted{CheckInterrupted: &eventsv1.CheckInterrupted{ChangeId: changeID, Name: "fuzz", Attempt: 1,
+			Kind: eventsv1.CheckInterruptKind_CHECK_INTERRUPT_KIND_MEMORY, Detail: "killed at its memory limit of 2048 MiB", Head: head(-1)}}}),
+	})
+	runs := byName(f.gh.CheckRuns())
+	for name, want := range map[string]struct{ conclusion, title, summary string }{
+		"lint":  {"success", "Passed", "Log: `logs/x/1.log.zst`"},
+		"style": {"neutral", "Failed with exit code 1, as on the base", "does not pass it either"},
+		"test":  {"failure", "Failed with exit code 3", "FAIL: test_add"},
+		"fuzz":  {"failure", "Stopped: memory", "memory limit of 2048 MiB"},
+	} {
+		r := runs["ekaci: check "+name]
+		if r.Status != "completed" || r.Conclusion != want.conclusion || r.Title != want.title || !strings.Contains(r.Summary, want.summary) {
+			t.Errorf("check %s: %s %s %q %q, want completed %s %q with %q", name, r.Status, r.Conclusion, r.Title, r.Summary, want.conclusion, want.title, want.summary)
+		}
+	}
+}
