@@ -193,7 +193,7 @@ func TestChecksEnd(t *testing.T) {
 		{"fails where the base passes", &eventsv1.CheckQueued{Name: "test2", Command: ": test2; ./test.sh", BaseHasCheck: true, BaseWorktree: "base"}, want{fact: "failed", exit: 3, baseRan: true}},
 		{"fails where the base fails too", &eventsv1.CheckQueued{Name: "lint", Command: "./lint.sh", BaseHasCheck: true, BaseWorktree: "base"}, want{fact: "failed", exit: 1, baseFailed: true, baseRan: true}},
 		{"a new check is not compared", &eventsv1.CheckQueued{Name: "lint2", Command: ": lint2; ./lint.sh", BaseWorktree: "base"}, want{fact: "failed", exit: 1}},
-		{"stopped at its timeout", &eventsv1.CheckQueued{Name: "slow", Command: "echo start; sleep 600", TimeoutSeconds: 1}, want{fact: "interrupted", exit: -1, kind: eventsv1.CheckInterruptKind_CHECK_INTERRUPT_KIND_TIMEOUT, log: "start\n"}},
+		{"stopped at its timeout", &eventsv1.CheckQueued{Name: "slow", Command: "echo start; sleep 600", TimeoutSeconds: 4}, want{fact: "interrupted", exit: -1, kind: eventsv1.CheckInterruptKind_CHECK_INTERRUPT_KIND_TIMEOUT, log: "start\n"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.q.BaseWorktree == "base" {

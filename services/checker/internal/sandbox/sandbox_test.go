@@ -167,7 +167,7 @@ func TestHostileChecks(t *testing.T) {
 
 	lim := defaultLimits()
 	short := lim
-	short.Timeout = 2 * time.Second
+	short.Timeout = 5 * time.Second // under load, bubblewrap alone may take a second or two to start
 	tiny := lim
 	tiny.FilesBytes, tiny.Files = 4<<20, 200
 	for _, tc := range []struct {
