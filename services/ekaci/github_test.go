@@ -359,6 +359,81 @@ func TestGitHubApp(t *testing.T) {
 		}
 	})
 
+	t.Run("superseded by a new push", func(t *testing.T) {
+		gateFile := markerDir(t)
+		slow := `{"jobs": {"pkgs": {"file": "default.nix"}}}`
+		files := func(v string) map[string]string {
+			return map[string]string{".ekaci/config.json": slow, "default.nix": waitingNix(v, gateFile)}
+		}
+		r, base, a := g.repo(t, "super", files("base"), files("one"))
+		dir := filepath.Join(g.repos, "super.git")
+		for n, body := range files("two") {
+			if err := os.WriteFile(filepath.Join(dir, n), []byte(strings.ReplaceAll(body, "@SALT@", t.Name())), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		git(t, dir, "commit", "-q", "-am", "two")
+		b := git(t, dir, "rev-parse", "HEAD")
+		if code, msg := g.deliver(t, "pull_request", githubtest.PullRequest(r, "opened", githubtest.PR{Number: 6, Head: a, Base: base})); code != http.StatusAccepted {
+			t.Fatalf("opened: %d %s", code, msg)
+		}
+		waitRun(t, g, a, gate, func(cr githubtest.CheckRun) bool { return cr.Title == "Building" })
+		if code, msg := g.deliver(t, "pull_request", githubtest.PullRequest(r, "synchronize", githubtest.PR{Number: 6, Head: b, Base: base, Before: a})); code != http.StatusAccepted {
+			t.Fatalf("synchronize: %d %s", code, msg)
+		}
+		old := waitRun(t, g, a, gate, func(cr githubtest.CheckRun) bool { return cr.Status == "completed" })
+		if old.Conclusion != "cancelled" || !strings.Contains(old.Title, "superseded by "+b) {
+			t.Fatalf("the older head's gate: %s %q, want cancelled naming %s", old.Conclusion, old.Title, b)
+		}
+		if err := os.WriteFile(filepath.Join(gateFile, "open"), nil, 0o666); err != nil {
+			t.Fatal(err)
+		}
+		runs := g.settle(t, b, gate)
+		expectRuns(t, runs, map[string]string{checkname.Configure: "success", gate: "success"})
+	})
+
+	t.Run("superseded, deliveries out of order", func(t *testing.T) {
+		r, base, a := g.repo(t, "order", map[string]string{".ekaci/config.json": cfgJSON, "default.nix": nixFile([]string{"p"}, nil, nil)},
+			map[string]string{"default.nix": nixFile([]string{"p", "q"}, nil, nil)})
+		dir := filepath.Join(g.repos, "order.git")
+		git(t, dir, "commit", "-q", "--allow-empty", "-m", "newer")
+		b := git(t, dir, "rev-parse", "HEAD")
+		// The newer head's delivery arrives first.
+		if code, msg := g.deliver(t, "pull_request", githubtest.PullRequest(r, "synchronize", githubtest.PR{Number: 8, Head: b, Base: base, Before: a})); code != http.StatusAccepted {
+			t.Fatalf("synchronize: %d %s", code, msg)
+		}
+		if code, msg := g.deliver(t, "pull_request", githubtest.PullRequest(r, "opened", githubtest.PR{Number: 8, Head: a, Base: base})); code != http.StatusAccepted {
+			t.Fatalf("opened: %d %s", code, msg)
+		}
+		runs := g.settle(t, b, gate)
+		expectRuns(t, runs, map[string]string{checkname.Configure: "success", gate: "success"})
+		if old := g.runsOn(a); len(old) != 0 {
+			t.Fatalf("the older head, delivered late, got check runs: %v", names(old))
+		}
+	})
+
+	t.Run("re-run after a fix", func(t *testing.T) {
+		fix := markerDir(t)
+		r, base, head := g.repo(t, "rerun", map[string]string{".ekaci/config.json": cfgJSON, "default.nix": nixFile([]string{"s"}, nil, nil)},
+			map[string]string{"default.nix": fixableNix(fix)})
+		if code, msg := g.deliver(t, "pull_request", githubtest.PullRequest(r, "opened", githubtest.PR{Number: 9, Head: head, Base: base})); code != http.StatusAccepted {
+			t.Fatalf("opened: %d %s", code, msg)
+		}
+		attr := checkname.Attr("needsfix", "pkgs")
+		runs := g.settle(t, head, gate)
+		expectRuns(t, runs, map[string]string{checkname.Configure: "success", gate: "failure", attr: "failure"})
+		if err := os.WriteFile(filepath.Join(fix, "fixed"), nil, 0o666); err != nil {
+			t.Fatal(err)
+		}
+		pr := githubtest.PR{Number: 9, Head: head, Base: base}
+		if code, msg := g.deliver(t, "check_run", githubtest.CheckRunEvent(r, "rerequested", runs[attr].ID, attr, head, pr, "", "octocat")); code != http.StatusAccepted {
+			t.Fatalf("rerequested: %d %s", code, msg)
+		}
+		waitRun(t, g, head, gate, func(cr githubtest.CheckRun) bool { return cr.Conclusion == "success" })
+		runs = g.settle(t, head, gate)
+		expectRuns(t, runs, map[string]string{checkname.Configure: "success", gate: "success", attr: "success"})
+	})
+
 	t.Run("installation removed", func(t *testing.T) {
 		if code, msg := g.deliver(t, "installation", githubtest.Installation(11, "octo", "deleted", false)); code != http.StatusAccepted {
 			t.Fatalf("installation deleted: %d %s", code, msg)
@@ -387,4 +462,62 @@ func builds(t *testing.T, log *eventlog.Log) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// markerDir is a directory builders (nixbld users) can see and the test
+// writes a marker into.
+func markerDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "ekaci-gh-marker-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+// waitingNix is one derivation (named by v) that waits, up to 60 s, for
+// <dir>/open before it succeeds: a build still running when its head is
+// superseded.
+func waitingNix(v, dir string) string {
+	return `{ slow = derivation {
+    name = "slow-` + v + `";
+    system = builtins.currentSystem;
+    salt = "@SALT@";
+    PATH = "/usr/bin:/bin";
+    builder = "/bin/sh";
+    args = [ "-c" "i=0; while [ ! -e ` + dir + `/open ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; echo ok > $out" ];
+  }; }
+`
+}
+
+// fixableNix is a derivation that fails until <dir>/fixed exists (a fix
+// outside the repository, as a broken machine being repaired).
+func fixableNix(dir string) string {
+	return `{ needsfix = derivation {
+    name = "needsfix";
+    system = builtins.currentSystem;
+    salt = "@SALT@";
+    builder = "/bin/sh";
+    args = [ "-c" "if [ -e ` + dir + `/fixed ]; then echo ok > $out; else echo 'error: not fixed yet' >&2; exit 1; fi" ];
+  }; }
+`
+}
+
+// waitRun waits until the named run on head satisfies ok.
+func waitRun(t *testing.T, g *ghHarness, head, name string, ok func(githubtest.CheckRun) bool) githubtest.CheckRun {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		if cr, found := g.runsOn(head)[name]; found && ok(cr) {
+			return cr
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("check run %s on %s never got there: %+v", name, head[:8], g.runsOn(head)[name])
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-github/v60/github"
 	"github.com/rs/zerolog"
 
+	"github.com/ekaci/ekaci/libs/action"
 	"github.com/ekaci/ekaci/libs/eventlog"
 	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
 	"github.com/ekaci/ekaci/services/gitter/request"
@@ -146,8 +147,27 @@ func (h *Handler) pullRequest(ctx context.Context, log zerolog.Logger, o *events
 	o.HeadRef = pr.GetHead().GetRef()
 	switch p.GetAction() {
 	case "opened", "reopened", "synchronize", "ready_for_review":
+	case "closed":
+		return h.closed(ctx, log, o)
 	default:
 		return ignored("pull_request", p.GetAction()), nil
+	}
+	head := pr.GetHead().GetSHA()
+	if h.pulls != nil && head != "" {
+		before := ""
+		if p.GetAction() == "synchronize" {
+			before = p.GetBefore()
+		}
+		e, err := h.pulls.addHead(ctx, o.GetOwner()+"/"+o.GetRepo(), o.GetPullRequest(), pullHead{Head: head, Before: before})
+		if err != nil {
+			return Outcome{}, err
+		}
+		if tip := e.tip(); tip != head {
+			// A late delivery: a newer head is already there. It is not
+			// tested, and it cancels nothing.
+			log.Info().Str("head", head).Str("newer", tip).Msg("head already superseded: not tested")
+			return done(http.StatusAccepted, "head %s of pull request #%d is already superseded by %s", head, o.GetPullRequest(), tip), nil
+		}
 	}
 	if pr.GetDraft() && h.policy.SkipDrafts {
 		return done(http.StatusNoContent, "pull request #%d is a draft: not tested (--github-skip-drafts)", o.PullRequest), nil
@@ -192,7 +212,11 @@ func (h *Handler) request(ctx context.Context, log zerolog.Logger, o *eventsv1.G
 		return done(http.StatusBadRequest, "%v", err), nil
 	case err != nil:
 		return Outcome{}, fmt.Errorf("record the change: %w", err)
-	case got.Joined:
+	}
+	if err := h.index(ctx, log, o, head, got.ChangeID); err != nil {
+		return Outcome{}, err
+	}
+	if got.Joined {
 		log.Info().Str("change", got.ChangeID).Msg("change already known")
 		return done(http.StatusAccepted, "change %s already requested", got.ChangeID), nil
 	}
@@ -201,11 +225,126 @@ func (h *Handler) request(ctx context.Context, log zerolog.Logger, o *eventsv1.G
 	return done(http.StatusAccepted, "change %s requested", got.ChangeID), nil
 }
 
-// rerequest is a person's "Re-run" of a check run or suite.
-func (h *Handler) rerequest(_ context.Context, log zerolog.Logger, o *eventsv1.GitHubOrigin, action, head string) (Outcome, error) {
+// index records the change of a head (for re-runs) and, for a pull
+// request, supersedes its older heads: their changes are cancelled.
+func (h *Handler) index(ctx context.Context, log zerolog.Logger, o *eventsv1.GitHubOrigin, head, changeID string) error {
+	if h.pulls == nil {
+		return nil
+	}
+	repo := o.GetOwner() + "/" + o.GetRepo()
+	if err := h.pulls.addChange(ctx, repo, head, changeID); err != nil {
+		return err
+	}
+	if o.GetPullRequest() == 0 || o.GetEvent() != "pull_request" {
+		return nil
+	}
+	e, err := h.pulls.addHead(ctx, repo, o.GetPullRequest(), pullHead{Head: head, Change: changeID})
+	if err != nil {
+		return err
+	}
+	if e.tip() != head {
+		return nil
+	}
+	for _, x := range e.Heads {
+		if x.Head == head || x.Change == "" || x.Change == changeID {
+			continue
+		}
+		reason := "superseded by " + head
+		if err := h.cancel(ctx, log, x.Change, o.GetSender(), reason); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// cancel cancels a change on GitHub's behalf; one already concluded is
+// left as it is.
+func (h *Handler) cancel(ctx context.Context, log zerolog.Logger, changeID, who, reason string) error {
+	if who == "" {
+		who = "github"
+	}
+	_, err := action.CancelChange(ctx, h.log, changeID, &eventsv1.Actor{Who: who, Source: action.SourceGitHub, Reason: reason})
+	switch {
+	case errors.Is(err, action.ErrState), errors.Is(err, action.ErrNotFound):
+		return nil
+	case err != nil:
+		return err
+	}
+	log.Info().Str("change", changeID).Str("reason", reason).Msg("change cancelled")
+	return nil
+}
+
+// closed cancels what a closed pull request's heads still run.
+func (h *Handler) closed(ctx context.Context, log zerolog.Logger, o *eventsv1.GitHubOrigin) (Outcome, error) {
+	if h.pulls == nil {
+		return ignored("pull_request", "closed"), nil
+	}
+	e, err := h.pulls.heads(ctx, o.GetOwner()+"/"+o.GetRepo(), o.GetPullRequest())
+	if err != nil {
+		return Outcome{}, err
+	}
+	n := 0
+	for _, x := range e.Heads {
+		if x.Change == "" {
+			continue
+		}
+		if err := h.cancel(ctx, log, x.Change, o.GetSender(), fmt.Sprintf("pull request #%d closed", o.GetPullRequest())); err != nil {
+			return Outcome{}, err
+		}
+		n++
+	}
+	return done(http.StatusAccepted, "pull request #%d closed: %d changes looked at", o.GetPullRequest(), n), nil
+}
+
+// rerequest is a person's "Re-run" of a check run or suite: every
+// concluded jobset of the head's changes is restarted, which builds their
+// failed and interrupted derivations again (a permanent failure is
+// retried only this way, or by an admin).
+func (h *Handler) rerequest(ctx context.Context, log zerolog.Logger, o *eventsv1.GitHubOrigin, action, head string) (Outcome, error) {
 	if action != "rerequested" {
 		return ignored(o.GetEvent(), action), nil
 	}
-	log.Warn().Str("head", head).Msg("re-run asked for, but retrying a head's failures is not built yet")
-	return done(http.StatusNoContent, "%s rerequested: retrying failures is not supported yet", o.GetEvent()), nil
+	if h.pulls == nil || head == "" {
+		return ignored(o.GetEvent(), action), nil
+	}
+	changes, err := h.pulls.changes(ctx, o.GetOwner()+"/"+o.GetRepo(), head)
+	if err != nil {
+		return Outcome{}, err
+	}
+	restarted := 0
+	for _, c := range changes {
+		n, err := h.restart(ctx, c, o.GetSender())
+		if err != nil {
+			return Outcome{}, err
+		}
+		restarted += n
+	}
+	log.Info().Str("head", head).Int("changes", len(changes)).Int("restarted", restarted).Msg("re-run")
+	if restarted == 0 {
+		return done(http.StatusNoContent, "nothing of %s to run again", head), nil
+	}
+	return done(http.StatusAccepted, "%d jobs of %s run again", restarted, head), nil
+}
+
+// restart restarts each concluded jobset of a change.
+func (h *Handler) restart(ctx context.Context, changeID, who string) (int, error) {
+	recs, _, err := h.log.Load(ctx, eventlog.Change, changeID)
+	if err != nil {
+		return 0, fmt.Errorf("read change %s: %w", changeID, err)
+	}
+	n := 0
+	for _, r := range recs {
+		for _, job := range r.Event.GetChangeConfigRead().GetJobs() {
+			_, err := action.Restart(ctx, h.log, eventlog.JobsetID(changeID, job),
+				&eventsv1.Actor{Who: who, Source: action.SourceGitHub, Reason: "re-run on GitHub"})
+			switch {
+			case errors.Is(err, action.ErrState), errors.Is(err, action.ErrNotFound):
+			case err != nil:
+				return n, err
+			default:
+				n++
+			}
+		}
+	}
+	return n, nil
 }

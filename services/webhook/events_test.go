@@ -52,13 +52,17 @@ func newHarness(t *testing.T, policy webhook.Policy) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	pulls, err := webhook.OpenPulls(ctx, js, 1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
 	gh := githubtest.New(t)
 	gh.Install(11, "octo/repo", "octo/other")
 	app, err := githubapp.New(githubapp.Config{AppID: gh.AppID, PrivateKey: gh.PrivateKeyPEM(), BaseURL: gh.URL})
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := webhook.NewHandler(webhook.Config{Events: log, Logger: zerolog.Nop(), Secret: []byte(secret), Deliveries: d, Policy: policy, App: app})
+	h, err := webhook.NewHandler(webhook.Config{Events: log, Logger: zerolog.Nop(), Secret: []byte(secret), Deliveries: d, Pulls: pulls, Policy: policy, App: app})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -256,5 +260,72 @@ func TestApproval(t *testing.T) {
 	}
 	if runs := h.gh.CheckRuns(); runs[0].Conclusion != "success" || !strings.Contains(runs[0].Title, "maintainer") {
 		t.Fatalf("approval run after the click: %+v, want success naming the maintainer", runs[0])
+	}
+}
+
+// cancelled lists the heads of the changes cancelled, with why.
+func (h *harness) cancelled() map[string]string {
+	h.t.Helper()
+	heads := map[string]string{}
+	err := h.log.Read(h.ctx, 0, []string{eventlog.FactFilter(eventlog.Change, "requested")}, func(r eventlog.Record) error {
+		heads[r.ID] = r.Event.GetChangeRequested().GetHeadCommit()
+		return nil
+	})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	out := map[string]string{}
+	err = h.log.Read(h.ctx, 0, []string{eventlog.FactFilter(eventlog.Change, "cancelled")}, func(r eventlog.Record) error {
+		out[heads[r.ID][:1]] = r.Event.GetChangeCancelled().GetActor().GetReason()
+		return nil
+	})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return out
+}
+
+func TestSupersedeAndClose(t *testing.T) {
+	sync := func(before, head byte) []byte {
+		return githubtest.PullRequest(repo, "synchronize", githubtest.PR{Number: 7, Head: commit(head), Base: commit('b'), Before: commit(before)})
+	}
+	for _, tt := range []struct {
+		name       string
+		deliveries []delivery
+		requested  []string          // heads requested, in order
+		cancelled  map[string]string // head -> reason
+	}{
+		{"a newer push supersedes the older head", []delivery{
+			{"pull_request", githubtest.PullRequest(repo, "opened", pr7), http.StatusAccepted},
+			{"pull_request", sync('a', 'c'), http.StatusAccepted},
+		}, []string{"a", "c"}, map[string]string{"a": "superseded by " + commit('c')}},
+		{"out of order: the late older head neither runs nor cancels the newer", []delivery{
+			{"pull_request", githubtest.PullRequest(repo, "opened", pr7), http.StatusAccepted},
+			{"pull_request", sync('c', 'd'), http.StatusAccepted},
+			{"pull_request", sync('a', 'c'), http.StatusAccepted},
+		}, []string{"a", "d"}, map[string]string{"a": "superseded by " + commit('d')}},
+		{"closed cancels what runs", []delivery{
+			{"pull_request", githubtest.PullRequest(repo, "opened", pr7), http.StatusAccepted},
+			{"pull_request", githubtest.PullRequest(repo, "closed", pr7), http.StatusAccepted},
+		}, []string{"a"}, map[string]string{"a": "pull request #7 closed"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, webhook.Policy{})
+			for i, d := range tt.deliveries {
+				if code, msg := h.deliver(d.event, fmt.Sprintf("d-%d", i), d.body); code != d.want {
+					t.Fatalf("delivery %d: %d %q, want %d", i, code, msg, d.want)
+				}
+			}
+			var heads []string
+			for _, r := range h.requests() {
+				heads = append(heads, r.GetHeadCommit()[:1])
+			}
+			if fmt.Sprint(heads) != fmt.Sprint(tt.requested) {
+				t.Fatalf("requested heads %v, want %v", heads, tt.requested)
+			}
+			if got := h.cancelled(); fmt.Sprint(got) != fmt.Sprint(tt.cancelled) {
+				t.Fatalf("cancelled %v, want %v", got, tt.cancelled)
+			}
+		})
 	}
 }

@@ -3,6 +3,7 @@ module github.com/ekaci/ekaci/services/webhook
 go 1.26.8
 
 require (
+	github.com/ekaci/ekaci/libs/action v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/eventlog v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/flagenv v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/gen v0.0.0-00010101000000-000000000000
@@ -22,6 +23,7 @@ require (
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/bradleyfalzon/ghinstallation/v2 v2.19.0 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
+	github.com/ekaci/ekaci/libs/buildstate v0.0.0-00010101000000-000000000000 // indirect
 	github.com/ekaci/ekaci/libs/pbjson v0.0.0-00010101000000-000000000000 // indirect
 	github.com/ekaci/ekaci/libs/telemetry v0.0.0-00010101000000-000000000000 // indirect
 	github.com/golang-jwt/jwt/v4 v4.5.2 // indirect
@@ -48,6 +50,10 @@ require (
 	golang.org/x/time v0.16.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 )
+
+replace github.com/ekaci/ekaci/libs/action => ../../libs/action
+
+replace github.com/ekaci/ekaci/libs/buildstate => ../../libs/buildstate
 
 replace github.com/ekaci/ekaci/libs/eventlog => ../../libs/eventlog
 

@@ -73,6 +73,10 @@ type Config struct {
 	// the log's JetStream; NewHandler without one remembers nothing
 	// beyond the stream's duplicate window).
 	Deliveries *Deliveries
+	// Pulls indexes pull requests' heads and the changes requested per
+	// head (nil: Run opens it; without one nothing is superseded,
+	// cancelled on close or restarted on a re-run).
+	Pulls *Pulls
 	// Policy says which pull requests to test (drafts, approval).
 	Policy Policy
 	// App is the GitHub App, needed when Policy.RequireApproval is set
@@ -113,6 +117,7 @@ type Handler struct {
 	secret     []byte
 	inFlight   chan struct{} // one token per request being handled
 	deliveries *Deliveries
+	pulls      *Pulls
 	policy     Policy
 	app        *githubapp.App
 }
@@ -130,7 +135,7 @@ func NewHandler(cfg Config) (*Handler, error) {
 		return nil, ErrApprovalNeedsApp
 	}
 	return &Handler{log: cfg.Events, logger: cfg.Logger, secret: cfg.Secret, inFlight: make(chan struct{}, n),
-		deliveries: cfg.Deliveries, policy: cfg.Policy, app: cfg.App}, nil
+		deliveries: cfg.Deliveries, pulls: cfg.Pulls, policy: cfg.Policy, app: cfg.App}, nil
 }
 
 // Run serves webhooks on cfg.Addr until ctx ends.
@@ -141,6 +146,13 @@ func Run(ctx context.Context, cfg Config) error {
 			return err
 		}
 		cfg.Deliveries = d
+	}
+	if cfg.Pulls == nil {
+		p, err := OpenPulls(ctx, cfg.Events.JetStream(), cfg.Replicas, 0)
+		if err != nil {
+			return err
+		}
+		cfg.Pulls = p
 	}
 	h, err := NewHandler(cfg)
 	if err != nil {

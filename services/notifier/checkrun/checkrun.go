@@ -299,6 +299,10 @@ func (p *Publisher) gateCancelled(ctx context.Context, jobsetID string, a *event
 	if !ok || err != nil {
 		return err
 	}
+	js.Cancelled = who(a)
+	if err := p.store.put(jobsetsBucket, jobsetID, js); err != nil {
+		return err
+	}
 	return p.ensure(ctx, js.Change, ch, checkname.Job(js.Job), state{status: "completed", conclusion: Cancelled,
 		title: "Cancelled", summary: "Cancelled by " + who(a) + "."})
 }
@@ -312,10 +316,16 @@ func (p *Publisher) jobsetConcluded(ctx context.Context, jobsetID string, c *eve
 	if err != nil {
 		return err
 	}
+	cancelled := c.GetConclusion() == eventsv1.Conclusion_CONCLUSION_CANCELLED
 	// Attribute runs first: the gate's summary says how many were left out.
 	made, skipped := 0, 0
 	for _, r := range c.GetResults() {
-		if !failed(r) || !decides(r) {
+		if !failed(r) || !decides(r) || cancelled {
+			// A run made when it failed before (a re-run since) says it
+			// succeeds now; none is made for what did not fail.
+			if err := p.passed(ctx, js, ch, r); err != nil {
+				return err
+			}
 			continue
 		}
 		if made >= p.cfg.MaxAttrRuns {
@@ -334,6 +344,10 @@ func (p *Publisher) jobsetConcluded(ctx context.Context, jobsetID string, c *eve
 		}
 	}
 	out := JobSummary(c, causes)
+	if cancelled && js.Cancelled != "" {
+		out.Title = "Cancelled by " + js.Cancelled
+		out.Summary = "Cancelled by " + js.Cancelled + ".\n\n" + out.Summary
+	}
 	if skipped > 0 {
 		out.Summary = fmt.Sprintf("%d failed attributes got no check run of their own (at most %d a job); all are listed below.\n\n", skipped, p.cfg.MaxAttrRuns) + out.Summary
 		if n := len([]rune(out.Summary)); n > MaxSummary {
@@ -342,6 +356,22 @@ func (p *Publisher) jobsetConcluded(ctx context.Context, jobsetID string, c *eve
 	}
 	return p.ensure(ctx, js.Change, ch, checkname.Job(js.Job), state{status: "completed", conclusion: GateConclusion(c.GetConclusion()),
 		title: out.Title, summary: out.Summary, reopen: true})
+}
+
+// passed updates the run of an attribute that failed before and no longer
+// does; an attribute without a run gets none.
+func (p *Publisher) passed(ctx context.Context, js jobset, ch change, r *eventsv1.AttrResult) error {
+	if r.GetState() != stateSucceeded {
+		return nil
+	}
+	name := checkname.Attr(r.GetAttr(), js.Job)
+	var existing run
+	found, err := p.store.get(runsBucket, runKey(js.Change, name), &existing)
+	if err != nil || !found {
+		return err
+	}
+	return p.ensure(ctx, js.Change, ch, name, state{status: "completed", conclusion: Success, title: r.GetAttr() + " succeeded",
+		summary: "It builds now (after a re-run).", reopen: true})
 }
 
 // causes looks up the log tail of each root cause's last failure.

@@ -32,6 +32,8 @@ type change struct {
 type jobset struct {
 	Change string `json:"change"`
 	Job    string `json:"job"`
+	// Cancelled says who cancelled it and why, for its conclusion.
+	Cancelled string `json:"cancelled,omitempty"`
 }
 
 // run is a check run the notifier created.
