@@ -69,6 +69,7 @@ sandbox: ## make sure the checks' sandbox can run (apt-get install bubblewrap sl
 build: ## build every binary into ./bin
 	@mkdir -p $(BIN)
 	go build -o $(BIN)/ekaci ./services/ekaci/cmd/ekaci
+	go build -o $(BIN)/ekactl ./services/admin/cmd/ekactl
 	@for m in gitter reader evaluator ingress router builder checker recorder notifier webhook cache admin; do \
 		if [ -d services/$$m/cmd/ekaci-$$m ]; then go build -o $(BIN)/ekaci-$$m ./services/$$m/cmd/ekaci-$$m; fi; done
 

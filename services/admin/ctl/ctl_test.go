@@ -1,0 +1,321 @@
+package ctl_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/ekaci/ekaci/libs/eventlog"
+	"github.com/ekaci/ekaci/libs/eventlog/eventlogtest"
+	adminv1 "github.com/ekaci/ekaci/libs/gen/ekaci/admin/v1"
+	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
+	"github.com/ekaci/ekaci/services/admin"
+	"github.com/ekaci/ekaci/services/admin/ctl"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files under testdata/ with what ekactl prints now")
+
+const (
+	change  = "c0ffee00c0ffee00c0ffee00c0ffee00"
+	good    = "0000000000000000000000000000good"
+	bad     = "00000000000000000000000000000bad"
+	usesBad = "0000000000000000000000000usesbad"
+	pending = "9e9d1a9000000000000000000000beef"
+)
+
+// fixture is an admin server over a real event log holding one concluded
+// change: good built, bad failed twice, usesBad failed with it, and an
+// attribute that did not evaluate.
+type fixture struct {
+	sock   string
+	jobset string
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	js := eventlogtest.JetStream(t, ctx)
+	log := eventlog.New(js)
+	jobset := eventlog.JobsetID(change, "main")
+	put := func(id string, ev *eventsv1.Event) {
+		t.Helper()
+		if _, err := log.Append(ctx, id, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := func(id, name string) string { return "/nix/store/" + id + "-" + name + ".drv" }
+	put(change, &eventsv1.Event{Id: "req", Payload: &eventsv1.Event_ChangeRequested{ChangeRequested: &eventsv1.ChangeRequested{
+		RepoUrl: "https://example.invalid/acme/widgets.git", RepoName: "acme/widgets", HeadCommit: strings.Repeat("a", 40), BaseCommit: strings.Repeat("b", 40), Source: "cli"}}})
+	put(change, &eventsv1.Event{Id: "co", Payload: &eventsv1.Event_ChangeCheckedOut{ChangeCheckedOut: &eventsv1.ChangeCheckedOut{}}})
+	put(change, &eventsv1.Event{Id: "cfg", Payload: &eventsv1.Event_ChangeConfigRead{ChangeConfigRead: &eventsv1.ChangeConfigRead{Configured: true, Jobs: []string{"main"}}}})
+	put(jobset, &eventsv1.Event{Id: "cr", Payload: &eventsv1.Event_JobsetCreated{JobsetCreated: &eventsv1.JobsetCreated{ChangeId: change, Job: "main"}}})
+	put(good, &eventsv1.Event{Id: "d-good", Payload: &eventsv1.Event_DrvDiscovered{DrvDiscovered: &eventsv1.DrvDiscovered{DrvPath: path(good, "good"), System: "x86_64-linux", Name: "good"}}})
+	put(bad, &eventsv1.Event{Id: "d-bad", Payload: &eventsv1.Event_DrvDiscovered{DrvDiscovered: &eventsv1.DrvDiscovered{DrvPath: path(bad, "bad"), System: "x86_64-linux", Name: "bad"}}})
+	put(usesBad, &eventsv1.Event{Id: "d-uses", Payload: &eventsv1.Event_DrvDiscovered{DrvDiscovered: &eventsv1.DrvDiscovered{DrvPath: path(usesBad, "uses-bad"), System: "x86_64-linux", Name: "uses-bad", InputDrvs: []string{bad}}}})
+	attr := func(name, id string, diff eventsv1.Difference) *eventsv1.JobAttr {
+		return &eventsv1.JobAttr{Attr: name, DrvId: id, DrvPath: path(id, name), Difference: diff}
+	}
+	put(jobset, &eventsv1.Event{Id: "ev", Payload: &eventsv1.Event_JobsetEvaluated{JobsetEvaluated: &eventsv1.JobsetEvaluated{ChangeId: change, Attrs: []*eventsv1.JobAttr{
+		attr("bad", bad, eventsv1.Difference_DIFFERENCE_NEW), {Attr: "broken", EvalError: "error: undefined variable 'x'", Difference: eventsv1.Difference_DIFFERENCE_CHANGED},
+		attr("good", good, eventsv1.Difference_DIFFERENCE_UNCHANGED), attr("usesBad", usesBad, eventsv1.Difference_DIFFERENCE_NEW)}}}})
+	put(good, &eventsv1.Event{Id: "c-good", Payload: &eventsv1.Event_DrvBuildSucceeded{DrvBuildSucceeded: &eventsv1.DrvBuildSucceeded{Cached: true}}})
+	for attempt := uint32(1); attempt <= 2; attempt++ {
+		put(bad, &eventsv1.Event{Id: "b-bad-" + string(rune('0'+attempt)), Payload: &eventsv1.Event_DrvBuildable{DrvBuildable: &eventsv1.DrvBuildable{Attempt: attempt}}})
+		put(bad, &eventsv1.Event{Id: "s-bad-" + string(rune('0'+attempt)), Payload: &eventsv1.Event_DrvBuildStarted{DrvBuildStarted: &eventsv1.DrvBuildStarted{Attempt: attempt, Builder: "local", Holder: "host-1"}}})
+		if attempt == 1 {
+			put(bad, &eventsv1.Event{Id: "fr-bad", Payload: &eventsv1.Event_DrvBuildFailedRetry{DrvBuildFailedRetry: &eventsv1.DrvBuildFailedRetry{Attempt: 1, ExitCode: 1, LogTail: "nope", DurationMs: 40}}})
+			put(bad, &eventsv1.Event{Id: "rq-bad", Payload: &eventsv1.Event_DrvRequeued{DrvRequeued: &eventsv1.DrvRequeued{Reason: "retry", NextAttempt: 2}}})
+		}
+	}
+	put(bad, &eventsv1.Event{Id: "f-bad", Payload: &eventsv1.Event_DrvBuildFailed{DrvBuildFailed: &eventsv1.DrvBuildFailed{Attempt: 2, ExitCode: 1, LogTail: "nope", DurationMs: 42}}})
+	put(usesBad, &eventsv1.Event{Id: "df-uses", Payload: &eventsv1.Event_DrvDependencyFailed{DrvDependencyFailed: &eventsv1.DrvDependencyFailed{CauseDrvId: bad, CauseDrvPath: path(bad, "bad")}}})
+	put(jobset, &eventsv1.Event{Id: "jc", Payload: &eventsv1.Event_JobsetConcluded{JobsetConcluded: &eventsv1.JobsetConcluded{ChangeId: change, Job: "main", Conclusion: eventsv1.Conclusion_CONCLUSION_FAILURE,
+		Counts: map[string]uint32{"succeeded": 1, "failed": 1, "transitive-failure": 1, "eval-error": 1}}}})
+	a, err := log.Append(ctx, change, &eventsv1.Event{Id: "cc", Payload: &eventsv1.Event_ChangeConcluded{ChangeConcluded: &eventsv1.ChangeConcluded{Conclusion: eventsv1.Conclusion_CONCLUSION_FAILURE, Summary: "1 of 1 jobs failed", JobsetIds: []string{jobset}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another change, requested and configured, not yet checked out.
+	put(pending, &eventsv1.Event{Id: "req-p", Payload: &eventsv1.Event_ChangeRequested{ChangeRequested: &eventsv1.ChangeRequested{
+		RepoUrl: "https://example.invalid/acme/widgets.git", RepoName: "acme/widgets", HeadCommit: strings.Repeat("c", 40), Source: "cli"}}})
+	// bad's log, as its builder published it (no file: the stream has it).
+	for _, line := range []string{"building '/nix/store/bad.drv'...", "nope"} {
+		if _, err := js.Publish(ctx, eventlog.LogSubject(bad, 2), []byte(line)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	sock := filepath.Join(t.TempDir(), "admin.sock")
+	ready := make(chan admin.Listening, 1)
+	done := make(chan error, 1)
+	rctx, stop := context.WithCancel(ctx)
+	go func() {
+		done <- admin.Run(rctx, admin.Config{Events: log, DataDir: t.TempDir(), Socket: sock, Logger: zerolog.Nop(), Ready: func(l admin.Listening) { ready <- l }})
+	}()
+	t.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("admin.Run: %v", err)
+		}
+	})
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := adminv1.NewAdminClient(conn).ListChanges(ctx, &adminv1.ListChangesRequest{AfterSeq: a.Seq}); err != nil {
+		t.Fatal(err)
+	}
+	return &fixture{sock: sock, jobset: jobset}
+}
+
+// ekactl runs the command line and returns its status, stdout and stderr.
+func (f *fixture) ekactl(t *testing.T, env map[string]string, terminal bool, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	getenv := func(k string) string {
+		if k == "USER" {
+			return "tester"
+		}
+		return env[k]
+	}
+	code := ctl.Run(context.Background(), append([]string{"--server", "unix://" + f.sock}, args...), ctl.Env{Stdout: &out, Stderr: &errb, Getenv: getenv, IsTerminal: terminal})
+	return code, out.String(), errb.String()
+}
+
+var stamps = regexp.MustCompile(`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z`)
+
+// golden compares got (times replaced by <time>) with testdata/name.golden.
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	got = stamps.ReplaceAllString(got, "<time>")
+	path := filepath.Join("testdata", name+".golden")
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to write it)", err)
+	}
+	if got != string(want) {
+		t.Fatalf("%s differs from %s:\n--- got\n%s\n--- want\n%s", name, path, got, want)
+	}
+}
+
+// TestOutput: each command's table and JSON, against golden files.
+func TestOutput(t *testing.T) {
+	f := newFixture(t)
+	tests := []struct {
+		golden   string
+		args     []string
+		env      map[string]string
+		terminal bool
+	}{
+		{"changes", []string{"changes"}, nil, false},
+		{"changes.json", []string{"changes", "-o", "json"}, nil, false},
+		{"change", []string{"change", change}, nil, false},
+		{"jobset", []string{"jobset", f.jobset}, nil, false},
+		{"jobset-failed", []string{"jobset", f.jobset, "--state", "failed"}, nil, false},
+		{"jobset-failed-color", []string{"jobset", f.jobset, "--state", "failed"}, nil, true},
+		{"jobset-failed-no-color", []string{"jobset", f.jobset, "--state", "failed"}, map[string]string{"NO_COLOR": "1"}, true},
+		{"drv", []string{"drv", bad}, nil, false},
+		{"drv-history", []string{"drv", "/nix/store/" + bad + "-bad.drv", "--history"}, nil, false},
+		{"drv.json", []string{"drv", usesBad, "-o", "json"}, nil, false},
+		{"failures", []string{"failures", f.jobset}, nil, false},
+		{"failures.json", []string{"failures", f.jobset, "-o", "json"}, nil, false},
+		{"logs", []string{"logs", bad}, nil, false},
+		{"watch", []string{"watch", f.jobset}, nil, false},
+		{"builders", []string{"builders"}, nil, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.golden, func(t *testing.T) {
+			code, out, errs := f.ekactl(t, tt.env, tt.terminal, tt.args...)
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, errs)
+			}
+			golden(t, tt.golden, out)
+		})
+	}
+}
+
+// TestErrors: a refused call exits 1 with the server's code and message;
+// a bad command line exits 2 saying what is wrong.
+func TestErrors(t *testing.T) {
+	f := newFixture(t)
+	tests := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"unknown jobset", []string{"jobset", "nothere"}, 1, "ekactl jobset: NotFound: jobset nothere: not found"},
+		{"retry a success", []string{"retry", good}, 1, "ekactl retry: FailedPrecondition:"},
+		{"bad state", []string{"jobset", f.jobset, "--state", "melted"}, 1, "InvalidArgument: state:"},
+		{"missing argument", []string{"drv"}, 2, "accepts 1 arg(s), received 0"},
+		{"bad output", []string{"changes", "-o", "yaml"}, 2, `--output "yaml": want table or json`},
+		{"cancel what", []string{"cancel", "build", "x"}, 2, `cancel "build": want jobset or change`},
+		{"no server", []string{"--server", "unix:///nonexistent/admin.sock", "changes", "--timeout", "2s"}, 1, "Unavailable"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, _, errs := f.ekactl(t, nil, false, tt.args...)
+			if code != tt.code || !strings.Contains(errs, tt.want) {
+				t.Fatalf("exit %d, stderr %q; want %d with %q", code, errs, tt.code, tt.want)
+			}
+		})
+	}
+}
+
+// TestActions: retry records the actor and reason, and the read after it
+// shows the derivation queued again; completion scripts are produced.
+func TestActions(t *testing.T) {
+	f := newFixture(t)
+	code, out, errs := f.ekactl(t, nil, false, "retry", bad, "--reason", "runner fixed")
+	if code != 0 || !strings.Contains(out, "retried "+bad+" (fact ") || !strings.Contains(out, "as unix:tester") {
+		t.Fatalf("retry: exit %d, %q %q", code, out, errs)
+	}
+	seq := regexp.MustCompile(`--after (\d+)`).FindStringSubmatch(out)
+	if seq == nil {
+		t.Fatalf("retry printed no --after: %q", out)
+	}
+	code, out, _ = f.ekactl(t, nil, false, "drv", bad, "--history", "--after", seq[1])
+	if code != 0 || !strings.Contains(out, "requeued") || !strings.Contains(out, "unix:tester") {
+		t.Fatalf("drv after retry: %q", out)
+	}
+	for _, sh := range []string{"bash", "zsh", "fish"} {
+		code, out, errs := f.ekactl(t, nil, false, "completion", sh)
+		if code != 0 || !strings.Contains(out, "ekactl") {
+			t.Fatalf("completion %s: exit %d, %q", sh, code, errs)
+		}
+	}
+}
+
+// TestReadmeExamples runs the ekactl lines of README's Administering
+// section, with the fixture's ids for its placeholders: each must succeed.
+func TestReadmeExamples(t *testing.T) {
+	f := newFixture(t)
+	readme, err := os.ReadFile(filepath.Join("..", "..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(readme)
+	start := strings.Index(text, "## Administering")
+	if start < 0 {
+		t.Fatal("README has no Administering section")
+	}
+	text = text[start+3:]
+	text = text[:strings.Index(text, "\n## ")]
+	var lines []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.HasPrefix(l, "ekactl ") {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) < 10 {
+		t.Fatalf("found %d ekactl examples, want the section's", len(lines))
+	}
+	seq := ""
+	for _, l := range lines {
+		l = strings.NewReplacer("/var/lib/ekaci/admin.sock", f.sock, "CHANGE", change, "JOBSET", f.jobset, "DRV", bad, "PENDING", pending, "SEQ", seq).Replace(l)
+		args, err := split(strings.TrimPrefix(l, "ekactl "))
+		if err != nil {
+			t.Fatalf("%s: %v", l, err)
+		}
+		code, out, errs := f.ekactl(t, nil, false, args...)
+		if code != 0 {
+			t.Fatalf("%s: exit %d: %s", l, code, errs)
+		}
+		if m := regexp.MustCompile(`--after (\d+)`).FindStringSubmatch(out); m != nil {
+			seq = m[1]
+		}
+	}
+}
+
+// split splits a command line as sh does for words and double quotes.
+func split(s string) ([]string, error) {
+	var out []string
+	var cur strings.Builder
+	in, quoted := false, false
+	for _, r := range s {
+		switch {
+		case r == '"':
+			quoted, in = !quoted, true
+		case r == ' ' && !quoted:
+			if in {
+				out = append(out, cur.String())
+				cur.Reset()
+				in = false
+			}
+		default:
+			cur.WriteRune(r)
+			in = true
+		}
+	}
+	if quoted {
+		return nil, errors.New("unterminated quote")
+	}
+	if in {
+		out = append(out, cur.String())
+	}
+	return out, nil
+}
