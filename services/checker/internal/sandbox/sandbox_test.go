@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -13,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ekaci/ekaci/libs/natstest"
 )
 
 // hostPaths are what a machine without nixpkgs lends the sandbox: a shell,
@@ -131,29 +132,21 @@ func TestHostileChecks(t *testing.T) {
 	}
 	home, _ := os.UserHomeDir()
 
-	// Host loopback services: an HTTP server and a raw listener standing
-	// for NATS. Each counts what reaches it.
-	var httpHits, natsHits atomic.Int64
+	// Host loopback services: an HTTP server, and a real NATS server (as
+	// the embedded one listens on loopback). Each counts what reaches it.
+	var httpHits atomic.Int64
 	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { httpHits.Add(1); fmt.Fprint(w, secret) }))
 	defer web.Close()
-	nats, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nats.Close()
-	go func() {
-		for {
-			c, err := nats.Accept()
-			if err != nil {
-				return
-			}
-			natsHits.Add(1)
-			fmt.Fprintf(c, "INFO {\"secret\":%q}\r\n", secret)
-			c.Close()
+	ns := natstest.NewServer(t)
+	natsConns := func() int64 {
+		v, err := ns.Varz(nil)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}()
+		return int64(v.TotalConnections)
+	}
 	webPort := strings.TrimPrefix(web.URL, "http://127.0.0.1:")
-	natsPort := fmt.Sprint(nats.Addr().(*net.TCPAddr).Port)
+	natsPort := ns.ClientURL()[strings.LastIndex(ns.ClientURL(), ":")+1:]
 	connect := func(hosts ...string) string {
 		var s strings.Builder
 		for _, h := range hosts {
@@ -219,7 +212,7 @@ func TestHostileChecks(t *testing.T) {
 				l = lim
 			}
 			httpHits.Store(0)
-			natsHits.Store(0)
+			natsBefore := natsConns()
 			// RAN proves the check ran at all: a sandbox that cannot
 			// start escapes nothing and proves nothing.
 			o := run(t, r, Spec{Command: "echo RAN; " + tc.cmd, Network: tc.network, Limits: l})
@@ -229,8 +222,11 @@ func TestHostileChecks(t *testing.T) {
 			if strings.Contains(o.out, "ESCAPE:") || strings.Contains(o.out, secret) {
 				t.Errorf("escaped: %q", o.out)
 			}
-			if n := httpHits.Load() + natsHits.Load(); n > 0 {
-				t.Errorf("the host's loopback services were reached %d times", n)
+			if n := httpHits.Load(); n > 0 {
+				t.Errorf("the host's loopback HTTP server was reached %d times", n)
+			}
+			if n := natsConns() - natsBefore; n > 0 {
+				t.Errorf("the host's NATS server was connected to %d times", n)
 			}
 			if o.res.Limit != tc.want {
 				t.Errorf("limit = %v, want %v (exit %d, output %.300q)", o.res.Limit, tc.want, o.res.ExitCode, o.out)
