@@ -130,6 +130,31 @@ func TestAdminAPI(t *testing.T) {
 		}
 		return false
 	}, "slow is about to build or building")
+	// Watch the jobset until it concludes, meanwhile.
+	type watched struct {
+		msgs []*adminv1.WatchJobsetResponse
+		err  error
+	}
+	watchDone := make(chan watched, 1)
+	ws, err := c.WatchJobset(ctx, &adminv1.WatchJobsetRequest{Id: jobsetID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		var w watched
+		for {
+			m, err := ws.Recv()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				w.err = err
+				break
+			}
+			w.msgs = append(w.msgs, m)
+		}
+		watchDone <- w
+	}()
 	tail, err := c.TailLog(ctx, &adminv1.TailLogRequest{DrvId: slowID, Follow: true})
 	if err != nil {
 		t.Fatal(err)
@@ -162,6 +187,21 @@ func TestAdminAPI(t *testing.T) {
 	}
 	if out.Conclusion != eventsv1.Conclusion_CONCLUSION_FAILURE {
 		t.Fatalf("change concluded %v, want failure", out.Conclusion)
+	}
+	w := <-watchDone
+	if w.err != nil {
+		t.Fatalf("watch: %v", w.err)
+	}
+	var sawSlow bool
+	for _, m := range w.msgs {
+		for _, tr := range m.GetTransitions() {
+			if tr.GetDrvId() == slowID && tr.GetTransition().GetFact() == "build_succeeded" {
+				sawSlow = true
+			}
+		}
+	}
+	if end := w.msgs[len(w.msgs)-1].GetJobset(); len(w.msgs) < 2 || !sawSlow || end.GetState() != "concluded" || end.GetConclusion() != eventsv1.Conclusion_CONCLUSION_FAILURE {
+		t.Fatalf("watch sent %d updates (slow's success seen: %v), the last %v; want updates until it concluded failure", len(w.msgs), sawSlow, end)
 	}
 	last, err := h.app.Events().LastSeq(ctx)
 	if err != nil {

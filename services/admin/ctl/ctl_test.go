@@ -185,6 +185,7 @@ func TestOutput(t *testing.T) {
 		{"failures.json", []string{"failures", f.jobset, "-o", "json"}, nil, false},
 		{"logs", []string{"logs", bad}, nil, false},
 		{"watch", []string{"watch", f.jobset}, nil, false},
+		{"watch-terminal", []string{"watch", f.jobset}, map[string]string{"NO_COLOR": "1"}, true},
 		{"builders", []string{"builders"}, nil, false},
 	}
 	for _, tt := range tests {
