@@ -202,7 +202,7 @@ by EKACI_<NAME>_FILE.`,
 	root.AddCommand(
 		stageCommand(ctx, "run", "run [flags] REPO", "build one revision of REPO (a git repository with .ekaci/config.json), print the outcome, exit 0 when everything built, 1 when something failed", stdout, stderr),
 		stageCommand(ctx, "serve", "serve [flags]", "run every stage until SIGINT/SIGTERM", stdout, stderr),
-		versionCommand(stdout),
+		versionCommand(stdout, os.Getenv),
 	)
 	root.AddCommand(clientCommands(ctx, stdout, stderr)...)
 	return root

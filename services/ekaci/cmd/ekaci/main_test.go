@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/ekaci/ekaci/libs/natstest"
 	"github.com/ekaci/ekaci/libs/nixtest"
 )
 
@@ -157,6 +158,15 @@ func TestVersionNamesWhatItRunsWith(t *testing.T) {
 	if len(lines) != 3 || !strings.HasPrefix(lines[0], "ekaci ") || lines[1] != "nix "+nixVer ||
 		lines[2] != "nats-server "+server.VERSION+" (embedded)" {
 		t.Fatalf("ekaci version printed:\n%s\nwant ekaci …, nix %s, nats-server %s (embedded)", stdout.String(), nixVer, server.VERSION)
+	}
+	// With an external NATS, that server's own answer.
+	srv := natstest.NewServer(t)
+	stdout.Reset()
+	if code := run(context.Background(), []string{"version", "--nats-url", srv.ClientURL()}, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	if want := "nats-server " + server.VERSION + " (at " + srv.ClientURL() + ")"; !strings.Contains(stdout.String(), want) {
+		t.Fatalf("ekaci version --nats-url printed:\n%s\nwant %q", stdout.String(), want)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 )
 
@@ -20,8 +21,9 @@ import (
 var version = ""
 
 // versionCommand is `ekaci version`.
-func versionCommand(stdout io.Writer) *cobra.Command {
-	return &cobra.Command{
+func versionCommand(stdout io.Writer, getenv func(string) string) *cobra.Command {
+	var natsURL string
+	cmd := &cobra.Command{
 		Use:   "version",
 		Short: "print the versions of ekaci, and of the Nix and nats-server it runs with",
 		Args:  cobra.NoArgs,
@@ -30,10 +32,30 @@ func versionCommand(stdout io.Writer) *cobra.Command {
 			defer cancel()
 			fmt.Fprintf(stdout, "ekaci %s (%s)\n", ekaciVersion(), runtime.Version())
 			fmt.Fprintf(stdout, "nix %s\n", nixVersion(ctx))
-			fmt.Fprintf(stdout, "nats-server %s (embedded)\n", server.VERSION)
+			if natsURL == "" {
+				natsURL = getenv("EKACI_NATS_URL")
+			}
+			if natsURL == "" {
+				fmt.Fprintf(stdout, "nats-server %s (embedded)\n", server.VERSION)
+				return nil
+			}
+			fmt.Fprintf(stdout, "nats-server %s (at %s)\n", externalVersion(natsURL), natsURL)
 			return nil
 		},
 	}
+	cmd.Flags().StringVar(&natsURL, "nats-url", "", "the external NATS ekaci runs with (default $EKACI_NATS_URL; none: the embedded server's version)")
+	return cmd
+}
+
+// externalVersion asks an external NATS server its version, or says why
+// it could not.
+func externalVersion(url string) string {
+	nc, err := nats.Connect(url, nats.Timeout(5*time.Second), nats.NoReconnect())
+	if err != nil {
+		return fmt.Sprintf("unavailable (%v)", err)
+	}
+	defer nc.Close()
+	return nc.ConnectedServerVersion()
 }
 
 // ekaciVersion reads what the build recorded.
