@@ -60,8 +60,9 @@ func (*Model) Filters() []string {
 	return []string{eventlog.KindFilter(eventlog.Change), eventlog.KindFilter(eventlog.Jobset), eventlog.KindFilter(eventlog.Drv)}
 }
 
-// Version implements projection.Versioned.
-func (*Model) Version() uint32 { return 1 }
+// Version implements projection.Versioned. 2: changes carry their pull
+// request.
+func (*Model) Version() uint32 { return 2 }
 
 // Reset implements projection.Versioned.
 func (*Model) Reset(tx *bolt.Tx) error {
@@ -136,6 +137,7 @@ func (m *Model) change(tx *bolt.Tx, rec eventlog.Record) error {
 		}
 		r := p.ChangeRequested
 		c.RepoUrl, c.RepoName, c.HeadCommit, c.BaseCommit, c.Source = r.GetRepoUrl(), r.GetRepoName(), r.GetHeadCommit(), r.GetBaseCommit(), r.GetSource()
+		c.PullRequest = r.GetGithub().GetPullRequest()
 		c.RequestedAt = timestamppb.New(rec.Time)
 		if c.State == "" {
 			c.State = "requested"

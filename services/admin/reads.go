@@ -67,6 +67,7 @@ func (r *Reads) ListChanges(req *adminv1.ListChangesRequest) (*adminv1.ListChang
 	err := r.db.View(func(tx *bolt.Tx) error {
 		cur := tx.Bucket(orderBucket).Cursor()
 		var k, v []byte
+		var last uint64 // the order key of the last change listed
 		if before == 0 {
 			k, v = cur.Last()
 		} else {
@@ -85,25 +86,15 @@ func (r *Reads) ListChanges(req *adminv1.ListChangesRequest) (*adminv1.ListChang
 				continue
 			}
 			if len(out.Changes) == size {
-				out.NextPageToken = strconv.FormatUint(binary.BigEndian.Uint64(lastKey(tx, out.Changes[size-1].GetId())), 10)
+				out.NextPageToken = strconv.FormatUint(last, 10)
 				return nil
 			}
 			out.Changes = append(out.Changes, c)
+			last = binary.BigEndian.Uint64(k)
 		}
 		return nil
 	})
 	return out, err
-}
-
-// lastKey is the order key of a change (its requested sequence).
-func lastKey(tx *bolt.Tx, changeID string) []byte {
-	cur := tx.Bucket(orderBucket).Cursor()
-	for k, v := cur.Last(); k != nil; k, v = cur.Prev() {
-		if string(v) == changeID {
-			return k
-		}
-	}
-	return make([]byte, 8)
 }
 
 // GetChange returns a change and its jobsets.

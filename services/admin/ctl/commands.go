@@ -103,9 +103,13 @@ func (c *cli) changesCmd() *cobra.Command {
 				if repoName == "" {
 					repoName = ch.GetRepoUrl()
 				}
-				rows = append(rows, []string{ch.GetId(), oneLine(repoName, 40), short(ch.GetHeadCommit(), 12), orDash(short(ch.GetBaseCommit(), 12)), ch.GetState(), c.paint(conclusion(ch.GetConclusion())), when(ch.GetRequestedAt())})
+				pr := "-"
+				if n := ch.GetPullRequest(); n != 0 {
+					pr = "#" + strconv.FormatInt(n, 10)
+				}
+				rows = append(rows, []string{ch.GetId(), oneLine(repoName, 40), pr, short(ch.GetHeadCommit(), 12), orDash(short(ch.GetBaseCommit(), 12)), ch.GetState(), c.paint(conclusion(ch.GetConclusion())), when(ch.GetRequestedAt())})
 			}
-			if err := c.table([]string{"CHANGE", "REPO", "HEAD", "BASE", "STATE", "CONCLUSION", "REQUESTED"}, rows); err != nil {
+			if err := c.table([]string{"CHANGE", "REPO", "PR", "HEAD", "BASE", "STATE", "CONCLUSION", "REQUESTED"}, rows); err != nil {
 				return err
 			}
 			if t := resp.GetNextPageToken(); t != "" {

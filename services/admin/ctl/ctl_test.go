@@ -57,7 +57,8 @@ func newFixture(t *testing.T) *fixture {
 	}
 	path := func(id, name string) string { return "/nix/store/" + id + "-" + name + ".drv" }
 	put(change, &eventsv1.Event{Id: "req", Payload: &eventsv1.Event_ChangeRequested{ChangeRequested: &eventsv1.ChangeRequested{
-		RepoUrl: "https://example.invalid/acme/widgets.git", RepoName: "acme/widgets", HeadCommit: strings.Repeat("a", 40), BaseCommit: strings.Repeat("b", 40), Source: "cli"}}})
+		RepoUrl: "https://example.invalid/acme/widgets.git", RepoName: "acme/widgets", HeadCommit: strings.Repeat("a", 40), BaseCommit: strings.Repeat("b", 40), Source: "webhook",
+		Github: &eventsv1.GitHubOrigin{PullRequest: 42}}}})
 	put(change, &eventsv1.Event{Id: "co", Payload: &eventsv1.Event_ChangeCheckedOut{ChangeCheckedOut: &eventsv1.ChangeCheckedOut{}}})
 	put(change, &eventsv1.Event{Id: "cfg", Payload: &eventsv1.Event_ChangeConfigRead{ChangeConfigRead: &eventsv1.ChangeConfigRead{Configured: true, Jobs: []string{"main"}}}})
 	put(jobset, &eventsv1.Event{Id: "cr", Payload: &eventsv1.Event_JobsetCreated{JobsetCreated: &eventsv1.JobsetCreated{ChangeId: change, Job: "main"}}})
@@ -319,4 +320,19 @@ func split(s string) ([]string, error) {
 		out = append(out, cur.String())
 	}
 	return out, nil
+}
+
+// TestPaging: changes come a page at a time, newest first, each page
+// pointing to the next until the last.
+func TestPaging(t *testing.T) {
+	f := newFixture(t)
+	code, out, errs := f.ekactl(t, nil, false, "changes", "--limit", "1")
+	m := regexp.MustCompile(`--page (\d+)`).FindStringSubmatch(errs)
+	if code != 0 || !strings.Contains(out, pending) || strings.Contains(out, change) || m == nil {
+		t.Fatalf("first page: exit %d, %q, %q; want the newest change and a pointer to the next page", code, out, errs)
+	}
+	code, out, errs = f.ekactl(t, nil, false, "changes", "--limit", "1", "--page", m[1])
+	if code != 0 || !strings.Contains(out, change) || strings.Contains(out, pending) || strings.Contains(errs, "--page") {
+		t.Fatalf("second page: exit %d, %q, %q; want the older change and no further page", code, out, errs)
+	}
 }

@@ -55,7 +55,9 @@ type Change struct {
 	// concluded_at is when it (last) concluded.
 	ConcludedAt *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=concluded_at,json=concludedAt,proto3" json:"concluded_at,omitempty"`
 	// cancelled_by is who cancelled it, if someone did.
-	CancelledBy   *v1.Actor `protobuf:"bytes,13,opt,name=cancelled_by,json=cancelledBy,proto3" json:"cancelled_by,omitempty"`
+	CancelledBy *v1.Actor `protobuf:"bytes,13,opt,name=cancelled_by,json=cancelledBy,proto3" json:"cancelled_by,omitempty"`
+	// pull_request is the GitHub pull request's number; 0 for none.
+	PullRequest   int64 `protobuf:"varint,14,opt,name=pull_request,json=pullRequest,proto3" json:"pull_request,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -179,6 +181,13 @@ func (x *Change) GetCancelledBy() *v1.Actor {
 		return x.CancelledBy
 	}
 	return nil
+}
+
+func (x *Change) GetPullRequest() int64 {
+	if x != nil {
+		return x.PullRequest
+	}
+	return 0
 }
 
 // Jobset is one job of a change.
@@ -2450,7 +2459,7 @@ var File_ekaci_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_ekaci_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x1aekaci/admin/v1/admin.proto\x12\x0eekaci.admin.v1\x1a\x1cekaci/events/v1/events.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xef\x03\n" +
+	"\x1aekaci/admin/v1/admin.proto\x12\x0eekaci.admin.v1\x1a\x1cekaci/events/v1/events.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x92\x04\n" +
 	"\x06Change\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
 	"\brepo_url\x18\x02 \x01(\tR\arepoUrl\x12\x1b\n" +
@@ -2470,7 +2479,8 @@ const file_ekaci_admin_v1_admin_proto_rawDesc = "" +
 	" \x03(\tR\tjobsetIds\x12=\n" +
 	"\frequested_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\vrequestedAt\x12=\n" +
 	"\fconcluded_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\vconcludedAt\x129\n" +
-	"\fcancelled_by\x18\r \x01(\v2\x16.ekaci.events.v1.ActorR\vcancelledBy\"\x97\x03\n" +
+	"\fcancelled_by\x18\r \x01(\v2\x16.ekaci.events.v1.ActorR\vcancelledBy\x12!\n" +
+	"\fpull_request\x18\x0e \x01(\x03R\vpullRequest\"\x97\x03\n" +
 	"\x06Jobset\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tchange_id\x18\x02 \x01(\tR\bchangeId\x12\x10\n" +
