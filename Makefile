@@ -89,7 +89,7 @@ chaos: nix ## crash test at scale: 300 real derivations, `ekaci run` SIGKILLed t
 
 .PHONY: fuzz
 fuzz: ## fuzz the webhook's payload parsing (FUZZTIME=5m): no delivery may make it panic
-	cd services/webhook && go test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $${FUZZTIME:-5m} .
+	cd services/webhook && go test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $${FUZZTIME:-5m} -fuzzminimizetime 10s .
 
 .PHONY: demo
 demo: nix sandbox build ## the main job: a CI run over examples/demo

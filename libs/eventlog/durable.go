@@ -40,3 +40,7 @@ func BuilderDurable(system string, class workv1.BuildClass) string {
 // GitHubNotifierDurable consumes, on EventsStream, the change and jobset
 // facts the GitHub check runs report (services/notifier/checkrun).
 const GitHubNotifierDurable = "notifier-github"
+
+// GitHubProgressDurable consumes, on EventsStream, the derivation facts
+// whose progress the GitHub check runs show while a job builds.
+const GitHubProgressDurable = "notifier-github-progress"

@@ -33,11 +33,13 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/go-github/v60/github"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/ekaci/ekaci/libs/eventlog"
 	"github.com/ekaci/ekaci/libs/eventlog/worker"
@@ -75,12 +77,22 @@ type Config struct {
 	MaxAttrRuns int
 	// DetailsURL, when set, is every run's details link.
 	DetailsURL string
+	// ProgressEvery is how often a building gate's progress is sent at
+	// most (default 5 s).
+	ProgressEvery time.Duration
 }
 
 // Publisher posts check runs.
 type Publisher struct {
 	cfg   Config
 	store *store
+	// mu serializes the runs' updates: progress, sent from its own
+	// consumer, must never land after a conclusion.
+	mu     sync.Mutex
+	recent recent
+	// dirty are the jobsets whose progress moved since the last tick.
+	dirtyMu sync.Mutex
+	dirty   map[string]bool
 }
 
 // Open opens the read model.
@@ -104,6 +116,7 @@ var Filters = []string{
 	eventlog.FactFilter(eventlog.Change, "config_read"), eventlog.FactFilter(eventlog.Change, "config_invalid"),
 	eventlog.FactFilter(eventlog.Change, "cancelled"),
 	eventlog.FactFilter(eventlog.Jobset, "created"), eventlog.FactFilter(eventlog.Jobset, "evaluated"),
+	eventlog.FactFilter(eventlog.Jobset, "attrs_listed"),
 	eventlog.FactFilter(eventlog.Jobset, "concluded"), eventlog.FactFilter(eventlog.Jobset, "cancelled"),
 	eventlog.FactFilter(eventlog.Jobset, "restarted"),
 	eventlog.FactFilter(eventlog.Check, "queued"), eventlog.FactFilter(eventlog.Check, "started"),
@@ -118,6 +131,14 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer p.Close()
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return p.runProgress(ctx) })
+	g.Go(func() error { return p.run(ctx) })
+	return g.Wait()
+}
+
+func (p *Publisher) run(ctx context.Context) error {
+	cfg := p.cfg
 	return worker.Run(ctx, cfg.Events.JetStream(), worker.Config{
 		Stream: eventlog.EventsStream, Durable: eventlog.GitHubNotifierDurable, Filters: Filters,
 		// One at a time, in order: a run is created before it is updated.
@@ -163,8 +184,18 @@ func (p *Publisher) handle(ctx context.Context, rec eventlog.Record) error {
 		return p.configureCancelled(ctx, rec.ID, ev.ChangeCancelled.GetActor())
 	case *eventsv1.Event_JobsetCreated:
 		return p.jobsetCreated(ctx, rec.ID, ev.JobsetCreated)
+	case *eventsv1.Event_JobsetAttrsListed:
+		if _, _, ok, err := p.jobsetOf(rec.ID); !ok || err != nil {
+			return err
+		}
+		return p.watch(rec.ID, ev.JobsetAttrsListed.GetAttrs())
 	case *eventsv1.Event_JobsetEvaluated:
 		e := ev.JobsetEvaluated
+		if _, _, ok, err := p.jobsetOf(rec.ID); ok && err == nil {
+			if err := p.watch(rec.ID, e.GetAttrs()); err != nil {
+				return err
+			}
+		}
 		n := e.GetAttrCount()
 		if n == 0 {
 			n = uint32(len(e.GetAttrs()))
@@ -438,6 +469,8 @@ func (s state) digest() string {
 // from what was last sent, and never reopened once completed unless
 // s.reopen.
 func (p *Publisher) ensure(ctx context.Context, changeID string, ch change, name string, s state) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	key := runKey(changeID, name)
 	var r run
 	found, err := p.store.get(runsBucket, key, &r)

@@ -53,7 +53,7 @@ func openStore(path string) (*store, error) {
 		return nil, fmt.Errorf("open notifier read model %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{changesBucket, jobsetsBucket, runsBucket} {
+		for _, b := range [][]byte{changesBucket, jobsetsBucket, runsBucket, watchBucket, attrsBucket, stateBucket} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
