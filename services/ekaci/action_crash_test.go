@@ -18,10 +18,14 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/ekaci/ekaci/libs/action"
 	"github.com/ekaci/ekaci/libs/buildstate"
 	"github.com/ekaci/ekaci/libs/eventlog"
+	adminv1 "github.com/ekaci/ekaci/libs/gen/ekaci/admin/v1"
 	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
 	"github.com/ekaci/ekaci/libs/natstest"
 	"github.com/ekaci/ekaci/services/ekaci"
@@ -43,7 +47,7 @@ type server struct {
 func (s *server) start(ctx context.Context) {
 	s.t.Helper()
 	s.stderr.Reset()
-	s.cmd = exec.CommandContext(ctx, s.bin, "serve", "--data-dir", s.data, "--nats-port", strconv.Itoa(s.port), "--admin-socket", "off",
+	s.cmd = exec.CommandContext(ctx, s.bin, "serve", "--data-dir", s.data, "--nats-port", strconv.Itoa(s.port),
 		"--max-jobs", "2", "--no-output-timeout", "60s", "--nix-option", "substituters=", "--log-format", "json", "--log-level", "warn")
 	s.cmd.Stderr = &s.stderr
 	if err := s.cmd.Start(); err != nil {
@@ -143,7 +147,9 @@ func freePort(t *testing.T) int {
 // jobset and its change once more (each once, under its round's id); the
 // cancel concludes the change and its jobset cancelled once, the
 // derivation only it needed is interrupted (cancelled) and never started,
-// what the other change built stays built, and nothing is left unsettled.
+// what the other change built stays built, and nothing is left unsettled;
+// the admin read model, killed with everything else, answers as one
+// folded from the log afresh.
 func TestActionsSurviveKills(t *testing.T) {
 	requireNix(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
@@ -306,5 +312,33 @@ func TestActionsSurviveKills(t *testing.T) {
 	}
 	if d := drvState(t, ctx, s.log, ids["good"]); d.State != buildstate.Succeeded {
 		t.Fatalf("good, built for change 1, is %s after change 2's cancel", d.State)
+	}
+
+	// The admin read model, killed with the rest, answers as one folded
+	// from the log afresh.
+	last, err := s.log.LastSeq(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient("unix://"+filepath.Join(s.data, "admin.sock"), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	live := adminv1.NewAdminClient(conn)
+	rebuilt := rebuildAdminModel(t, ctx, s.log, last)
+	for _, id := range []string{jobset1, jobset2} {
+		a, err1 := live.GetJobset(ctx, &adminv1.GetJobsetRequest{Id: id, AfterSeq: last})
+		b, err2 := rebuilt.GetJobset(id, "")
+		if err1 != nil || err2 != nil || !proto.Equal(a, b) {
+			t.Fatalf("jobset %s: live %v (%v), rebuilt %v (%v)", id, a, err1, b, err2)
+		}
+	}
+	for name, id := range ids {
+		a, err1 := live.GetDerivation(ctx, &adminv1.GetDerivationRequest{Id: id, AfterSeq: last})
+		b, err2 := rebuilt.GetDerivation(id)
+		if err1 != nil || err2 != nil || !proto.Equal(a, b) {
+			t.Fatalf("derivation %s: live %v (%v), rebuilt %v (%v)", name, a, err1, b, err2)
+		}
 	}
 }
