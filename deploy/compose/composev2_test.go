@@ -18,7 +18,7 @@ func TestConfigValidV2(t *testing.T) {
 	if err := os.WriteFile(secret, []byte("s"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	env := []string{"EKACI_REPOS=" + t.TempDir(), "EKACI_WEBHOOK_SECRET=" + secret, "EKACI_WEBHOOK_ADDR=127.0.0.1:"}
+	env := []string{"EKACI_REPOS=" + t.TempDir(), "EKACI_WEBHOOK_SECRET=" + secret, "EKACI_WEBHOOK_ADDR=127.0.0.1:", "EKACI_ADMIN_ADDR=127.0.0.1:"}
 	for _, tc := range []struct {
 		name  string
 		files []string
@@ -35,7 +35,7 @@ func TestConfigValidV2(t *testing.T) {
 			if err != nil {
 				t.Fatalf("compose-go: %v", err)
 			}
-			for _, name := range []string{"nats-1", "nats-2", "nats-3", "cache", "gitter", "reader", "evaluator", "ingress", "router", "builder-1", "builder-2", "recorder", "notifier", "webhook"} {
+			for _, name := range []string{"nats-1", "nats-2", "nats-3", "cache", "gitter", "reader", "evaluator", "ingress", "router", "builder-1", "builder-2", "recorder", "notifier", "webhook", "admin"} {
 				s, ok := p.Services[name]
 				if !ok {
 					t.Errorf("service %s missing", name)

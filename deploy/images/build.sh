@@ -25,7 +25,7 @@ command -v docker >/dev/null || { echo "build.sh: docker not found" >&2; exit 1;
 # 1. Binaries, static (CGO off), without VCS stamps so that a commit that
 # changes no source gives the same bytes.
 mkdir -p "$work/bin"
-stages=(gitter reader evaluator ingress router builder recorder notifier webhook)
+stages=(gitter reader evaluator ingress router builder recorder notifier webhook admin)
 pkgs=(./services/ekaci/cmd/ekaci ./services/cache/cmd/ekaci-cache ./deploy/cmd/ekaci-probe)
 for s in "${stages[@]}"; do pkgs+=("./services/$s/cmd/ekaci-$s"); done
 export CGO_ENABLED=0
@@ -66,7 +66,7 @@ build() {
 # 2. ekaci/static.
 st=$work/static
 rm -rf "$st" && mkdir -p "$st/rootfs/usr/local/bin" "$st/rootfs/etc/ssl/certs" "$st/rootfs/tmp" \
-  "$st/data/var/lib/nats" "$st/data/var/lib/ekaci/"{git,logs,builder,cache,ingress,recorder}
+  "$st/data/var/lib/nats" "$st/data/var/lib/ekaci/"{git,logs,builder,cache,ingress,recorder,admin}
 cp "$work/bin/"* "$st/rootfs/usr/local/bin/"
 chmod 1777 "$st/rootfs/tmp"
 printf 'root:x:0:0:root:/root:/sbin/nologin\nekaci:x:65532:65532:ekaci:/var/lib/ekaci:/sbin/nologin\n' > "$st/rootfs/etc/passwd"

@@ -283,7 +283,7 @@ func TestSingleWriters(t *testing.T) {
 	for _, w := range o.workloads() {
 		kinds[w.name] = w
 	}
-	for _, name := range []string{"ingress", "recorder", "checkout", "cache"} {
+	for _, name := range []string{"ingress", "recorder", "checkout", "cache", "admin"} {
 		w, ok := kinds[name]
 		if !ok || w.kind != "StatefulSet" || w.replicas != 1 {
 			t.Errorf("%s: %s with %d replicas, want a StatefulSet of 1 (a single writer of its volume)", name, w.kind, w.replicas)
@@ -310,7 +310,7 @@ var flags = sync.OnceValues(func() (map[string]map[string]bool, error) {
 	}
 	defer os.RemoveAll(dir)
 	pkgs := []string{"../../services/cache/cmd/ekaci-cache"}
-	for _, s := range []string{"gitter", "reader", "evaluator", "ingress", "router", "builder", "recorder", "notifier", "webhook"} {
+	for _, s := range []string{"gitter", "reader", "evaluator", "ingress", "router", "builder", "recorder", "notifier", "webhook", "admin"} {
 		pkgs = append(pkgs, "../../services/"+s+"/cmd/ekaci-"+s)
 	}
 	if out, err := exec.Command("go", append([]string{"build", "-o", dir + "/"}, pkgs...)...).CombinedOutput(); err != nil {

@@ -23,7 +23,7 @@ import (
 // Services are the mesh's services, in compose.yaml's order.
 var (
 	NATS   = []string{"nats-1", "nats-2", "nats-3"}
-	Stages = []string{"cache", "gitter", "reader", "evaluator", "ingress", "router", "builder-1", "builder-2", "recorder", "notifier", "webhook"}
+	Stages = []string{"cache", "gitter", "reader", "evaluator", "ingress", "router", "builder-1", "builder-2", "recorder", "notifier", "webhook", "admin"}
 )
 
 // Mesh is one compose project of the mesh.
@@ -69,7 +69,7 @@ func New(t testing.TB, cfg Config) *Mesh {
 	}
 	m := &Mesh{t: t, Project: cfg.Project, files: cfg.ComposeFiles, Repos: repos, Secret: secret,
 		env: []string{"EKACI_TAG=" + cfg.Tag, "EKACI_REPOS=" + repos, "EKACI_WEBHOOK_SECRET=" + secretFile,
-			"EKACI_WEBHOOK_ADDR=127.0.0.1:", "EKACI_LOG_LEVEL=debug"}}
+			"EKACI_WEBHOOK_ADDR=127.0.0.1:", "EKACI_ADMIN_ADDR=127.0.0.1:", "EKACI_LOG_LEVEL=debug"}}
 	t.Cleanup(m.Down)
 	return m
 }
