@@ -172,6 +172,18 @@ func TestActionsSurviveKills(t *testing.T) {
 }`,
 	})
 	first := git(t, repo, "rev-parse", "HEAD")
+	// slow1 waits for a marker (outside the store, readable by Nix's
+	// build users) that the test makes only once the cancel has landed:
+	// what depends on it cannot start before, whatever the load.
+	markers, err := os.MkdirTemp("", "ekaci-cancel-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(markers) })
+	if err := os.Chmod(markers, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	marker := filepath.Join(markers, "go")
 	// The same salt as the first commit's: good is the same derivation in
 	// both changes.
 	old, err := os.ReadFile(filepath.Join(repo, "default.nix"))
@@ -181,11 +193,12 @@ func TestActionsSurviveKills(t *testing.T) {
 	salt := regexp.MustCompile(`salt = "([^"]+)"`).FindSubmatch(old)[1]
 	next := strings.ReplaceAll(common+`in rec {
   good = mk "good" [ ] "echo ok > $out";
-  slow1 = mk "slow-1" [ good ] "sleep 3; echo > $out";
+  slow1 = mk "slow-1" [ good ] "while [ ! -e @MARKER@ ]; do sleep 0.1; done; echo > $out";
   slow2 = mk "slow-2" [ slow1 ] "sleep 3; echo > $out";
   slow3 = mk "slow-3" [ slow2 ] "sleep 3; echo > $out";
   top = mk "top" [ slow3 ] "echo > $out";
 }`, "@SALT@", string(salt))
+	next = strings.ReplaceAll(next, "@MARKER@", marker)
 	if err := os.WriteFile(filepath.Join(repo, "default.nix"), []byte(next), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -296,12 +309,20 @@ func TestActionsSurviveKills(t *testing.T) {
 		}
 		return true
 	})
-	time.Sleep(2 * time.Second)
+	// Let slow1's build (if it started) end: its outcome comes after the
+	// cancel and must change nothing.
+	if err := os.WriteFile(marker, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second)
 	if c := facts(t, ctx, s.log, eventlog.Change, change2, "concluded"); len(c) != 1 || c[0].GetChangeConcluded().GetConclusion() != eventsv1.Conclusion_CONCLUSION_CANCELLED {
 		t.Fatalf("change 2 concluded %v, want cancelled once", c)
 	}
 	if c := facts(t, ctx, s.log, eventlog.Jobset, jobset2, "concluded"); len(c) != 1 || c[0].GetJobsetConcluded().GetConclusion() != eventsv1.Conclusion_CONCLUSION_CANCELLED {
 		t.Fatalf("jobset 2 concluded %v, want cancelled once", c)
+	}
+	if d := drvState(t, ctx, s.log, ids["slow1"]); d.State != buildstate.Interrupted || d.Interruption != eventsv1.InterruptKind_INTERRUPT_KIND_CANCELLED {
+		t.Fatalf("slow1 after its build was let go: %+v, want still interrupted (cancelled)", d)
 	}
 	top := drvState(t, ctx, s.log, ids["top"])
 	if top.State != buildstate.Interrupted || top.Interruption != eventsv1.InterruptKind_INTERRUPT_KIND_CANCELLED {
