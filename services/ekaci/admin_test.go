@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -35,8 +36,9 @@ import (
 )
 
 // adminFiles: good builds, bad fails (twice: it is retried once), usesBad
-// fails with it, slow prints a line every 300 ms for a log to follow.
-func adminFiles() map[string]string {
+// fails with it, slow prints three lines, waits for marker, prints three
+// more: a log to follow while it runs.
+func adminFiles(marker string) map[string]string {
 	return map[string]string{
 		".ekaci/config.json": `{"jobs": {"main": {"file": "default.nix"}}}`,
 		"default.nix": `
@@ -46,7 +48,7 @@ in rec {
   good = mk "good" [ ] "echo ok > $out";
   bad = mk "bad" [ ] "echo nope; exit 1";
   usesBad = mk "uses-bad" [ bad ] "echo > $out";
-  slow = mk "slow" [ good ] "for i in 1 2 3 4 5 6; do echo line $i; sleep 0.3; done; echo > $out";
+  slow = mk "slow" [ good ] "for i in 1 2 3; do echo line $i; done; while [ ! -e @MARKER@ ]; do sleep 0.1; done; for i in 4 5 6; do echo line $i; done; echo > $out";
 }`,
 	}
 }
@@ -103,7 +105,18 @@ func TestAdminAPI(t *testing.T) {
 	h := startAdmin(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	repo := makeRepo(t, adminFiles())
+	markers, err := os.MkdirTemp("", "ekaci-admin-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(markers) })
+	if err := os.Chmod(markers, 0o777); err != nil { // builders run as Nix's build users
+		t.Fatal(err)
+	}
+	marker := filepath.Join(markers, "go")
+	files := adminFiles(marker)
+	files["default.nix"] = strings.ReplaceAll(files["default.nix"], "@MARKER@", marker)
+	repo := makeRepo(t, files)
 	cr, err := ekaci.Resolve(ctx, ekaci.Request{Repo: repo})
 	if err != nil {
 		t.Fatal(err)
@@ -160,6 +173,7 @@ func TestAdminAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	var followed strings.Builder
+	released := false
 	for {
 		m, err := tail.Recv()
 		if errors.Is(err, io.EOF) {
@@ -169,6 +183,16 @@ func TestAdminAPI(t *testing.T) {
 			t.Fatalf("tail slow: %v", err)
 		}
 		followed.Write(m.GetData())
+		if !released && strings.Contains(followed.String(), "line 3\n") {
+			// Seen while slow runs (it waits for the marker): now let it end.
+			if err := os.WriteFile(marker, nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			released = true
+		}
+	}
+	if !released {
+		t.Fatalf("the follow ended before slow printed its first lines: %q", followed.String())
 	}
 	if want := "line 1\nline 2\nline 3\nline 4\nline 5\nline 6\n"; !strings.Contains(followed.String(), want) {
 		t.Fatalf("followed log of slow = %q, want it to hold %q", followed.String(), want)
