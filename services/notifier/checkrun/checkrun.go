@@ -26,6 +26,7 @@
 package checkrun
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -80,6 +81,10 @@ type Config struct {
 	// ProgressEvery is how often a building gate's progress is sent at
 	// most (default 5 s).
 	ProgressEvery time.Duration
+	// AckWait is how long a fact a dead notifier was reporting waits
+	// before it is delivered again (default 1 minute; a live one extends
+	// it while it waits on GitHub).
+	AckWait time.Duration
 }
 
 // Publisher posts check runs.
@@ -142,7 +147,7 @@ func (p *Publisher) run(ctx context.Context) error {
 	return worker.Run(ctx, cfg.Events.JetStream(), worker.Config{
 		Stream: eventlog.EventsStream, Durable: eventlog.GitHubNotifierDurable, Filters: Filters,
 		// One at a time, in order: a run is created before it is updated.
-		Concurrency: 1, MaxAckPending: 1, AckWait: time.Minute, MaxDeliver: 20, Backoff: time.Second,
+		Concurrency: 1, MaxAckPending: 1, AckWait: cmp.Or(cfg.AckWait, time.Minute), MaxDeliver: 20, Backoff: time.Second,
 	}, func(ctx context.Context, m jetstream.Msg) error {
 		rec, err := eventlog.DecodeMsg(m)
 		if err != nil {

@@ -228,7 +228,7 @@ func (p *Publisher) runProgress(ctx context.Context) error {
 	}()
 	defer func() { <-done }()
 	return worker.RunBatch(ctx, p.cfg.Events.JetStream(), worker.Config{
-		Stream: eventlog.EventsStream, Durable: eventlog.GitHubProgressDurable, Filters: ProgressFilters, Batch: 512,
+		Stream: eventlog.EventsStream, Durable: eventlog.GitHubProgressDurable, Filters: ProgressFilters, Batch: 512, AckWait: p.cfg.AckWait,
 	}, func(ctx context.Context, msgs []jetstream.Msg) []error {
 		errs := make([]error, len(msgs))
 		var recs []eventlog.Record
