@@ -19,6 +19,28 @@ import (
 // errNotCaughtUp: the read model did not reach a read's after_seq in time.
 var errNotCaughtUp = errors.New("the read model has not caught up")
 
+// errNATS: NATS is not connected, or did not answer in time.
+var errNATS = errors.New("NATS unavailable")
+
+// natsTimeout bounds a call that needs NATS: a reconnecting client would
+// otherwise wait as long as the caller does.
+const natsTimeout = 15 * time.Second
+
+// withNATS runs fn with NATS: at once Unavailable when the connection is
+// down, and Unavailable too when NATS does not answer within natsTimeout.
+func (s *server) withNATS(ctx context.Context, fn func(ctx context.Context) error) error {
+	if !s.js.Conn().IsConnected() {
+		return fmt.Errorf("%w: not connected to %s (status %v)", errNATS, s.js.Conn().ConnectedUrlRedacted(), s.js.Conn().Status())
+	}
+	nctx, cancel := context.WithTimeout(ctx, natsTimeout)
+	defer cancel()
+	err := fn(nctx)
+	if err != nil && nctx.Err() != nil && ctx.Err() == nil {
+		return fmt.Errorf("%w: no answer within %v: %w", errNATS, natsTimeout, err)
+	}
+	return err
+}
+
 // positioner is the model's runner, as the server waits on it.
 type positioner interface {
 	WaitFor(ctx context.Context, seq uint64) error
@@ -96,14 +118,18 @@ func (s *server) ListFailures(ctx context.Context, req *adminv1.ListFailuresRequ
 // ListQueues reads the work stream's per-subject counts (the server's
 // own index; nothing is replayed).
 func (s *server) ListQueues(ctx context.Context, _ *adminv1.ListQueuesRequest) (*adminv1.ListQueuesResponse, error) {
-	st, err := s.js.Stream(ctx, eventlog.WorkStream)
-	if err != nil {
-		return nil, statusOf(fmt.Errorf("work stream: %w", err), "")
-	}
 	prefix := eventlog.WorkRoot + ".build."
-	info, err := st.Info(ctx, jetstream.WithSubjectFilter(prefix+">"))
+	var info *jetstream.StreamInfo
+	err := s.withNATS(ctx, func(ctx context.Context) error {
+		st, err := s.js.Stream(ctx, eventlog.WorkStream)
+		if err != nil {
+			return fmt.Errorf("work stream: %w", err)
+		}
+		info, err = st.Info(ctx, jetstream.WithSubjectFilter(prefix+">"))
+		return err
+	})
 	if err != nil {
-		return nil, statusOf(fmt.Errorf("work stream: %w", err), "")
+		return nil, statusOf(err, "")
 	}
 	out := &adminv1.ListQueuesResponse{}
 	for subj, n := range info.State.Subjects {
@@ -126,6 +152,9 @@ const holdersBucket = "ekaci_holders"
 // ListBuilders reads the builders' heartbeats and what each builds.
 func (s *server) ListBuilders(ctx context.Context, _ *adminv1.ListBuildersRequest) (*adminv1.ListBuildersResponse, error) {
 	out := &adminv1.ListBuildersResponse{}
+	if !s.js.Conn().IsConnected() {
+		return nil, statusOf(fmt.Errorf("%w: not connected", errNATS), "")
+	}
 	kv, err := s.js.KeyValue(ctx, holdersBucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		return out, nil // no builder ever started
@@ -209,7 +238,11 @@ func (s *server) Retry(ctx context.Context, req *adminv1.RetryRequest) (*adminv1
 		}
 	}
 	a := actor(ctx, req.GetReason())
-	res, err := action.Retry(ctx, s.log, id, a)
+	var res action.Result
+	err := s.withNATS(ctx, func(ctx context.Context) (err error) {
+		res, err = action.Retry(ctx, s.log, id, a)
+		return err
+	})
 	if err != nil {
 		return nil, statusOf(err, "drv_id")
 	}
@@ -218,7 +251,11 @@ func (s *server) Retry(ctx context.Context, req *adminv1.RetryRequest) (*adminv1
 
 func (s *server) CancelJobset(ctx context.Context, req *adminv1.CancelJobsetRequest) (*adminv1.CancelJobsetResponse, error) {
 	a := actor(ctx, req.GetReason())
-	res, err := action.CancelJobset(ctx, s.log, req.GetId(), a)
+	var res action.Result
+	err := s.withNATS(ctx, func(ctx context.Context) (err error) {
+		res, err = action.CancelJobset(ctx, s.log, req.GetId(), a)
+		return err
+	})
 	if err != nil {
 		return nil, statusOf(err, "id")
 	}
@@ -227,7 +264,11 @@ func (s *server) CancelJobset(ctx context.Context, req *adminv1.CancelJobsetRequ
 
 func (s *server) CancelChange(ctx context.Context, req *adminv1.CancelChangeRequest) (*adminv1.CancelChangeResponse, error) {
 	a := actor(ctx, req.GetReason())
-	res, err := action.CancelChange(ctx, s.log, req.GetId(), a)
+	var res action.Result
+	err := s.withNATS(ctx, func(ctx context.Context) (err error) {
+		res, err = action.CancelChange(ctx, s.log, req.GetId(), a)
+		return err
+	})
 	if err != nil {
 		return nil, statusOf(err, "id")
 	}
@@ -236,7 +277,11 @@ func (s *server) CancelChange(ctx context.Context, req *adminv1.CancelChangeRequ
 
 func (s *server) RestartJobset(ctx context.Context, req *adminv1.RestartJobsetRequest) (*adminv1.RestartJobsetResponse, error) {
 	a := actor(ctx, req.GetReason())
-	res, err := action.Restart(ctx, s.log, req.GetId(), a)
+	var res action.Result
+	err := s.withNATS(ctx, func(ctx context.Context) (err error) {
+		res, err = action.Restart(ctx, s.log, req.GetId(), a)
+		return err
+	})
 	if err != nil {
 		return nil, statusOf(err, "id")
 	}

@@ -34,12 +34,15 @@ func statusOf(err error, field string) error {
 		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, action.ErrState):
 		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, errNATS), errors.Is(err, errNotCaughtUp):
+		// Before the context cases: these wrap the deadline that ran out.
+		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, err.Error())
 	case eventlog.Transient(err), errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrTimeout),
-		errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, errNotCaughtUp):
+		errors.Is(err, jetstream.ErrNoStreamResponse):
 		return status.Error(codes.Unavailable, err.Error())
 	}
 	return status.Error(codes.Internal, err.Error())
