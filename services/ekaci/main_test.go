@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/ekaci/ekaci/libs/natstest"
 )
 
 // checkUIDBase gives this package's checkers (in process, and the ekaci
@@ -19,5 +21,5 @@ const checkUIDBase = 62000
 // the app's Run returned and Close ended it.
 func TestMain(m *testing.M) {
 	os.Setenv("EKACI_CHECK_UID_BASE", strconv.Itoa(checkUIDBase))
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, natstest.ServerShutdownRace()...)
 }

@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/ekaci/ekaci/libs/natstest"
 )
 
 // TestMain fails the package's tests when a goroutine outlives them: a
@@ -17,5 +19,5 @@ import (
 // run side by side.
 func TestMain(m *testing.M) {
 	os.Setenv("EKACI_CHECK_UID_BASE", "62100")
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, natstest.ServerShutdownRace()...)
 }
