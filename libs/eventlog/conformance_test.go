@@ -92,7 +92,10 @@ func TestConformance(t *testing.T) {
 			}
 			for _, c := range cases {
 				t.Run(c.name, func(t *testing.T) {
-					ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+					// Generous: a case appends up to 600 events one at a
+					// time, each acknowledged by 2 of 3 replicas, on a
+					// machine other test packages share.
+					ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 					defer cancel()
 					js := open(t)
 					if err := eventlog.Provision(ctx, js, tg.opts); err != nil {
