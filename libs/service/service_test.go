@@ -224,6 +224,7 @@ func TestSilentServerNoticedInSeconds(t *testing.T) {
 	proxy.Mute()
 	select {
 	case at := <-lost:
+		t.Logf("silence noticed after %v", at.Sub(muted).Round(10*time.Millisecond))
 		if took := at.Sub(muted); took > 4*PingInterval {
 			t.Errorf("silence noticed after %v, want within %v", took, 4*PingInterval)
 		}
