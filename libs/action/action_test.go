@@ -57,6 +57,11 @@ func TestRefusals(t *testing.T) {
 		{"retry, failed", func() (action.Result, error) { return action.Retry(ctx, log, drv, ok) }, nil},
 		{"retry, failed, asked again", func() (action.Result, error) { return action.Retry(ctx, log, drv, ok) }, action.ErrState},
 		{"restart, concluded", func() (action.Result, error) { return action.Restart(ctx, log, jobset, ok) }, nil},
+		{"approve, not a login", func() (action.Result, error) { return action.Approve(ctx, log, "a.b", ok) }, action.ErrInvalid},
+		{"approve, no actor", func() (action.Result, error) { return action.Approve(ctx, log, "octocat", nil) }, action.ErrInvalid},
+		{"revoke, never approved", func() (action.Result, error) { return action.Revoke(ctx, log, "octocat", ok) }, action.ErrNotFound},
+		{"drain, no name", func() (action.Result, error) { return action.Drain(ctx, log, "", ok) }, action.ErrInvalid},
+		{"resume, not drained", func() (action.Result, error) { return action.Resume(ctx, log, "local", ok) }, action.ErrState},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -76,5 +81,52 @@ func TestRefusals(t *testing.T) {
 	last := recs[len(recs)-1].Event
 	if q := last.GetDrvRequeued(); q.GetReason() != "retried" || q.GetActor().GetWho() != "carol" || last.GetId() != eventlog.RetriedID(drv, 2) {
 		t.Fatalf("last fact on the retried derivation: %v", last)
+	}
+}
+
+// TestApprovalsAndDrains: approvals and drains fold from their facts, a
+// repeat answers Already with the fact that did it, and a login is the
+// same in any case.
+func TestApprovalsAndDrains(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	log := eventlog.New(eventlogtest.JetStream(t, ctx))
+	ok := &eventsv1.Actor{Who: "carol", Source: action.SourceAdmin, Reason: "known"}
+	steps := []struct {
+		name         string
+		do           func() (action.Result, error)
+		already      bool
+		approved     bool // OctoCat's approval after the step
+		drained      bool // builder b1's drain after the step
+		approvedSeqs int  // facts on the contributor after the step
+	}{
+		{"approve", func() (action.Result, error) { return action.Approve(ctx, log, "OctoCat", ok) }, false, true, false, 1},
+		{"approve again, other case", func() (action.Result, error) { return action.Approve(ctx, log, "octocat", ok) }, true, true, false, 1},
+		{"drain", func() (action.Result, error) { return action.Drain(ctx, log, "b1", ok) }, false, true, true, 1},
+		{"drain again", func() (action.Result, error) { return action.Drain(ctx, log, "b1", ok) }, true, true, true, 1},
+		{"revoke", func() (action.Result, error) { return action.Revoke(ctx, log, "octocat", ok) }, false, false, true, 2},
+		{"revoke again", func() (action.Result, error) { return action.Revoke(ctx, log, "OCTOCAT", ok) }, true, false, true, 2},
+		{"resume", func() (action.Result, error) { return action.Resume(ctx, log, "b1", ok) }, false, false, false, 2},
+		{"approve after a revoke", func() (action.Result, error) { return action.Approve(ctx, log, "octocat", ok) }, false, true, false, 3},
+	}
+	for _, s := range steps {
+		res, err := s.do()
+		if err != nil || res.Already != s.already || res.Seq == 0 {
+			t.Fatalf("%s: %+v, %v; want already %v and a sequence", s.name, res, err, s.already)
+		}
+		c, _, err := action.LoadContributor(ctx, log, "octocat")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _, err := action.LoadBuilder(ctx, log, "b1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Approved != s.approved || c.Facts != s.approvedSeqs || b.Drained != s.drained {
+			t.Fatalf("after %s: approved %v (%d facts), drained %v; want %v (%d), %v", s.name, c.Approved, c.Facts, b.Drained, s.approved, s.approvedSeqs, s.drained)
+		}
+		if c.Actor.GetWho() != "carol" || c.Seq == 0 {
+			t.Fatalf("after %s: contributor %+v, want carol's fact", s.name, c)
+		}
 	}
 }

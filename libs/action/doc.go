@@ -17,6 +17,14 @@
 //     again what it needs that failed, was interrupted or blocked; the
 //     recorder opens the jobset and its change again, and each concludes
 //     again under a new id.
+//   - Approve and Revoke: contributor_approved and contributor_revoked on
+//     a GitHub login (eventlog.ContributorID): the webhook, when it
+//     requires approval, lets the pull requests of an approved login run
+//     without a maintainer's click. Contributor is the fold of them.
+//   - Drain and Resume: builder_drained and builder_resumed on a builder
+//     name (eventlog.BuilderID): the builder processes of that name stop
+//     taking new work and let their running builds finish, then take work
+//     again. Builder is the fold of them.
 //
 // Each decision reads the aggregate's own history from the log (not a
 // read model, which may lag), checks it with libs/buildstate, and appends

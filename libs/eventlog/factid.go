@@ -268,3 +268,31 @@ func sequenced(prefix, drvID string, seq uint64) string {
 // InstallationChangedID is the github_installation_changed recorded for
 // one webhook delivery (X-GitHub-Delivery): a redelivery is a repeat.
 func InstallationChangedID(delivery string) string { return "gh-installation-" + delivery }
+
+// Contributor and builder facts. n is the aggregate's fact count after
+// the fact (its version): each decision appends guarded by the count
+// before it, so the same n is the same decision, asked again.
+
+// ContributorApprovedID is the contributor_approved that makes the n-th
+// fact of a contributor.
+func ContributorApprovedID(contributorID string, n int) string {
+	return "approved-" + contributorID + "-" + strconv.Itoa(n)
+}
+
+// ContributorRevokedID is the contributor_revoked that makes the n-th
+// fact of a contributor.
+func ContributorRevokedID(contributorID string, n int) string {
+	return "revoked-" + contributorID + "-" + strconv.Itoa(n)
+}
+
+// BuilderDrainedID is the builder_drained that makes the n-th fact of a
+// builder.
+func BuilderDrainedID(builderID string, n int) string {
+	return "drained-" + builderID + "-" + strconv.Itoa(n)
+}
+
+// BuilderResumedID is the builder_resumed that makes the n-th fact of a
+// builder.
+func BuilderResumedID(builderID string, n int) string {
+	return "resumed-" + builderID + "-" + strconv.Itoa(n)
+}

@@ -63,6 +63,10 @@ func TestFactIDFormats(t *testing.T) {
 		{"RestartedID", eventlog.RestartedID(jobset, 1), "restarted-" + jobset + "-1"},
 		{"ConcludedAgainID", eventlog.ConcludedAgainID(jobset, 1), "concluded-" + jobset + "-1"},
 		{"DrvCancelledID", eventlog.DrvCancelledID(drv, 21), "drv-cancelled-" + drv + "-21"},
+		{"ContributorApprovedID", eventlog.ContributorApprovedID("octocat", 1), "approved-octocat-1"},
+		{"ContributorRevokedID", eventlog.ContributorRevokedID("octocat", 2), "revoked-octocat-2"},
+		{"BuilderDrainedID", eventlog.BuilderDrainedID("local", 1), "drained-local-1"},
+		{"BuilderResumedID", eventlog.BuilderResumedID("local", 2), "resumed-local-2"},
 	} {
 		t.Run(row.name, func(t *testing.T) {
 			if row.got != row.want {

@@ -41,6 +41,28 @@ func DrvID(drvPath string) (string, error) {
 	return hash, nil
 }
 
+// ContributorID is the aggregate id of a GitHub login's approvals: the
+// login in lower case (GitHub compares logins without case, and a login
+// is letters, digits and hyphens, a subject token), or, for anything
+// else, "_" and a digest (no login starts with "_").
+func ContributorID(login string) string {
+	l := strings.ToLower(login)
+	if ValidToken(l) {
+		return l
+	}
+	return "_" + digest("contributor", l)
+}
+
+// BuilderID is the aggregate id of a builder's drains and resumes: its
+// name when that is a subject token (as "local" and host names are),
+// else "_" and a digest of it.
+func BuilderID(name string) string {
+	if ValidToken(name) && !strings.HasPrefix(name, "_") {
+		return name
+	}
+	return "_" + digest("builder", name)
+}
+
 // SystemToken makes a Nix system name safe as a subject token: systems are
 // normally already tokens (x86_64-linux); anything else is hex-encoded.
 func SystemToken(system string) string {

@@ -40,6 +40,25 @@ func TestIDsAreTokens(t *testing.T) {
 	}
 }
 
+// TestContributorAndBuilderIDs: a login is its own id without case; a
+// builder its name; anything that is no subject token gets a digest that
+// no login or plain name can be.
+func TestContributorAndBuilderIDs(t *testing.T) {
+	for _, row := range []struct{ name, got, want string }{
+		{"login", eventlog.ContributorID("Octo-Cat"), "octo-cat"},
+		{"builder", eventlog.BuilderID("local"), "local"},
+	} {
+		if row.got != row.want {
+			t.Errorf("%s: got %q, want %q", row.name, row.got, row.want)
+		}
+	}
+	for _, id := range []string{eventlog.ContributorID("a.b"), eventlog.BuilderID("host.example.org"), eventlog.BuilderID("_x")} {
+		if !eventlog.ValidToken(id) || id[0] != '_' {
+			t.Errorf("id %q: want a token starting with _", id)
+		}
+	}
+}
+
 func TestValidToken(t *testing.T) {
 	for _, tc := range []struct {
 		s  string

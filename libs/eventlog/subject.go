@@ -18,9 +18,15 @@ const (
 	// GitHub holds what GitHub told ekaci about its App installations;
 	// the aggregate id is the installation id.
 	GitHub = "github"
+	// Contributor holds the approvals operators give and revoke; the
+	// aggregate id is ContributorID of the GitHub login.
+	Contributor = "contributor"
+	// Builder holds the drains and resumes operators ask of a builder; the
+	// aggregate id is BuilderID of its name.
+	Builder = "builder"
 )
 
-var aggregates = []string{Change, Jobset, Drv, Check, GitHub}
+var aggregates = []string{Change, Jobset, Drv, Check, GitHub, Contributor, Builder}
 
 // ValidToken reports whether s may be used as a subject token: 1 to 128
 // of A-Z, a-z, 0-9, '_' and '-'. (A loop, not a regexp: every append

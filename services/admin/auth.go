@@ -24,10 +24,15 @@ const ActorHeader = "x-ekaci-actor"
 
 // acts lists the methods that append facts.
 var acts = map[string]bool{
-	adminv1.Admin_Retry_FullMethodName:         true,
-	adminv1.Admin_CancelJobset_FullMethodName:  true,
-	adminv1.Admin_CancelChange_FullMethodName:  true,
-	adminv1.Admin_RestartJobset_FullMethodName: true,
+	adminv1.Admin_Retry_FullMethodName:              true,
+	adminv1.Admin_CancelJobset_FullMethodName:       true,
+	adminv1.Admin_CancelChange_FullMethodName:       true,
+	adminv1.Admin_RestartJobset_FullMethodName:      true,
+	adminv1.Admin_ApproveContributor_FullMethodName: true,
+	adminv1.Admin_RevokeContributor_FullMethodName:  true,
+	adminv1.Admin_DrainBuilder_FullMethodName:       true,
+	adminv1.Admin_ResumeBuilder_FullMethodName:      true,
+	adminv1.Admin_RebuildReadModel_FullMethodName:   true,
 }
 
 // auth decides who may call what: anyone who can open the unix socket

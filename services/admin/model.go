@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/ekaci/ekaci/libs/action"
 	"github.com/ekaci/ekaci/libs/buildstate"
 	"github.com/ekaci/ekaci/libs/eventlog"
 	adminv1 "github.com/ekaci/ekaci/libs/gen/ekaci/admin/v1"
@@ -38,9 +39,14 @@ var (
 	dependentsBucket = []byte("admin_dependents")
 	// building: derivation id → holder, while it is Building.
 	buildingBucket = []byte("admin_building")
+	// approvals: contributor id → adminv1.Approval.
+	approvalsBucket = []byte("admin_approvals")
+	// drains: builder name → drainRow (JSON).
+	drainsBucket = []byte("admin_drains")
 )
 
-var buckets = [][]byte{changesBucket, orderBucket, jobsetsBucket, attrsBucket, drvsBucket, pathsBucket, historyBucket, dependentsBucket, buildingBucket}
+var buckets = [][]byte{changesBucket, orderBucket, jobsetsBucket, attrsBucket, drvsBucket, pathsBucket, historyBucket, dependentsBucket, buildingBucket,
+	approvalsBucket, drainsBucket}
 
 // ReadModel names the admin read model (for a shared projection.Feed).
 const ReadModel = "admin"
@@ -57,12 +63,13 @@ func (*Model) Name() string { return ReadModel }
 
 // Filters implements projection.Handler: every fact.
 func (*Model) Filters() []string {
-	return []string{eventlog.KindFilter(eventlog.Change), eventlog.KindFilter(eventlog.Jobset), eventlog.KindFilter(eventlog.Drv)}
+	return []string{eventlog.KindFilter(eventlog.Change), eventlog.KindFilter(eventlog.Jobset), eventlog.KindFilter(eventlog.Drv),
+		eventlog.KindFilter(eventlog.Contributor), eventlog.KindFilter(eventlog.Builder)}
 }
 
 // Version implements projection.Versioned. 2: changes carry their pull
-// request.
-func (*Model) Version() uint32 { return 2 }
+// request. 3: approvals and drains.
+func (*Model) Version() uint32 { return 3 }
 
 // Reset implements projection.Versioned.
 func (*Model) Reset(tx *bolt.Tx) error {
@@ -96,8 +103,54 @@ func (m *Model) Apply(tx *bolt.Tx, rec eventlog.Record, _ *projection.Decisions)
 		return m.jobset(tx, rec)
 	case eventlog.Drv:
 		return m.drv(tx, rec)
+	case eventlog.Contributor:
+		return m.contributor(tx, rec)
+	case eventlog.Builder:
+		return m.builder(tx, rec)
 	}
 	return nil
+}
+
+// contributor folds an approval fact with action.Contributor, the fold
+// the webhook decides with.
+func (m *Model) contributor(tx *bolt.Tx, rec eventlog.Record) error {
+	a := &adminv1.Approval{}
+	if _, err := getProto(tx, approvalsBucket, rec.ID, a); err != nil {
+		return err
+	}
+	c := action.Contributor{Login: a.GetLogin(), Approved: a.GetApproved(), Actor: a.GetActor(), Seq: a.GetSeq()}
+	c.Apply(rec)
+	if c.Seq == a.GetSeq() {
+		return nil // not an approval fact
+	}
+	return putProto(tx, approvalsBucket, rec.ID, &adminv1.Approval{Login: c.Login, Approved: c.Approved, Actor: c.Actor, At: timestamppb.New(c.At), Seq: c.Seq})
+}
+
+// drainRow is a builder name's drain state.
+type drainRow struct {
+	Name    string `json:"name"`
+	Drained bool   `json:"drained"`
+	Actor   []byte `json:"actor"` // eventsv1.Actor, protobuf
+	Seq     uint64 `json:"seq"`
+}
+
+// builder folds a drain fact with action.Builder, the fold the builders
+// follow.
+func (m *Model) builder(tx *bolt.Tx, rec eventlog.Record) error {
+	var b action.Builder
+	b.Apply(rec)
+	if b.Seq == 0 {
+		return nil // not a drain fact
+	}
+	actor, err := proto.MarshalOptions{Deterministic: true}.Marshal(b.Actor)
+	if err != nil {
+		return err
+	}
+	v, err := json.Marshal(drainRow{Name: b.Name, Drained: b.Drained, Actor: actor, Seq: b.Seq})
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(drainsBucket).Put([]byte(b.Name), v)
 }
 
 func getProto[T proto.Message](tx *bolt.Tx, bucket []byte, key string, msg T) (bool, error) {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -236,4 +237,49 @@ func selfSigned(t *testing.T) (certPEM, keyPEM []byte) {
 		t.Fatal(err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb})
+}
+
+// TestApprovalCodes: approve and revoke answer InvalidArgument naming the
+// login field, NotFound for an approval never recorded, Unauthenticated
+// over TCP without the token; ListApprovals given an approval's sequence
+// shows it.
+func TestApprovalCodes(t *testing.T) {
+	l, _ := serve(t, admin.Config{Addr: "127.0.0.1:0", Socket: filepath.Join(t.TempDir(), "a.sock"), Token: "t"})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	unix := adminv1.NewAdminClient(dial(t, "unix://"+l.Socket, insecure.NewCredentials()))
+	tcp := adminv1.NewAdminClient(dial(t, l.Addr, insecure.NewCredentials()))
+
+	_, err := unix.ApproveContributor(ctx, &adminv1.ApproveContributorRequest{Login: "not a login"})
+	if st := status.Convert(err); st.Code() != codes.InvalidArgument || badField(st) != "login" {
+		t.Fatalf("approve a bad login: %v (field %q), want InvalidArgument on login", err, badField(st))
+	}
+	if _, err := unix.RevokeContributor(ctx, &adminv1.RevokeContributorRequest{Login: "octocat"}); status.Code(err) != codes.NotFound {
+		t.Fatalf("revoke what was never approved: %v, want NotFound", err)
+	}
+	if _, err := tcp.ApproveContributor(ctx, &adminv1.ApproveContributorRequest{Login: "octocat"}); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("approve over TCP without the token: %v, want Unauthenticated", err)
+	}
+	resp, err := tcp.ApproveContributor(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer t", admin.ActorHeader, "dana"),
+		&adminv1.ApproveContributorRequest{Login: "octocat", Reason: "ok"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := unix.ListApprovals(ctx, &adminv1.ListApprovalsRequest{AfterSeq: resp.GetAction().GetSeq()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := list.GetApprovals(); len(a) != 1 || a[0].GetLogin() != "octocat" || !a[0].GetApproved() || a[0].GetActor().GetWho() != "token:dana" || a[0].GetSeq() != resp.GetAction().GetSeq() {
+		t.Fatalf("approvals = %v, want octocat approved by token:dana", a)
+	}
+}
+
+// badField is the field an InvalidArgument's BadRequest detail names.
+func badField(st *status.Status) string {
+	for _, d := range st.Details() {
+		if br, ok := d.(*errdetails.BadRequest); ok && len(br.GetFieldViolations()) > 0 {
+			return br.GetFieldViolations()[0].GetField()
+		}
+	}
+	return ""
 }

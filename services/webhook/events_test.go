@@ -11,6 +11,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/ekaci/ekaci/libs/action"
 	"github.com/ekaci/ekaci/libs/eventlog"
 	"github.com/ekaci/ekaci/libs/eventlog/eventlogtest"
 	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
@@ -327,5 +328,52 @@ func TestSupersedeAndClose(t *testing.T) {
 				t.Fatalf("cancelled %v, want %v", got, tt.cancelled)
 			}
 		})
+	}
+}
+
+// TestApprovalByFact: an operator's approval (contributor_approved, as
+// the admin API records it) lets a login's pull requests run; its revoke
+// makes the next one wait again; a revoke does not remove a login the
+// server's --github-approved lists.
+func TestApprovalByFact(t *testing.T) {
+	h := newHarness(t, webhook.Policy{RequireApproval: true, Approved: []string{"friend"}})
+	op := &eventsv1.Actor{Who: "unix:carol", Source: action.SourceAdmin, Reason: "known contributor"}
+	pr := func(n int, author string, head byte) []byte {
+		return githubtest.PullRequest(repo, "opened", githubtest.PR{Number: n, Head: commit(head), Base: commit('b'), Author: author})
+	}
+	steps := []struct {
+		name        string
+		act         func() error
+		body        []byte
+		wantRequest bool
+	}{
+		{"not approved", nil, pr(1, "newcomer", 'a'), false},
+		{"approved by an operator", func() error { _, err := action.Approve(h.ctx, h.log, "NewComer", op); return err }, pr(2, "newcomer", 'c'), true},
+		{"revoked", func() error { _, err := action.Revoke(h.ctx, h.log, "newcomer", op); return err }, pr(3, "newcomer", 'd'), false},
+		{"approved again", func() error { _, err := action.Approve(h.ctx, h.log, "newcomer", op); return err }, pr(4, "newcomer", 'e'), true},
+		{"listed, approved and revoked by facts", func() error {
+			if _, err := action.Approve(h.ctx, h.log, "friend", op); err != nil {
+				return err
+			}
+			_, err := action.Revoke(h.ctx, h.log, "friend", op)
+			return err
+		}, pr(5, "friend", 'f'), true},
+	}
+	requests := 0
+	for i, s := range steps {
+		if s.act != nil {
+			if err := s.act(); err != nil {
+				t.Fatalf("%s: %v", s.name, err)
+			}
+		}
+		if code, msg := h.deliver("pull_request", fmt.Sprintf("f%d", i), s.body); code != http.StatusAccepted {
+			t.Fatalf("%s: %d %q", s.name, code, msg)
+		}
+		if s.wantRequest {
+			requests++
+		}
+		if n := len(h.requests()); n != requests {
+			t.Fatalf("after %s: %d change requests, want %d", s.name, n, requests)
+		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-github/v60/github"
 	"github.com/rs/zerolog"
 
+	"github.com/ekaci/ekaci/libs/action"
 	"github.com/ekaci/ekaci/libs/flagenv"
 	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
 	"github.com/ekaci/ekaci/libs/githubapp"
@@ -31,6 +32,9 @@ type Policy struct {
 	// clicks it.
 	RequireApproval bool
 	// Approved are GitHub logins whose pull requests run without approval.
+	// Operators approve and revoke more through the admin API
+	// (contributor_approved, contributor_revoked); a revoke there does not
+	// remove a login listed here.
 	Approved []string
 }
 
@@ -55,10 +59,23 @@ func (h *Handler) permission(ctx context.Context, o *eventsv1.GitHubOrigin, user
 }
 
 // authorApproved reports whether a pull request's author may run CI
-// without a maintainer's approval.
+// without a maintainer's approval: listed in Policy.Approved (the
+// server's configuration, which no fact changes), approved by an operator
+// (contributor_approved not revoked since: folded from the login's own
+// facts in the log, so a revoke counts from the moment it is recorded),
+// or holding write access to the repository.
 func (h *Handler) authorApproved(ctx context.Context, o *eventsv1.GitHubOrigin, author string) (bool, error) {
 	if author != "" && slices.ContainsFunc(h.policy.Approved, func(a string) bool { return strings.EqualFold(a, author) }) {
 		return true, nil
+	}
+	if author != "" {
+		c, _, err := action.LoadContributor(ctx, h.log, author)
+		if err != nil {
+			return false, err
+		}
+		if c.Approved {
+			return true, nil
+		}
 	}
 	perm, err := h.permission(ctx, o, author)
 	if err != nil {

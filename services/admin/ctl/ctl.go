@@ -123,7 +123,8 @@ colours only on a terminal, never with NO_COLOR set.`,
 		return nil
 	}
 	root.AddCommand(c.changesCmd(), c.changeCmd(), c.jobsetCmd(), c.drvCmd(), c.failuresCmd(), c.logsCmd(), c.watchCmd(),
-		c.retryCmd(), c.cancelCmd(), c.restartCmd(), c.buildersCmd(), c.queuesCmd())
+		c.retryCmd(), c.cancelCmd(), c.restartCmd(), c.buildersCmd(), c.queuesCmd(),
+		c.approveCmd(), c.revokeCmd(), c.approvalsCmd())
 	return root
 }
 

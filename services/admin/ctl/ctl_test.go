@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/ekaci/ekaci/libs/action"
 	"github.com/ekaci/ekaci/libs/eventlog"
 	"github.com/ekaci/ekaci/libs/eventlog/eventlogtest"
 	adminv1 "github.com/ekaci/ekaci/libs/gen/ekaci/admin/v1"
@@ -84,6 +85,19 @@ func newFixture(t *testing.T) *fixture {
 	put(usesBad, &eventsv1.Event{Id: "df-uses", Payload: &eventsv1.Event_DrvDependencyFailed{DrvDependencyFailed: &eventsv1.DrvDependencyFailed{CauseDrvId: bad, CauseDrvPath: path(bad, "bad")}}})
 	put(jobset, &eventsv1.Event{Id: "jc", Payload: &eventsv1.Event_JobsetConcluded{JobsetConcluded: &eventsv1.JobsetConcluded{ChangeId: change, Job: "main", Conclusion: eventsv1.Conclusion_CONCLUSION_FAILURE,
 		Counts: map[string]uint32{"succeeded": 1, "failed": 1, "transitive-failure": 1, "eval-error": 1}}}})
+	// Approvals: octocat approved; mallory approved, then revoked.
+	op := &eventsv1.Actor{Who: "unix:carol", Source: action.SourceAdmin, Reason: "known contributor"}
+	for _, do := range []func() (action.Result, error){
+		func() (action.Result, error) { return action.Approve(ctx, log, "OctoCat", op) },
+		func() (action.Result, error) { return action.Approve(ctx, log, "mallory", op) },
+		func() (action.Result, error) {
+			return action.Revoke(ctx, log, "mallory", &eventsv1.Actor{Who: "unix:carol", Source: action.SourceAdmin, Reason: "spam"})
+		},
+	} {
+		if _, err := do(); err != nil {
+			t.Fatal(err)
+		}
+	}
 	a, err := log.Append(ctx, change, &eventsv1.Event{Id: "cc", Payload: &eventsv1.Event_ChangeConcluded{ChangeConcluded: &eventsv1.ChangeConcluded{Conclusion: eventsv1.Conclusion_CONCLUSION_FAILURE, Summary: "1 of 1 jobs failed", JobsetIds: []string{jobset}}}})
 	if err != nil {
 		t.Fatal(err)
@@ -188,6 +202,8 @@ func TestOutput(t *testing.T) {
 		{"watch", []string{"watch", f.jobset}, nil, false},
 		{"watch-terminal", []string{"watch", f.jobset}, map[string]string{"NO_COLOR": "1"}, true},
 		{"builders", []string{"builders"}, nil, false},
+		{"approvals", []string{"approvals"}, nil, false},
+		{"approvals.json", []string{"approvals", "-o", "json"}, nil, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.golden, func(t *testing.T) {
@@ -216,6 +232,9 @@ func TestErrors(t *testing.T) {
 		{"missing argument", []string{"drv"}, 2, "accepts 1 arg(s), received 0"},
 		{"bad output", []string{"changes", "-o", "yaml"}, 2, `--output "yaml": want table or json`},
 		{"cancel what", []string{"cancel", "build", "x"}, 2, `cancel "build": want jobset or change`},
+		{"approve, not a login", []string{"approve", "a.b"}, 1, "ekactl approve: InvalidArgument: invalid argument: login"},
+		{"revoke, never approved", []string{"revoke", "stranger"}, 1, "ekactl revoke: NotFound: revoke stranger: no approval of it was recorded"},
+		{"approve, no login", []string{"approve"}, 2, "accepts 1 arg(s), received 0"},
 		{"no server", []string{"--server", "unix:///nonexistent/admin.sock", "changes", "--timeout", "2s"}, 1, "Unavailable"},
 	}
 	for _, tt := range tests {
@@ -243,6 +262,26 @@ func TestActions(t *testing.T) {
 	code, out, _ = f.ekactl(t, nil, false, "drv", bad, "--history", "--after", seq[1])
 	if code != 0 || !strings.Contains(out, "requeued") || !strings.Contains(out, "unix:tester") {
 		t.Fatalf("drv after retry: %q", out)
+	}
+	// approve, revoke, and the approval list after each.
+	for _, step := range []struct {
+		args    []string
+		printed string
+		listed  string
+	}{
+		{[]string{"approve", "newcomer", "--reason", "first PR looked fine"}, "approved newcomer (fact ", "newcomer  approved  unix:tester  first PR looked fine"},
+		{[]string{"approve", "NewComer"}, "approved NewComer already (fact ", "newcomer  approved"},
+		{[]string{"revoke", "newcomer", "--reason", "spam"}, "revoked newcomer (fact ", "newcomer  revoked   unix:tester  spam"},
+	} {
+		code, out, errs := f.ekactl(t, nil, false, step.args...)
+		if code != 0 || !strings.Contains(out, step.printed) {
+			t.Fatalf("%v: exit %d, %q %q; want %q", step.args, code, out, errs, step.printed)
+		}
+		seq := regexp.MustCompile(`fact (\d+)`).FindStringSubmatch(out)
+		code, out, errs = f.ekactl(t, nil, false, "approvals", "--after", seq[1])
+		if code != 0 || !strings.Contains(out, step.listed) {
+			t.Fatalf("approvals after %v: exit %d, %q %q; want a row %q", step.args, code, out, errs, step.listed)
+		}
 	}
 	for _, sh := range []string{"bash", "zsh", "fish"} {
 		code, out, errs := f.ekactl(t, nil, false, "completion", sh)

@@ -1597,7 +1597,17 @@ type Builder struct {
 	// host is the machine it runs on.
 	Host string `protobuf:"bytes,5,opt,name=host,proto3" json:"host,omitempty"`
 	// since is when the process started.
-	Since         *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=since,proto3" json:"since,omitempty"`
+	Since *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=since,proto3" json:"since,omitempty"`
+	// drained is set while an operator has drained the builder's name: it
+	// takes no new work.
+	Drained bool `protobuf:"varint,7,opt,name=drained,proto3" json:"drained,omitempty"`
+	// drained_by is who drained it, when drained.
+	DrainedBy *v1.Actor `protobuf:"bytes,8,opt,name=drained_by,json=drainedBy,proto3" json:"drained_by,omitempty"`
+	// slots is how many builds it runs at once (the sum of its pools'
+	// max jobs); 0 when its heartbeat does not say (an older builder).
+	Slots uint32 `protobuf:"varint,9,opt,name=slots,proto3" json:"slots,omitempty"`
+	// running counts its running builds (running_drv_ids).
+	Running       uint32 `protobuf:"varint,10,opt,name=running,proto3" json:"running,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1672,6 +1682,34 @@ func (x *Builder) GetSince() *timestamppb.Timestamp {
 		return x.Since
 	}
 	return nil
+}
+
+func (x *Builder) GetDrained() bool {
+	if x != nil {
+		return x.Drained
+	}
+	return false
+}
+
+func (x *Builder) GetDrainedBy() *v1.Actor {
+	if x != nil {
+		return x.DrainedBy
+	}
+	return nil
+}
+
+func (x *Builder) GetSlots() uint32 {
+	if x != nil {
+		return x.Slots
+	}
+	return 0
+}
+
+func (x *Builder) GetRunning() uint32 {
+	if x != nil {
+		return x.Running
+	}
+	return 0
 }
 
 // ListBuildersResponse lists the builders alive.
@@ -2455,6 +2493,697 @@ func (x *Action) GetActor() *v1.Actor {
 	return nil
 }
 
+// ApproveContributorRequest names a GitHub login to approve.
+type ApproveContributorRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// login is the GitHub login (compared without case).
+	Login string `protobuf:"bytes,1,opt,name=login,proto3" json:"login,omitempty"`
+	// reason says why, for the record.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApproveContributorRequest) Reset() {
+	*x = ApproveContributorRequest{}
+	mi := &file_ekaci_admin_v1_admin_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApproveContributorRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApproveContributorRequest) ProtoMessage() {}
+
+func (x *ApproveContributorRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ekaci_admin_v1_admin_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApproveContributorRequest.ProtoReflect.Descriptor instead.
+func (*ApproveContributorRequest) Descriptor() ([]byte, []int) {
+	return file_ekaci_admin_v1_admin_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *ApproveContributorRequest) GetLogin() string {
+	if x != nil {
+		return x.Login
+	}
+	return ""
+}
+
+func (x *ApproveContributorRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// ApproveContributorResponse says what the approval recorded.
+type ApproveContributorResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// action is the fact recorded (already: it was approved).
+	Action        *Action `protobuf:"bytes,1,opt,name=action,proto3" json:"action,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApproveContributorResponse) Reset() {
+	*x = ApproveContributorResponse{}
+	mi := &file_ekaci_admin_v1_admin_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApproveContributorResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApproveContributorResponse) ProtoMessage() {}
+
+func (x *ApproveContributorResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ekaci_admin_v1_admin_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApproveContributorResponse.ProtoReflect.Descriptor instead.
+func (*ApproveContributorResponse) Descriptor() ([]byte, []int) {
+	return file_ekaci_admin_v1_admin_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *ApproveContributorResponse) GetAction() *Action {
+	if x != nil {
+		return x.Action
+	}
+	return nil
+}
+
+// RevokeContributorRequest names a GitHub login whose approval to revoke.
+type RevokeContributorRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// login is the GitHub login (compared without case).
+	Login string `protobuf:"bytes,1,opt,name=login,proto3" json:"login,omitempty"`
+	// reason says why, for the record.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeContributorRequest) Reset() {
+	*x = RevokeContributorRequest{}
+	mi := &file_ekaci_admin_v1_admin_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeContributorRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeContributorRequest) ProtoMessage() {}
+
+func (x *RevokeContributorRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ekaci_admin_v1_admin_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeContributorRequest.ProtoReflect.Descriptor instead.
+func (*RevokeContributorRequest) Descriptor() ([]byte, []int) {
+	return file_ekaci_admin_v1_admin_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *RevokeContributorRequest) GetLogin() string {
+	if x != nil {
+		return x.Login
+	}
+	return ""
+}
+
+func (x *RevokeContributorRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// RevokeContributorResponse says what the revocation recorded.
+type RevokeContributorResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// action is the fact recorded (already: it was revoked).
+	Action        *Action `protobuf:"bytes,1,opt,name=action,proto3" json:"action,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeContributorResponse) Reset() {
+	*x = RevokeContributorResponse{}
+	mi := &file_ekaci_admin_v1_admin_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeContributorResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeContributorResponse) ProtoMessage() {}
+
+func (x *RevokeContributorResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ekaci_admin_v1_admin_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeContributorResponse.ProtoReflect.Descriptor instead.
+func (*RevokeContributorResponse) Descriptor() ([]byte, []int) {
+	return file_ekaci_admin_v1_admin_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *RevokeContributorResponse) GetAction() *Action {
+	if x != nil {
+		return x.Action
+	}
+	return nil
+}
+
+// ListApprovalsRequest asks for the approval list.
+type ListApprovalsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// after_seq waits for the read model to fold this sequence first.
+	AfterSeq      uint64 `protobuf:"varint,1,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListApprovalsRequest) Reset() {
+	*x = ListApprovalsRequest{}
+	mi := &file_ekaci_admin_v1_admin_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListApprovalsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListApprovalsRequest) ProtoMessage() {}
+
+func (x *ListApprovalsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ekaci_admin_v1_admin_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListApprovalsRequest.ProtoReflect.Descriptor instead.
+func (*ListApprovalsRequest) Descriptor() ([]byte, []int) {
+	return file_ekaci_admin_v1_admin_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *ListApprovalsRequest) GetAfterSeq() uint64 {
+	if x != nil {
+		return x.AfterSeq
+	}
+	return 0
+}
+
+// Approval is a GitHub login's approval as the facts left it.
+type Approval struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// login is the login as last given.
+	Login string `protobuf:"bytes,1,opt,name=login,proto3" json:"login,omitempty"`
+	// approved is false once revoked.
+	Approved bool `protobuf:"varint,2,opt,name=approved,proto3" json:"approved,omitempty"`
+	// actor is who approved or revoked it last, and why.
+	Actor *v1.Actor `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
+	// at is when that was recorded.
+	At *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=at,proto3" json:"at,omitempty"`
+	// seq is that fact's stream sequence.
+	Seq           uint64 `protobuf:"varint,5,opt,name=seq,proto3" json:"seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Approval) Reset() {
+	*x = Approval{}
+	mi := &file_ekaci_admin_v1_admin_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Approval) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Approval) ProtoMessage() {}
+
+func (x *Approval) ProtoReflect() protoreflect.Message {
+	mi := &file_ekaci_admin_v1_admin_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Approval.ProtoReflect.Descriptor instead.
+func (*Approval) Descriptor() ([]byte, []int) {
+	return file_ekaci_admin_v1_admin_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *Approval) GetLogin() string {
+	if x != nil {
+		return x.Login
+	}
+	return ""
+}
+
+func (x *Approval) GetApproved() bool {
+	if x != nil {
+		return x.Approved
+	}
+	return false
+}
+
+func (x *Approval) GetActor() *v1.Actor {
+	if x != nil {
+		return x.Actor
+	}
+	return nil
+}
+
+func (x *Approval) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *Approval) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+// ListApprovalsResponse is the approval list. Logins in the webhook's
+// --github-approved are not in it: that list is the server's
+// configuration, not facts.
+type ListApprovalsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// approvals are sorted by login (lower-case), revoked ones included.
+	Approvals     []*Approval `protobuf:"bytes,1,rep,name=approvals,proto3" json:"approvals,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListApprovalsResponse) Reset() {
+	*x = ListApprovalsResponse{}
+	mi := &file_ekaci_admin_v1_admin_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListApprovalsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListApprovalsResponse) ProtoMessage() {}
+
+func (x *ListApprovalsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ekaci_admin_v1_admin_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListApprovalsResponse.ProtoReflect.Descriptor instead.
+func (*ListApprovalsResponse) Descriptor() ([]byte, []int) {
+	return file_ekaci_admin_v1_admin_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *ListApprovalsResponse) GetApprovals() []*Approval {
+	if x != nil {
+		return x.Approvals
+	}
+	return nil
+}
+
+// DrainBuilderRequest names a builder to drain.
+type DrainBuilderRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is the builder's name (--name; ListBuilders shows it).
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// reason says why, for the record.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainBuilderRequest) Reset() {
+	*x = DrainBuilderRequest{}
+	mi := &file_ekaci_admin_v1_admin_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainBuilderRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainBuilderRequest) ProtoMessage() {}
+
+func (x *DrainBuilderRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ekaci_admin_v1_admin_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainBuilderRequest.ProtoReflect.Descriptor instead.
+func (*DrainBuilderRequest) Descriptor() ([]byte, []int) {
+	return file_ekaci_admin_v1_admin_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *DrainBuilderRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *DrainBuilderRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// DrainBuilderResponse says what the drain recorded.
+type DrainBuilderResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// action is the fact recorded (already: it was drained).
+	Action        *Action `protobuf:"bytes,1,opt,name=action,proto3" json:"action,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainBuilderResponse) Reset() {
+	*x = DrainBuilderResponse{}
+	mi := &file_ekaci_admin_v1_admin_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainBuilderResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainBuilderResponse) ProtoMessage() {}
+
+func (x *DrainBuilderResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ekaci_admin_v1_admin_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainBuilderResponse.ProtoReflect.Descriptor instead.
+func (*DrainBuilderResponse) Descriptor() ([]byte, []int) {
+	return file_ekaci_admin_v1_admin_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *DrainBuilderResponse) GetAction() *Action {
+	if x != nil {
+		return x.Action
+	}
+	return nil
+}
+
+// ResumeBuilderRequest names a drained builder.
+type ResumeBuilderRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is the builder's name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// reason says why, for the record.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeBuilderRequest) Reset() {
+	*x = ResumeBuilderRequest{}
+	mi := &file_ekaci_admin_v1_admin_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeBuilderRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeBuilderRequest) ProtoMessage() {}
+
+func (x *ResumeBuilderRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ekaci_admin_v1_admin_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeBuilderRequest.ProtoReflect.Descriptor instead.
+func (*ResumeBuilderRequest) Descriptor() ([]byte, []int) {
+	return file_ekaci_admin_v1_admin_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *ResumeBuilderRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ResumeBuilderRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// ResumeBuilderResponse says what the resume recorded.
+type ResumeBuilderResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// action is the fact recorded.
+	Action        *Action `protobuf:"bytes,1,opt,name=action,proto3" json:"action,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeBuilderResponse) Reset() {
+	*x = ResumeBuilderResponse{}
+	mi := &file_ekaci_admin_v1_admin_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeBuilderResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeBuilderResponse) ProtoMessage() {}
+
+func (x *ResumeBuilderResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ekaci_admin_v1_admin_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeBuilderResponse.ProtoReflect.Descriptor instead.
+func (*ResumeBuilderResponse) Descriptor() ([]byte, []int) {
+	return file_ekaci_admin_v1_admin_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *ResumeBuilderResponse) GetAction() *Action {
+	if x != nil {
+		return x.Action
+	}
+	return nil
+}
+
+// RebuildReadModelRequest names a read model to rebuild.
+type RebuildReadModelRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is the read model: "admin" (the only one this server holds).
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RebuildReadModelRequest) Reset() {
+	*x = RebuildReadModelRequest{}
+	mi := &file_ekaci_admin_v1_admin_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RebuildReadModelRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RebuildReadModelRequest) ProtoMessage() {}
+
+func (x *RebuildReadModelRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ekaci_admin_v1_admin_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RebuildReadModelRequest.ProtoReflect.Descriptor instead.
+func (*RebuildReadModelRequest) Descriptor() ([]byte, []int) {
+	return file_ekaci_admin_v1_admin_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *RebuildReadModelRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// RebuildReadModelResponse says what the rebuild folded.
+type RebuildReadModelResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is the read model rebuilt.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// position is the stream sequence the rebuilt model had folded when it
+	// was swapped in (at least the live one's when the rebuild began).
+	Position uint64 `protobuf:"varint,2,opt,name=position,proto3" json:"position,omitempty"`
+	// rows counts the rebuilt model's rows.
+	Rows          uint64 `protobuf:"varint,3,opt,name=rows,proto3" json:"rows,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RebuildReadModelResponse) Reset() {
+	*x = RebuildReadModelResponse{}
+	mi := &file_ekaci_admin_v1_admin_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RebuildReadModelResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RebuildReadModelResponse) ProtoMessage() {}
+
+func (x *RebuildReadModelResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ekaci_admin_v1_admin_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RebuildReadModelResponse.ProtoReflect.Descriptor instead.
+func (*RebuildReadModelResponse) Descriptor() ([]byte, []int) {
+	return file_ekaci_admin_v1_admin_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *RebuildReadModelResponse) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RebuildReadModelResponse) GetPosition() uint64 {
+	if x != nil {
+		return x.Position
+	}
+	return 0
+}
+
+func (x *RebuildReadModelResponse) GetRows() uint64 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
+}
+
 var File_ekaci_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_ekaci_admin_v1_admin_proto_rawDesc = "" +
@@ -2592,14 +3321,20 @@ const file_ekaci_admin_v1_admin_proto_rawDesc = "" +
 	"\awaiting\x18\x03 \x01(\x04R\awaiting\"C\n" +
 	"\x12ListQueuesResponse\x12-\n" +
 	"\x06queues\x18\x01 \x03(\v2\x15.ekaci.admin.v1.QueueR\x06queues\"\x15\n" +
-	"\x13ListBuildersRequest\"\xdc\x01\n" +
+	"\x13ListBuildersRequest\"\xdd\x02\n" +
 	"\aBuilder\x12\x16\n" +
 	"\x06holder\x18\x01 \x01(\tR\x06holder\x127\n" +
 	"\tlast_seen\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x12&\n" +
 	"\x0frunning_drv_ids\x18\x03 \x03(\tR\rrunningDrvIds\x12\x12\n" +
 	"\x04name\x18\x04 \x01(\tR\x04name\x12\x12\n" +
 	"\x04host\x18\x05 \x01(\tR\x04host\x120\n" +
-	"\x05since\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"K\n" +
+	"\x05since\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x18\n" +
+	"\adrained\x18\a \x01(\bR\adrained\x125\n" +
+	"\n" +
+	"drained_by\x18\b \x01(\v2\x16.ekaci.events.v1.ActorR\tdrainedBy\x12\x14\n" +
+	"\x05slots\x18\t \x01(\rR\x05slots\x12\x18\n" +
+	"\arunning\x18\n" +
+	" \x01(\rR\arunning\"K\n" +
 	"\x14ListBuildersResponse\x123\n" +
 	"\bbuilders\x18\x01 \x03(\v2\x17.ekaci.admin.v1.BuilderR\bbuilders\"Y\n" +
 	"\x0eTailLogRequest\x12\x15\n" +
@@ -2641,7 +3376,43 @@ const file_ekaci_admin_v1_admin_proto_rawDesc = "" +
 	"\x06Action\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x18\n" +
 	"\aalready\x18\x02 \x01(\bR\aalready\x12,\n" +
-	"\x05actor\x18\x03 \x01(\v2\x16.ekaci.events.v1.ActorR\x05actor2\xee\b\n" +
+	"\x05actor\x18\x03 \x01(\v2\x16.ekaci.events.v1.ActorR\x05actor\"I\n" +
+	"\x19ApproveContributorRequest\x12\x14\n" +
+	"\x05login\x18\x01 \x01(\tR\x05login\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"L\n" +
+	"\x1aApproveContributorResponse\x12.\n" +
+	"\x06action\x18\x01 \x01(\v2\x16.ekaci.admin.v1.ActionR\x06action\"H\n" +
+	"\x18RevokeContributorRequest\x12\x14\n" +
+	"\x05login\x18\x01 \x01(\tR\x05login\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"K\n" +
+	"\x19RevokeContributorResponse\x12.\n" +
+	"\x06action\x18\x01 \x01(\v2\x16.ekaci.admin.v1.ActionR\x06action\"3\n" +
+	"\x14ListApprovalsRequest\x12\x1b\n" +
+	"\tafter_seq\x18\x01 \x01(\x04R\bafterSeq\"\xa8\x01\n" +
+	"\bApproval\x12\x14\n" +
+	"\x05login\x18\x01 \x01(\tR\x05login\x12\x1a\n" +
+	"\bapproved\x18\x02 \x01(\bR\bapproved\x12,\n" +
+	"\x05actor\x18\x03 \x01(\v2\x16.ekaci.events.v1.ActorR\x05actor\x12*\n" +
+	"\x02at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x10\n" +
+	"\x03seq\x18\x05 \x01(\x04R\x03seq\"O\n" +
+	"\x15ListApprovalsResponse\x126\n" +
+	"\tapprovals\x18\x01 \x03(\v2\x18.ekaci.admin.v1.ApprovalR\tapprovals\"A\n" +
+	"\x13DrainBuilderRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"F\n" +
+	"\x14DrainBuilderResponse\x12.\n" +
+	"\x06action\x18\x01 \x01(\v2\x16.ekaci.admin.v1.ActionR\x06action\"B\n" +
+	"\x14ResumeBuilderRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"G\n" +
+	"\x15ResumeBuilderResponse\x12.\n" +
+	"\x06action\x18\x01 \x01(\v2\x16.ekaci.admin.v1.ActionR\x06action\"-\n" +
+	"\x17RebuildReadModelRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"^\n" +
+	"\x18RebuildReadModelResponse\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
+	"\bposition\x18\x02 \x01(\x04R\bposition\x12\x12\n" +
+	"\x04rows\x18\x03 \x01(\x04R\x04rows2\xc3\r\n" +
 	"\x05Admin\x12V\n" +
 	"\vListChanges\x12\".ekaci.admin.v1.ListChangesRequest\x1a#.ekaci.admin.v1.ListChangesResponse\x12P\n" +
 	"\tGetChange\x12 .ekaci.admin.v1.GetChangeRequest\x1a!.ekaci.admin.v1.GetChangeResponse\x12P\n" +
@@ -2656,7 +3427,13 @@ const file_ekaci_admin_v1_admin_proto_rawDesc = "" +
 	"\x05Retry\x12\x1c.ekaci.admin.v1.RetryRequest\x1a\x1d.ekaci.admin.v1.RetryResponse\x12Y\n" +
 	"\fCancelJobset\x12#.ekaci.admin.v1.CancelJobsetRequest\x1a$.ekaci.admin.v1.CancelJobsetResponse\x12Y\n" +
 	"\fCancelChange\x12#.ekaci.admin.v1.CancelChangeRequest\x1a$.ekaci.admin.v1.CancelChangeResponse\x12\\\n" +
-	"\rRestartJobset\x12$.ekaci.admin.v1.RestartJobsetRequest\x1a%.ekaci.admin.v1.RestartJobsetResponseB8Z6github.com/ekaci/ekaci/libs/gen/ekaci/admin/v1;adminv1b\x06proto3"
+	"\rRestartJobset\x12$.ekaci.admin.v1.RestartJobsetRequest\x1a%.ekaci.admin.v1.RestartJobsetResponse\x12k\n" +
+	"\x12ApproveContributor\x12).ekaci.admin.v1.ApproveContributorRequest\x1a*.ekaci.admin.v1.ApproveContributorResponse\x12h\n" +
+	"\x11RevokeContributor\x12(.ekaci.admin.v1.RevokeContributorRequest\x1a).ekaci.admin.v1.RevokeContributorResponse\x12\\\n" +
+	"\rListApprovals\x12$.ekaci.admin.v1.ListApprovalsRequest\x1a%.ekaci.admin.v1.ListApprovalsResponse\x12Y\n" +
+	"\fDrainBuilder\x12#.ekaci.admin.v1.DrainBuilderRequest\x1a$.ekaci.admin.v1.DrainBuilderResponse\x12\\\n" +
+	"\rResumeBuilder\x12$.ekaci.admin.v1.ResumeBuilderRequest\x1a%.ekaci.admin.v1.ResumeBuilderResponse\x12e\n" +
+	"\x10RebuildReadModel\x12'.ekaci.admin.v1.RebuildReadModelRequest\x1a(.ekaci.admin.v1.RebuildReadModelResponseB8Z6github.com/ekaci/ekaci/libs/gen/ekaci/admin/v1;adminv1b\x06proto3"
 
 var (
 	file_ekaci_admin_v1_admin_proto_rawDescOnce sync.Once
@@ -2670,66 +3447,79 @@ func file_ekaci_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_ekaci_admin_v1_admin_proto_rawDescData
 }
 
-var file_ekaci_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
+var file_ekaci_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
 var file_ekaci_admin_v1_admin_proto_goTypes = []any{
-	(*Change)(nil),                // 0: ekaci.admin.v1.Change
-	(*Jobset)(nil),                // 1: ekaci.admin.v1.Jobset
-	(*Attr)(nil),                  // 2: ekaci.admin.v1.Attr
-	(*Derivation)(nil),            // 3: ekaci.admin.v1.Derivation
-	(*Attempt)(nil),               // 4: ekaci.admin.v1.Attempt
-	(*Transition)(nil),            // 5: ekaci.admin.v1.Transition
-	(*ListChangesRequest)(nil),    // 6: ekaci.admin.v1.ListChangesRequest
-	(*ListChangesResponse)(nil),   // 7: ekaci.admin.v1.ListChangesResponse
-	(*GetChangeRequest)(nil),      // 8: ekaci.admin.v1.GetChangeRequest
-	(*GetChangeResponse)(nil),     // 9: ekaci.admin.v1.GetChangeResponse
-	(*GetJobsetRequest)(nil),      // 10: ekaci.admin.v1.GetJobsetRequest
-	(*GetJobsetResponse)(nil),     // 11: ekaci.admin.v1.GetJobsetResponse
-	(*GetDerivationRequest)(nil),  // 12: ekaci.admin.v1.GetDerivationRequest
-	(*GetDerivationResponse)(nil), // 13: ekaci.admin.v1.GetDerivationResponse
-	(*ListFailuresRequest)(nil),   // 14: ekaci.admin.v1.ListFailuresRequest
-	(*FailureGroup)(nil),          // 15: ekaci.admin.v1.FailureGroup
-	(*ListFailuresResponse)(nil),  // 16: ekaci.admin.v1.ListFailuresResponse
-	(*ListQueuesRequest)(nil),     // 17: ekaci.admin.v1.ListQueuesRequest
-	(*Queue)(nil),                 // 18: ekaci.admin.v1.Queue
-	(*ListQueuesResponse)(nil),    // 19: ekaci.admin.v1.ListQueuesResponse
-	(*ListBuildersRequest)(nil),   // 20: ekaci.admin.v1.ListBuildersRequest
-	(*Builder)(nil),               // 21: ekaci.admin.v1.Builder
-	(*ListBuildersResponse)(nil),  // 22: ekaci.admin.v1.ListBuildersResponse
-	(*TailLogRequest)(nil),        // 23: ekaci.admin.v1.TailLogRequest
-	(*TailLogResponse)(nil),       // 24: ekaci.admin.v1.TailLogResponse
-	(*WatchJobsetRequest)(nil),    // 25: ekaci.admin.v1.WatchJobsetRequest
-	(*WatchJobsetResponse)(nil),   // 26: ekaci.admin.v1.WatchJobsetResponse
-	(*WatchedTransition)(nil),     // 27: ekaci.admin.v1.WatchedTransition
-	(*RetryRequest)(nil),          // 28: ekaci.admin.v1.RetryRequest
-	(*CancelJobsetRequest)(nil),   // 29: ekaci.admin.v1.CancelJobsetRequest
-	(*CancelChangeRequest)(nil),   // 30: ekaci.admin.v1.CancelChangeRequest
-	(*RestartJobsetRequest)(nil),  // 31: ekaci.admin.v1.RestartJobsetRequest
-	(*RetryResponse)(nil),         // 32: ekaci.admin.v1.RetryResponse
-	(*CancelJobsetResponse)(nil),  // 33: ekaci.admin.v1.CancelJobsetResponse
-	(*CancelChangeResponse)(nil),  // 34: ekaci.admin.v1.CancelChangeResponse
-	(*RestartJobsetResponse)(nil), // 35: ekaci.admin.v1.RestartJobsetResponse
-	(*Action)(nil),                // 36: ekaci.admin.v1.Action
-	nil,                           // 37: ekaci.admin.v1.Jobset.CountsEntry
-	(v1.Conclusion)(0),            // 38: ekaci.events.v1.Conclusion
-	(*timestamppb.Timestamp)(nil), // 39: google.protobuf.Timestamp
-	(*v1.Actor)(nil),              // 40: ekaci.events.v1.Actor
-	(v1.Difference)(0),            // 41: ekaci.events.v1.Difference
-	(v1.InterruptKind)(0),         // 42: ekaci.events.v1.InterruptKind
+	(*Change)(nil),                     // 0: ekaci.admin.v1.Change
+	(*Jobset)(nil),                     // 1: ekaci.admin.v1.Jobset
+	(*Attr)(nil),                       // 2: ekaci.admin.v1.Attr
+	(*Derivation)(nil),                 // 3: ekaci.admin.v1.Derivation
+	(*Attempt)(nil),                    // 4: ekaci.admin.v1.Attempt
+	(*Transition)(nil),                 // 5: ekaci.admin.v1.Transition
+	(*ListChangesRequest)(nil),         // 6: ekaci.admin.v1.ListChangesRequest
+	(*ListChangesResponse)(nil),        // 7: ekaci.admin.v1.ListChangesResponse
+	(*GetChangeRequest)(nil),           // 8: ekaci.admin.v1.GetChangeRequest
+	(*GetChangeResponse)(nil),          // 9: ekaci.admin.v1.GetChangeResponse
+	(*GetJobsetRequest)(nil),           // 10: ekaci.admin.v1.GetJobsetRequest
+	(*GetJobsetResponse)(nil),          // 11: ekaci.admin.v1.GetJobsetResponse
+	(*GetDerivationRequest)(nil),       // 12: ekaci.admin.v1.GetDerivationRequest
+	(*GetDerivationResponse)(nil),      // 13: ekaci.admin.v1.GetDerivationResponse
+	(*ListFailuresRequest)(nil),        // 14: ekaci.admin.v1.ListFailuresRequest
+	(*FailureGroup)(nil),               // 15: ekaci.admin.v1.FailureGroup
+	(*ListFailuresResponse)(nil),       // 16: ekaci.admin.v1.ListFailuresResponse
+	(*ListQueuesRequest)(nil),          // 17: ekaci.admin.v1.ListQueuesRequest
+	(*Queue)(nil),                      // 18: ekaci.admin.v1.Queue
+	(*ListQueuesResponse)(nil),         // 19: ekaci.admin.v1.ListQueuesResponse
+	(*ListBuildersRequest)(nil),        // 20: ekaci.admin.v1.ListBuildersRequest
+	(*Builder)(nil),                    // 21: ekaci.admin.v1.Builder
+	(*ListBuildersResponse)(nil),       // 22: ekaci.admin.v1.ListBuildersResponse
+	(*TailLogRequest)(nil),             // 23: ekaci.admin.v1.TailLogRequest
+	(*TailLogResponse)(nil),            // 24: ekaci.admin.v1.TailLogResponse
+	(*WatchJobsetRequest)(nil),         // 25: ekaci.admin.v1.WatchJobsetRequest
+	(*WatchJobsetResponse)(nil),        // 26: ekaci.admin.v1.WatchJobsetResponse
+	(*WatchedTransition)(nil),          // 27: ekaci.admin.v1.WatchedTransition
+	(*RetryRequest)(nil),               // 28: ekaci.admin.v1.RetryRequest
+	(*CancelJobsetRequest)(nil),        // 29: ekaci.admin.v1.CancelJobsetRequest
+	(*CancelChangeRequest)(nil),        // 30: ekaci.admin.v1.CancelChangeRequest
+	(*RestartJobsetRequest)(nil),       // 31: ekaci.admin.v1.RestartJobsetRequest
+	(*RetryResponse)(nil),              // 32: ekaci.admin.v1.RetryResponse
+	(*CancelJobsetResponse)(nil),       // 33: ekaci.admin.v1.CancelJobsetResponse
+	(*CancelChangeResponse)(nil),       // 34: ekaci.admin.v1.CancelChangeResponse
+	(*RestartJobsetResponse)(nil),      // 35: ekaci.admin.v1.RestartJobsetResponse
+	(*Action)(nil),                     // 36: ekaci.admin.v1.Action
+	(*ApproveContributorRequest)(nil),  // 37: ekaci.admin.v1.ApproveContributorRequest
+	(*ApproveContributorResponse)(nil), // 38: ekaci.admin.v1.ApproveContributorResponse
+	(*RevokeContributorRequest)(nil),   // 39: ekaci.admin.v1.RevokeContributorRequest
+	(*RevokeContributorResponse)(nil),  // 40: ekaci.admin.v1.RevokeContributorResponse
+	(*ListApprovalsRequest)(nil),       // 41: ekaci.admin.v1.ListApprovalsRequest
+	(*Approval)(nil),                   // 42: ekaci.admin.v1.Approval
+	(*ListApprovalsResponse)(nil),      // 43: ekaci.admin.v1.ListApprovalsResponse
+	(*DrainBuilderRequest)(nil),        // 44: ekaci.admin.v1.DrainBuilderRequest
+	(*DrainBuilderResponse)(nil),       // 45: ekaci.admin.v1.DrainBuilderResponse
+	(*ResumeBuilderRequest)(nil),       // 46: ekaci.admin.v1.ResumeBuilderRequest
+	(*ResumeBuilderResponse)(nil),      // 47: ekaci.admin.v1.ResumeBuilderResponse
+	(*RebuildReadModelRequest)(nil),    // 48: ekaci.admin.v1.RebuildReadModelRequest
+	(*RebuildReadModelResponse)(nil),   // 49: ekaci.admin.v1.RebuildReadModelResponse
+	nil,                                // 50: ekaci.admin.v1.Jobset.CountsEntry
+	(v1.Conclusion)(0),                 // 51: ekaci.events.v1.Conclusion
+	(*timestamppb.Timestamp)(nil),      // 52: google.protobuf.Timestamp
+	(*v1.Actor)(nil),                   // 53: ekaci.events.v1.Actor
+	(v1.Difference)(0),                 // 54: ekaci.events.v1.Difference
+	(v1.InterruptKind)(0),              // 55: ekaci.events.v1.InterruptKind
 }
 var file_ekaci_admin_v1_admin_proto_depIdxs = []int32{
-	38, // 0: ekaci.admin.v1.Change.conclusion:type_name -> ekaci.events.v1.Conclusion
-	39, // 1: ekaci.admin.v1.Change.requested_at:type_name -> google.protobuf.Timestamp
-	39, // 2: ekaci.admin.v1.Change.concluded_at:type_name -> google.protobuf.Timestamp
-	40, // 3: ekaci.admin.v1.Change.cancelled_by:type_name -> ekaci.events.v1.Actor
-	38, // 4: ekaci.admin.v1.Jobset.conclusion:type_name -> ekaci.events.v1.Conclusion
-	37, // 5: ekaci.admin.v1.Jobset.counts:type_name -> ekaci.admin.v1.Jobset.CountsEntry
-	40, // 6: ekaci.admin.v1.Jobset.cancelled_by:type_name -> ekaci.events.v1.Actor
-	41, // 7: ekaci.admin.v1.Attr.difference:type_name -> ekaci.events.v1.Difference
-	42, // 8: ekaci.admin.v1.Derivation.interruption:type_name -> ekaci.events.v1.InterruptKind
+	51, // 0: ekaci.admin.v1.Change.conclusion:type_name -> ekaci.events.v1.Conclusion
+	52, // 1: ekaci.admin.v1.Change.requested_at:type_name -> google.protobuf.Timestamp
+	52, // 2: ekaci.admin.v1.Change.concluded_at:type_name -> google.protobuf.Timestamp
+	53, // 3: ekaci.admin.v1.Change.cancelled_by:type_name -> ekaci.events.v1.Actor
+	51, // 4: ekaci.admin.v1.Jobset.conclusion:type_name -> ekaci.events.v1.Conclusion
+	50, // 5: ekaci.admin.v1.Jobset.counts:type_name -> ekaci.admin.v1.Jobset.CountsEntry
+	53, // 6: ekaci.admin.v1.Jobset.cancelled_by:type_name -> ekaci.events.v1.Actor
+	54, // 7: ekaci.admin.v1.Attr.difference:type_name -> ekaci.events.v1.Difference
+	55, // 8: ekaci.admin.v1.Derivation.interruption:type_name -> ekaci.events.v1.InterruptKind
 	4,  // 9: ekaci.admin.v1.Derivation.attempts:type_name -> ekaci.admin.v1.Attempt
-	39, // 10: ekaci.admin.v1.Attempt.started_at:type_name -> google.protobuf.Timestamp
-	39, // 11: ekaci.admin.v1.Transition.at:type_name -> google.protobuf.Timestamp
-	40, // 12: ekaci.admin.v1.Transition.actor:type_name -> ekaci.events.v1.Actor
+	52, // 10: ekaci.admin.v1.Attempt.started_at:type_name -> google.protobuf.Timestamp
+	52, // 11: ekaci.admin.v1.Transition.at:type_name -> google.protobuf.Timestamp
+	53, // 12: ekaci.admin.v1.Transition.actor:type_name -> ekaci.events.v1.Actor
 	0,  // 13: ekaci.admin.v1.ListChangesResponse.changes:type_name -> ekaci.admin.v1.Change
 	0,  // 14: ekaci.admin.v1.GetChangeResponse.change:type_name -> ekaci.admin.v1.Change
 	1,  // 15: ekaci.admin.v1.GetChangeResponse.jobsets:type_name -> ekaci.admin.v1.Jobset
@@ -2742,48 +3532,68 @@ var file_ekaci_admin_v1_admin_proto_depIdxs = []int32{
 	2,  // 22: ekaci.admin.v1.FailureGroup.attrs:type_name -> ekaci.admin.v1.Attr
 	15, // 23: ekaci.admin.v1.ListFailuresResponse.groups:type_name -> ekaci.admin.v1.FailureGroup
 	18, // 24: ekaci.admin.v1.ListQueuesResponse.queues:type_name -> ekaci.admin.v1.Queue
-	39, // 25: ekaci.admin.v1.Builder.last_seen:type_name -> google.protobuf.Timestamp
-	39, // 26: ekaci.admin.v1.Builder.since:type_name -> google.protobuf.Timestamp
-	21, // 27: ekaci.admin.v1.ListBuildersResponse.builders:type_name -> ekaci.admin.v1.Builder
-	1,  // 28: ekaci.admin.v1.WatchJobsetResponse.jobset:type_name -> ekaci.admin.v1.Jobset
-	27, // 29: ekaci.admin.v1.WatchJobsetResponse.transitions:type_name -> ekaci.admin.v1.WatchedTransition
-	5,  // 30: ekaci.admin.v1.WatchedTransition.transition:type_name -> ekaci.admin.v1.Transition
-	36, // 31: ekaci.admin.v1.RetryResponse.action:type_name -> ekaci.admin.v1.Action
-	36, // 32: ekaci.admin.v1.CancelJobsetResponse.action:type_name -> ekaci.admin.v1.Action
-	36, // 33: ekaci.admin.v1.CancelChangeResponse.action:type_name -> ekaci.admin.v1.Action
-	36, // 34: ekaci.admin.v1.RestartJobsetResponse.action:type_name -> ekaci.admin.v1.Action
-	40, // 35: ekaci.admin.v1.Action.actor:type_name -> ekaci.events.v1.Actor
-	6,  // 36: ekaci.admin.v1.Admin.ListChanges:input_type -> ekaci.admin.v1.ListChangesRequest
-	8,  // 37: ekaci.admin.v1.Admin.GetChange:input_type -> ekaci.admin.v1.GetChangeRequest
-	10, // 38: ekaci.admin.v1.Admin.GetJobset:input_type -> ekaci.admin.v1.GetJobsetRequest
-	12, // 39: ekaci.admin.v1.Admin.GetDerivation:input_type -> ekaci.admin.v1.GetDerivationRequest
-	14, // 40: ekaci.admin.v1.Admin.ListFailures:input_type -> ekaci.admin.v1.ListFailuresRequest
-	17, // 41: ekaci.admin.v1.Admin.ListQueues:input_type -> ekaci.admin.v1.ListQueuesRequest
-	20, // 42: ekaci.admin.v1.Admin.ListBuilders:input_type -> ekaci.admin.v1.ListBuildersRequest
-	23, // 43: ekaci.admin.v1.Admin.TailLog:input_type -> ekaci.admin.v1.TailLogRequest
-	25, // 44: ekaci.admin.v1.Admin.WatchJobset:input_type -> ekaci.admin.v1.WatchJobsetRequest
-	28, // 45: ekaci.admin.v1.Admin.Retry:input_type -> ekaci.admin.v1.RetryRequest
-	29, // 46: ekaci.admin.v1.Admin.CancelJobset:input_type -> ekaci.admin.v1.CancelJobsetRequest
-	30, // 47: ekaci.admin.v1.Admin.CancelChange:input_type -> ekaci.admin.v1.CancelChangeRequest
-	31, // 48: ekaci.admin.v1.Admin.RestartJobset:input_type -> ekaci.admin.v1.RestartJobsetRequest
-	7,  // 49: ekaci.admin.v1.Admin.ListChanges:output_type -> ekaci.admin.v1.ListChangesResponse
-	9,  // 50: ekaci.admin.v1.Admin.GetChange:output_type -> ekaci.admin.v1.GetChangeResponse
-	11, // 51: ekaci.admin.v1.Admin.GetJobset:output_type -> ekaci.admin.v1.GetJobsetResponse
-	13, // 52: ekaci.admin.v1.Admin.GetDerivation:output_type -> ekaci.admin.v1.GetDerivationResponse
-	16, // 53: ekaci.admin.v1.Admin.ListFailures:output_type -> ekaci.admin.v1.ListFailuresResponse
-	19, // 54: ekaci.admin.v1.Admin.ListQueues:output_type -> ekaci.admin.v1.ListQueuesResponse
-	22, // 55: ekaci.admin.v1.Admin.ListBuilders:output_type -> ekaci.admin.v1.ListBuildersResponse
-	24, // 56: ekaci.admin.v1.Admin.TailLog:output_type -> ekaci.admin.v1.TailLogResponse
-	26, // 57: ekaci.admin.v1.Admin.WatchJobset:output_type -> ekaci.admin.v1.WatchJobsetResponse
-	32, // 58: ekaci.admin.v1.Admin.Retry:output_type -> ekaci.admin.v1.RetryResponse
-	33, // 59: ekaci.admin.v1.Admin.CancelJobset:output_type -> ekaci.admin.v1.CancelJobsetResponse
-	34, // 60: ekaci.admin.v1.Admin.CancelChange:output_type -> ekaci.admin.v1.CancelChangeResponse
-	35, // 61: ekaci.admin.v1.Admin.RestartJobset:output_type -> ekaci.admin.v1.RestartJobsetResponse
-	49, // [49:62] is the sub-list for method output_type
-	36, // [36:49] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	52, // 25: ekaci.admin.v1.Builder.last_seen:type_name -> google.protobuf.Timestamp
+	52, // 26: ekaci.admin.v1.Builder.since:type_name -> google.protobuf.Timestamp
+	53, // 27: ekaci.admin.v1.Builder.drained_by:type_name -> ekaci.events.v1.Actor
+	21, // 28: ekaci.admin.v1.ListBuildersResponse.builders:type_name -> ekaci.admin.v1.Builder
+	1,  // 29: ekaci.admin.v1.WatchJobsetResponse.jobset:type_name -> ekaci.admin.v1.Jobset
+	27, // 30: ekaci.admin.v1.WatchJobsetResponse.transitions:type_name -> ekaci.admin.v1.WatchedTransition
+	5,  // 31: ekaci.admin.v1.WatchedTransition.transition:type_name -> ekaci.admin.v1.Transition
+	36, // 32: ekaci.admin.v1.RetryResponse.action:type_name -> ekaci.admin.v1.Action
+	36, // 33: ekaci.admin.v1.CancelJobsetResponse.action:type_name -> ekaci.admin.v1.Action
+	36, // 34: ekaci.admin.v1.CancelChangeResponse.action:type_name -> ekaci.admin.v1.Action
+	36, // 35: ekaci.admin.v1.RestartJobsetResponse.action:type_name -> ekaci.admin.v1.Action
+	53, // 36: ekaci.admin.v1.Action.actor:type_name -> ekaci.events.v1.Actor
+	36, // 37: ekaci.admin.v1.ApproveContributorResponse.action:type_name -> ekaci.admin.v1.Action
+	36, // 38: ekaci.admin.v1.RevokeContributorResponse.action:type_name -> ekaci.admin.v1.Action
+	53, // 39: ekaci.admin.v1.Approval.actor:type_name -> ekaci.events.v1.Actor
+	52, // 40: ekaci.admin.v1.Approval.at:type_name -> google.protobuf.Timestamp
+	42, // 41: ekaci.admin.v1.ListApprovalsResponse.approvals:type_name -> ekaci.admin.v1.Approval
+	36, // 42: ekaci.admin.v1.DrainBuilderResponse.action:type_name -> ekaci.admin.v1.Action
+	36, // 43: ekaci.admin.v1.ResumeBuilderResponse.action:type_name -> ekaci.admin.v1.Action
+	6,  // 44: ekaci.admin.v1.Admin.ListChanges:input_type -> ekaci.admin.v1.ListChangesRequest
+	8,  // 45: ekaci.admin.v1.Admin.GetChange:input_type -> ekaci.admin.v1.GetChangeRequest
+	10, // 46: ekaci.admin.v1.Admin.GetJobset:input_type -> ekaci.admin.v1.GetJobsetRequest
+	12, // 47: ekaci.admin.v1.Admin.GetDerivation:input_type -> ekaci.admin.v1.GetDerivationRequest
+	14, // 48: ekaci.admin.v1.Admin.ListFailures:input_type -> ekaci.admin.v1.ListFailuresRequest
+	17, // 49: ekaci.admin.v1.Admin.ListQueues:input_type -> ekaci.admin.v1.ListQueuesRequest
+	20, // 50: ekaci.admin.v1.Admin.ListBuilders:input_type -> ekaci.admin.v1.ListBuildersRequest
+	23, // 51: ekaci.admin.v1.Admin.TailLog:input_type -> ekaci.admin.v1.TailLogRequest
+	25, // 52: ekaci.admin.v1.Admin.WatchJobset:input_type -> ekaci.admin.v1.WatchJobsetRequest
+	28, // 53: ekaci.admin.v1.Admin.Retry:input_type -> ekaci.admin.v1.RetryRequest
+	29, // 54: ekaci.admin.v1.Admin.CancelJobset:input_type -> ekaci.admin.v1.CancelJobsetRequest
+	30, // 55: ekaci.admin.v1.Admin.CancelChange:input_type -> ekaci.admin.v1.CancelChangeRequest
+	31, // 56: ekaci.admin.v1.Admin.RestartJobset:input_type -> ekaci.admin.v1.RestartJobsetRequest
+	37, // 57: ekaci.admin.v1.Admin.ApproveContributor:input_type -> ekaci.admin.v1.ApproveContributorRequest
+	39, // 58: ekaci.admin.v1.Admin.RevokeContributor:input_type -> ekaci.admin.v1.RevokeContributorRequest
+	41, // 59: ekaci.admin.v1.Admin.ListApprovals:input_type -> ekaci.admin.v1.ListApprovalsRequest
+	44, // 60: ekaci.admin.v1.Admin.DrainBuilder:input_type -> ekaci.admin.v1.DrainBuilderRequest
+	46, // 61: ekaci.admin.v1.Admin.ResumeBuilder:input_type -> ekaci.admin.v1.ResumeBuilderRequest
+	48, // 62: ekaci.admin.v1.Admin.RebuildReadModel:input_type -> ekaci.admin.v1.RebuildReadModelRequest
+	7,  // 63: ekaci.admin.v1.Admin.ListChanges:output_type -> ekaci.admin.v1.ListChangesResponse
+	9,  // 64: ekaci.admin.v1.Admin.GetChange:output_type -> ekaci.admin.v1.GetChangeResponse
+	11, // 65: ekaci.admin.v1.Admin.GetJobset:output_type -> ekaci.admin.v1.GetJobsetResponse
+	13, // 66: ekaci.admin.v1.Admin.GetDerivation:output_type -> ekaci.admin.v1.GetDerivationResponse
+	16, // 67: ekaci.admin.v1.Admin.ListFailures:output_type -> ekaci.admin.v1.ListFailuresResponse
+	19, // 68: ekaci.admin.v1.Admin.ListQueues:output_type -> ekaci.admin.v1.ListQueuesResponse
+	22, // 69: ekaci.admin.v1.Admin.ListBuilders:output_type -> ekaci.admin.v1.ListBuildersResponse
+	24, // 70: ekaci.admin.v1.Admin.TailLog:output_type -> ekaci.admin.v1.TailLogResponse
+	26, // 71: ekaci.admin.v1.Admin.WatchJobset:output_type -> ekaci.admin.v1.WatchJobsetResponse
+	32, // 72: ekaci.admin.v1.Admin.Retry:output_type -> ekaci.admin.v1.RetryResponse
+	33, // 73: ekaci.admin.v1.Admin.CancelJobset:output_type -> ekaci.admin.v1.CancelJobsetResponse
+	34, // 74: ekaci.admin.v1.Admin.CancelChange:output_type -> ekaci.admin.v1.CancelChangeResponse
+	35, // 75: ekaci.admin.v1.Admin.RestartJobset:output_type -> ekaci.admin.v1.RestartJobsetResponse
+	38, // 76: ekaci.admin.v1.Admin.ApproveContributor:output_type -> ekaci.admin.v1.ApproveContributorResponse
+	40, // 77: ekaci.admin.v1.Admin.RevokeContributor:output_type -> ekaci.admin.v1.RevokeContributorResponse
+	43, // 78: ekaci.admin.v1.Admin.ListApprovals:output_type -> ekaci.admin.v1.ListApprovalsResponse
+	45, // 79: ekaci.admin.v1.Admin.DrainBuilder:output_type -> ekaci.admin.v1.DrainBuilderResponse
+	47, // 80: ekaci.admin.v1.Admin.ResumeBuilder:output_type -> ekaci.admin.v1.ResumeBuilderResponse
+	49, // 81: ekaci.admin.v1.Admin.RebuildReadModel:output_type -> ekaci.admin.v1.RebuildReadModelResponse
+	63, // [63:82] is the sub-list for method output_type
+	44, // [44:63] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_ekaci_admin_v1_admin_proto_init() }
@@ -2797,7 +3607,7 @@ func file_ekaci_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ekaci_admin_v1_admin_proto_rawDesc), len(file_ekaci_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   38,
+			NumMessages:   51,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -22,19 +22,25 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Admin_ListChanges_FullMethodName   = "/ekaci.admin.v1.Admin/ListChanges"
-	Admin_GetChange_FullMethodName     = "/ekaci.admin.v1.Admin/GetChange"
-	Admin_GetJobset_FullMethodName     = "/ekaci.admin.v1.Admin/GetJobset"
-	Admin_GetDerivation_FullMethodName = "/ekaci.admin.v1.Admin/GetDerivation"
-	Admin_ListFailures_FullMethodName  = "/ekaci.admin.v1.Admin/ListFailures"
-	Admin_ListQueues_FullMethodName    = "/ekaci.admin.v1.Admin/ListQueues"
-	Admin_ListBuilders_FullMethodName  = "/ekaci.admin.v1.Admin/ListBuilders"
-	Admin_TailLog_FullMethodName       = "/ekaci.admin.v1.Admin/TailLog"
-	Admin_WatchJobset_FullMethodName   = "/ekaci.admin.v1.Admin/WatchJobset"
-	Admin_Retry_FullMethodName         = "/ekaci.admin.v1.Admin/Retry"
-	Admin_CancelJobset_FullMethodName  = "/ekaci.admin.v1.Admin/CancelJobset"
-	Admin_CancelChange_FullMethodName  = "/ekaci.admin.v1.Admin/CancelChange"
-	Admin_RestartJobset_FullMethodName = "/ekaci.admin.v1.Admin/RestartJobset"
+	Admin_ListChanges_FullMethodName        = "/ekaci.admin.v1.Admin/ListChanges"
+	Admin_GetChange_FullMethodName          = "/ekaci.admin.v1.Admin/GetChange"
+	Admin_GetJobset_FullMethodName          = "/ekaci.admin.v1.Admin/GetJobset"
+	Admin_GetDerivation_FullMethodName      = "/ekaci.admin.v1.Admin/GetDerivation"
+	Admin_ListFailures_FullMethodName       = "/ekaci.admin.v1.Admin/ListFailures"
+	Admin_ListQueues_FullMethodName         = "/ekaci.admin.v1.Admin/ListQueues"
+	Admin_ListBuilders_FullMethodName       = "/ekaci.admin.v1.Admin/ListBuilders"
+	Admin_TailLog_FullMethodName            = "/ekaci.admin.v1.Admin/TailLog"
+	Admin_WatchJobset_FullMethodName        = "/ekaci.admin.v1.Admin/WatchJobset"
+	Admin_Retry_FullMethodName              = "/ekaci.admin.v1.Admin/Retry"
+	Admin_CancelJobset_FullMethodName       = "/ekaci.admin.v1.Admin/CancelJobset"
+	Admin_CancelChange_FullMethodName       = "/ekaci.admin.v1.Admin/CancelChange"
+	Admin_RestartJobset_FullMethodName      = "/ekaci.admin.v1.Admin/RestartJobset"
+	Admin_ApproveContributor_FullMethodName = "/ekaci.admin.v1.Admin/ApproveContributor"
+	Admin_RevokeContributor_FullMethodName  = "/ekaci.admin.v1.Admin/RevokeContributor"
+	Admin_ListApprovals_FullMethodName      = "/ekaci.admin.v1.Admin/ListApprovals"
+	Admin_DrainBuilder_FullMethodName       = "/ekaci.admin.v1.Admin/DrainBuilder"
+	Admin_ResumeBuilder_FullMethodName      = "/ekaci.admin.v1.Admin/ResumeBuilder"
+	Admin_RebuildReadModel_FullMethodName   = "/ekaci.admin.v1.Admin/RebuildReadModel"
 )
 
 // AdminClient is the client API for Admin service.
@@ -80,6 +86,21 @@ type AdminClient interface {
 	// RestartJobset builds a concluded jobset's failures again and
 	// concludes it again.
 	RestartJobset(ctx context.Context, in *RestartJobsetRequest, opts ...grpc.CallOption) (*RestartJobsetResponse, error)
+	// ApproveContributor records that a GitHub login's pull requests run
+	// without a maintainer's approval (when the webhook requires one).
+	ApproveContributor(ctx context.Context, in *ApproveContributorRequest, opts ...grpc.CallOption) (*ApproveContributorResponse, error)
+	// RevokeContributor takes back an approval ApproveContributor recorded.
+	RevokeContributor(ctx context.Context, in *RevokeContributorRequest, opts ...grpc.CallOption) (*RevokeContributorResponse, error)
+	// ListApprovals lists the logins approved or revoked through the API.
+	ListApprovals(ctx context.Context, in *ListApprovalsRequest, opts ...grpc.CallOption) (*ListApprovalsResponse, error)
+	// DrainBuilder stops a builder taking new work; its running builds
+	// finish.
+	DrainBuilder(ctx context.Context, in *DrainBuilderRequest, opts ...grpc.CallOption) (*DrainBuilderResponse, error)
+	// ResumeBuilder lets a drained builder take work again.
+	ResumeBuilder(ctx context.Context, in *ResumeBuilderRequest, opts ...grpc.CallOption) (*ResumeBuilderResponse, error)
+	// RebuildReadModel folds a read model of this server afresh from the
+	// event log, beside the live one, and swaps it in once it has caught up.
+	RebuildReadModel(ctx context.Context, in *RebuildReadModelRequest, opts ...grpc.CallOption) (*RebuildReadModelResponse, error)
 }
 
 type adminClient struct {
@@ -238,6 +259,66 @@ func (c *adminClient) RestartJobset(ctx context.Context, in *RestartJobsetReques
 	return out, nil
 }
 
+func (c *adminClient) ApproveContributor(ctx context.Context, in *ApproveContributorRequest, opts ...grpc.CallOption) (*ApproveContributorResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ApproveContributorResponse)
+	err := c.cc.Invoke(ctx, Admin_ApproveContributor_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) RevokeContributor(ctx context.Context, in *RevokeContributorRequest, opts ...grpc.CallOption) (*RevokeContributorResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeContributorResponse)
+	err := c.cc.Invoke(ctx, Admin_RevokeContributor_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) ListApprovals(ctx context.Context, in *ListApprovalsRequest, opts ...grpc.CallOption) (*ListApprovalsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListApprovalsResponse)
+	err := c.cc.Invoke(ctx, Admin_ListApprovals_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) DrainBuilder(ctx context.Context, in *DrainBuilderRequest, opts ...grpc.CallOption) (*DrainBuilderResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DrainBuilderResponse)
+	err := c.cc.Invoke(ctx, Admin_DrainBuilder_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) ResumeBuilder(ctx context.Context, in *ResumeBuilderRequest, opts ...grpc.CallOption) (*ResumeBuilderResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ResumeBuilderResponse)
+	err := c.cc.Invoke(ctx, Admin_ResumeBuilder_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) RebuildReadModel(ctx context.Context, in *RebuildReadModelRequest, opts ...grpc.CallOption) (*RebuildReadModelResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RebuildReadModelResponse)
+	err := c.cc.Invoke(ctx, Admin_RebuildReadModel_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -281,6 +362,21 @@ type AdminServer interface {
 	// RestartJobset builds a concluded jobset's failures again and
 	// concludes it again.
 	RestartJobset(context.Context, *RestartJobsetRequest) (*RestartJobsetResponse, error)
+	// ApproveContributor records that a GitHub login's pull requests run
+	// without a maintainer's approval (when the webhook requires one).
+	ApproveContributor(context.Context, *ApproveContributorRequest) (*ApproveContributorResponse, error)
+	// RevokeContributor takes back an approval ApproveContributor recorded.
+	RevokeContributor(context.Context, *RevokeContributorRequest) (*RevokeContributorResponse, error)
+	// ListApprovals lists the logins approved or revoked through the API.
+	ListApprovals(context.Context, *ListApprovalsRequest) (*ListApprovalsResponse, error)
+	// DrainBuilder stops a builder taking new work; its running builds
+	// finish.
+	DrainBuilder(context.Context, *DrainBuilderRequest) (*DrainBuilderResponse, error)
+	// ResumeBuilder lets a drained builder take work again.
+	ResumeBuilder(context.Context, *ResumeBuilderRequest) (*ResumeBuilderResponse, error)
+	// RebuildReadModel folds a read model of this server afresh from the
+	// event log, beside the live one, and swaps it in once it has caught up.
+	RebuildReadModel(context.Context, *RebuildReadModelRequest) (*RebuildReadModelResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -329,6 +425,24 @@ func (UnimplementedAdminServer) CancelChange(context.Context, *CancelChangeReque
 }
 func (UnimplementedAdminServer) RestartJobset(context.Context, *RestartJobsetRequest) (*RestartJobsetResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RestartJobset not implemented")
+}
+func (UnimplementedAdminServer) ApproveContributor(context.Context, *ApproveContributorRequest) (*ApproveContributorResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ApproveContributor not implemented")
+}
+func (UnimplementedAdminServer) RevokeContributor(context.Context, *RevokeContributorRequest) (*RevokeContributorResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeContributor not implemented")
+}
+func (UnimplementedAdminServer) ListApprovals(context.Context, *ListApprovalsRequest) (*ListApprovalsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListApprovals not implemented")
+}
+func (UnimplementedAdminServer) DrainBuilder(context.Context, *DrainBuilderRequest) (*DrainBuilderResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DrainBuilder not implemented")
+}
+func (UnimplementedAdminServer) ResumeBuilder(context.Context, *ResumeBuilderRequest) (*ResumeBuilderResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ResumeBuilder not implemented")
+}
+func (UnimplementedAdminServer) RebuildReadModel(context.Context, *RebuildReadModelRequest) (*RebuildReadModelResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RebuildReadModel not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -571,6 +685,114 @@ func _Admin_RestartJobset_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_ApproveContributor_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ApproveContributorRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ApproveContributor(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ApproveContributor_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ApproveContributor(ctx, req.(*ApproveContributorRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_RevokeContributor_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeContributorRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).RevokeContributor(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_RevokeContributor_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).RevokeContributor(ctx, req.(*RevokeContributorRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_ListApprovals_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListApprovalsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ListApprovals(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ListApprovals_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ListApprovals(ctx, req.(*ListApprovalsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_DrainBuilder_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DrainBuilderRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).DrainBuilder(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_DrainBuilder_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).DrainBuilder(ctx, req.(*DrainBuilderRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_ResumeBuilder_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResumeBuilderRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ResumeBuilder(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ResumeBuilder_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ResumeBuilder(ctx, req.(*ResumeBuilderRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_RebuildReadModel_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RebuildReadModelRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).RebuildReadModel(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_RebuildReadModel_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).RebuildReadModel(ctx, req.(*RebuildReadModelRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -621,6 +843,30 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RestartJobset",
 			Handler:    _Admin_RestartJobset_Handler,
+		},
+		{
+			MethodName: "ApproveContributor",
+			Handler:    _Admin_ApproveContributor_Handler,
+		},
+		{
+			MethodName: "RevokeContributor",
+			Handler:    _Admin_RevokeContributor_Handler,
+		},
+		{
+			MethodName: "ListApprovals",
+			Handler:    _Admin_ListApprovals_Handler,
+		},
+		{
+			MethodName: "DrainBuilder",
+			Handler:    _Admin_DrainBuilder_Handler,
+		},
+		{
+			MethodName: "ResumeBuilder",
+			Handler:    _Admin_ResumeBuilder_Handler,
+		},
+		{
+			MethodName: "RebuildReadModel",
+			Handler:    _Admin_RebuildReadModel_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -275,6 +275,10 @@ type Event struct {
 	//	*Event_CheckSucceeded
 	//	*Event_CheckFailed
 	//	*Event_CheckInterrupted
+	//	*Event_ContributorApproved
+	//	*Event_ContributorRevoked
+	//	*Event_BuilderDrained
+	//	*Event_BuilderResumed
 	//	*Event_GithubInstallationChanged
 	Payload       isEvent_Payload `protobuf_oneof:"payload"`
 	unknownFields protoimpl.UnknownFields
@@ -625,6 +629,42 @@ func (x *Event) GetCheckInterrupted() *CheckInterrupted {
 	return nil
 }
 
+func (x *Event) GetContributorApproved() *ContributorApproved {
+	if x != nil {
+		if x, ok := x.Payload.(*Event_ContributorApproved); ok {
+			return x.ContributorApproved
+		}
+	}
+	return nil
+}
+
+func (x *Event) GetContributorRevoked() *ContributorRevoked {
+	if x != nil {
+		if x, ok := x.Payload.(*Event_ContributorRevoked); ok {
+			return x.ContributorRevoked
+		}
+	}
+	return nil
+}
+
+func (x *Event) GetBuilderDrained() *BuilderDrained {
+	if x != nil {
+		if x, ok := x.Payload.(*Event_BuilderDrained); ok {
+			return x.BuilderDrained
+		}
+	}
+	return nil
+}
+
+func (x *Event) GetBuilderResumed() *BuilderResumed {
+	if x != nil {
+		if x, ok := x.Payload.(*Event_BuilderResumed); ok {
+			return x.BuilderResumed
+		}
+	}
+	return nil
+}
+
 func (x *Event) GetGithubInstallationChanged() *GitHubInstallationChanged {
 	if x != nil {
 		if x, ok := x.Payload.(*Event_GithubInstallationChanged); ok {
@@ -799,6 +839,31 @@ type Event_CheckInterrupted struct {
 	CheckInterrupted *CheckInterrupted `protobuf:"bytes,55,opt,name=check_interrupted,json=checkInterrupted,proto3,oneof"`
 }
 
+type Event_ContributorApproved struct {
+	// contributor_approved: an operator approved a GitHub login: its pull
+	// requests run without a maintainer's approval (aggregate: the
+	// lower-case login).
+	ContributorApproved *ContributorApproved `protobuf:"bytes,60,opt,name=contributor_approved,json=contributorApproved,proto3,oneof"`
+}
+
+type Event_ContributorRevoked struct {
+	// contributor_revoked: an operator revoked an approval recorded by
+	// contributor_approved.
+	ContributorRevoked *ContributorRevoked `protobuf:"bytes,61,opt,name=contributor_revoked,json=contributorRevoked,proto3,oneof"`
+}
+
+type Event_BuilderDrained struct {
+	// builder_drained: an operator drained a builder: it takes no new
+	// work, its running builds finish (aggregate: eventlog.BuilderID of
+	// its name).
+	BuilderDrained *BuilderDrained `protobuf:"bytes,70,opt,name=builder_drained,json=builderDrained,proto3,oneof"`
+}
+
+type Event_BuilderResumed struct {
+	// builder_resumed: an operator let a drained builder take work again.
+	BuilderResumed *BuilderResumed `protobuf:"bytes,71,opt,name=builder_resumed,json=builderResumed,proto3,oneof"`
+}
+
 type Event_GithubInstallationChanged struct {
 	// github_installation_changed: the repositories a GitHub App
 	// installation may see changed (aggregate: the installation id).
@@ -866,6 +931,14 @@ func (*Event_CheckSucceeded) isEvent_Payload() {}
 func (*Event_CheckFailed) isEvent_Payload() {}
 
 func (*Event_CheckInterrupted) isEvent_Payload() {}
+
+func (*Event_ContributorApproved) isEvent_Payload() {}
+
+func (*Event_ContributorRevoked) isEvent_Payload() {}
+
+func (*Event_BuilderDrained) isEvent_Payload() {}
+
+func (*Event_BuilderResumed) isEvent_Payload() {}
 
 func (*Event_GithubInstallationChanged) isEvent_Payload() {}
 
@@ -3345,11 +3418,237 @@ func (x *GitHubInstallationChanged) GetAction() string {
 	return ""
 }
 
+// ContributorApproved is a GitHub login an operator approved: when the
+// webhook requires approval, pull requests this login opens run without a
+// maintainer's click, as if it were listed in --github-approved.
+type ContributorApproved struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// login is the GitHub login as the operator gave it.
+	Login string `protobuf:"bytes,1,opt,name=login,proto3" json:"login,omitempty"`
+	// actor is who approved, through what and why.
+	Actor         *Actor `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContributorApproved) Reset() {
+	*x = ContributorApproved{}
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContributorApproved) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContributorApproved) ProtoMessage() {}
+
+func (x *ContributorApproved) ProtoReflect() protoreflect.Message {
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContributorApproved.ProtoReflect.Descriptor instead.
+func (*ContributorApproved) Descriptor() ([]byte, []int) {
+	return file_ekaci_events_v1_events_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *ContributorApproved) GetLogin() string {
+	if x != nil {
+		return x.Login
+	}
+	return ""
+}
+
+func (x *ContributorApproved) GetActor() *Actor {
+	if x != nil {
+		return x.Actor
+	}
+	return nil
+}
+
+// ContributorRevoked is an approval an operator took back: the login's
+// next pull requests wait for a maintainer again (unless it is in
+// --github-approved, which only the server's configuration changes).
+type ContributorRevoked struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// login is the GitHub login as the operator gave it.
+	Login string `protobuf:"bytes,1,opt,name=login,proto3" json:"login,omitempty"`
+	// actor is who revoked, through what and why.
+	Actor         *Actor `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContributorRevoked) Reset() {
+	*x = ContributorRevoked{}
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContributorRevoked) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContributorRevoked) ProtoMessage() {}
+
+func (x *ContributorRevoked) ProtoReflect() protoreflect.Message {
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContributorRevoked.ProtoReflect.Descriptor instead.
+func (*ContributorRevoked) Descriptor() ([]byte, []int) {
+	return file_ekaci_events_v1_events_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *ContributorRevoked) GetLogin() string {
+	if x != nil {
+		return x.Login
+	}
+	return ""
+}
+
+func (x *ContributorRevoked) GetActor() *Actor {
+	if x != nil {
+		return x.Actor
+	}
+	return nil
+}
+
+// BuilderDrained is a builder an operator drained: every process of that
+// name stops taking build requests; the builds it runs go on to their
+// end, and what waits in its pools goes to other builders or waits.
+type BuilderDrained struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is the builder's name (--name).
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// actor is who drained it, through what and why.
+	Actor         *Actor `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BuilderDrained) Reset() {
+	*x = BuilderDrained{}
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BuilderDrained) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BuilderDrained) ProtoMessage() {}
+
+func (x *BuilderDrained) ProtoReflect() protoreflect.Message {
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BuilderDrained.ProtoReflect.Descriptor instead.
+func (*BuilderDrained) Descriptor() ([]byte, []int) {
+	return file_ekaci_events_v1_events_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *BuilderDrained) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *BuilderDrained) GetActor() *Actor {
+	if x != nil {
+		return x.Actor
+	}
+	return nil
+}
+
+// BuilderResumed is a drained builder an operator let take work again.
+type BuilderResumed struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is the builder's name (--name).
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// actor is who resumed it, through what and why.
+	Actor         *Actor `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BuilderResumed) Reset() {
+	*x = BuilderResumed{}
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BuilderResumed) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BuilderResumed) ProtoMessage() {}
+
+func (x *BuilderResumed) ProtoReflect() protoreflect.Message {
+	mi := &file_ekaci_events_v1_events_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BuilderResumed.ProtoReflect.Descriptor instead.
+func (*BuilderResumed) Descriptor() ([]byte, []int) {
+	return file_ekaci_events_v1_events_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *BuilderResumed) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *BuilderResumed) GetActor() *Actor {
+	if x != nil {
+		return x.Actor
+	}
+	return nil
+}
+
 var File_ekaci_events_v1_events_proto protoreflect.FileDescriptor
 
 const file_ekaci_events_v1_events_proto_rawDesc = "" +
 	"\n" +
-	"\x1cekaci/events/v1/events.proto\x12\x0fekaci.events.v1\x1a\x1cekaci/events/v1/checks.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xac\x15\n" +
+	"\x1cekaci/events/v1/events.proto\x12\x0fekaci.events.v1\x1a\x1cekaci/events/v1/checks.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf7\x17\n" +
 	"\x05Event\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12;\n" +
 	"\voccurred_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
@@ -3388,7 +3687,11 @@ const file_ekaci_events_v1_events_proto_rawDesc = "" +
 	"\fcheck_queued\x184 \x01(\v2\x1c.ekaci.events.v1.CheckQueuedH\x00R\vcheckQueued\x12J\n" +
 	"\x0fcheck_succeeded\x185 \x01(\v2\x1f.ekaci.events.v1.CheckSucceededH\x00R\x0echeckSucceeded\x12A\n" +
 	"\fcheck_failed\x186 \x01(\v2\x1c.ekaci.events.v1.CheckFailedH\x00R\vcheckFailed\x12P\n" +
-	"\x11check_interrupted\x187 \x01(\v2!.ekaci.events.v1.CheckInterruptedH\x00R\x10checkInterrupted\x12l\n" +
+	"\x11check_interrupted\x187 \x01(\v2!.ekaci.events.v1.CheckInterruptedH\x00R\x10checkInterrupted\x12Y\n" +
+	"\x14contributor_approved\x18< \x01(\v2$.ekaci.events.v1.ContributorApprovedH\x00R\x13contributorApproved\x12V\n" +
+	"\x13contributor_revoked\x18= \x01(\v2#.ekaci.events.v1.ContributorRevokedH\x00R\x12contributorRevoked\x12J\n" +
+	"\x0fbuilder_drained\x18F \x01(\v2\x1f.ekaci.events.v1.BuilderDrainedH\x00R\x0ebuilderDrained\x12J\n" +
+	"\x0fbuilder_resumed\x18G \x01(\v2\x1f.ekaci.events.v1.BuilderResumedH\x00R\x0ebuilderResumed\x12l\n" +
 	"\x1bgithub_installation_changed\x18P \x01(\v2*.ekaci.events.v1.GitHubInstallationChangedH\x00R\x19githubInstallationChangedB\t\n" +
 	"\apayload\"\xda\x01\n" +
 	"\x0fChangeRequested\x12\x19\n" +
@@ -3599,7 +3902,19 @@ const file_ekaci_events_v1_events_proto_rawDesc = "" +
 	"\x10all_repositories\x18\x04 \x01(\bR\x0fallRepositories\x12\x14\n" +
 	"\x05added\x18\x05 \x03(\tR\x05added\x121\n" +
 	"\x14removed_repositories\x18\x06 \x03(\tR\x13removedRepositories\x12\x16\n" +
-	"\x06action\x18\a \x01(\tR\x06action*\x8a\x01\n" +
+	"\x06action\x18\a \x01(\tR\x06action\"Y\n" +
+	"\x13ContributorApproved\x12\x14\n" +
+	"\x05login\x18\x01 \x01(\tR\x05login\x12,\n" +
+	"\x05actor\x18\x02 \x01(\v2\x16.ekaci.events.v1.ActorR\x05actor\"X\n" +
+	"\x12ContributorRevoked\x12\x14\n" +
+	"\x05login\x18\x01 \x01(\tR\x05login\x12,\n" +
+	"\x05actor\x18\x02 \x01(\v2\x16.ekaci.events.v1.ActorR\x05actor\"R\n" +
+	"\x0eBuilderDrained\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12,\n" +
+	"\x05actor\x18\x02 \x01(\v2\x16.ekaci.events.v1.ActorR\x05actor\"R\n" +
+	"\x0eBuilderResumed\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12,\n" +
+	"\x05actor\x18\x02 \x01(\v2\x16.ekaci.events.v1.ActorR\x05actor*\x8a\x01\n" +
 	"\n" +
 	"Conclusion\x12\x1a\n" +
 	"\x16CONCLUSION_UNSPECIFIED\x10\x00\x12\x16\n" +
@@ -3636,7 +3951,7 @@ func file_ekaci_events_v1_events_proto_rawDescGZIP() []byte {
 }
 
 var file_ekaci_events_v1_events_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_ekaci_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_ekaci_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_ekaci_events_v1_events_proto_goTypes = []any{
 	(Conclusion)(0),                   // 0: ekaci.events.v1.Conclusion
 	(Difference)(0),                   // 1: ekaci.events.v1.Difference
@@ -3674,17 +3989,21 @@ var file_ekaci_events_v1_events_proto_goTypes = []any{
 	(*CheckFinished)(nil),             // 33: ekaci.events.v1.CheckFinished
 	(*GitHubOrigin)(nil),              // 34: ekaci.events.v1.GitHubOrigin
 	(*GitHubInstallationChanged)(nil), // 35: ekaci.events.v1.GitHubInstallationChanged
-	nil,                               // 36: ekaci.events.v1.JobsetCreated.ArgsEntry
-	nil,                               // 37: ekaci.events.v1.JobsetConcluded.CountsEntry
-	nil,                               // 38: ekaci.events.v1.DrvDiscovered.OutputsEntry
-	(*timestamppb.Timestamp)(nil),     // 39: google.protobuf.Timestamp
-	(*CheckQueued)(nil),               // 40: ekaci.events.v1.CheckQueued
-	(*CheckSucceeded)(nil),            // 41: ekaci.events.v1.CheckSucceeded
-	(*CheckFailed)(nil),               // 42: ekaci.events.v1.CheckFailed
-	(*CheckInterrupted)(nil),          // 43: ekaci.events.v1.CheckInterrupted
+	(*ContributorApproved)(nil),       // 36: ekaci.events.v1.ContributorApproved
+	(*ContributorRevoked)(nil),        // 37: ekaci.events.v1.ContributorRevoked
+	(*BuilderDrained)(nil),            // 38: ekaci.events.v1.BuilderDrained
+	(*BuilderResumed)(nil),            // 39: ekaci.events.v1.BuilderResumed
+	nil,                               // 40: ekaci.events.v1.JobsetCreated.ArgsEntry
+	nil,                               // 41: ekaci.events.v1.JobsetConcluded.CountsEntry
+	nil,                               // 42: ekaci.events.v1.DrvDiscovered.OutputsEntry
+	(*timestamppb.Timestamp)(nil),     // 43: google.protobuf.Timestamp
+	(*CheckQueued)(nil),               // 44: ekaci.events.v1.CheckQueued
+	(*CheckSucceeded)(nil),            // 45: ekaci.events.v1.CheckSucceeded
+	(*CheckFailed)(nil),               // 46: ekaci.events.v1.CheckFailed
+	(*CheckInterrupted)(nil),          // 47: ekaci.events.v1.CheckInterrupted
 }
 var file_ekaci_events_v1_events_proto_depIdxs = []int32{
-	39, // 0: ekaci.events.v1.Event.occurred_at:type_name -> google.protobuf.Timestamp
+	43, // 0: ekaci.events.v1.Event.occurred_at:type_name -> google.protobuf.Timestamp
 	4,  // 1: ekaci.events.v1.Event.change_requested:type_name -> ekaci.events.v1.ChangeRequested
 	5,  // 2: ekaci.events.v1.Event.change_checked_out:type_name -> ekaci.events.v1.ChangeCheckedOut
 	6,  // 3: ekaci.events.v1.Event.change_checkout_failed:type_name -> ekaci.events.v1.ChangeCheckoutFailed
@@ -3712,35 +4031,43 @@ var file_ekaci_events_v1_events_proto_depIdxs = []int32{
 	26, // 25: ekaci.events.v1.Event.drv_downstream_failed:type_name -> ekaci.events.v1.DrvDownstreamFailed
 	32, // 26: ekaci.events.v1.Event.check_started:type_name -> ekaci.events.v1.CheckStarted
 	33, // 27: ekaci.events.v1.Event.check_finished:type_name -> ekaci.events.v1.CheckFinished
-	40, // 28: ekaci.events.v1.Event.check_queued:type_name -> ekaci.events.v1.CheckQueued
-	41, // 29: ekaci.events.v1.Event.check_succeeded:type_name -> ekaci.events.v1.CheckSucceeded
-	42, // 30: ekaci.events.v1.Event.check_failed:type_name -> ekaci.events.v1.CheckFailed
-	43, // 31: ekaci.events.v1.Event.check_interrupted:type_name -> ekaci.events.v1.CheckInterrupted
-	35, // 32: ekaci.events.v1.Event.github_installation_changed:type_name -> ekaci.events.v1.GitHubInstallationChanged
-	34, // 33: ekaci.events.v1.ChangeRequested.github:type_name -> ekaci.events.v1.GitHubOrigin
-	0,  // 34: ekaci.events.v1.ChangeConcluded.conclusion:type_name -> ekaci.events.v1.Conclusion
-	36, // 35: ekaci.events.v1.JobsetCreated.args:type_name -> ekaci.events.v1.JobsetCreated.ArgsEntry
-	1,  // 36: ekaci.events.v1.JobAttr.difference:type_name -> ekaci.events.v1.Difference
-	11, // 37: ekaci.events.v1.JobsetEvaluated.attrs:type_name -> ekaci.events.v1.JobAttr
-	11, // 38: ekaci.events.v1.JobsetAttrsListed.attrs:type_name -> ekaci.events.v1.JobAttr
-	1,  // 39: ekaci.events.v1.AttrResult.difference:type_name -> ekaci.events.v1.Difference
-	2,  // 40: ekaci.events.v1.AttrResult.interruption:type_name -> ekaci.events.v1.InterruptKind
-	0,  // 41: ekaci.events.v1.JobsetConcluded.conclusion:type_name -> ekaci.events.v1.Conclusion
-	15, // 42: ekaci.events.v1.JobsetConcluded.results:type_name -> ekaci.events.v1.AttrResult
-	37, // 43: ekaci.events.v1.JobsetConcluded.counts:type_name -> ekaci.events.v1.JobsetConcluded.CountsEntry
-	38, // 44: ekaci.events.v1.DrvDiscovered.outputs:type_name -> ekaci.events.v1.DrvDiscovered.OutputsEntry
-	2,  // 45: ekaci.events.v1.DrvBuildFailedRetry.interruption:type_name -> ekaci.events.v1.InterruptKind
-	2,  // 46: ekaci.events.v1.DrvInterrupted.kind:type_name -> ekaci.events.v1.InterruptKind
-	28, // 47: ekaci.events.v1.DrvInterrupted.actor:type_name -> ekaci.events.v1.Actor
-	28, // 48: ekaci.events.v1.DrvRequeued.actor:type_name -> ekaci.events.v1.Actor
-	28, // 49: ekaci.events.v1.ChangeCancelled.actor:type_name -> ekaci.events.v1.Actor
-	28, // 50: ekaci.events.v1.JobsetCancelled.actor:type_name -> ekaci.events.v1.Actor
-	28, // 51: ekaci.events.v1.JobsetRestarted.actor:type_name -> ekaci.events.v1.Actor
-	52, // [52:52] is the sub-list for method output_type
-	52, // [52:52] is the sub-list for method input_type
-	52, // [52:52] is the sub-list for extension type_name
-	52, // [52:52] is the sub-list for extension extendee
-	0,  // [0:52] is the sub-list for field type_name
+	44, // 28: ekaci.events.v1.Event.check_queued:type_name -> ekaci.events.v1.CheckQueued
+	45, // 29: ekaci.events.v1.Event.check_succeeded:type_name -> ekaci.events.v1.CheckSucceeded
+	46, // 30: ekaci.events.v1.Event.check_failed:type_name -> ekaci.events.v1.CheckFailed
+	47, // 31: ekaci.events.v1.Event.check_interrupted:type_name -> ekaci.events.v1.CheckInterrupted
+	36, // 32: ekaci.events.v1.Event.contributor_approved:type_name -> ekaci.events.v1.ContributorApproved
+	37, // 33: ekaci.events.v1.Event.contributor_revoked:type_name -> ekaci.events.v1.ContributorRevoked
+	38, // 34: ekaci.events.v1.Event.builder_drained:type_name -> ekaci.events.v1.BuilderDrained
+	39, // 35: ekaci.events.v1.Event.builder_resumed:type_name -> ekaci.events.v1.BuilderResumed
+	35, // 36: ekaci.events.v1.Event.github_installation_changed:type_name -> ekaci.events.v1.GitHubInstallationChanged
+	34, // 37: ekaci.events.v1.ChangeRequested.github:type_name -> ekaci.events.v1.GitHubOrigin
+	0,  // 38: ekaci.events.v1.ChangeConcluded.conclusion:type_name -> ekaci.events.v1.Conclusion
+	40, // 39: ekaci.events.v1.JobsetCreated.args:type_name -> ekaci.events.v1.JobsetCreated.ArgsEntry
+	1,  // 40: ekaci.events.v1.JobAttr.difference:type_name -> ekaci.events.v1.Difference
+	11, // 41: ekaci.events.v1.JobsetEvaluated.attrs:type_name -> ekaci.events.v1.JobAttr
+	11, // 42: ekaci.events.v1.JobsetAttrsListed.attrs:type_name -> ekaci.events.v1.JobAttr
+	1,  // 43: ekaci.events.v1.AttrResult.difference:type_name -> ekaci.events.v1.Difference
+	2,  // 44: ekaci.events.v1.AttrResult.interruption:type_name -> ekaci.events.v1.InterruptKind
+	0,  // 45: ekaci.events.v1.JobsetConcluded.conclusion:type_name -> ekaci.events.v1.Conclusion
+	15, // 46: ekaci.events.v1.JobsetConcluded.results:type_name -> ekaci.events.v1.AttrResult
+	41, // 47: ekaci.events.v1.JobsetConcluded.counts:type_name -> ekaci.events.v1.JobsetConcluded.CountsEntry
+	42, // 48: ekaci.events.v1.DrvDiscovered.outputs:type_name -> ekaci.events.v1.DrvDiscovered.OutputsEntry
+	2,  // 49: ekaci.events.v1.DrvBuildFailedRetry.interruption:type_name -> ekaci.events.v1.InterruptKind
+	2,  // 50: ekaci.events.v1.DrvInterrupted.kind:type_name -> ekaci.events.v1.InterruptKind
+	28, // 51: ekaci.events.v1.DrvInterrupted.actor:type_name -> ekaci.events.v1.Actor
+	28, // 52: ekaci.events.v1.DrvRequeued.actor:type_name -> ekaci.events.v1.Actor
+	28, // 53: ekaci.events.v1.ChangeCancelled.actor:type_name -> ekaci.events.v1.Actor
+	28, // 54: ekaci.events.v1.JobsetCancelled.actor:type_name -> ekaci.events.v1.Actor
+	28, // 55: ekaci.events.v1.JobsetRestarted.actor:type_name -> ekaci.events.v1.Actor
+	28, // 56: ekaci.events.v1.ContributorApproved.actor:type_name -> ekaci.events.v1.Actor
+	28, // 57: ekaci.events.v1.ContributorRevoked.actor:type_name -> ekaci.events.v1.Actor
+	28, // 58: ekaci.events.v1.BuilderDrained.actor:type_name -> ekaci.events.v1.Actor
+	28, // 59: ekaci.events.v1.BuilderResumed.actor:type_name -> ekaci.events.v1.Actor
+	60, // [60:60] is the sub-list for method output_type
+	60, // [60:60] is the sub-list for method input_type
+	60, // [60:60] is the sub-list for extension type_name
+	60, // [60:60] is the sub-list for extension extendee
+	0,  // [0:60] is the sub-list for field type_name
 }
 
 func init() { file_ekaci_events_v1_events_proto_init() }
@@ -3781,6 +4108,10 @@ func file_ekaci_events_v1_events_proto_init() {
 		(*Event_CheckSucceeded)(nil),
 		(*Event_CheckFailed)(nil),
 		(*Event_CheckInterrupted)(nil),
+		(*Event_ContributorApproved)(nil),
+		(*Event_ContributorRevoked)(nil),
+		(*Event_BuilderDrained)(nil),
+		(*Event_BuilderResumed)(nil),
 		(*Event_GithubInstallationChanged)(nil),
 	}
 	type x struct{}
@@ -3789,7 +4120,7 @@ func file_ekaci_events_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ekaci_events_v1_events_proto_rawDesc), len(file_ekaci_events_v1_events_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   36,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -278,6 +278,38 @@ func (x *Event) MarshalProtoJSON(e *pbjson.Encoder) {
 		e.Name("\"check_interrupted\":")
 		v.CheckInterrupted.MarshalProtoJSON(e)
 	}
+	if v, ok := x.Payload.(*Event_ContributorApproved); ok {
+		if v.ContributorApproved == nil {
+			e.Fail()
+			return
+		}
+		e.Name("\"contributor_approved\":")
+		v.ContributorApproved.MarshalProtoJSON(e)
+	}
+	if v, ok := x.Payload.(*Event_ContributorRevoked); ok {
+		if v.ContributorRevoked == nil {
+			e.Fail()
+			return
+		}
+		e.Name("\"contributor_revoked\":")
+		v.ContributorRevoked.MarshalProtoJSON(e)
+	}
+	if v, ok := x.Payload.(*Event_BuilderDrained); ok {
+		if v.BuilderDrained == nil {
+			e.Fail()
+			return
+		}
+		e.Name("\"builder_drained\":")
+		v.BuilderDrained.MarshalProtoJSON(e)
+	}
+	if v, ok := x.Payload.(*Event_BuilderResumed); ok {
+		if v.BuilderResumed == nil {
+			e.Fail()
+			return
+		}
+		e.Name("\"builder_resumed\":")
+		v.BuilderResumed.MarshalProtoJSON(e)
+	}
 	if v, ok := x.Payload.(*Event_GithubInstallationChanged); ok {
 		if v.GithubInstallationChanged == nil {
 			e.Fail()
@@ -399,6 +431,18 @@ func (x *Event) UnmarshalProtoJSON(d *pbjson.Decoder) {
 		case "check_interrupted", "checkInterrupted":
 			d.Seen(&seen, 4)
 			x.Payload = &Event_CheckInterrupted{CheckInterrupted: pbjson.Message(d, &CheckInterrupted{})}
+		case "contributor_approved", "contributorApproved":
+			d.Seen(&seen, 4)
+			x.Payload = &Event_ContributorApproved{ContributorApproved: pbjson.Message(d, &ContributorApproved{})}
+		case "contributor_revoked", "contributorRevoked":
+			d.Seen(&seen, 4)
+			x.Payload = &Event_ContributorRevoked{ContributorRevoked: pbjson.Message(d, &ContributorRevoked{})}
+		case "builder_drained", "builderDrained":
+			d.Seen(&seen, 4)
+			x.Payload = &Event_BuilderDrained{BuilderDrained: pbjson.Message(d, &BuilderDrained{})}
+		case "builder_resumed", "builderResumed":
+			d.Seen(&seen, 4)
+			x.Payload = &Event_BuilderResumed{BuilderResumed: pbjson.Message(d, &BuilderResumed{})}
 		case "github_installation_changed", "githubInstallationChanged":
 			d.Seen(&seen, 4)
 			x.Payload = &Event_GithubInstallationChanged{GithubInstallationChanged: pbjson.Message(d, &GitHubInstallationChanged{})}
@@ -2281,6 +2325,158 @@ func (x *GitHubInstallationChanged) UnmarshalProtoJSON(d *pbjson.Decoder) {
 		case "action":
 			d.Seen(&seen, 6)
 			x.Action = d.String()
+		default:
+			d.Skip()
+		}
+		if d.Failed() {
+			return
+		}
+	}
+}
+
+// MarshalProtoJSON implements pbjson.Marshaler.
+func (x *ContributorApproved) MarshalProtoJSON(e *pbjson.Encoder) {
+	if x == nil {
+		e.Fail()
+		return
+	}
+	e.Open()
+	if x.Login != "" {
+		e.Name("\"login\":")
+		e.String(x.Login)
+	}
+	if x.Actor != nil {
+		e.Name("\"actor\":")
+		x.Actor.MarshalProtoJSON(e)
+	}
+	e.Close()
+}
+
+// UnmarshalProtoJSON implements pbjson.Unmarshaler; x is empty.
+func (x *ContributorApproved) UnmarshalProtoJSON(d *pbjson.Decoder) {
+	var seen uint64
+	for more := d.Object() && d.First(); more; more = d.More() {
+		switch string(d.Name()) {
+		case "login":
+			d.Seen(&seen, 0)
+			x.Login = d.String()
+		case "actor":
+			d.Seen(&seen, 1)
+			x.Actor = pbjson.Message(d, &Actor{})
+		default:
+			d.Skip()
+		}
+		if d.Failed() {
+			return
+		}
+	}
+}
+
+// MarshalProtoJSON implements pbjson.Marshaler.
+func (x *ContributorRevoked) MarshalProtoJSON(e *pbjson.Encoder) {
+	if x == nil {
+		e.Fail()
+		return
+	}
+	e.Open()
+	if x.Login != "" {
+		e.Name("\"login\":")
+		e.String(x.Login)
+	}
+	if x.Actor != nil {
+		e.Name("\"actor\":")
+		x.Actor.MarshalProtoJSON(e)
+	}
+	e.Close()
+}
+
+// UnmarshalProtoJSON implements pbjson.Unmarshaler; x is empty.
+func (x *ContributorRevoked) UnmarshalProtoJSON(d *pbjson.Decoder) {
+	var seen uint64
+	for more := d.Object() && d.First(); more; more = d.More() {
+		switch string(d.Name()) {
+		case "login":
+			d.Seen(&seen, 0)
+			x.Login = d.String()
+		case "actor":
+			d.Seen(&seen, 1)
+			x.Actor = pbjson.Message(d, &Actor{})
+		default:
+			d.Skip()
+		}
+		if d.Failed() {
+			return
+		}
+	}
+}
+
+// MarshalProtoJSON implements pbjson.Marshaler.
+func (x *BuilderDrained) MarshalProtoJSON(e *pbjson.Encoder) {
+	if x == nil {
+		e.Fail()
+		return
+	}
+	e.Open()
+	if x.Name != "" {
+		e.Name("\"name\":")
+		e.String(x.Name)
+	}
+	if x.Actor != nil {
+		e.Name("\"actor\":")
+		x.Actor.MarshalProtoJSON(e)
+	}
+	e.Close()
+}
+
+// UnmarshalProtoJSON implements pbjson.Unmarshaler; x is empty.
+func (x *BuilderDrained) UnmarshalProtoJSON(d *pbjson.Decoder) {
+	var seen uint64
+	for more := d.Object() && d.First(); more; more = d.More() {
+		switch string(d.Name()) {
+		case "name":
+			d.Seen(&seen, 0)
+			x.Name = d.String()
+		case "actor":
+			d.Seen(&seen, 1)
+			x.Actor = pbjson.Message(d, &Actor{})
+		default:
+			d.Skip()
+		}
+		if d.Failed() {
+			return
+		}
+	}
+}
+
+// MarshalProtoJSON implements pbjson.Marshaler.
+func (x *BuilderResumed) MarshalProtoJSON(e *pbjson.Encoder) {
+	if x == nil {
+		e.Fail()
+		return
+	}
+	e.Open()
+	if x.Name != "" {
+		e.Name("\"name\":")
+		e.String(x.Name)
+	}
+	if x.Actor != nil {
+		e.Name("\"actor\":")
+		x.Actor.MarshalProtoJSON(e)
+	}
+	e.Close()
+}
+
+// UnmarshalProtoJSON implements pbjson.Unmarshaler; x is empty.
+func (x *BuilderResumed) UnmarshalProtoJSON(d *pbjson.Decoder) {
+	var seen uint64
+	for more := d.Object() && d.First(); more; more = d.More() {
+		switch string(d.Name()) {
+		case "name":
+			d.Seen(&seen, 0)
+			x.Name = d.String()
+		case "actor":
+			d.Seen(&seen, 1)
+			x.Actor = pbjson.Message(d, &Actor{})
 		default:
 			d.Skip()
 		}

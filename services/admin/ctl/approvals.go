@@ -1,0 +1,87 @@
+package ctl
+
+import (
+	"github.com/spf13/cobra"
+
+	adminv1 "github.com/ekaci/ekaci/libs/gen/ekaci/admin/v1"
+)
+
+func (c *cli) approveCmd() *cobra.Command {
+	var reason string
+	cmd := &cobra.Command{
+		Use:   "approve LOGIN",
+		Short: "let a GitHub login's pull requests run without a maintainer's approval",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := c.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := c.ctx(cmd.Context(), false)
+			defer cancel()
+			resp, err := cl.ApproveContributor(ctx, &adminv1.ApproveContributorRequest{Login: args[0], Reason: reason})
+			if err != nil {
+				return err
+			}
+			return c.action(resp.GetAction(), "approved "+args[0])
+		},
+	}
+	cmd.Flags().StringVar(&reason, "reason", "", "why, for the record")
+	return cmd
+}
+
+func (c *cli) revokeCmd() *cobra.Command {
+	var reason string
+	cmd := &cobra.Command{
+		Use:   "revoke LOGIN",
+		Short: "take back an approval given with approve",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := c.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := c.ctx(cmd.Context(), false)
+			defer cancel()
+			resp, err := cl.RevokeContributor(ctx, &adminv1.RevokeContributorRequest{Login: args[0], Reason: reason})
+			if err != nil {
+				return err
+			}
+			return c.action(resp.GetAction(), "revoked "+args[0])
+		},
+	}
+	cmd.Flags().StringVar(&reason, "reason", "", "why, for the record")
+	return cmd
+}
+
+func (c *cli) approvalsCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "approvals",
+		Short: "the logins approved or revoked through the API (not the server's --github-approved)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cl, err := c.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := c.ctx(cmd.Context(), false)
+			defer cancel()
+			resp, err := cl.ListApprovals(ctx, &adminv1.ListApprovalsRequest{AfterSeq: c.o.after})
+			if err != nil {
+				return err
+			}
+			if c.json() {
+				return c.printJSON(resp)
+			}
+			var rows [][]string
+			for _, a := range resp.GetApprovals() {
+				state := "approved"
+				if !a.GetApproved() {
+					state = "revoked"
+				}
+				rows = append(rows, []string{a.GetLogin(), state, orDash(a.GetActor().GetWho()), orDash(oneLine(a.GetActor().GetReason(), 40)), when(a.GetAt())})
+			}
+			return c.table([]string{"LOGIN", "STATE", "BY", "REASON", "AT"}, rows)
+		},
+	}
+}
