@@ -5,7 +5,9 @@
 // The read model (Model, in <data-dir>/admin.db) folds every change,
 // jobset and derivation fact into rows a read answers from: changes in
 // the order they were requested, jobsets with their attributes, and each
-// derivation with its attempts and its complete history. No read replays
+// derivation with its attempts and its complete history; and the
+// approvals and drains operators recorded (with libs/action's folds, the
+// ones the webhook and the builders decide by). No read replays
 // the stream. An action answers with the sequence of its fact; a read
 // given that sequence (after_seq) waits until the model has folded it, so
 // it sees what the action did.

@@ -274,6 +274,47 @@ func TestApprovalCodes(t *testing.T) {
 	}
 }
 
+// TestDrainCodes: drain answers InvalidArgument on name for an empty
+// one, NotFound for a name no builder lives under; resume of a builder not
+// drained is FailedPrecondition; over TCP both need the token.
+func TestDrainCodes(t *testing.T) {
+	l, _ := serve(t, admin.Config{Addr: "127.0.0.1:0", Socket: filepath.Join(t.TempDir(), "a.sock"), Token: "t"})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	unix := adminv1.NewAdminClient(dial(t, "unix://"+l.Socket, insecure.NewCredentials()))
+	tcp := adminv1.NewAdminClient(dial(t, l.Addr, insecure.NewCredentials()))
+	_, err := unix.DrainBuilder(ctx, &adminv1.DrainBuilderRequest{})
+	if st := status.Convert(err); st.Code() != codes.InvalidArgument || badField(st) != "name" {
+		t.Fatalf("drain without a name: %v (field %q), want InvalidArgument on name", err, badField(st))
+	}
+	for _, tt := range []struct {
+		name string
+		call func() error
+		want codes.Code
+	}{
+		{"drain an unknown builder", func() error {
+			_, err := unix.DrainBuilder(ctx, &adminv1.DrainBuilderRequest{Name: "nosuch"})
+			return err
+		}, codes.NotFound},
+		{"resume a builder not drained", func() error {
+			_, err := unix.ResumeBuilder(ctx, &adminv1.ResumeBuilderRequest{Name: "nosuch"})
+			return err
+		}, codes.FailedPrecondition},
+		{"drain over TCP without the token", func() error {
+			_, err := tcp.DrainBuilder(ctx, &adminv1.DrainBuilderRequest{Name: "nosuch"})
+			return err
+		}, codes.Unauthenticated},
+		{"resume over TCP without the token", func() error {
+			_, err := tcp.ResumeBuilder(ctx, &adminv1.ResumeBuilderRequest{Name: "nosuch"})
+			return err
+		}, codes.Unauthenticated},
+	} {
+		if got := status.Code(tt.call()); got != tt.want {
+			t.Errorf("%s: %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
 // badField is the field an InvalidArgument's BadRequest detail names.
 func badField(st *status.Status) string {
 	for _, d := range st.Details() {

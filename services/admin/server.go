@@ -149,8 +149,12 @@ func (s *server) ListQueues(ctx context.Context, _ *adminv1.ListQueuesRequest) (
 // holdersBucket is the builders' heartbeat bucket (services/builder).
 const holdersBucket = "ekaci_holders"
 
-// ListBuilders reads the builders' heartbeats and what each builds.
-func (s *server) ListBuilders(ctx context.Context, _ *adminv1.ListBuildersRequest) (*adminv1.ListBuildersResponse, error) {
+// ListBuilders reads the builders' heartbeats (slots), and from the model
+// what each builds and whether its name is drained.
+func (s *server) ListBuilders(ctx context.Context, req *adminv1.ListBuildersRequest) (*adminv1.ListBuildersResponse, error) {
+	if err := s.caughtUp(ctx, req.GetAfterSeq()); err != nil {
+		return nil, statusOf(err, "after_seq")
+	}
 	out := &adminv1.ListBuildersResponse{}
 	if !s.js.Conn().IsConnected() {
 		return nil, statusOf(fmt.Errorf("%w: not connected", errNATS), "")
@@ -163,6 +167,10 @@ func (s *server) ListBuilders(ctx context.Context, _ *adminv1.ListBuildersReques
 		return nil, statusOf(fmt.Errorf("holders bucket: %w", err), "")
 	}
 	running, err := s.reads.building()
+	if err != nil {
+		return nil, statusOf(err, "")
+	}
+	drains, err := s.reads.drains()
 	if err != nil {
 		return nil, statusOf(err, "")
 	}
@@ -180,11 +188,16 @@ func (s *server) ListBuilders(ctx context.Context, _ *adminv1.ListBuildersReques
 			Builder string    `json:"builder"`
 			Host    string    `json:"host"`
 			Since   time.Time `json:"since"`
+			Slots   uint32    `json:"slots"`
 		}
 		if decodeJSON(e.Value(), &hb) == nil {
-			b.Name, b.Host, b.Since = hb.Builder, hb.Host, timestamppb.New(hb.Since)
+			b.Name, b.Host, b.Since, b.Slots = hb.Builder, hb.Host, timestamppb.New(hb.Since), hb.Slots
+		}
+		if d := drains[b.Name]; d.drained {
+			b.Drained, b.DrainedBy = true, d.actor
 		}
 		slices.Sort(b.RunningDrvIds)
+		b.Running = uint32(len(b.RunningDrvIds))
 		out.Builders = append(out.Builders, b)
 	}
 	slices.SortFunc(out.Builders, func(a, b *adminv1.Builder) int { return strings.Compare(a.GetHolder(), b.GetHolder()) })

@@ -166,12 +166,29 @@ func Run(ctx context.Context, cfg Config) error {
 			return err
 		}
 	}
-	hs, err := openHolders(ctx, cfg.Events.JetStream(), id, cfg.Name, cfg.Lease, log)
+	slots := 0
+	for _, p := range cfg.Pools {
+		slots += max(p.MaxJobs, 1)
+	}
+	hs, err := openHolders(ctx, cfg.Events.JetStream(), id, cfg.Name, slots, cfg.Lease, log)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
 		return err
+	}
+	// Drained by an operator, the pools take no new work (see drains);
+	// the heartbeat says whether this process noticed.
+	drainState, stopDrains, err := followDrains(ctx, cfg.Events, cfg.Name, func(drained bool) { hs.setDrained(ctx, drained) }, log)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	defer stopDrains()
+	if drainState.drained() {
+		hs.setDrained(ctx, true)
 	}
 	// The previous life is dead (we hold its lock): its attempts need not
 	// wait out its lease.
@@ -247,24 +264,38 @@ func Run(ctx context.Context, cfg Config) error {
 			// Enough requests in hand that the lanes find a batch waiting.
 			concurrency = min(max(p.MaxJobs, 1)*maxBatch, 128)
 		}
+		wcfg := worker.Config{
+			Stream:      eventlog.WorkStream,
+			Durable:     eventlog.BuilderDurable(p.System, p.Class),
+			Filters:     []string{eventlog.BuildSubject(p.System, p.Class)},
+			Concurrency: concurrency,
+			// No more requests delivered than there are slots: one waiting
+			// for a slot gets no heartbeats, and behind builds longer than
+			// the ack wait it would be delivered again.
+			MaxAckPending: concurrency,
+			// Short, with heartbeats while a build runs: a builder that dies
+			// has its build redelivered soon (and reported dead once its
+			// holder's lease has passed).
+			AckWait:    10 * time.Second,
+			MaxDeliver: workerMaxDeliver,
+			GiveUp:     b.giveUp,
+			GaveUp:     run.gaveUp,
+		}
 		g.Go(func() error {
-			return worker.Run(ctx, cfg.Events.JetStream(), worker.Config{
-				Stream:      eventlog.WorkStream,
-				Durable:     eventlog.BuilderDurable(p.System, p.Class),
-				Filters:     []string{eventlog.BuildSubject(p.System, p.Class)},
-				Concurrency: concurrency,
-				// No more requests delivered than there are slots: one waiting
-				// for a slot gets no heartbeats, and behind builds longer than
-				// the ack wait it would be delivered again.
-				MaxAckPending: concurrency,
-				// Short, with heartbeats while a build runs: a builder that dies
-				// has its build redelivered soon (and reported dead once its
-				// holder's lease has passed).
-				AckWait:    10 * time.Second,
-				MaxDeliver: workerMaxDeliver,
-				GiveUp:     b.giveUp,
-				GaveUp:     run.gaveUp,
-			}, b.handle, log)
+			// While drained, nothing is pulled; a drain lets the builds
+			// running go on (their context is ctx, not take) to their end.
+			for {
+				take, stop, ok := drainState.open(ctx)
+				if !ok {
+					return nil
+				}
+				err := worker.RunWhile(ctx, take, cfg.Events.JetStream(), wcfg, b.handle, log)
+				stop()
+				if err != nil || ctx.Err() != nil {
+					return err
+				}
+				log.Info().Str("system", p.System).Stringer("class", p.Class).Msg("pool drained: its running builds ended; it takes no work until resumed")
+			}
 		})
 	}
 	return g.Wait()

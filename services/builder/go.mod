@@ -32,6 +32,7 @@ require (
 require (
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
+	github.com/ekaci/ekaci/libs/action v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/logretention v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/pbjson v0.0.0-00010101000000-000000000000 // indirect
 	github.com/mattn/go-colorable v0.1.14 // indirect
@@ -73,3 +74,5 @@ replace github.com/ekaci/ekaci/libs/pbjson => ../../libs/pbjson
 replace github.com/ekaci/ekaci/libs/service => ../../libs/service
 
 replace github.com/ekaci/ekaci/libs/telemetry => ../../libs/telemetry
+
+replace github.com/ekaci/ekaci/libs/action => ../../libs/action

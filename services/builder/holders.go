@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -49,16 +50,55 @@ const (
 type holders struct {
 	kv    jetstream.KeyValue
 	id    string
-	value []byte // the heartbeat's content
 	lease time.Duration
 	log   zerolog.Logger
+
+	mu    sync.Mutex
+	hb    heartbeat  // the heartbeat's content
+	putMu sync.Mutex // heartbeats land in the order their content changed
 }
 
+// heartbeat is a holder key's value; the admin API shows it
+// (services/admin ListBuilders reads these fields).
 type heartbeat struct {
 	Builder string    `json:"builder"`
 	Host    string    `json:"host"`
 	PID     int       `json:"pid"`
 	Since   time.Time `json:"since"`
+	// Slots is how many builds the process runs at once (its pools' max
+	// jobs).
+	Slots int `json:"slots"`
+	// Drained says the process has seen its name drained and takes no
+	// new work.
+	Drained bool `json:"drained"`
+}
+
+func (h *holders) value() []byte {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	v, _ := json.Marshal(h.hb)
+	return v
+}
+
+// setDrained puts a heartbeat saying whether the process is drained at
+// once, so that whoever drained it can tell it took notice.
+func (h *holders) setDrained(ctx context.Context, drained bool) {
+	h.mu.Lock()
+	h.hb.Drained = drained
+	h.mu.Unlock()
+	if err := h.put(ctx); err != nil && ctx.Err() == nil {
+		h.log.Warn().Err(err).Str("holder", h.id).Msg("heartbeat not recorded after a drain change; the next one says it")
+	}
+}
+
+// put puts the heartbeat as it is now.
+func (h *holders) put(ctx context.Context) error {
+	h.putMu.Lock()
+	defer h.putMu.Unlock()
+	pctx, cancel := context.WithTimeout(ctx, h.lease/3)
+	defer cancel()
+	_, err := h.kv.Put(pctx, h.id, h.value())
+	return err
 }
 
 var notKeyChars = regexp.MustCompile(`[^A-Za-z0-9_-]+`)
@@ -80,7 +120,7 @@ func newHolderID(name string) string {
 
 // openHolders provisions the bucket (with the event stream's replicas) and
 // puts the first heartbeat.
-func openHolders(ctx context.Context, js jetstream.JetStream, id, name string, lease time.Duration, log zerolog.Logger) (*holders, error) {
+func openHolders(ctx context.Context, js jetstream.JetStream, id, name string, slots int, lease time.Duration, log zerolog.Logger) (*holders, error) {
 	replicas := 1
 	if s, err := js.Stream(ctx, eventlog.EventsStream); err == nil {
 		replicas = max(1, s.CachedInfo().Config.Replicas)
@@ -90,9 +130,8 @@ func openHolders(ctx context.Context, js jetstream.JetStream, id, name string, l
 		return nil, fmt.Errorf("holders bucket %s: %w", HoldersBucket, err)
 	}
 	host, _ := os.Hostname()
-	v, _ := json.Marshal(heartbeat{Builder: name, Host: host, PID: os.Getpid(), Since: time.Now().UTC()})
-	h := &holders{kv: kv, id: id, value: v, lease: lease, log: log}
-	if _, err := kv.Put(ctx, id, v); err != nil {
+	h := &holders{kv: kv, id: id, lease: lease, log: log, hb: heartbeat{Builder: name, Host: host, PID: os.Getpid(), Since: time.Now().UTC(), Slots: slots}}
+	if _, err := kv.Put(ctx, id, h.value()); err != nil {
 		return nil, fmt.Errorf("first heartbeat of %s: %w", id, err)
 	}
 	return h, nil
@@ -122,11 +161,9 @@ func (h *holders) beat(ctx context.Context) {
 			cancel()
 			return
 		case <-t.C:
-			pctx, cancel := context.WithTimeout(ctx, h.lease/3)
-			if _, err := h.kv.Put(pctx, h.id, h.value); err != nil && ctx.Err() == nil {
+			if err := h.put(ctx); err != nil && ctx.Err() == nil {
 				h.log.Warn().Err(err).Str("holder", h.id).Msg("heartbeat not recorded; other builders may take this builder's attempts for dead after the lease")
 			}
-			cancel()
 		}
 	}
 }

@@ -168,13 +168,23 @@ func messages(ctx context.Context, js jetstream.JetStream, cfg Config, pull int)
 // Run consumes until ctx ends, then stops taking messages, waits for the
 // running handlers (whose context is cancelled too) and returns nil.
 func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log zerolog.Logger) error {
+	return RunWhile(ctx, ctx, js, cfg, h, log)
+}
+
+// RunWhile consumes while take lasts (take must end when ctx does: derive
+// it from ctx). When take ends it stops taking messages, hands back those
+// delivered and not yet handled, waits for the running handlers, which
+// keep ctx and go on to their end, and returns nil: a drain of this
+// process's share of the consumer, which other processes on the same
+// durable go on serving.
+func RunWhile(ctx, take context.Context, js jetstream.JetStream, cfg Config, h Handler, log zerolog.Logger) error {
 	cfg = cfg.withDefaults()
-	it, err := messages(ctx, js, cfg, cfg.Concurrency)
+	it, err := messages(take, js, cfg, cfg.Concurrency)
 	if it == nil {
 		return err // nil when stopped while starting
 	}
 	log = log.With().Str("consumer", cfg.Durable).Logger()
-	stop := context.AfterFunc(ctx, it.Drain)
+	stop := context.AfterFunc(take, it.Drain)
 	defer stop()
 
 	slots := make(chan struct{}, cfg.Concurrency)
@@ -183,7 +193,7 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log
 	for {
 		m, err := it.Next()
 		if err != nil {
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || take.Err() != nil {
 				return nil
 			}
 			if errors.Is(err, jetstream.ErrNoHeartbeat) {
@@ -200,13 +210,13 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log
 		wg.Add(1)
 		go func() {
 			defer func() { <-slots; wg.Done() }()
-			handle(ctx, cfg, h, m, log)
+			handle(ctx, take, cfg, h, m, log)
 		}()
 	}
 }
 
-func handle(ctx context.Context, cfg Config, h Handler, m jetstream.Msg, log zerolog.Logger) {
-	if handBack(ctx, cfg, m) || overDelivered(ctx, cfg, m, log) {
+func handle(ctx, take context.Context, cfg Config, h Handler, m jetstream.Msg, log zerolog.Logger) {
+	if handBack(take, cfg, m) || overDelivered(ctx, cfg, m, log) {
 		return
 	}
 	hctx, cancel := context.WithCancel(ctx)
@@ -314,12 +324,12 @@ func giveUp(ctx context.Context, cfg Config, m jetstream.Msg, cause error, log z
 	}
 }
 
-// handBack returns a message delivered while the stage is stopping (a
-// drain hands over what was already pulled) without running its handler,
-// for the next life of the stage, after a delay so that the draining
-// consumer does not get it straight back.
-func handBack(ctx context.Context, cfg Config, m jetstream.Msg) bool {
-	if ctx.Err() == nil {
+// handBack returns a message delivered while the stage is stopping or
+// draining (a drain hands over what was already pulled) without running
+// its handler, for another process or the next life of the stage, after
+// a delay so that the draining consumer does not get it straight back.
+func handBack(take context.Context, cfg Config, m jetstream.Msg) bool {
+	if take.Err() == nil {
 		return false
 	}
 	_ = m.NakWithDelay(cfg.AckWait)

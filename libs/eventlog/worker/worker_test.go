@@ -594,3 +594,62 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// TestRunWhileDrains: when take ends, RunWhile takes no new message, lets
+// the running handler go on with a live context to its end, and returns;
+// what came meanwhile waits in the consumer for the next RunWhile.
+func TestRunWhileDrains(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	_, js := natstest.Connect(t, natstest.NewServer(t))
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "W", Subjects: []string{"w.>"}, Retention: jetstream.WorkQueuePolicy}); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var handled []string
+	started, release := make(chan struct{}, 1), make(chan struct{})
+	var ctxErr error
+	h := func(hctx context.Context, m jetstream.Msg) error {
+		if m.Subject() == "w.first" {
+			started <- struct{}{}
+			<-release
+			ctxErr = hctx.Err()
+		}
+		mu.Lock()
+		handled = append(handled, m.Subject())
+		mu.Unlock()
+		return nil
+	}
+	got := func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), handled...)
+	}
+	cfg := worker.Config{Stream: "W", Durable: "t", Filters: []string{"w.>"}, Concurrency: 2, AckWait: 2 * time.Second}
+	take, drain := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- worker.RunWhile(ctx, take, js, cfg, h, zerolog.Nop()) }()
+	if _, err := js.Publish(ctx, "w.first", nil); err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	drain()
+	if _, err := js.Publish(ctx, "w.second", nil); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatalf("RunWhile = %v", err)
+	}
+	if g := got(); len(g) != 1 || g[0] != "w.first" || ctxErr != nil {
+		t.Fatalf("after the drain: handled %v (the running handler's context: %v), want w.first alone, its context live", g, ctxErr)
+	}
+	rctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() { done <- worker.RunWhile(rctx, rctx, js, cfg, h, zerolog.Nop()) }()
+	natstest.Eventually(t, 30*time.Second, func() bool { return len(got()) == 2 }, "the message that came during the drain handled after it")
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

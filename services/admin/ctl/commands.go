@@ -522,7 +522,7 @@ func (c *cli) restartCmd() *cobra.Command {
 func (c *cli) buildersCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "builders",
-		Short: "the builder processes alive and what each builds",
+		Short: "the builder processes alive: drained or not, running builds and slots",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cl, err := c.client()
@@ -531,7 +531,7 @@ func (c *cli) buildersCmd() *cobra.Command {
 			}
 			ctx, cancel := c.ctx(cmd.Context(), false)
 			defer cancel()
-			resp, err := cl.ListBuilders(ctx, &adminv1.ListBuildersRequest{})
+			resp, err := cl.ListBuilders(ctx, &adminv1.ListBuildersRequest{AfterSeq: c.o.after})
 			if err != nil {
 				return err
 			}
@@ -540,9 +540,10 @@ func (c *cli) buildersCmd() *cobra.Command {
 			}
 			var rows [][]string
 			for _, b := range resp.GetBuilders() {
-				rows = append(rows, []string{b.GetHolder(), orDash(b.GetName()), orDash(b.GetHost()), when(b.GetLastSeen()), strconv.Itoa(len(b.GetRunningDrvIds()))})
+				rows = append(rows, []string{b.GetHolder(), orDash(b.GetName()), orDash(b.GetHost()), when(b.GetLastSeen()), builderState(b),
+					strconv.Itoa(len(b.GetRunningDrvIds())), slots(b), orDash(b.GetDrainedBy().GetWho())})
 			}
-			return c.table([]string{"HOLDER", "NAME", "HOST", "LAST SEEN", "RUNNING"}, rows)
+			return c.table([]string{"HOLDER", "NAME", "HOST", "LAST SEEN", "STATE", "RUNNING", "SLOTS", "DRAINED BY"}, rows)
 		},
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -97,6 +98,23 @@ func newFixture(t *testing.T) *fixture {
 		if _, err := do(); err != nil {
 			t.Fatal(err)
 		}
+	}
+	// Two builders alive, as their heartbeats say (the bucket and fields
+	// of services/builder's holders): local, and big, drained.
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "ekaci_holders"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for key, hb := range map[string]string{
+		"host-1": `{"builder":"local","host":"ci-1","pid":7,"since":"2026-12-07T10:00:00Z","slots":4}`,
+		"big-1":  `{"builder":"big","host":"ci-2","pid":8,"since":"2026-12-07T10:00:00Z","slots":16,"drained":true}`,
+	} {
+		if _, err := kv.Put(ctx, key, []byte(hb)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := action.Drain(ctx, log, "big", op); err != nil {
+		t.Fatal(err)
 	}
 	a, err := log.Append(ctx, change, &eventsv1.Event{Id: "cc", Payload: &eventsv1.Event_ChangeConcluded{ChangeConcluded: &eventsv1.ChangeConcluded{Conclusion: eventsv1.Conclusion_CONCLUSION_FAILURE, Summary: "1 of 1 jobs failed", JobsetIds: []string{jobset}}}})
 	if err != nil {
@@ -204,6 +222,7 @@ func TestOutput(t *testing.T) {
 		{"builders", []string{"builders"}, nil, false},
 		{"approvals", []string{"approvals"}, nil, false},
 		{"approvals.json", []string{"approvals", "-o", "json"}, nil, false},
+		{"builders.json", []string{"builders", "-o", "json"}, nil, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.golden, func(t *testing.T) {
@@ -235,6 +254,9 @@ func TestErrors(t *testing.T) {
 		{"approve, not a login", []string{"approve", "a.b"}, 1, "ekactl approve: InvalidArgument: invalid argument: login"},
 		{"revoke, never approved", []string{"revoke", "stranger"}, 1, "ekactl revoke: NotFound: revoke stranger: no approval of it was recorded"},
 		{"approve, no login", []string{"approve"}, 2, "accepts 1 arg(s), received 0"},
+		{"drain, unknown builder", []string{"drain", "nosuch"}, 1, `ekactl drain: NotFound: builder "nosuch": no builder process of that name is alive`},
+		{"resume, not drained", []string{"resume", "local"}, 1, "ekactl resume: FailedPrecondition: resume local: wrong state for this action: it is not drained"},
+		{"drain, no name", []string{"drain"}, 2, "accepts 1 arg(s), received 0"},
 		{"no server", []string{"--server", "unix:///nonexistent/admin.sock", "changes", "--timeout", "2s"}, 1, "Unavailable"},
 	}
 	for _, tt := range tests {
@@ -281,6 +303,26 @@ func TestActions(t *testing.T) {
 		code, out, errs = f.ekactl(t, nil, false, "approvals", "--after", seq[1])
 		if code != 0 || !strings.Contains(out, step.listed) {
 			t.Fatalf("approvals after %v: exit %d, %q %q; want a row %q", step.args, code, out, errs, step.listed)
+		}
+	}
+	// drain and resume, and the builders after each.
+	for _, step := range []struct {
+		args    []string
+		printed string
+		listed  string
+	}{
+		{[]string{"drain", "local", "--reason", "disk full"}, "drained local (fact ", "drained  0        4      unix:tester"},
+		{[]string{"drain", "local"}, "drained local already (fact ", "drained  0        4      unix:tester"},
+		{[]string{"resume", "local"}, "resumed local (fact ", "active   0        4      -"},
+	} {
+		code, out, errs := f.ekactl(t, nil, false, step.args...)
+		if code != 0 || !strings.Contains(out, step.printed) {
+			t.Fatalf("%v: exit %d, %q %q; want %q", step.args, code, out, errs, step.printed)
+		}
+		seq := regexp.MustCompile(`fact (\d+)`).FindStringSubmatch(out)
+		code, out, errs = f.ekactl(t, nil, false, "builders", "--after", seq[1])
+		if code != 0 || !strings.Contains(out, step.listed) {
+			t.Fatalf("builders after %v: exit %d, %q %q; want a row with %q", step.args, code, out, errs, step.listed)
 		}
 	}
 	for _, sh := range []string{"bash", "zsh", "fish"} {

@@ -1548,7 +1548,10 @@ func (x *ListQueuesResponse) GetQueues() []*Queue {
 
 // ListBuildersRequest asks for the builders.
 type ListBuildersRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// after_seq waits for the read model to fold this sequence first (a
+	// drain's or resume's).
+	AfterSeq      uint64 `protobuf:"varint,1,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1581,6 +1584,13 @@ func (x *ListBuildersRequest) ProtoReflect() protoreflect.Message {
 // Deprecated: Use ListBuildersRequest.ProtoReflect.Descriptor instead.
 func (*ListBuildersRequest) Descriptor() ([]byte, []int) {
 	return file_ekaci_admin_v1_admin_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ListBuildersRequest) GetAfterSeq() uint64 {
+	if x != nil {
+		return x.AfterSeq
+	}
+	return 0
 }
 
 // Builder is one builder process alive.
@@ -3320,8 +3330,9 @@ const file_ekaci_admin_v1_admin_proto_rawDesc = "" +
 	"\x04pool\x18\x02 \x01(\tR\x04pool\x12\x18\n" +
 	"\awaiting\x18\x03 \x01(\x04R\awaiting\"C\n" +
 	"\x12ListQueuesResponse\x12-\n" +
-	"\x06queues\x18\x01 \x03(\v2\x15.ekaci.admin.v1.QueueR\x06queues\"\x15\n" +
-	"\x13ListBuildersRequest\"\xdd\x02\n" +
+	"\x06queues\x18\x01 \x03(\v2\x15.ekaci.admin.v1.QueueR\x06queues\"2\n" +
+	"\x13ListBuildersRequest\x12\x1b\n" +
+	"\tafter_seq\x18\x01 \x01(\x04R\bafterSeq\"\xdd\x02\n" +
 	"\aBuilder\x12\x16\n" +
 	"\x06holder\x18\x01 \x01(\tR\x06holder\x127\n" +
 	"\tlast_seen\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x12&\n" +
