@@ -17,7 +17,7 @@ import (
 // bucket's key order: the lower-case login).
 func (r *Reads) ListApprovals() (*adminv1.ListApprovalsResponse, error) {
 	out := &adminv1.ListApprovalsResponse{}
-	err := r.db.View(func(tx *bolt.Tx) error {
+	err := r.view(func(tx *bolt.Tx) error {
 		return tx.Bucket(approvalsBucket).ForEach(func(k, v []byte) error {
 			a := &adminv1.Approval{}
 			if err := proto.Unmarshal(v, a); err != nil {
@@ -39,7 +39,7 @@ type drained struct {
 // drains returns every builder name's drain state.
 func (r *Reads) drains() (map[string]drained, error) {
 	out := map[string]drained{}
-	err := r.db.View(func(tx *bolt.Tx) error {
+	err := r.view(func(tx *bolt.Tx) error {
 		return tx.Bucket(drainsBucket).ForEach(func(k, v []byte) error {
 			var row drainRow
 			if err := json.Unmarshal(v, &row); err != nil {

@@ -10,7 +10,8 @@
 // ones the webhook and the builders decide by). No read replays
 // the stream. An action answers with the sequence of its fact; a read
 // given that sequence (after_seq) waits until the model has folded it, so
-// it sees what the action did.
+// it sees what the action did. RebuildReadModel folds the model afresh
+// from the log into a file beside it and swaps it in (see host).
 //
 // The API listens on a unix socket (mode 0600: whoever can open it is
 // trusted, no token needed) and on TCP (--admin-addr), where every call

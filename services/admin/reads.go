@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/proto"
@@ -34,10 +35,30 @@ func (e *fieldError) Error() string { return fmt.Sprintf("%s: %s", e.field, e.wh
 func (e *fieldError) Unwrap() error { return ErrBadArgument }
 
 // Reads answers the API's reads from the model's file.
-type Reads struct{ db *bolt.DB }
+type Reads struct {
+	mu sync.RWMutex // held for reading by each read, for writing by a swap
+	db *bolt.DB
+}
 
 // NewReads reads from db, a file Model folds into.
 func NewReads(db *bolt.DB) *Reads { return &Reads{db: db} }
+
+// view runs fn in a read transaction of the current file.
+func (r *Reads) view(fn func(*bolt.Tx) error) error {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.db.View(fn)
+}
+
+// swap makes reads answer from db once the reads under way have ended,
+// and returns the file they answered from.
+func (r *Reads) swap(db *bolt.DB) *bolt.DB {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	old := r.db
+	r.db = db
+	return old
+}
 
 // Result states besides the build states.
 const (
@@ -64,7 +85,7 @@ func (r *Reads) ListChanges(req *adminv1.ListChangesRequest) (*adminv1.ListChang
 		before = n
 	}
 	out := &adminv1.ListChangesResponse{}
-	err := r.db.View(func(tx *bolt.Tx) error {
+	err := r.view(func(tx *bolt.Tx) error {
 		cur := tx.Bucket(orderBucket).Cursor()
 		var k, v []byte
 		var last uint64 // the order key of the last change listed
@@ -103,7 +124,7 @@ func (r *Reads) GetChange(id string) (*adminv1.GetChangeResponse, error) {
 		return nil, &fieldError{"id", "empty"}
 	}
 	out := &adminv1.GetChangeResponse{Change: &adminv1.Change{}}
-	err := r.db.View(func(tx *bolt.Tx) error {
+	err := r.view(func(tx *bolt.Tx) error {
 		found, err := getProto(tx, changesBucket, id, out.Change)
 		if err != nil {
 			return err
@@ -138,7 +159,7 @@ func (r *Reads) GetJobset(id, state string) (*adminv1.GetJobsetResponse, error) 
 		}
 	}
 	out := &adminv1.GetJobsetResponse{}
-	err := r.db.View(func(tx *bolt.Tx) error {
+	err := r.view(func(tx *bolt.Tx) error {
 		js, attrs, err := jobsetWithAttrs(tx, id, state)
 		out.Jobset, out.Attrs = js, attrs
 		return err
@@ -225,7 +246,7 @@ func drvID(tx *bolt.Tx, idOrPath string) (string, error) {
 // for a transitive failure or a block, the derivation at its root.
 func (r *Reads) GetDerivation(idOrPath string) (*adminv1.GetDerivationResponse, error) {
 	out := &adminv1.GetDerivationResponse{}
-	err := r.db.View(func(tx *bolt.Tx) error {
+	err := r.view(func(tx *bolt.Tx) error {
 		id, err := drvID(tx, idOrPath)
 		if err != nil {
 			return err
@@ -288,7 +309,7 @@ func (r *Reads) ListFailures(jobsetID string) (*adminv1.ListFailuresResponse, er
 		return nil, &fieldError{"jobset_id", "empty"}
 	}
 	out := &adminv1.ListFailuresResponse{}
-	err := r.db.View(func(tx *bolt.Tx) error {
+	err := r.view(func(tx *bolt.Tx) error {
 		_, attrs, err := jobsetWithAttrs(tx, jobsetID, "")
 		if err != nil {
 			return err
@@ -333,7 +354,7 @@ func (r *Reads) ListFailures(jobsetID string) (*adminv1.ListFailuresResponse, er
 // building lists the derivations Building, by holder.
 func (r *Reads) building() (map[string][]string, error) {
 	out := map[string][]string{}
-	err := r.db.View(func(tx *bolt.Tx) error {
+	err := r.view(func(tx *bolt.Tx) error {
 		return tx.Bucket(buildingBucket).ForEach(func(k, v []byte) error {
 			out[string(v)] = append(out[string(v)], string(k))
 			return nil
@@ -345,7 +366,7 @@ func (r *Reads) building() (map[string][]string, error) {
 // attempt returns a derivation's state, latest attempt and whether the
 // given attempt (0: the latest) is still running.
 func (r *Reads) attempt(idOrPath string, n uint32) (id string, attempt uint32, running bool, err error) {
-	err = r.db.View(func(tx *bolt.Tx) error {
+	err = r.view(func(tx *bolt.Tx) error {
 		if id, err = drvID(tx, idOrPath); err != nil {
 			return err
 		}
@@ -372,7 +393,7 @@ func (r *Reads) attempt(idOrPath string, n uint32) (id string, attempt uint32, r
 // idOf resolves a .drv path to its derivation id.
 func (r *Reads) idOf(path string) (string, error) {
 	var id string
-	err := r.db.View(func(tx *bolt.Tx) error {
+	err := r.view(func(tx *bolt.Tx) error {
 		var err error
 		id, err = drvID(tx, path)
 		return err
@@ -388,7 +409,7 @@ func (r *Reads) watch(jobsetID string, seen map[string]uint64) (*adminv1.WatchJo
 		return nil, false, &fieldError{"id", "empty"}
 	}
 	out := &adminv1.WatchJobsetResponse{}
-	err := r.db.View(func(tx *bolt.Tx) error {
+	err := r.view(func(tx *bolt.Tx) error {
 		js, attrs, err := jobsetWithAttrs(tx, jobsetID, "")
 		if err != nil {
 			return err

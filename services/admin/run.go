@@ -83,7 +83,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		creds = c
 	}
-	db, err := projection.Open(filepath.Join(cfg.DataDir, "admin.db"))
+	db, err := projection.Open(filepath.Join(cfg.DataDir, modelFile))
 	if err != nil {
 		return err
 	}
@@ -98,7 +98,10 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	reads := NewReads(db)
 	logs := &Logs{Dir: cfg.LogDir, JS: cfg.Events.JetStream(), Reads: reads}
-	srv := &server{reads: reads, logs: logs, log: cfg.Events, js: cfg.Events.JetStream(), runner: runner, wait: 30 * time.Second}
+	g, gctx := errgroup.WithContext(ctx)
+	models := newHost(gctx, g, cfg.Events, cfg.DataDir, cfg.Logger, reads, runner, db)
+	defer models.close()
+	srv := &server{reads: reads, logs: logs, log: cfg.Events, js: cfg.Events.JetStream(), runner: models, models: models, wait: 30 * time.Second}
 
 	var lis Listening
 	var unixL, tcpL, httpL net.Listener
@@ -138,7 +141,6 @@ func Run(ctx context.Context, cfg Config) error {
 		return s
 	}
 	var servers []*grpc.Server
-	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return runner.Run(gctx) })
 	serve := func(s *grpc.Server, l net.Listener) {
 		servers = append(servers, s)

@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -31,6 +32,7 @@ import (
 	adminv1 "github.com/ekaci/ekaci/libs/gen/ekaci/admin/v1"
 	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
 	"github.com/ekaci/ekaci/libs/natstest"
+	"github.com/ekaci/ekaci/libs/projection"
 	"github.com/ekaci/ekaci/services/admin"
 )
 
@@ -311,6 +313,59 @@ func TestDrainCodes(t *testing.T) {
 	} {
 		if got := status.Code(tt.call()); got != tt.want {
 			t.Errorf("%s: %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+// TestRebuildOnAFeed: with the model on a shared event feed (as in the
+// all-in-one), rebuilt models keep folding new facts, twice over (the
+// second rebuild replaces a rebuilt model), and a read given an action's
+// sequence sees it.
+func TestRebuildOnAFeed(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	js := eventlogtest.JetStream(t, ctx)
+	log := eventlog.New(js)
+	sock := filepath.Join(t.TempDir(), "a.sock")
+	ready := make(chan admin.Listening, 1)
+	done := make(chan error, 1)
+	rctx, stop := context.WithCancel(ctx)
+	go func() {
+		done <- admin.Run(rctx, admin.Config{Events: log, DataDir: t.TempDir(), Socket: sock, Logger: zerolog.Nop(),
+			Feed: projection.NewFeed(log, zerolog.Nop(), admin.ReadModel), Ready: func(l admin.Listening) { ready <- l }})
+	}()
+	t.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	<-ready
+	c := adminv1.NewAdminClient(dial(t, "unix://"+sock, insecure.NewCredentials()))
+	var want []string
+	for _, login := range []string{"before", "between", "after"} {
+		resp, err := c.ApproveContributor(ctx, &adminv1.ApproveContributorRequest{Login: login})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, login)
+		list, err := c.ListApprovals(ctx, &adminv1.ListApprovalsRequest{AfterSeq: resp.GetAction().GetSeq()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, a := range list.GetApprovals() {
+			got = append(got, a.GetLogin())
+		}
+		if !slices.Equal(got, slices.Sorted(slices.Values(want))) { // listed by login
+			t.Fatalf("approvals after %s: %v, want %v", login, got, want)
+		}
+		if login == "after" {
+			break
+		}
+		rb, err := c.RebuildReadModel(ctx, &adminv1.RebuildReadModelRequest{Name: admin.ReadModel})
+		if err != nil || rb.GetPosition() < resp.GetAction().GetSeq() || rb.GetRows() != uint64(len(want)) {
+			t.Fatalf("rebuild after %s: %v, %v; want it past %d with %d rows", login, rb, err, resp.GetAction().GetSeq(), len(want))
 		}
 	}
 }

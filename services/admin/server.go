@@ -55,6 +55,8 @@ type server struct {
 	log    action.Log
 	js     jetstream.JetStream
 	runner positioner
+	// models rebuilds the model (RebuildReadModel).
+	models *host
 	// wait bounds how long a read waits for its after_seq.
 	wait time.Duration
 }
@@ -299,4 +301,20 @@ func (s *server) RestartJobset(ctx context.Context, req *adminv1.RestartJobsetRe
 		return nil, statusOf(err, "id")
 	}
 	return &adminv1.RestartJobsetResponse{Action: &adminv1.Action{Seq: res.Seq, Already: res.Already, Actor: a}}, nil
+}
+
+// RebuildReadModel rebuilds the admin model from the event log beside the
+// serving one and swaps it in (see host). It is the only read model this
+// server holds: the other stages' models rebuild when their file is
+// deleted or their layout version changes, at their next start.
+func (s *server) RebuildReadModel(ctx context.Context, req *adminv1.RebuildReadModelRequest) (*adminv1.RebuildReadModelResponse, error) {
+	switch req.GetName() {
+	case "":
+		return nil, invalid("name", "name: empty (this server rebuilds "+ReadModel+")")
+	case ReadModel:
+	default:
+		return nil, statusOf(fmt.Errorf("read model %q: %w (this server rebuilds %s; other stages rebuild theirs when their file is deleted)", req.GetName(), ErrNotFound, ReadModel), "name")
+	}
+	out, err := s.models.Rebuild(ctx)
+	return out, statusOf(err, "name")
 }

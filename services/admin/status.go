@@ -32,7 +32,7 @@ func statusOf(err error, field string) error {
 		return invalid(field, err.Error())
 	case errors.Is(err, ErrNotFound), errors.Is(err, action.ErrNotFound), errors.Is(err, ErrNoLog):
 		return status.Error(codes.NotFound, err.Error())
-	case errors.Is(err, action.ErrState):
+	case errors.Is(err, action.ErrState), errors.Is(err, errRebuilding):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, errNATS), errors.Is(err, errNotCaughtUp):
 		// Before the context cases: these wrap the deadline that ran out.

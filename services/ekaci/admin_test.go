@@ -450,6 +450,26 @@ func TestAdminAPI(t *testing.T) {
 		d2, e2 := rebuilt.GetDerivation(a.GetDrvId())
 		compare("GetDerivation "+a.GetAttr(), d1, d2, e1, e2)
 	}
+	// The same through the API: RebuildReadModel swaps a model rebuilt
+	// beside the live one (on the process's shared feed) in; it answers as
+	// the live one did, and goes on folding (the retry below reads from it).
+	rb, err := c.RebuildReadModel(ctx, &adminv1.RebuildReadModelRequest{Name: admin.ReadModel})
+	if err != nil || rb.GetPosition() < last {
+		t.Fatalf("RebuildReadModel = %v, %v; want it past %d", rb, err, last)
+	}
+	l3, e3 := c.ListChanges(ctx, &adminv1.ListChangesRequest{})
+	compare("ListChanges after RebuildReadModel", l1, l3, e1, e3)
+	g3, e3 := c.GetChange(ctx, &adminv1.GetChangeRequest{Id: changeID})
+	compare("GetChange after RebuildReadModel", g1, g3, e1, e3)
+	j3, e3 := c.GetJobset(ctx, &adminv1.GetJobsetRequest{Id: jobsetID})
+	compare("GetJobset after RebuildReadModel", j1, j3, e1, e3)
+	f3, e3 := c.ListFailures(ctx, &adminv1.ListFailuresRequest{JobsetId: jobsetID})
+	compare("ListFailures after RebuildReadModel", f1, f3, e1, e3)
+	for _, a := range j1.GetAttrs() {
+		d2, e2 := rebuilt.GetDerivation(a.GetDrvId())
+		d3, e3 := c.GetDerivation(ctx, &adminv1.GetDerivationRequest{Id: a.GetDrvId()})
+		compare("GetDerivation after RebuildReadModel "+a.GetAttr(), d2, d3, e2, e3)
+	}
 
 	// An action, and the read that follows it, over the unix socket
 	// without a token; the actor is recorded.

@@ -124,7 +124,7 @@ colours only on a terminal, never with NO_COLOR set.`,
 	}
 	root.AddCommand(c.changesCmd(), c.changeCmd(), c.jobsetCmd(), c.drvCmd(), c.failuresCmd(), c.logsCmd(), c.watchCmd(),
 		c.retryCmd(), c.cancelCmd(), c.restartCmd(), c.buildersCmd(), c.queuesCmd(),
-		c.approveCmd(), c.revokeCmd(), c.approvalsCmd(), c.drainCmd(), c.resumeCmd())
+		c.approveCmd(), c.revokeCmd(), c.approvalsCmd(), c.drainCmd(), c.resumeCmd(), c.rebuildCmd())
 	return root
 }
 

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/ekaci/ekaci/libs/action"
 	"github.com/ekaci/ekaci/libs/eventlog"
@@ -40,8 +42,9 @@ const (
 // change: good built, bad failed twice, usesBad failed with it, and an
 // attribute that did not evaluate.
 type fixture struct {
-	sock   string
-	jobset string
+	sock    string
+	jobset  string
+	dataDir string
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -130,12 +133,12 @@ func newFixture(t *testing.T) *fixture {
 		}
 	}
 
-	sock := filepath.Join(t.TempDir(), "admin.sock")
+	sock, dataDir := filepath.Join(t.TempDir(), "admin.sock"), t.TempDir()
 	ready := make(chan admin.Listening, 1)
 	done := make(chan error, 1)
 	rctx, stop := context.WithCancel(ctx)
 	go func() {
-		done <- admin.Run(rctx, admin.Config{Events: log, DataDir: t.TempDir(), Socket: sock, Logger: zerolog.Nop(), Ready: func(l admin.Listening) { ready <- l }})
+		done <- admin.Run(rctx, admin.Config{Events: log, DataDir: dataDir, Socket: sock, Logger: zerolog.Nop(), Ready: func(l admin.Listening) { ready <- l }})
 	}()
 	t.Cleanup(func() {
 		stop()
@@ -156,7 +159,7 @@ func newFixture(t *testing.T) *fixture {
 	if _, err := adminv1.NewAdminClient(conn).ListChanges(ctx, &adminv1.ListChangesRequest{AfterSeq: a.Seq}); err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{sock: sock, jobset: jobset}
+	return &fixture{sock: sock, jobset: jobset, dataDir: dataDir}
 }
 
 // ekactl runs the command line and returns its status, stdout and stderr.
@@ -223,6 +226,8 @@ func TestOutput(t *testing.T) {
 		{"approvals", []string{"approvals"}, nil, false},
 		{"approvals.json", []string{"approvals", "-o", "json"}, nil, false},
 		{"builders.json", []string{"builders", "-o", "json"}, nil, false},
+		{"rebuild-readmodel", []string{"rebuild-readmodel", "admin"}, nil, false},
+		{"rebuild-readmodel.json", []string{"rebuild-readmodel", "admin", "-o", "json"}, nil, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.golden, func(t *testing.T) {
@@ -257,6 +262,8 @@ func TestErrors(t *testing.T) {
 		{"drain, unknown builder", []string{"drain", "nosuch"}, 1, `ekactl drain: NotFound: builder "nosuch": no builder process of that name is alive`},
 		{"resume, not drained", []string{"resume", "local"}, 1, "ekactl resume: FailedPrecondition: resume local: wrong state for this action: it is not drained"},
 		{"drain, no name", []string{"drain"}, 2, "accepts 1 arg(s), received 0"},
+		{"rebuild, unknown model", []string{"rebuild-readmodel", "recorder"}, 1, `ekactl rebuild-readmodel: NotFound: read model "recorder": not found (this server rebuilds admin`},
+		{"rebuild, empty name", []string{"rebuild-readmodel", ""}, 1, "ekactl rebuild-readmodel: InvalidArgument: name: empty"},
 		{"no server", []string{"--server", "unix:///nonexistent/admin.sock", "changes", "--timeout", "2s"}, 1, "Unavailable"},
 	}
 	for _, tt := range tests {
@@ -416,4 +423,82 @@ func TestPaging(t *testing.T) {
 	if code != 0 || !strings.Contains(out, change) || strings.Contains(out, pending) || strings.Contains(errs, "--page") {
 		t.Fatalf("second page: exit %d, %q, %q; want the older change and no further page", code, out, errs)
 	}
+}
+
+// reads is every read the fixture's model answers, in order.
+func (f *fixture) reads(t *testing.T, c adminv1.AdminClient) []proto.Message {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var out []proto.Message
+	add := func(m proto.Message, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, m)
+	}
+	add(c.ListChanges(ctx, &adminv1.ListChangesRequest{}))
+	add(c.GetChange(ctx, &adminv1.GetChangeRequest{Id: change}))
+	add(c.GetChange(ctx, &adminv1.GetChangeRequest{Id: pending}))
+	js, err := c.GetJobset(ctx, &adminv1.GetJobsetRequest{Id: f.jobset})
+	add(js, err)
+	add(c.ListFailures(ctx, &adminv1.ListFailuresRequest{JobsetId: f.jobset}))
+	for _, id := range []string{good, bad, usesBad} {
+		add(c.GetDerivation(ctx, &adminv1.GetDerivationRequest{Id: id}))
+	}
+	add(c.ListApprovals(ctx, &adminv1.ListApprovalsRequest{}))
+	add(c.ListBuilders(ctx, &adminv1.ListBuildersRequest{}))
+	return out
+}
+
+// TestRebuildReadModel: the model rebuilt from the log answers every read
+// exactly as the one it replaced, is the file the next start opens, and
+// goes on folding: an action after the rebuild shows in the read after it.
+func TestRebuildReadModel(t *testing.T) {
+	f := newFixture(t)
+	conn, err := grpc.NewClient("unix://"+f.sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	c := adminv1.NewAdminClient(conn)
+	before := f.reads(t, c)
+	first := inode(t, filepath.Join(f.dataDir, "admin.db"))
+	for round := 1; round <= 2; round++ { // the second replaces a rebuilt model
+		code, out, errs := f.ekactl(t, nil, false, "rebuild-readmodel", "admin")
+		if code != 0 || !strings.Contains(out, "rebuilt admin from the event log: ") {
+			t.Fatalf("rebuild %d: exit %d, %q %q", round, code, out, errs)
+		}
+		after := f.reads(t, c)
+		for i := range before {
+			if !proto.Equal(before[i], after[i]) {
+				t.Fatalf("rebuild %d: read %d differs:\nbefore %v\nafter  %v", round, i, before[i], after[i])
+			}
+		}
+	}
+	if _, err := os.Stat(filepath.Join(f.dataDir, "admin.db.rebuild")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the rebuild's file is still there under its own name: %v", err)
+	}
+	if now := inode(t, filepath.Join(f.dataDir, "admin.db")); now == first {
+		t.Fatal("admin.db is the file the server started with: the rebuilt one is not where the next start opens it")
+	}
+	code, out, errs := f.ekactl(t, nil, false, "approve", "afterwards")
+	seq := regexp.MustCompile(`fact (\d+)`).FindStringSubmatch(out)
+	if code != 0 || seq == nil {
+		t.Fatalf("approve after the rebuild: exit %d, %q %q", code, out, errs)
+	}
+	code, out, errs = f.ekactl(t, nil, false, "approvals", "--after", seq[1])
+	if code != 0 || !strings.Contains(out, "afterwards") {
+		t.Fatalf("approvals after the rebuild and an approval: exit %d, %q %q", code, out, errs)
+	}
+}
+
+func inode(t *testing.T, path string) uint64 {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Sys().(*syscall.Stat_t).Ino
 }
