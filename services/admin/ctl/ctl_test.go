@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -45,7 +46,10 @@ type fixture struct {
 	sock    string
 	jobset  string
 	dataDir string
+	lis     admin.Listening // also TCP (token fixtureToken) and logs over HTTP
 }
+
+const fixtureToken = "s3cret"
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
@@ -138,7 +142,8 @@ func newFixture(t *testing.T) *fixture {
 	done := make(chan error, 1)
 	rctx, stop := context.WithCancel(ctx)
 	go func() {
-		done <- admin.Run(rctx, admin.Config{Events: log, DataDir: dataDir, Socket: sock, Logger: zerolog.Nop(), Ready: func(l admin.Listening) { ready <- l }})
+		done <- admin.Run(rctx, admin.Config{Events: log, DataDir: dataDir, Socket: sock, Logger: zerolog.Nop(), Ready: func(l admin.Listening) { ready <- l },
+			Addr: "127.0.0.1:0", Token: fixtureToken, HTTPAddr: "127.0.0.1:0"})
 	}()
 	t.Cleanup(func() {
 		stop()
@@ -146,8 +151,9 @@ func newFixture(t *testing.T) *fixture {
 			t.Errorf("admin.Run: %v", err)
 		}
 	})
+	var lis admin.Listening
 	select {
-	case <-ready:
+	case lis = <-ready:
 	case err := <-done:
 		t.Fatal(err)
 	}
@@ -159,7 +165,7 @@ func newFixture(t *testing.T) *fixture {
 	if _, err := adminv1.NewAdminClient(conn).ListChanges(ctx, &adminv1.ListChangesRequest{AfterSeq: a.Seq}); err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{sock: sock, jobset: jobset, dataDir: dataDir}
+	return &fixture{sock: sock, jobset: jobset, dataDir: dataDir, lis: lis}
 }
 
 // ekactl runs the command line and returns its status, stdout and stderr.
@@ -501,4 +507,82 @@ func inode(t *testing.T, path string) uint64 {
 		t.Fatal(err)
 	}
 	return fi.Sys().(*syscall.Stat_t).Ino
+}
+
+// readmeSection returns the lines of README's Administering section that
+// start with one of prefixes.
+func readmeSection(t *testing.T, prefixes ...string) []string {
+	t.Helper()
+	readme, err := os.ReadFile(filepath.Join("..", "..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(readme)
+	start := strings.Index(text, "## Administering")
+	if start < 0 {
+		t.Fatal("README has no Administering section")
+	}
+	text = text[start+3:]
+	text = text[:strings.Index(text, "\n## ")]
+	var lines []string
+	for _, l := range strings.Split(text, "\n") {
+		for _, p := range prefixes {
+			if strings.HasPrefix(l, p) {
+				lines = append(lines, l)
+				break
+			}
+		}
+	}
+	return lines
+}
+
+// TestReadmeClients runs the grpcurl, grpc-health-probe and curl lines of
+// README's Administering section through bash against the fixture's
+// server (its socket, TCP with the token, logs over HTTP): each must
+// exit 0 and print what the call answers. The clients are built from
+// testdata/tools, pinned there and kept out of the workspace.
+func TestReadmeClients(t *testing.T) {
+	bin := t.TempDir()
+	build := exec.Command("go", "build", "-o", bin+"/", "github.com/fullstorydev/grpcurl/cmd/grpcurl", "github.com/grpc-ecosystem/grpc-health-probe")
+	build.Dir = filepath.Join("..", "testdata", "tools")
+	build.Env = append(os.Environ(), "GOWORK=off")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build the README's clients in testdata/tools: %v\n%s", err, out)
+	}
+	f := newFixture(t)
+	lines := readmeSection(t, "grpcurl ", "grpc-health-probe ", "curl ")
+	// What each call prints when it did what the README says.
+	want := []struct{ in, out string }{
+		{" list", "ekaci.admin.v1.Admin"},
+		{" describe ", "rpc RebuildReadModel"},
+		{"/ListChanges", change},
+		{"/ApproveContributor", `"seq"`},
+		{"/ListApprovals", `"login": "hubot"`},
+		{"/DrainBuilder", `"seq"`},
+		{"/ListBuilders", `"reason": "disk full"`}, // local, drained by the line before
+		{"/ResumeBuilder", `"seq"`},
+		{"/RebuildReadModel", `"rows"`},
+		{"grpc-health-probe ", "SERVING"},
+		{"curl ", "nope"},
+	}
+	if len(lines) != len(want) {
+		t.Fatalf("README shows %d client lines, the test knows %d: %q", len(lines), len(want), lines)
+	}
+	seq := ""
+	for i, l := range lines {
+		cmd := strings.NewReplacer("/var/lib/ekaci/admin.sock", f.sock, "127.0.0.1:7070", f.lis.Addr, "127.0.0.1:7071", f.lis.HTTPAddr,
+			"TOKEN", fixtureToken, "DRV", bad, "SEQ", seq).Replace(l)
+		sh := exec.Command("bash", "-c", cmd)
+		sh.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"))
+		out, err := sh.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", l, err, out)
+		}
+		if !strings.Contains(l, want[i].in) || !strings.Contains(string(out), want[i].out) {
+			t.Fatalf("%s printed %q; want the line to hold %q and print %q", l, out, want[i].in, want[i].out)
+		}
+		if m := regexp.MustCompile(`"seq": "(\d+)"`).FindStringSubmatch(string(out)); m != nil && strings.Contains(l, " -d ") && !strings.Contains(l, "after_seq") {
+			seq = m[1] // an action's
+		}
+	}
 }
