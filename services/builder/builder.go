@@ -27,6 +27,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -436,11 +437,37 @@ func (b *build) handle(ctx context.Context, m jetstream.Msg) error {
 	if md, err := m.Metadata(); err == nil && md.NumDelivered > 1 {
 		resolveFirst = true
 	}
+	// mayHold: this handling recorded, or tried to record, this holder's
+	// start of the attempt (an append whose ack was lost may have landed).
+	// Once the log may name this holder, the request is never handed back
+	// on a transient error: another builder given it would keep it as a
+	// copy of an attempt a live holder holds (see below), waiting for an
+	// end this holder, no longer handling it, would never bring.
+	var mayHold atomic.Bool // set by the start, which may run on the log reader's goroutine
+	tries := 0
 	for watched := false; ; {
-		err := b.handleHeld(ctx, m, req, resolveFirst, log)
+		err := b.handleHeld(ctx, m, req, resolveFirst, &mayHold, log)
 		var held *heldElsewhere
 		if !errors.As(err, &held) {
-			return err
+			if err == nil || !mayHold.Load() || ctx.Err() != nil || errors.Is(err, worker.ErrPermanent) {
+				return err
+			}
+			if tries++; tries >= maxHolderTries {
+				// Given up (an infrastructure interruption recorded by the
+				// give-up path, as this holder), never handed back.
+				return worker.Permanent(fmt.Errorf("%d tries as this attempt's holder: %w", tries, err))
+			}
+			wait := holderRetryWait(tries)
+			log.Warn().Err(err).Dur("retry_in", wait).Int("try", tries).Msg("this builder may hold the attempt: request kept and tried again here")
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			}
+			resolveFirst = true
+			continue
 		}
 		if held.late {
 			// Its heartbeat is late but its lease has not passed: ask again
@@ -468,7 +495,18 @@ func (b *build) handle(ctx context.Context, m jetstream.Msg) error {
 	}
 }
 
-func (b *build) handleHeld(ctx context.Context, m jetstream.Msg, req *workv1.BuildRequest, resolveFirst bool, log zerolog.Logger) error {
+// maxHolderTries bounds how often a handling that may hold its attempt
+// tries again before giving the request up (holderRetryWait apart: about
+// 90 s, longer than a NATS leader election or a node's restart).
+const maxHolderTries = 20
+
+// holderRetryWait is the wait before try n (1-based): 0.5 s doubling, at
+// most 5 s.
+func holderRetryWait(n int) time.Duration {
+	return min(500*time.Millisecond<<min(n-1, 4), 5*time.Second)
+}
+
+func (b *build) handleHeld(ctx context.Context, m jetstream.Msg, req *workv1.BuildRequest, resolveFirst bool, mayHold *atomic.Bool, log zerolog.Logger) error {
 	// The common case needs no read: the request carries the sequence the
 	// derivation was routed at. Only when the history may have moved on (a
 	// redelivery, a copy, a builder that died) is it read and decided.
@@ -480,6 +518,9 @@ func (b *build) handleHeld(ctx context.Context, m jetstream.Msg, req *workv1.Bui
 		var err error
 		if d, err = b.resolve(ctx, m, req, log); err != nil || (d.last == 0 && d.startedSeq == 0) {
 			return err
+		}
+		if d.startedSeq != 0 {
+			mayHold.Store(true)
 		}
 	}
 	// A remote build waits here, before it is recorded as started, until
@@ -503,6 +544,7 @@ func (b *build) handleHeld(ctx context.Context, m jetstream.Msg, req *workv1.Bui
 	// it waits in a batch; a derivation Nix does not build (valid already,
 	// .drv gone) is recorded as started just before its report.
 	st := &starter{seq: d.startedSeq, start: func(ctx context.Context) (uint64, error) {
+		mayHold.Store(true)
 		return b.start(ctx, m, req, d.last, log)
 	}}
 
@@ -568,8 +610,9 @@ func (b *build) handleHeld(ctx context.Context, m jetstream.Msg, req *workv1.Bui
 		err = ctx.Err()
 	}
 	if err != nil {
-		// Retried; a start recorded meanwhile makes the retry go on as
-		// this attempt's holder, and the give-up path records one if not.
+		// Retried: here, as this attempt's holder, once its start may be
+		// recorded (see handle); handed back if not, and the give-up path
+		// records a start and an interruption when the tries run out.
 		return fmt.Errorf("build %s: %w", req.GetDrvPath(), err)
 	}
 	if !res.Started && res.Outcome == nixbuild.Interrupted && res.Interruption == nixbuild.Cancelled && ctx.Err() != nil {

@@ -104,7 +104,9 @@ func (h *harness) request(id, drvPath string, last uint64, msgID string) {
 // run starts a builder; stop cancels it and waits for it to return.
 func (h *harness) run(cfg Config) (stop func()) {
 	h.t.Helper()
-	cfg.Events = h.log
+	if cfg.Events == nil {
+		cfg.Events = h.log
+	}
 	if cfg.Name == "" {
 		cfg.Name = "test-builder"
 	}
