@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
+	"strings"
 
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/proto"
@@ -61,7 +63,36 @@ func (s *server) ListApprovals(ctx context.Context, req *adminv1.ListApprovalsRe
 		return nil, statusOf(err, "after_seq")
 	}
 	out, err := s.reads.ListApprovals()
-	return out, statusOf(err, "")
+	if err != nil {
+		return nil, statusOf(err, "")
+	}
+	withConfigured(out, s.approved)
+	return out, nil
+}
+
+// withConfigured marks the approvals of configured logins, and adds those
+// no fact names, keeping the list sorted by lower-case login.
+func withConfigured(out *adminv1.ListApprovalsResponse, configured []string) {
+	if len(configured) == 0 {
+		return
+	}
+	byKey := map[string]*adminv1.Approval{}
+	for _, a := range out.Approvals {
+		byKey[strings.ToLower(a.GetLogin())] = a
+	}
+	for _, login := range configured {
+		k := strings.ToLower(login)
+		if a, ok := byKey[k]; ok {
+			a.Configured = true
+			continue
+		}
+		a := &adminv1.Approval{Login: login, Configured: true}
+		byKey[k] = a
+		out.Approvals = append(out.Approvals, a)
+	}
+	slices.SortFunc(out.Approvals, func(a, b *adminv1.Approval) int {
+		return strings.Compare(strings.ToLower(a.GetLogin()), strings.ToLower(b.GetLogin()))
+	})
 }
 
 // act runs an action of libs/action with NATS, as the caller, and

@@ -47,6 +47,10 @@ type Config struct {
 	TLSCert, TLSKey string
 	// HTTPAddr serves GET /logs/... (empty: off).
 	HTTPAddr string
+	// Approved are the webhook's --github-approved logins, shown by
+	// ListApprovals as configured (the webhook approves them whatever the
+	// facts say); empty when this server was not told them.
+	Approved []string
 	// Ready, when set, is told the addresses listened on, once they are.
 	Ready func(Listening)
 }
@@ -101,7 +105,7 @@ func Run(ctx context.Context, cfg Config) error {
 	g, gctx := errgroup.WithContext(ctx)
 	models := newHost(gctx, g, cfg.Events, cfg.DataDir, cfg.Logger, reads, runner, db)
 	defer models.close()
-	srv := &server{reads: reads, logs: logs, log: cfg.Events, js: cfg.Events.JetStream(), runner: models, models: models, wait: 30 * time.Second}
+	srv := &server{reads: reads, logs: logs, log: cfg.Events, js: cfg.Events.JetStream(), runner: models, models: models, approved: cfg.Approved, wait: 30 * time.Second}
 
 	var lis Listening
 	var unixL, tcpL, httpL net.Listener

@@ -57,6 +57,8 @@ type server struct {
 	runner positioner
 	// models rebuilds the model (RebuildReadModel).
 	models *host
+	// approved are the webhook's configured logins (Config.Approved).
+	approved []string
 	// wait bounds how long a read waits for its after_seq.
 	wait time.Duration
 }

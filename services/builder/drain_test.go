@@ -64,7 +64,8 @@ func (h *harness) outcomeOf(id string) workv1.BuildOutcome {
 // builders of one pool: a build running when its builder is drained goes
 // on to succeed; while "a" is drained, every request goes to "b"; with
 // both drained, a request waits, and is built by "a" after its resume (its
-// build_started comes after builder_resumed in the log).
+// build_started comes after builder_resumed in the log); a builder
+// started while drained takes nothing until resumed.
 func TestDrainAndResume(t *testing.T) {
 	h := newHarness(t)
 	op := &eventsv1.Actor{Who: "unix:carol", Source: action.SourceAdmin, Reason: "maintenance"}
@@ -112,7 +113,7 @@ func TestDrainAndResume(t *testing.T) {
 	}
 
 	// While a is drained, b takes the pool's work.
-	h.run(Config{Name: "b", NixOptions: noSubst})
+	stopB := h.run(Config{Name: "b", NixOptions: noSubst})
 	drained("b", false)
 	var quick []string
 	for _, n := range []string{"q1", "q2", "q3", "q4"} {
@@ -146,5 +147,23 @@ func TestDrainAndResume(t *testing.T) {
 	natstest.Eventually(t, time.Minute, func() bool { return h.outcomeOf(waits) == workv1.BuildOutcome_BUILD_OUTCOME_SUCCEEDED }, "the waiting build succeeds after a's resume")
 	if b, seq := h.startedBy(waits); b != "a" || seq < res.Seq {
 		t.Fatalf("waits started by %q at %d, want a after its resume at %d", b, seq, res.Seq)
+	}
+
+	// A builder started drained takes nothing: with a drained again and b
+	// restarted while drained, a request is built by b after b's resume.
+	if _, err := action.Drain(h.ctx, h.log, "a", op); err != nil {
+		t.Fatal(err)
+	}
+	drained("a", true)
+	stopB()
+	h.run(Config{Name: "b", NixOptions: noSubst})
+	drained("b", true)
+	later := build("later", "echo > $out")
+	if res, err = action.Resume(h.ctx, h.log, "b", op); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, time.Minute, func() bool { return h.outcomeOf(later) == workv1.BuildOutcome_BUILD_OUTCOME_SUCCEEDED }, "the later build succeeds after b's resume")
+	if b, seq := h.startedBy(later); b != "b" || seq < res.Seq {
+		t.Fatalf("later started by %q at %d, want b after its resume at %d", b, seq, res.Seq)
 	}
 }

@@ -297,8 +297,12 @@ func (a *App) Run(ctx context.Context) error {
 		}
 	}
 	if ac := cfg.Admin; ac.enabled() {
+		var approved []string // the webhook's configured approvals, for ListApprovals
+		if cfg.GitHub != nil {
+			approved = cfg.GitHub.Policy.Approved
+		}
 		stages["admin"] = func(ctx context.Context) error {
-			return admin.Run(ctx, admin.Config{Events: a.log, DataDir: cfg.DataDir, LogDir: filepath.Join(cfg.DataDir, "logs"), Logger: lg("admin"), Feed: feed,
+			return admin.Run(ctx, admin.Config{Events: a.log, DataDir: cfg.DataDir, LogDir: filepath.Join(cfg.DataDir, "logs"), Logger: lg("admin"), Feed: feed, Approved: approved,
 				Socket: ac.Socket, Addr: ac.Addr, Token: ac.Token, OpenReads: ac.OpenReads, TLSCert: ac.TLSCert, TLSKey: ac.TLSKey, HTTPAddr: ac.LogsAddr, Ready: ac.Ready})
 		}
 	}

@@ -57,7 +57,7 @@ func (c *cli) revokeCmd() *cobra.Command {
 func (c *cli) approvalsCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "approvals",
-		Short: "the logins approved or revoked through the API (not the server's --github-approved)",
+		Short: "the logins approved or revoked through the API, and the webhook's --github-approved (CONFIGURED) when the server knows them",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cl, err := c.client()
@@ -75,13 +75,20 @@ func (c *cli) approvalsCmd() *cobra.Command {
 			}
 			var rows [][]string
 			for _, a := range resp.GetApprovals() {
-				state := "approved"
-				if !a.GetApproved() {
+				state := "-" // configured only: no fact names it
+				switch {
+				case a.GetApproved():
+					state = "approved"
+				case a.GetSeq() != 0:
 					state = "revoked"
 				}
-				rows = append(rows, []string{a.GetLogin(), state, orDash(a.GetActor().GetWho()), orDash(oneLine(a.GetActor().GetReason(), 40)), when(a.GetAt())})
+				configured := "-"
+				if a.GetConfigured() {
+					configured = "yes"
+				}
+				rows = append(rows, []string{a.GetLogin(), state, configured, orDash(a.GetActor().GetWho()), orDash(oneLine(a.GetActor().GetReason(), 40)), when(a.GetAt())})
 			}
-			return c.table([]string{"LOGIN", "STATE", "BY", "REASON", "AT"}, rows)
+			return c.table([]string{"LOGIN", "STATE", "CONFIGURED", "BY", "REASON", "AT"}, rows)
 		},
 	}
 }

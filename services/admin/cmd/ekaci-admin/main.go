@@ -26,6 +26,7 @@ func main() {
 	fs.StringVar(&cfg.TLSCert, "admin-tls-cert", "", "PEM certificate: TLS on --admin-addr")
 	fs.StringVar(&cfg.TLSKey, "admin-tls-key", "", "PEM key of --admin-tls-cert")
 	fs.StringVar(&cfg.HTTPAddr, "logs-addr", "", "address serving GET /logs/<drv>[/<attempt>] (empty: off)")
+	fs.Var((*flagenv.List)(&cfg.Approved), "github-approved", "the webhook's --github-approved, for ListApprovals to show them as configured (the webhook decides with its own)")
 	os.Exit(service.Main(fs, os.Args[1:], func(ctx context.Context, env service.Env) error {
 		unlock, err := service.Lock(*dataDir)
 		if err != nil {

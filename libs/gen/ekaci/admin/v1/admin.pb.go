@@ -2763,7 +2763,11 @@ type Approval struct {
 	// at is when that was recorded.
 	At *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=at,proto3" json:"at,omitempty"`
 	// seq is that fact's stream sequence.
-	Seq           uint64 `protobuf:"varint,5,opt,name=seq,proto3" json:"seq,omitempty"`
+	Seq uint64 `protobuf:"varint,5,opt,name=seq,proto3" json:"seq,omitempty"`
+	// configured is set when the login is in the webhook's
+	// --github-approved, the server's configuration: approved whatever the
+	// facts say (a revoke does not remove it).
+	Configured    bool `protobuf:"varint,6,opt,name=configured,proto3" json:"configured,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2833,9 +2837,16 @@ func (x *Approval) GetSeq() uint64 {
 	return 0
 }
 
-// ListApprovalsResponse is the approval list. Logins in the webhook's
-// --github-approved are not in it: that list is the server's
-// configuration, not facts.
+func (x *Approval) GetConfigured() bool {
+	if x != nil {
+		return x.Configured
+	}
+	return false
+}
+
+// ListApprovalsResponse is the approval list: the logins approved or
+// revoked through the API, and those of the webhook's --github-approved
+// when this server was told them (configured).
 type ListApprovalsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// approvals are sorted by login (lower-case), revoked ones included.
@@ -3399,13 +3410,16 @@ const file_ekaci_admin_v1_admin_proto_rawDesc = "" +
 	"\x19RevokeContributorResponse\x12.\n" +
 	"\x06action\x18\x01 \x01(\v2\x16.ekaci.admin.v1.ActionR\x06action\"3\n" +
 	"\x14ListApprovalsRequest\x12\x1b\n" +
-	"\tafter_seq\x18\x01 \x01(\x04R\bafterSeq\"\xa8\x01\n" +
+	"\tafter_seq\x18\x01 \x01(\x04R\bafterSeq\"\xc8\x01\n" +
 	"\bApproval\x12\x14\n" +
 	"\x05login\x18\x01 \x01(\tR\x05login\x12\x1a\n" +
 	"\bapproved\x18\x02 \x01(\bR\bapproved\x12,\n" +
 	"\x05actor\x18\x03 \x01(\v2\x16.ekaci.events.v1.ActorR\x05actor\x12*\n" +
 	"\x02at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x10\n" +
-	"\x03seq\x18\x05 \x01(\x04R\x03seq\"O\n" +
+	"\x03seq\x18\x05 \x01(\x04R\x03seq\x12\x1e\n" +
+	"\n" +
+	"configured\x18\x06 \x01(\bR\n" +
+	"configured\"O\n" +
 	"\x15ListApprovalsResponse\x126\n" +
 	"\tapprovals\x18\x01 \x03(\v2\x18.ekaci.admin.v1.ApprovalR\tapprovals\"A\n" +
 	"\x13DrainBuilderRequest\x12\x12\n" +

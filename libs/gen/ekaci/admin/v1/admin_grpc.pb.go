@@ -91,7 +91,8 @@ type AdminClient interface {
 	ApproveContributor(ctx context.Context, in *ApproveContributorRequest, opts ...grpc.CallOption) (*ApproveContributorResponse, error)
 	// RevokeContributor takes back an approval ApproveContributor recorded.
 	RevokeContributor(ctx context.Context, in *RevokeContributorRequest, opts ...grpc.CallOption) (*RevokeContributorResponse, error)
-	// ListApprovals lists the logins approved or revoked through the API.
+	// ListApprovals lists the logins approved or revoked through the API,
+	// and those the webhook's configuration approves.
 	ListApprovals(ctx context.Context, in *ListApprovalsRequest, opts ...grpc.CallOption) (*ListApprovalsResponse, error)
 	// DrainBuilder stops a builder taking new work; its running builds
 	// finish.
@@ -367,7 +368,8 @@ type AdminServer interface {
 	ApproveContributor(context.Context, *ApproveContributorRequest) (*ApproveContributorResponse, error)
 	// RevokeContributor takes back an approval ApproveContributor recorded.
 	RevokeContributor(context.Context, *RevokeContributorRequest) (*RevokeContributorResponse, error)
-	// ListApprovals lists the logins approved or revoked through the API.
+	// ListApprovals lists the logins approved or revoked through the API,
+	// and those the webhook's configuration approves.
 	ListApprovals(context.Context, *ListApprovalsRequest) (*ListApprovalsResponse, error)
 	// DrainBuilder stops a builder taking new work; its running builds
 	// finish.
