@@ -19,6 +19,10 @@ func TestConfigValid1_29(t *testing.T) {
 		t.Fatal("docker-compose not found: apt-get install docker-compose (this project's machines have 1.29)")
 	}
 	secret := filepath.Join(t.TempDir(), "webhook.secret")
+	seccomp, err := filepath.Abs("checker-seccomp.json")
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(secret, []byte("s"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -27,10 +31,14 @@ func TestConfigValid1_29(t *testing.T) {
 		env  []string
 	}{
 		{"defaults", nil},
-		{"a test run's", []string{"EKACI_TAG=t1", "EKACI_REPOS=" + t.TempDir(), "EKACI_WEBHOOK_SECRET=" + secret, "EKACI_WEBHOOK_ADDR=127.0.0.1:", "EKACI_NIX_SUBSTITUTERS=https://cache.example"}},
+		{"a test run's", []string{"EKACI_TAG=t1", "EKACI_REPOS=" + t.TempDir(), "EKACI_WEBHOOK_SECRET=" + secret, "EKACI_WEBHOOK_ADDR=127.0.0.1:", "EKACI_NIX_SUBSTITUTERS=https://cache.example",
+			"EKACI_CHECKER_SECCOMP=" + seccomp}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cmd := exec.Command(bin, "-f", "compose.yaml", "config", "-q")
+			// From the repository's top, as README runs it: 1.29 reads the
+			// checker's seccomp profile from its working directory.
+			cmd := exec.Command(bin, "-f", "deploy/compose/compose.yaml", "config", "-q")
+			cmd.Dir = "../.."
 			cmd.Env = append(os.Environ(), tc.env...)
 			if out, err := cmd.CombinedOutput(); err != nil {
 				t.Fatalf("docker-compose config -q: %v\n%s", err, out)
@@ -46,7 +54,9 @@ func TestConfigValid1_29(t *testing.T) {
 	if err := os.WriteFile(bad, []byte(strings.Replace(string(src), "  nats-1:\n", "  nats-1:\n    bogus_key: 1\n", 1)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command(bin, "-f", bad, "config", "-q").CombinedOutput(); err == nil {
+	cmd := exec.Command(bin, "-f", bad, "config", "-q")
+	cmd.Env = append(os.Environ(), "EKACI_CHECKER_SECCOMP="+seccomp)
+	if out, err := cmd.CombinedOutput(); err == nil {
 		t.Fatalf("docker-compose config -q accepted an unknown key: %s", out)
 	}
 }

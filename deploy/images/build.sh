@@ -25,7 +25,7 @@ command -v docker >/dev/null || { echo "build.sh: docker not found" >&2; exit 1;
 # 1. Binaries, static (CGO off), without VCS stamps so that a commit that
 # changes no source gives the same bytes.
 mkdir -p "$work/bin"
-stages=(gitter reader evaluator ingress router builder recorder notifier webhook admin)
+stages=(gitter reader evaluator ingress router builder checker recorder notifier webhook admin)
 pkgs=(./services/ekaci/cmd/ekaci ./services/cache/cmd/ekaci-cache ./deploy/cmd/ekaci-probe)
 for s in "${stages[@]}"; do pkgs+=("./services/$s/cmd/ekaci-$s"); done
 export CGO_ENABLED=0

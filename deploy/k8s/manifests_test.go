@@ -248,9 +248,12 @@ func TestProbesAndSecurity(t *testing.T) {
 				t.Errorf("%s: readiness on %s, want /readyz", where, c.ReadinessProbe.HTTPGet.Path)
 			}
 			sc := c.SecurityContext
-			if sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem || sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot ||
-				sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
-				t.Errorf("%s: security context %+v, want non-root, read-only root filesystem, no privilege escalation", where, sc)
+			if c.Name == "checker" {
+				checkerSecurity(t, where, sc)
+			} else if sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem || sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot ||
+				sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation || sc.Privileged != nil && *sc.Privileged || sc.RunAsUser != nil && *sc.RunAsUser != 65532 ||
+				sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(sc.Capabilities.Add) > 0 {
+				t.Errorf("%s: security context %+v, want non-root, read-only root filesystem, no privilege escalation, every capability dropped", where, sc)
 			}
 			tmp := false
 			for _, m := range c.VolumeMounts {
@@ -274,6 +277,30 @@ func TestProbesAndSecurity(t *testing.T) {
 				t.Errorf("%s: GOMEMLIMIT does not come from limits.memory", where)
 			}
 		}
+	}
+}
+
+// checkerSecurity: the checker is the one container with privileges, and
+// has exactly those its comment lists (README says why): root with every
+// capability dropped but the sandbox's, never privileged, a read-only root
+// filesystem, the seccomp profile of deploy/compose installed on the node.
+func checkerSecurity(t *testing.T, where string, sc *corev1.SecurityContext) {
+	t.Helper()
+	want := []corev1.Capability{"CHOWN", "DAC_OVERRIDE", "KILL", "NET_ADMIN", "SETGID", "SETUID", "SYS_ADMIN", "SYS_PTRACE"}
+	if sc == nil || sc.Capabilities == nil {
+		t.Fatalf("%s: security context %+v, want one with capabilities", where, sc)
+	}
+	added := slices.Sorted(slices.Values(sc.Capabilities.Add))
+	if sc.RunAsUser == nil || *sc.RunAsUser != 0 || sc.Privileged == nil || *sc.Privileged || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem ||
+		!slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || !slices.Equal(added, want) {
+		t.Errorf("%s: security context %+v, want root, not privileged, a read-only root filesystem, ALL dropped and %v added", where, sc, want)
+	}
+	if sc.SeccompProfile == nil || sc.SeccompProfile.Type != corev1.SeccompProfileTypeLocalhost || sc.SeccompProfile.LocalhostProfile == nil ||
+		!strings.HasSuffix(*sc.SeccompProfile.LocalhostProfile, "checker-seccomp.json") {
+		t.Errorf("%s: seccomp %+v, want the Localhost profile checker-seccomp.json", where, sc.SeccompProfile)
+	}
+	if _, err := os.Stat("../compose/checker-seccomp.json"); err != nil {
+		t.Errorf("%s: the seccomp profile to install: %v", where, err)
 	}
 }
 
@@ -310,7 +337,7 @@ var flags = sync.OnceValues(func() (map[string]map[string]bool, error) {
 	}
 	defer os.RemoveAll(dir)
 	pkgs := []string{"../../services/cache/cmd/ekaci-cache"}
-	for _, s := range []string{"gitter", "reader", "evaluator", "ingress", "router", "builder", "recorder", "notifier", "webhook", "admin"} {
+	for _, s := range []string{"gitter", "reader", "evaluator", "ingress", "router", "builder", "checker", "recorder", "notifier", "webhook", "admin"} {
 		pkgs = append(pkgs, "../../services/"+s+"/cmd/ekaci-"+s)
 	}
 	if out, err := exec.Command("go", append([]string{"build", "-o", dir + "/"}, pkgs...)...).CombinedOutput(); err != nil {

@@ -23,7 +23,7 @@ import (
 // Services are the mesh's services, in compose.yaml's order.
 var (
 	NATS   = []string{"nats-1", "nats-2", "nats-3"}
-	Stages = []string{"cache", "gitter", "reader", "evaluator", "ingress", "router", "builder-1", "builder-2", "recorder", "notifier", "webhook", "admin"}
+	Stages = []string{"cache", "gitter", "reader", "evaluator", "ingress", "router", "builder-1", "builder-2", "checker", "recorder", "notifier", "webhook", "admin"}
 )
 
 // Mesh is one compose project of the mesh.
@@ -69,6 +69,9 @@ func New(t testing.TB, cfg Config) *Mesh {
 	}
 	m := &Mesh{t: t, Project: cfg.Project, files: cfg.ComposeFiles, Repos: repos, Secret: secret,
 		env: []string{"EKACI_TAG=" + cfg.Tag, "EKACI_REPOS=" + repos, "EKACI_WEBHOOK_SECRET=" + secretFile,
+			// docker-compose 1.29 reads a seccomp profile's path from its
+			// working directory, not the file's.
+			"EKACI_CHECKER_SECCOMP=" + filepath.Join(filepath.Dir(cfg.ComposeFiles[0]), "checker-seccomp.json"),
 			"EKACI_WEBHOOK_ADDR=127.0.0.1:", "EKACI_ADMIN_ADDR=127.0.0.1:", "EKACI_LOG_LEVEL=debug"}}
 	t.Cleanup(m.Down)
 	return m

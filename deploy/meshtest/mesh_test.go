@@ -2,8 +2,6 @@ package meshtest
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -22,55 +20,12 @@ import (
 // root is the repository's top directory.
 var root, _ = filepath.Abs("../..")
 
-// demoRoot is a copy of the tree's examples/demo and scripts/demo-repo.sh
-// whose .ekaci/config.json files have no checks: the checker stage (it
-// runs each check as a uid of its own with bubblewrap, as root) is not
-// part of the mesh's unprivileged containers, and a change with checks
-// would wait for it forever. Everything the demo builds is kept.
-var demoRoot = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "ekaci-mesh-demo")
-	if err != nil {
-		return "", err
-	}
-	cp := exec.Command("cp", "-r", "--parents", "examples/demo", "scripts/demo-repo.sh", dir)
-	cp.Dir = root
-	if out, err := cp.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("cp: %v: %s", err, out)
-	}
-	files, _ := filepath.Glob(filepath.Join(dir, "examples/demo/*/.ekaci/config.json"))
-	if len(files) == 0 {
-		return "", errors.New("the demo has no .ekaci/config.json")
-	}
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return "", err
-		}
-		var cfg map[string]json.RawMessage
-		if err := json.Unmarshal(b, &cfg); err != nil {
-			return "", fmt.Errorf("%s: %w", f, err)
-		}
-		delete(cfg, "checks")
-		if b, err = json.Marshal(cfg); err != nil {
-			return "", err
-		}
-		if err := os.WriteFile(f, b, 0o644); err != nil {
-			return "", err
-		}
-	}
-	return dir, nil
-})
-
 // newRepo makes a fresh demo pull request (new salt, new commits) under
 // dir/name and returns its head and base commits.
 func newRepo(t *testing.T, dir, name string) (head, base string) {
 	t.Helper()
 	repo := filepath.Join(dir, name)
-	demo, err := demoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command(filepath.Join(demo, "scripts/demo-repo.sh"), repo).CombinedOutput(); err != nil {
+	if out, err := exec.Command(filepath.Join(root, "scripts/demo-repo.sh"), repo).CombinedOutput(); err != nil {
 		t.Fatalf("demo-repo.sh: %v: %s", err, out)
 	}
 	rev := func(r string) string {
@@ -228,7 +183,15 @@ func TestMesh(t *testing.T) {
 	if _, err := Docker("info", "-f", "{{.ServerVersion}}"); err != nil {
 		t.Fatalf("EKACI_MESH=1 but no Docker engine answers: %v", err)
 	}
-	tag := "meshtest"
+	// A tag of this run's own: another checkout's mesh test on the same
+	// engine (a CI run beside a developer's) builds other binaries, and
+	// must not retag the images under this run's containers.
+	tag := fmt.Sprintf("meshtest-%d", os.Getpid())
+	t.Cleanup(func() {
+		if _, err := Docker("image", "rm", "ekaci/static:"+tag, "ekaci/nix:"+tag); err != nil {
+			t.Logf("remove this run's images: %v", err)
+		}
+	})
 	start := time.Now()
 	build := exec.Command(filepath.Join(root, "deploy/images/build.sh"))
 	build.Env = append(os.Environ(), "EKACI_TAG="+tag)
@@ -243,14 +206,14 @@ func TestMesh(t *testing.T) {
 		}
 	}
 
-	t.Cleanup(func() {
-		if d, err := demoRoot(); err == nil {
-			os.RemoveAll(d)
-		}
-	})
 	dir := t.TempDir()
 	want, took := reference(t, filepath.Join(root, "bin/images/bin/ekaci"), dir)
-	t.Logf("reference: ekaci run concluded %s in %v", want.Conclusion, took.Round(100*time.Millisecond))
+	t.Logf("reference: ekaci run concluded %s in %v, checks %v", want.Conclusion, took.Round(100*time.Millisecond), want.Checks)
+	// The demo's checks run in the mesh too (its checker), and are
+	// compared like its jobs.
+	if len(want.Checks) == 0 {
+		t.Fatal("ekaci run reported no check: the demo has two, and the mesh's must be compared with them")
+	}
 
 	m := New(t, Config{
 		ComposeFiles: []string{filepath.Join(root, "deploy/compose/compose.yaml"), filepath.Join(root, "deploy/compose/compose.test.yaml")},
@@ -272,6 +235,10 @@ func TestMesh(t *testing.T) {
 	if err := Replicated(context.Background(), js, 3); err != nil {
 		t.Fatal(err)
 	}
+
+	t.Run("the sandbox's tests in the checker's container", func(t *testing.T) {
+		sandboxInChecker(t, m, dir)
+	})
 
 	var times []string
 	for i, sc := range scenarios {
@@ -387,6 +354,33 @@ func TestMesh(t *testing.T) {
 		}
 	}
 	t.Logf("time to conclude (reference ekaci run: %v):\n  %s", took.Round(100*time.Millisecond), strings.Join(times, "\n  "))
+}
+
+// sandboxInChecker runs the checker's sandbox tests (the hostile checks
+// among them) in a container of the checker's service, with exactly the
+// privileges compose.yaml gives it: what README says those privileges
+// allow, and forbid, is proven there, not only on a host.
+func sandboxInChecker(t *testing.T, m *Mesh, dir string) {
+	bin := filepath.Join(dir, "sandbox.test")
+	build := exec.Command("go", "test", "-c", "-o", bin, "./internal/sandbox")
+	build.Dir = filepath.Join(root, "services/checker")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go test -c: %v\n%s", err, out)
+	}
+	out, err := m.Compose("run", "--rm", "--no-deps", "-T", "-e", "EKACI_SANDBOX_MOUNT_PROC=1", "-v", bin+":/sandbox.test:ro", "-w", "/tmp",
+		"checker", "/sandbox.test", "-test.count=1", "-test.v", "-test.timeout=4m")
+	if err != nil {
+		t.Fatalf("the sandbox's tests in the checker's container: %v\n%s", err, out)
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if strings.Contains(line, "--- ") || strings.Contains(line, "enforcement") {
+			t.Log(strings.TrimSpace(line))
+		}
+	}
+	if !strings.Contains(out, "--- PASS: TestHostileChecks") {
+		t.Fatalf("TestHostileChecks did not pass:\n%s", out)
+	}
 }
 
 func conclusionOf(c eventsv1.Conclusion) string {

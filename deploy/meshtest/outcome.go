@@ -15,12 +15,15 @@ import (
 )
 
 // Summary is what two runs of the same pull request must agree on: the
-// change's conclusion and, per job, its conclusion, its counts and each
+// change's conclusion; per job, its conclusion, its counts and each
 // attribute's final state and difference (derivation paths differ: every
-// run has fresh commits).
+// run has fresh commits); per check, how it ended (state, exit code,
+// limit, the base's result, whether it fails the change). Logs, times and
+// whether a result came from an earlier identical run are not compared.
 type Summary struct {
 	Conclusion string
 	Jobs       map[string]JobSummary
+	Checks     map[string]string // name -> "state exit=N limit=L base=B fails_change=F"
 }
 
 // JobSummary is one job of a Summary.
@@ -44,11 +47,22 @@ func ParseSummary(doc []byte) (Summary, error) {
 				Difference string `json:"difference"`
 			} `json:"attrs"`
 		} `json:"jobs"`
+		Checks []struct {
+			Name        string `json:"name"`
+			State       string `json:"state"`
+			ExitCode    int32  `json:"exit_code"`
+			Limit       string `json:"limit"`
+			Base        string `json:"base"`
+			FailsChange bool   `json:"fails_change"`
+		} `json:"checks"`
 	}
 	if err := json.Unmarshal(doc, &o); err != nil {
 		return Summary{}, fmt.Errorf("parse outcome: %w", err)
 	}
-	s := Summary{Conclusion: o.Conclusion, Jobs: map[string]JobSummary{}}
+	s := Summary{Conclusion: o.Conclusion, Jobs: map[string]JobSummary{}, Checks: map[string]string{}}
+	for _, c := range o.Checks {
+		s.Checks[c.Name] = fmt.Sprintf("%s exit=%d limit=%s base=%s fails_change=%t", c.State, c.ExitCode, c.Limit, c.Base, c.FailsChange)
+	}
 	for _, j := range o.Jobs {
 		js := JobSummary{Conclusion: j.Conclusion, Counts: j.Counts, Attrs: map[string]string{}}
 		for _, a := range j.Attrs {
@@ -101,6 +115,18 @@ func Diff(want, got Summary) []string {
 	for name := range got.Jobs {
 		if _, ok := want.Jobs[name]; !ok {
 			d = append(d, fmt.Sprintf("job %s not in the reference", name))
+		}
+	}
+	for name, w := range want.Checks {
+		if g, ok := got.Checks[name]; !ok {
+			d = append(d, fmt.Sprintf("check %s missing", name))
+		} else if g != w {
+			d = append(d, fmt.Sprintf("check %s: %s, want %s", name, g, w))
+		}
+	}
+	for name, g := range got.Checks {
+		if _, ok := want.Checks[name]; !ok {
+			d = append(d, fmt.Sprintf("check %s (%s) not in the reference", name, g))
 		}
 	}
 	sort.Strings(d)

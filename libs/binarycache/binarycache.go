@@ -52,14 +52,33 @@ func (c Cache) FetchDerivations(ctx context.Context, drvPaths []string) error {
 	return c.copy(ctx, "--from", true, drvPaths)
 }
 
-func (c Cache) copy(ctx context.Context, dir string, derivation bool, paths []string) error {
-	if len(paths) == 0 {
-		return nil
+// FetchPaths copies the store paths paths (built outputs, not .drv
+// files) and their runtime closure from c into the local store, building
+// nothing: a path the cache does not have fails the copy. A checker
+// fetches its checks' packages so, with a store of its own.
+func (c Cache) FetchPaths(ctx context.Context, paths []string) error {
+	for _, p := range paths {
+		if !strings.HasPrefix(p, "/nix/store/") || strings.HasSuffix(p, ".drv") {
+			return fmt.Errorf("copy --from %s: %q is not an output path in /nix/store", c.URL, p)
+		}
 	}
+	return c.run(ctx, "--from", false, paths)
+}
+
+func (c Cache) copy(ctx context.Context, dir string, derivation bool, paths []string) error {
 	for _, p := range paths {
 		if !strings.HasPrefix(p, "/nix/store/") || !strings.HasSuffix(p, ".drv") {
 			return fmt.Errorf("copy %s %s: %q is not a .drv in /nix/store", dir, c.URL, p)
 		}
+	}
+	return c.run(ctx, dir, derivation, paths)
+}
+
+// run is one `nix copy DIR URL [--derivation] PATHS...`, tried up to
+// copyAttempts times.
+func (c Cache) run(ctx context.Context, dir string, derivation bool, paths []string) error {
+	if len(paths) == 0 {
+		return nil
 	}
 	bin, err := exec.LookPath("nix")
 	if err != nil {
@@ -84,8 +103,11 @@ func (c Cache) copy(ctx context.Context, dir string, derivation bool, paths []st
 			return nil
 		}
 		what := "outputs of"
-		if derivation {
+		switch {
+		case derivation:
 			what = "derivations"
+		case !strings.HasSuffix(paths[0], ".drv"):
+			what = "paths"
 		}
 		err = fmt.Errorf("nix copy %s %s (%d %s, attempt %d): %w: %s", dir, c.URL, len(paths), what, attempt, err, tail(out.String(), 2048))
 		// Nix 2.8 processes sharing a store race on its narinfo cache

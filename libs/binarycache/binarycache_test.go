@@ -114,6 +114,21 @@ func TestOutputsPushed(t *testing.T) {
 	if exists(narinfo(cacheDir, top)) {
 		t.Errorf("PushOutputs(%s) pushed the .drv itself", top)
 	}
+
+	// Another store fetches the output and its runtime closure (top's
+	// output reads dep's at build time only, so its closure is itself).
+	other := filepath.Join(tmp, "other")
+	o := strings.TrimSpace(string(out))
+	fetch := Cache{URL: c.URL, NixOptions: append(nixtest.NoSubstituters(), "store", other)}
+	if validIn(t, other, o) {
+		t.Fatalf("%s valid in a fresh store before the fetch", o)
+	}
+	if err := fetch.FetchPaths(context.Background(), []string{o}); err != nil {
+		t.Fatal(err)
+	}
+	if !validIn(t, other, o) {
+		t.Errorf("after FetchPaths(%s): not valid in the other store", o)
+	}
 }
 
 func TestErrors(t *testing.T) {
@@ -126,6 +141,12 @@ func TestErrors(t *testing.T) {
 		want string
 	}{
 		{"not a drv", func() error { return c.PushDerivations(ctx, []string{"/etc/passwd"}) }, `"/etc/passwd" is not a .drv`},
+		{"a drv as an output", func() error {
+			return c.FetchPaths(ctx, []string{"/nix/store/00000000000000000000000000000000-nothing.drv"})
+		}, "is not an output path"},
+		{"output missing from the cache", func() error {
+			return c.FetchPaths(ctx, []string{"/nix/store/00000000000000000000000000000000-nothing"})
+		}, "nix copy --from " + c.URL + " (1 paths"},
 		{"missing from the cache", func() error {
 			return c.FetchDerivations(ctx, []string{"/nix/store/00000000000000000000000000000000-nothing.drv"})
 		}, "nix copy --from " + c.URL},

@@ -35,6 +35,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/ekaci/ekaci/libs/binarycache"
 	"github.com/ekaci/ekaci/libs/eventlog"
 	"github.com/ekaci/ekaci/libs/eventlog/worker"
 	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
@@ -68,6 +69,15 @@ type Config struct {
 	Limits    Limits
 	// NixOptions are passed to nix-store (name, value pairs).
 	NixOptions []string
+	// Cache, when set, is the mesh's binary cache: a checker with a Nix
+	// store of its own fetches its checks' packages from it (the .drv
+	// closure, then the built outputs and their runtime closure), as a
+	// builder fetches what it builds. Nil: the store is the builders'.
+	Cache *binarycache.Cache
+	// MountProc mounts a proc of the checker's own over /proc at start:
+	// in a container, whose runtime masks /proc, bubblewrap cannot mount
+	// one for a check otherwise. Never on a host (see package sandbox).
+	MountProc bool
 	// AckWait is how long a checker that died holds a check before it
 	// runs again (default 30 s).
 	AckWait time.Duration
@@ -157,6 +167,7 @@ func Run(ctx context.Context, cfg Config) error {
 	} else {
 		runner, unavailable = sandbox.NewRunner(sandbox.Config{
 			StateDir: filepath.Join(cfg.StateDir, "sandbox"), UIDBase: cfg.UIDBase, UIDs: cfg.MaxJobs, HostPaths: cfg.HostPaths, Bwrap: cfg.bwrap,
+			MountProc: cfg.MountProc,
 		})
 	}
 	if unavailable != nil && !errors.Is(unavailable, sandbox.ErrUnavailable) {

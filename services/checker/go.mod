@@ -20,6 +20,7 @@ require (
 	github.com/antithesishq/antithesis-sdk-go v0.8.0-default-no-op // indirect
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
+	github.com/ekaci/ekaci/libs/binarycache v0.0.0-00010101000000-000000000000
 	github.com/ekaci/ekaci/libs/pbjson v0.0.0-00010101000000-000000000000 // indirect
 	github.com/google/go-tpm v0.9.8 // indirect
 	github.com/mattn/go-colorable v0.1.14 // indirect
@@ -59,3 +60,5 @@ replace github.com/ekaci/ekaci/libs/pbjson => ../../libs/pbjson
 replace github.com/ekaci/ekaci/libs/service => ../../libs/service
 
 replace github.com/ekaci/ekaci/libs/telemetry => ../../libs/telemetry
+
+replace github.com/ekaci/ekaci/libs/binarycache => ../../libs/binarycache

@@ -104,9 +104,21 @@ func (c *checker) packages(ctx context.Context, q *eventsv1.CheckQueued) (*packa
 		}
 		drvs = append(drvs, r.GetDrvPath())
 	}
+	if c.cfg.Cache != nil {
+		// A store of its own: the .drv closure first (to name the
+		// outputs), then the outputs the builders pushed.
+		if err := c.cfg.Cache.FetchDerivations(ctx, drvs); err != nil {
+			return nil, fmt.Errorf("fetch the packages' derivations: %w", err)
+		}
+	}
 	outputs, err := c.nixStore(ctx, append([]string{"--query", "--outputs"}, drvs...)...)
 	if err != nil {
 		return nil, err
+	}
+	if c.cfg.Cache != nil {
+		if err := c.cfg.Cache.FetchPaths(ctx, outputs); err != nil {
+			return nil, fmt.Errorf("fetch the packages: %w", err)
+		}
 	}
 	closure, err := c.nixStore(ctx, append([]string{"--query", "--requisites"}, outputs...)...)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/ekaci/ekaci/libs/binarycache"
 	"github.com/ekaci/ekaci/libs/flagenv"
 	"github.com/ekaci/ekaci/libs/logretention"
 	"github.com/ekaci/ekaci/libs/service"
@@ -37,6 +38,8 @@ func main() {
 	logMaxAge := fs.Duration("log-max-age", logretention.DefaultMaxAge, "delete logs under --log-dir last written longer ago than this")
 	logMaxMiB := fs.Int64("log-max-mib", logretention.DefaultMaxBytes>>20, "bound the logs under --log-dir to this many MiB, oldest first")
 	stateDir := fs.String("state-dir", "/var/lib/ekaci/checker", "the sandboxes' directories (locked while it runs)")
+	cacheURL := fs.String("cache", "", "the mesh's binary cache (ekaci-cache, e.g. http://cache:8081): the checks' packages are fetched from it, for a checker with a Nix store of its own (empty: the store is shared with the builders)")
+	mountProc := fs.Bool("mount-proc", false, "mount a proc filesystem of its own over /proc at start: in a container, whose runtime masks /proc, bubblewrap cannot give a check one otherwise (needs CAP_SYS_ADMIN; never on a host: see README, \"Running as a mesh\")")
 	os.Exit(service.Main(fs, os.Args[1:], func(ctx context.Context, env service.Env) error {
 		if *logMaxAge <= 0 || *logMaxMiB <= 0 {
 			return fmt.Errorf("--log-max-age %v, --log-max-mib %d: want both above 0", *logMaxAge, *logMaxMiB)
@@ -46,12 +49,17 @@ func main() {
 			return err
 		}
 		defer unlock()
+		var cache *binarycache.Cache
+		if *cacheURL != "" {
+			cache = &binarycache.Cache{URL: *cacheURL, NixOptions: nixOpts}
+		}
 		go func() {
 			_ = logretention.New(logretention.Config{Dir: *logDir, MaxAge: *logMaxAge, MaxBytes: *logMaxMiB << 20, Logger: env.Logger}).Run(ctx)
 		}()
 		return checker.Run(ctx, checker.Config{
 			Events: env.Events, Conn: env.Conn, Logger: env.Logger, Metrics: env.Metrics, Name: *name,
 			CheckLogDir: *logDir, StateDir: *stateDir, MaxJobs: *maxJobs, UIDBase: *uidBase, HostPaths: hostPaths, NixOptions: nixOpts,
+			Cache: cache, MountProc: *mountProc,
 			Limits: checker.Limits{MaxTimeout: *maxTimeout, MemoryBytes: *memMiB << 20, Processes: *procs, OutputBytes: *outMiB << 20, FilesBytes: *filesMiB << 20, Files: *files},
 		})
 	}))

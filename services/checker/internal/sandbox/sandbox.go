@@ -75,6 +75,10 @@ type Config struct {
 	// NoCgroups turns cgroups off (rlimits only), for tests of the
 	// fallback.
 	NoCgroups bool
+	// MountProc mounts a proc of the runner's own over /proc first: in a
+	// container whose runtime masks /proc, bubblewrap cannot mount one
+	// for a check otherwise (see mountProc). Never on a host.
+	MountProc bool
 }
 
 // Spec is one command to run.
@@ -141,6 +145,11 @@ func NewRunner(cfg Config) (*Runner, error) {
 	}
 	if cfg.Slirp4netns == "" {
 		cfg.Slirp4netns, _ = exec.LookPath("slirp4netns")
+	}
+	if cfg.MountProc {
+		if err := mountProc(); err != nil {
+			return nil, err
+		}
 	}
 	if err := os.MkdirAll(cfg.StateDir, 0o711); err != nil {
 		return nil, fmt.Errorf("sandbox state dir: %w", err)
