@@ -3,6 +3,7 @@ package sandbox
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -309,5 +310,32 @@ func TestCancelledRunLeavesNothing(t *testing.T) {
 	}
 	if left := r.Procs(); len(left) > 0 {
 		t.Errorf("processes left after a cancelled run: %v", left)
+	}
+}
+
+// TestMountProcRefusedOnAHost: --mount-proc never covers a host's /proc
+// (the kernel's initial pid namespace), whatever asks for it; a
+// container's pid namespace is another.
+func TestMountProcRefusedOnAHost(t *testing.T) {
+	before, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mountProcIn(initPidNS); !errors.Is(err, errHostProc) {
+		t.Fatalf("mountProcIn(%s) = %v, want %v", initPidNS, err, errHostProc)
+	}
+	if err := mountProcIn(""); !errors.Is(err, errHostProc) {
+		t.Fatalf("mountProcIn(unknown) = %v, want %v", err, errHostProc)
+	}
+	if ns := pidNamespace(); ns == initPidNS {
+		// On a host (make test): NewRunner refuses as well.
+		_, err := NewRunner(Config{StateDir: t.TempDir(), UIDBase: 64000, UIDs: 1, MountProc: true})
+		if !errors.Is(err, errHostProc) || !errors.Is(err, ErrUnavailable) {
+			t.Fatalf("NewRunner with MountProc on a host = %v, want %v (%v)", err, errHostProc, ErrUnavailable)
+		}
+		after, _ := os.ReadFile("/proc/self/mountinfo")
+		if string(after) != string(before) {
+			t.Fatal("the mounts changed")
+		}
 	}
 }
