@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -95,7 +96,13 @@ func (a *App) transport(installation int64) *ghinstallation.Transport {
 
 // Client returns a go-github client acting as the installation.
 func (a *App) Client(installation int64) *github.Client {
-	c := github.NewClient(&http.Client{Transport: a.transport(installation), Timeout: a.cfg.Timeout})
+	// The timeout is the request's context, not http.Client.Timeout: the
+	// client's timer ends only when a body is closed, and go-github
+	// replaces the body of an error answer (a 403, a 5xx) after reading
+	// it, never closing the original, so each left a goroutine waiting
+	// out the whole timeout (goleak in services/notifier/checkrun saw
+	// them after TestFaultsAreRetriedAndRefusalsDropped).
+	c := github.NewClient(&http.Client{Transport: timeoutTransport{next: a.transport(installation), timeout: a.cfg.Timeout}})
 	c.BaseURL = a.base
 	return c
 }
@@ -108,4 +115,44 @@ func (a *App) Token(ctx context.Context, installation int64) (string, error) {
 		return "", fmt.Errorf("installation %d token: %w", installation, err)
 	}
 	return tok, nil
+}
+
+// timeoutTransport bounds a request, its body included, by a context
+// that ends at the timeout, at the body's end (EOF or an error) or when
+// the body is closed, whichever comes first.
+type timeoutTransport struct {
+	next    http.RoundTripper
+	timeout time.Duration
+}
+
+func (t timeoutTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	ctx, cancel := context.WithTimeout(r.Context(), t.timeout)
+	resp, err := t.next.RoundTrip(r.WithContext(ctx))
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	resp.Body = &cancelAtEnd{ReadCloser: resp.Body, cancel: cancel}
+	return resp, nil
+}
+
+// cancelAtEnd ends its request's context once the body is read to its
+// end or closed.
+type cancelAtEnd struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (b *cancelAtEnd) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil {
+		b.cancel()
+	}
+	return n, err
+}
+
+func (b *cancelAtEnd) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel()
+	return err
 }

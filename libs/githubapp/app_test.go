@@ -3,6 +3,7 @@ package githubapp_test
 import (
 	"context"
 	"errors"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -137,5 +138,42 @@ func TestTokenIsCachedPerInstallation(t *testing.T) {
 	}
 	if _, err := app.Token(ctx, 99); err == nil || strings.Contains(err.Error(), "ghs_") {
 		t.Fatalf("Token(99) = %v, want an error that names no token", err)
+	}
+}
+
+// stallingBody is an answer whose body never ends on its own: a read
+// waits for the request's context.
+type stallingBody struct{ ctx context.Context }
+
+func (b stallingBody) Read([]byte) (int, error) { <-b.ctx.Done(); return 0, b.ctx.Err() }
+func (b stallingBody) Close() error             { return nil }
+
+// stallAPI answers every repository call with headers and a body that
+// stalls; tokens come from the fake GitHub.
+type stallAPI struct{ next http.RoundTripper }
+
+func (s stallAPI) RoundTrip(r *http.Request) (*http.Response, error) {
+	if !strings.Contains(r.URL.Path, "/repos/") {
+		return s.next.RoundTrip(r)
+	}
+	return &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"application/json"}},
+		Body: stallingBody{r.Context()}, Request: r}, nil
+}
+
+// TestTimeoutCoversTheBody: Config.Timeout bounds a call whose answer's
+// body stalls (it is the request's context, not http.Client's timer).
+func TestTimeoutCoversTheBody(t *testing.T) {
+	s := githubtest.New(t)
+	s.Install(3, "o/r")
+	app, err := githubapp.New(githubapp.Config{AppID: s.AppID, PrivateKey: s.PrivateKeyPEM(), BaseURL: s.URL,
+		Transport: stallAPI{http.DefaultTransport}, Timeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, _, err = app.Client(3).Checks.GetCheckRun(ctx, "o", "r", 1)
+	if !errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
+		t.Fatalf("a stalled answer: %v, want the call's own deadline exceeded", err)
 	}
 }

@@ -234,7 +234,7 @@ func scan(dir string) ([]logFile, []string, error) {
 func openFiles(procDir, dir string) (map[string]bool, error) {
 	pids, err := os.ReadDir(procDir)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrNoProc, err)
+		return nil, fmt.Errorf("%w: %w", ErrNoProc, err)
 	}
 	open := map[string]bool{}
 	prefix := dir + string(filepath.Separator)

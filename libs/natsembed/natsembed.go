@@ -82,7 +82,7 @@ func Start(cfg Config) (*Server, error) {
 	}
 	dir, err := filepath.Abs(cfg.DataDir)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrDataDir, cfg.DataDir, err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrDataDir, cfg.DataDir, err)
 	}
 	if cfg.Host == "" {
 		cfg.Host = "127.0.0.1"
@@ -139,7 +139,7 @@ func Start(cfg Config) (*Server, error) {
 	ns, err := server.NewServer(opts)
 	if err != nil {
 		unlock()
-		return nil, fmt.Errorf("%w: %v", ErrStart, err)
+		return nil, fmt.Errorf("%w: %w", ErrStart, err)
 	}
 	zl := newZlog(cfg.Logger)
 	lvl := cfg.Logger.GetLevel()
@@ -195,15 +195,15 @@ func fatalError(msg string, cfg Config) error {
 func checkWritable(dir string) error {
 	js := filepath.Join(dir, server.JetStreamStoreDir)
 	if err := os.MkdirAll(js, 0o750); err != nil {
-		return fmt.Errorf("%w: cannot create %s: %v (make %s a directory the user running ekaci can write, or choose another with --data-dir or EKACI_DATA_DIR)", ErrDataDir, js, err, dir)
+		return fmt.Errorf("%w: cannot create %s: %w (make %s a directory the user running ekaci can write, or choose another with --data-dir or EKACI_DATA_DIR)", ErrDataDir, js, err, dir)
 	}
 	probe, err := os.CreateTemp(js, ".write-check-*")
 	if err != nil {
-		return fmt.Errorf("%w: %s is not writable: %v (chown it to the user running ekaci, or choose another with --data-dir or EKACI_DATA_DIR)", ErrDataDir, js, err)
+		return fmt.Errorf("%w: %s is not writable: %w (chown it to the user running ekaci, or choose another with --data-dir or EKACI_DATA_DIR)", ErrDataDir, js, err)
 	}
 	probe.Close()
 	if err := os.Remove(probe.Name()); err != nil {
-		return fmt.Errorf("%w: %s: remove write check: %v", ErrDataDir, js, err)
+		return fmt.Errorf("%w: %s: remove write check: %w", ErrDataDir, js, err)
 	}
 	return nil
 }
@@ -216,7 +216,7 @@ func lockStore(dir string) (func(), error) {
 	path := filepath.Join(dir, "nats.lock")
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o640)
 	if err != nil {
-		return nil, fmt.Errorf("%w: open lock %s: %v", ErrDataDir, path, err)
+		return nil, fmt.Errorf("%w: open lock %s: %w", ErrDataDir, path, err)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		holder, _ := os.ReadFile(path)
@@ -228,7 +228,7 @@ func lockStore(dir string) (func(), error) {
 		if errors.Is(err, syscall.EWOULDBLOCK) {
 			return nil, fmt.Errorf("%w: the JetStream store in %s is used by another process (pid %s); stop it, or give this one another --data-dir", ErrStoreLocked, dir, pid)
 		}
-		return nil, fmt.Errorf("%w: lock %s: %v", ErrDataDir, path, err)
+		return nil, fmt.Errorf("%w: lock %s: %w", ErrDataDir, path, err)
 	}
 	_ = f.Truncate(0)
 	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
@@ -251,7 +251,7 @@ func checkPort(host string, port int, what, fix string) error {
 		if errors.Is(err, syscall.EADDRINUSE) {
 			return fmt.Errorf("%w: nats %s %d on %s is taken by another process (%s)", ErrPortInUse, what, port, host, fix)
 		}
-		return fmt.Errorf("%w: cannot listen on %s for the nats %s: %v", ErrStart, addr, what, err)
+		return fmt.Errorf("%w: cannot listen on %s for the nats %s: %w", ErrStart, addr, what, err)
 	}
 	return l.Close()
 }

@@ -49,21 +49,21 @@ func DefaultDataDir() string {
 func Lock(dir string) (func(), error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrDataDir, dir, err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrDataDir, dir, err)
 	}
 	if err := os.MkdirAll(abs, 0o750); err != nil {
-		return nil, fmt.Errorf("%w: cannot create %s: %v (choose another with --data-dir or EKACI_DATA_DIR)", ErrDataDir, abs, err)
+		return nil, fmt.Errorf("%w: cannot create %s: %w (choose another with --data-dir or EKACI_DATA_DIR)", ErrDataDir, abs, err)
 	}
 	probe, err := os.CreateTemp(abs, ".write-check-*")
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s is not writable: %v (fix its permissions or choose another with --data-dir)", ErrDataDir, abs, err)
+		return nil, fmt.Errorf("%w: %s is not writable: %w (fix its permissions or choose another with --data-dir)", ErrDataDir, abs, err)
 	}
 	probe.Close()
 	os.Remove(probe.Name())
 	path := filepath.Join(abs, "ekaci.lock")
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o640)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrDataDir, path, err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrDataDir, path, err)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		holder, _ := os.ReadFile(path)

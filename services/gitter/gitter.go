@@ -99,7 +99,7 @@ func (c Config) fetchEnv(ctx context.Context, url string, req *eventsv1.ChangeRe
 	tok, err := c.Tokens.Token(ctx, inst)
 	if err != nil {
 		// Transient: the token service (GitHub) may answer on a retry.
-		return nil, fmt.Errorf("%w: %v", mirror.ErrTransient, err)
+		return nil, fmt.Errorf("%w: %w", mirror.ErrTransient, err)
 	}
 	return mirror.TokenEnv(url, tok), nil
 }

@@ -560,8 +560,8 @@ func blockedKey(c, d uint64) []byte {
 	return binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(make([]byte, 0, 16), c), d)
 }
 
-// State returns a derivation's state as the stored model knows it, for
-// tests and the admin API.
+// State returns a derivation's state as the stored model knows it (the
+// tests read it; the admin API has a read model of its own).
 func State(db *bolt.DB, id string) (buildstate.Drv, bool, error) {
 	var out buildstate.Drv
 	var found bool

@@ -1,7 +1,7 @@
-// Package notifier tells people how a change ended. This version has one
-// sink, a local one that writes a conclusion line per jobset and change
-// (the line `ekaci run` and the logs show). GitHub check runs are not
-// built yet; they would be another Sink.
+// Package notifier tells people how a change ended: a conclusion line
+// per jobset and change (the line `ekaci run` and the logs show). GitHub
+// check runs are its package checkrun, run beside it by ekaci-notifier
+// and the all-in-one when a GitHub App is configured.
 //
 // It decides nothing: it reports the recorder's conclusions.
 package notifier

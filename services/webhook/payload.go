@@ -142,7 +142,7 @@ func Parse(event string, body []byte) (any, error) {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
 	if err := dec.Decode(&v); err != nil {
-		return nil, fmt.Errorf("%w: %v", errNotJSON, err)
+		return nil, fmt.Errorf("%w: %w", errNotJSON, err)
 	}
 	pruned, ok := prune(v, s)
 	if !ok {

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+	"go.uber.org/goleak"
 
 	"github.com/ekaci/ekaci/libs/eventlog"
 	"github.com/ekaci/ekaci/libs/githubapp"
@@ -25,12 +26,14 @@ import (
 )
 
 // TestMain runs, in a child process of TestSIGKILLedPublisherPostsOnce,
-// the publisher alone until it is killed.
+// the publisher alone until it is killed; otherwise the tests, failing
+// them when a goroutine outlives them (a publisher or progress loop still
+// running after Run returned).
 func TestMain(m *testing.M) {
 	if os.Getenv("EKACI_CHECKRUN_CHILD") == "1" {
 		os.Exit(child())
 	}
-	os.Exit(m.Run())
+	goleak.VerifyTestMain(m, natstest.ServerShutdownRace()...)
 }
 
 func child() int {

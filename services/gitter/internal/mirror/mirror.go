@@ -57,9 +57,9 @@ func fetchError(ctx context.Context, url string, err error) error {
 		return ctx.Err()
 	}
 	if permanentRE.MatchString(err.Error()) {
-		return fmt.Errorf("%w: %s: %v", ErrUnknownRepo, url, err)
+		return fmt.Errorf("%w: %s: %w", ErrUnknownRepo, url, err)
 	}
-	return fmt.Errorf("%w: %s: %v", ErrTransient, url, err)
+	return fmt.Errorf("%w: %s: %w", ErrTransient, url, err)
 }
 
 // Store holds mirrors under dir/mirrors and worktrees under dir/worktrees.
@@ -189,7 +189,7 @@ func (s *Store) resolve(ctx context.Context, url, tok, rev string) (string, erro
 		// --verify --quiet: exit 1 and silence is "no such commit".
 		return "", fmt.Errorf("%w: %s is not a commit of %s", ErrUnknownCommit, rev, url)
 	}
-	return "", fmt.Errorf("%w: resolve %s in the mirror of %s: %v", ErrTransient, rev, url, err)
+	return "", fmt.Errorf("%w: resolve %s in the mirror of %s: %w", ErrTransient, rev, url, err)
 }
 
 // Worktree checks out commit (a full commit id) of the (synced)
@@ -229,7 +229,7 @@ func (s *Store) Worktree(ctx context.Context, url, commit, owner string) (string
 		return "", err
 	}
 	if _, err := git(ctx, mirror, "worktree", "add", "--detach", "--force", "--quiet", path, sha); err != nil {
-		return "", fmt.Errorf("%w: worktree of %s at %s: %v", ErrTransient, url, sha, err)
+		return "", fmt.Errorf("%w: worktree of %s at %s: %w", ErrTransient, url, sha, err)
 	}
 	return path, nil
 }
