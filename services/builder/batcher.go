@@ -118,8 +118,8 @@ func (bt *batcher) lane(ctx context.Context) {
 
 // build queues one derivation and waits for its result: the batch's, or
 // an early one (job.OnDone, a success known before the batch ends). taken
-// is the request handler's context: once it ends, a lane no longer takes
-// the build.
+// is the request handler's context (or a shorter one, until a drain):
+// once it ends, a build still queued is left out and build returns.
 func (bt *batcher) build(ctx, taken context.Context, job nixbuild.Job) (nixbuild.Result, error) {
 	early := make(chan nixbuild.Result, 1)
 	onDone := job.OnDone
@@ -137,12 +137,36 @@ func (bt *batcher) build(ctx, taken context.Context, job nixbuild.Job) (nixbuild
 	case bt.wake <- struct{}{}:
 	default:
 	}
-	select {
-	case r := <-p.done:
-		return r.res, r.err
-	case r := <-early:
-		return r, nil
-	case <-ctx.Done():
-		return nixbuild.Result{}, ctx.Err()
+	takenDone := taken.Done()
+	for {
+		select {
+		case r := <-p.done:
+			return r.res, r.err
+		case r := <-early:
+			return r, nil
+		case <-ctx.Done():
+			return nixbuild.Result{}, ctx.Err()
+		case <-takenDone:
+			// Still queued: out of the queue at once (a drain hands it back
+			// without waiting for the lanes); taken by a lane already: it
+			// runs, and its result is waited for.
+			if bt.dequeue(p) {
+				return nixbuild.Result{}, taken.Err()
+			}
+			takenDone = nil
+		}
 	}
+}
+
+// dequeue removes p from the queue if no lane has taken it yet.
+func (bt *batcher) dequeue(p *pendingBuild) bool {
+	bt.mu.Lock()
+	defer bt.mu.Unlock()
+	for i, q := range bt.queue {
+		if q == p {
+			bt.queue = append(bt.queue[:i], bt.queue[i+1:]...)
+			return true
+		}
+	}
+	return false
 }

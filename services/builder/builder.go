@@ -290,6 +290,9 @@ func Run(ctx context.Context, cfg Config) error {
 				if !ok {
 					return nil
 				}
+				b.takeMu.Lock()
+				b.take = take
+				b.takeMu.Unlock()
 				err := worker.RunWhile(ctx, take, cfg.Events.JetStream(), wcfg, b.handle, log)
 				stop()
 				if err != nil || ctx.Err() != nil {
@@ -365,6 +368,23 @@ type build struct {
 	*runtime
 	pool  machines.Pool
 	batch *batcher // nil: one nix-store per derivation
+
+	takeMu sync.Mutex
+	take   context.Context // ends when the builder is drained (nil: never drained)
+}
+
+// untilDrained returns a context that ends with ctx or when the builder is
+// drained, whichever comes first.
+func (b *build) untilDrained(ctx context.Context) (context.Context, context.CancelFunc) {
+	b.takeMu.Lock()
+	take := b.take
+	b.takeMu.Unlock()
+	if take == nil {
+		return ctx, func() {}
+	}
+	c, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(take, cancel)
+	return c, func() { stop(); cancel() }
 }
 
 // decision is what resolve made of a request.
@@ -603,7 +623,19 @@ func (b *build) handleHeld(ctx context.Context, m jetstream.Msg, req *workv1.Bui
 	var res nixbuild.Result
 	var err error
 	if b.batch != nil {
-		res, err = b.batch.build(bctx, ctx, job)
+		// A request waiting in a batch has been taken but not begun: a
+		// drain leaves it out (unless this holder may have recorded its
+		// start: then it is ours to build) and hands it back below.
+		taken, cancelTaken := ctx, func() {}
+		if !mayHold.Load() {
+			taken, cancelTaken = b.untilDrained(ctx)
+		}
+		res, err = b.batch.build(bctx, taken, job)
+		drained := taken.Err() != nil && ctx.Err() == nil
+		cancelTaken()
+		if err != nil && drained && !mayHold.Load() {
+			return worker.RetryAfter(0, fmt.Errorf("build %s: the builder was drained before it began: handed back for another", req.GetDrvPath()))
+		}
 	} else if ctx.Err() == nil {
 		res, err = b.realise(bctx, job, opts)
 	} else {

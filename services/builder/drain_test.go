@@ -11,7 +11,9 @@ import (
 	"github.com/ekaci/ekaci/libs/eventlog"
 	eventsv1 "github.com/ekaci/ekaci/libs/gen/ekaci/events/v1"
 	workv1 "github.com/ekaci/ekaci/libs/gen/ekaci/work/v1"
+	"github.com/ekaci/ekaci/libs/machines"
 	"github.com/ekaci/ekaci/libs/natstest"
+	"github.com/ekaci/ekaci/libs/service"
 )
 
 // heartbeatOf returns the heartbeat of the live process named name.
@@ -166,4 +168,70 @@ func TestDrainAndResume(t *testing.T) {
 	if b, seq := h.startedBy(later); b != "b" || seq < res.Seq {
 		t.Fatalf("later started by %q at %d, want b after its resume at %d", b, seq, res.Seq)
 	}
+}
+
+// TestDrainHandsBackQueuedRequests: requests a batching builder has taken
+// but not begun (queued behind a running build for its one lane) are
+// handed back when it is drained, and another builder of the pool builds
+// them while the running build still runs; that one finishes where it
+// began.
+func TestDrainHandsBackQueuedRequests(t *testing.T) {
+	h := newHarness(t)
+	op := &eventsv1.Actor{Who: "unix:carol", Source: action.SourceAdmin}
+	markers, err := os.MkdirTemp("", "ekaci-drain-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(markers) })
+	if err := os.Chmod(markers, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	marker := filepath.Join(markers, "go")
+	build := func(name, script string) string {
+		path := instantiate(t, name, script)
+		id, last := h.ready(path)
+		h.request(id, path, last, eventlog.BuildRequestID(id, 1))
+		return id
+	}
+	onePool := []machines.Pool{{System: service.CurrentSystem(), Class: workv1.BuildClass_BUILD_CLASS_LOCAL, MaxJobs: 1}}
+	h.run(Config{Name: "a", NixOptions: noSubst, Pools: onePool})
+	slow := build("slow", "while [ ! -e "+marker+" ]; do sleep 0.1; done; echo > $out")
+	natstest.Eventually(t, time.Minute, func() bool { b, _ := h.startedBy(slow); return b == "a" }, "a starts slow")
+	var queued []string
+	for _, n := range []string{"q1", "q2", "q3"} {
+		queued = append(queued, build(n, "echo > $out"))
+	}
+	// a holds all four requests: slow building, the others in its queue.
+	cons, err := h.js.Consumer(h.ctx, eventlog.WorkStream, eventlog.BuilderDurable(service.CurrentSystem(), workv1.BuildClass_BUILD_CLASS_LOCAL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, time.Minute, func() bool {
+		info, err := cons.Info(h.ctx)
+		return err == nil && info.NumAckPending == 4 && info.NumPending == 0
+	}, "a took the four requests")
+	if _, err := action.Drain(h.ctx, h.log, "a", op); err != nil {
+		t.Fatal(err)
+	}
+	h.run(Config{Name: "b", NixOptions: noSubst})
+	natstest.Eventually(t, time.Minute, func() bool {
+		for _, id := range queued {
+			if h.outcomeOf(id) != workv1.BuildOutcome_BUILD_OUTCOME_SUCCEEDED {
+				return false
+			}
+		}
+		return true
+	}, "the queued builds succeed on b while slow still runs on a")
+	for _, id := range queued {
+		if b, _ := h.startedBy(id); b != "b" {
+			t.Fatalf("%s started by %q, want b: a was drained before it began", id, b)
+		}
+	}
+	if o := h.outcomeOf(slow); o != workv1.BuildOutcome_BUILD_OUTCOME_UNSPECIFIED {
+		t.Fatalf("slow reported %v before its marker", o)
+	}
+	if err := os.WriteFile(marker, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, time.Minute, func() bool { return h.outcomeOf(slow) == workv1.BuildOutcome_BUILD_OUTCOME_SUCCEEDED }, "slow succeeds on a, drained")
 }
