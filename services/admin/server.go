@@ -154,7 +154,8 @@ func (s *server) ListQueues(ctx context.Context, _ *adminv1.ListQueuesRequest) (
 const holdersBucket = "ekaci_holders"
 
 // ListBuilders reads the builders' heartbeats (slots), and from the model
-// what each builds and whether its name is drained.
+// what each builds and whether its name is drained; then the drained
+// names no process runs under.
 func (s *server) ListBuilders(ctx context.Context, req *adminv1.ListBuildersRequest) (*adminv1.ListBuildersResponse, error) {
 	if err := s.caughtUp(ctx, req.GetAfterSeq()); err != nil {
 		return nil, statusOf(err, "after_seq")
@@ -163,18 +164,18 @@ func (s *server) ListBuilders(ctx context.Context, req *adminv1.ListBuildersRequ
 	if !s.js.Conn().IsConnected() {
 		return nil, statusOf(fmt.Errorf("%w: not connected", errNATS), "")
 	}
+	drains, err := s.reads.drains()
+	if err != nil {
+		return nil, statusOf(err, "")
+	}
 	kv, err := s.js.KeyValue(ctx, holdersBucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		return out, nil // no builder ever started
+		return withDrainedIdle(out, drains), nil // no builder ever started
 	}
 	if err != nil {
 		return nil, statusOf(fmt.Errorf("holders bucket: %w", err), "")
 	}
 	running, err := s.reads.building()
-	if err != nil {
-		return nil, statusOf(err, "")
-	}
-	drains, err := s.reads.drains()
 	if err != nil {
 		return nil, statusOf(err, "")
 	}
@@ -205,7 +206,26 @@ func (s *server) ListBuilders(ctx context.Context, req *adminv1.ListBuildersRequ
 		out.Builders = append(out.Builders, b)
 	}
 	slices.SortFunc(out.Builders, func(a, b *adminv1.Builder) int { return strings.Compare(a.GetHolder(), b.GetHolder()) })
-	return out, nil
+	return withDrainedIdle(out, drains), nil
+}
+
+// withDrainedIdle adds the drained names no live process runs under (no
+// holder), sorted by name, after the processes: a builder started under
+// such a name takes no work until resumed.
+func withDrainedIdle(out *adminv1.ListBuildersResponse, drains map[string]drained) *adminv1.ListBuildersResponse {
+	live := map[string]bool{}
+	for _, b := range out.Builders {
+		live[b.GetName()] = true
+	}
+	var idle []*adminv1.Builder
+	for name, d := range drains {
+		if d.drained && !live[name] {
+			idle = append(idle, &adminv1.Builder{Name: name, Drained: true, DrainedBy: d.actor})
+		}
+	}
+	slices.SortFunc(idle, func(a, b *adminv1.Builder) int { return strings.Compare(a.GetName(), b.GetName()) })
+	out.Builders = append(out.Builders, idle...)
+	return out
 }
 
 func (s *server) TailLog(req *adminv1.TailLogRequest, stream adminv1.Admin_TailLogServer) error {

@@ -522,7 +522,7 @@ func (c *cli) restartCmd() *cobra.Command {
 func (c *cli) buildersCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "builders",
-		Short: "the builder processes alive: drained or not, running builds and slots",
+		Short: "the builder processes alive (drained or not, running builds, slots), then the drained names no process runs under",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cl, err := c.client()
@@ -540,7 +540,7 @@ func (c *cli) buildersCmd() *cobra.Command {
 			}
 			var rows [][]string
 			for _, b := range resp.GetBuilders() {
-				rows = append(rows, []string{b.GetHolder(), orDash(b.GetName()), orDash(b.GetHost()), when(b.GetLastSeen()), builderState(b),
+				rows = append(rows, []string{orDash(b.GetHolder()), orDash(b.GetName()), orDash(b.GetHost()), when(b.GetLastSeen()), builderState(b),
 					strconv.Itoa(len(b.GetRunningDrvIds())), slots(b), orDash(b.GetDrainedBy().GetWho())})
 			}
 			return c.table([]string{"HOLDER", "NAME", "HOST", "LAST SEEN", "STATE", "RUNNING", "SLOTS", "DRAINED BY"}, rows)

@@ -121,8 +121,10 @@ func newFixture(t *testing.T) *fixture {
 			t.Fatal(err)
 		}
 	}
-	if _, err := action.Drain(ctx, log, "big", op); err != nil {
-		t.Fatal(err)
+	for _, name := range []string{"big", "gone"} { // gone: drained, no process runs under it
+		if _, err := action.Drain(ctx, log, name, op); err != nil {
+			t.Fatal(err)
+		}
 	}
 	a, err := log.Append(ctx, change, &eventsv1.Event{Id: "cc", Payload: &eventsv1.Event_ChangeConcluded{ChangeConcluded: &eventsv1.ChangeConcluded{Conclusion: eventsv1.Conclusion_CONCLUSION_FAILURE, Summary: "1 of 1 jobs failed", JobsetIds: []string{jobset}}}})
 	if err != nil {

@@ -1725,7 +1725,8 @@ func (x *Builder) GetRunning() uint32 {
 // ListBuildersResponse lists the builders alive.
 type ListBuildersResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// builders are sorted by holder.
+	// builders are the processes alive, sorted by holder, then the drained
+	// names no process runs under (holder empty), sorted by name.
 	Builders      []*Builder `protobuf:"bytes,1,rep,name=builders,proto3" json:"builders,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -68,7 +68,8 @@ type AdminClient interface {
 	// ListQueues returns the build requests waiting, per system and pool.
 	ListQueues(ctx context.Context, in *ListQueuesRequest, opts ...grpc.CallOption) (*ListQueuesResponse, error)
 	// ListBuilders returns the builder processes alive (their holder
-	// heartbeats) and the builds each runs.
+	// heartbeats), the builds each runs and whether it is drained, and the
+	// drained names no process runs under.
 	ListBuilders(ctx context.Context, in *ListBuildersRequest, opts ...grpc.CallOption) (*ListBuildersResponse, error)
 	// TailLog streams a build attempt's log: what is stored, then, while
 	// the attempt runs and follow is set, live lines until it ends.
@@ -345,7 +346,8 @@ type AdminServer interface {
 	// ListQueues returns the build requests waiting, per system and pool.
 	ListQueues(context.Context, *ListQueuesRequest) (*ListQueuesResponse, error)
 	// ListBuilders returns the builder processes alive (their holder
-	// heartbeats) and the builds each runs.
+	// heartbeats), the builds each runs and whether it is drained, and the
+	// drained names no process runs under.
 	ListBuilders(context.Context, *ListBuildersRequest) (*ListBuildersResponse, error)
 	// TailLog streams a build attempt's log: what is stored, then, while
 	// the attempt runs and follow is set, live lines until it ends.
