@@ -62,9 +62,14 @@ type options struct {
 // Run runs ekactl with args and returns its exit status.
 func Run(ctx context.Context, args []string, env Env) int {
 	o := &options{}
-	root := newRoot(ctx, o, env)
+	root, c := newRoot(ctx, o, env)
 	root.SetArgs(args)
 	cmd, err := root.ExecuteC()
+	if c.conn != nil {
+		// Its resolver and balancer goroutines live until it is closed
+		// (goleak in the tests, which run commands in-process, saw them).
+		_ = c.conn.Close()
+	}
 	var code exitCode
 	switch {
 	case err == nil:
@@ -86,7 +91,7 @@ func Run(ctx context.Context, args []string, env Env) int {
 // errCall marks an error of a call made, not of the command line.
 var errCall = errors.New("call failed")
 
-func newRoot(ctx context.Context, o *options, env Env) *cobra.Command {
+func newRoot(ctx context.Context, o *options, env Env) (*cobra.Command, *cli) {
 	root := &cobra.Command{
 		Use:   "ekactl",
 		Short: "administer an ekaci server through its admin API",
@@ -125,7 +130,7 @@ colours only on a terminal, never with NO_COLOR set.`,
 	root.AddCommand(c.changesCmd(), c.changeCmd(), c.jobsetCmd(), c.drvCmd(), c.failuresCmd(), c.logsCmd(), c.watchCmd(),
 		c.retryCmd(), c.cancelCmd(), c.restartCmd(), c.buildersCmd(), c.queuesCmd(),
 		c.approveCmd(), c.revokeCmd(), c.approvalsCmd(), c.drainCmd(), c.resumeCmd(), c.rebuildCmd())
-	return root
+	return root, c
 }
 
 // cli holds what the commands share: the flags, the environment, and the
