@@ -111,6 +111,13 @@ bench: nix ## benchmarks at nixpkgs scale; prints one table and writes docs/BENC
 	@echo "== payload codec (libs/pbjson) next to protojson, per buildable event"
 	cd libs/pbjson && go test -run XXX -bench . -benchtime 200000x .
 
+.PHONY: bench-mesh
+bench-mesh: ## the 100,000-derivation schedule (no-op builder) through a 3-node R3 JetStream cluster (deploy/nats, host processes), every stage a process, next to the cluster's ceiling (BENCH_MESH_FLAGS)
+	@mkdir -p $(BIN)
+	go build -o $(BIN)/ github.com/nats-io/nats-server/v2 ./services/ekaci/cmd/ekaci-bench-mesh \
+		$(foreach s,ingress router builder recorder,./services/$(s)/cmd/ekaci-$(s))
+	$(BIN)/ekaci-bench-mesh -bin $(BIN) -nats-conf deploy/nats $(BENCH_MESH_FLAGS)
+
 .PHONY: tidy
 tidy: ## go mod tidy in every module (with replace directives for libs/)
 	scripts/modreplace.sh

@@ -41,6 +41,7 @@ func main() {
 	var pushTo flagenv.List
 	fs.Var(&pushTo, "push-to", "comma-separated Nix store URLs of upstream caches each success's outputs are pushed to (e.g. s3://bucket?region=eu-west-1)")
 	machinesFile := fs.String("machines", "", "a Nix machines file: also serve the remote pools of their systems, building through them")
+	noop := fs.Bool("noop", false, "BENCHMARKS ONLY (make bench-mesh): build nothing and report every build as succeeded at once; never set it on a real builder")
 	os.Exit(service.Main(fs, os.Args[1:], func(ctx context.Context, env service.Env) error {
 		topo := machines.Topology{Systems: systems, MaxJobs: *maxJobs, FODMaxJobs: *fodMaxJobs}
 		var health *machines.Health
@@ -76,9 +77,14 @@ func main() {
 		for _, u := range pushTo {
 			upstream = append(upstream, builder.Cache{URL: u, NixOptions: nixOpts})
 		}
+		var nop *builder.Noop
+		if *noop {
+			nop = &builder.Noop{}
+		}
 		g.Go(func() error {
 			defer stop()
 			return builder.Run(ctx, builder.Config{
+				Noop:  nop,
 				Cache: cache, PushTo: upstream,
 				Events: env.Events, Conn: env.Conn, Logger: env.Logger, Name: *name, Pools: topo.Pools(),
 				NixOptions: nixOpts, NoOutputTimeout: *noOutput, TotalTimeout: *total, BuildLogDir: *logDir, Metrics: env.Metrics, Health: health, NoBatch: *noBatch,

@@ -161,6 +161,29 @@ func Start(ctx context.Context, o Options) (*Pipeline, error) {
 	return p, nil
 }
 
+// Attach watches a scheduler that runs elsewhere (its stages in processes
+// of their own, ekaci-bench-mesh): a pipeline with the "evaluator"
+// connection and the fact counters on the NATS at url, and no stages or
+// server of its own. Streams are provisioned as streams says, as the
+// stages do.
+func Attach(ctx context.Context, url string, streams eventlog.StreamOptions) (*Pipeline, error) {
+	p := &Pipeline{}
+	for _, name := range []string{"bench", "bench-watch"} {
+		nc, js, err := service.Connect(ctx, url, name, streams)
+		if err != nil {
+			p.Close()
+			return nil, err
+		}
+		p.conns = append(p.conns, nc)
+		if p.Events == nil {
+			p.Events = eventlog.New(js)
+		} else {
+			p.watchJS = js
+		}
+	}
+	return p, nil
+}
+
 func (p *Pipeline) consumer(ctx context.Context, fact string) (jetstream.Consumer, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
