@@ -227,8 +227,12 @@ func consumers(ctx context.Context, js jetstream.JetStream) string {
 		}
 		l := s.ListConsumers(ctx)
 		for c := range l.Info() {
+			filters := c.Config.FilterSubjects
+			if c.Config.FilterSubject != "" {
+				filters = append(filters, c.Config.FilterSubject)
+			}
 			fmt.Fprintf(&b, "%s/%s (filters %v): delivered %d, ack floor %d, %d pending, %d unacknowledged, %d waiting pulls; ",
-				name, c.Name, append(c.Config.FilterSubjects, c.Config.FilterSubject), c.Delivered.Stream, c.AckFloor.Stream,
+				name, c.Name, filters, c.Delivered.Stream, c.AckFloor.Stream,
 				c.NumPending, c.NumAckPending, c.NumWaiting)
 		}
 		if err := l.Err(); err != nil {
