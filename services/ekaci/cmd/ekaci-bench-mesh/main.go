@@ -104,6 +104,7 @@ func render(args []string, r benchmesh.Result) string {
 	for _, name := range names {
 		fmt.Fprintf(&b, " %s %.1f;", name, r.CPU[name])
 	}
-	fmt.Fprintf(&b, " in all %.1f of the %.1f s × %d CPUs.\n", total, r.Seconds, runtime.NumCPU())
+	fmt.Fprintf(&b, " in all %.1f of the %.1f s × %d CPUs. The stages pulled %.1f s after they started, before the schedule's clock started.\n",
+		total, r.Seconds, runtime.NumCPU(), r.StartSeconds)
 	return b.String()
 }

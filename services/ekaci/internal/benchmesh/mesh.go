@@ -75,6 +75,9 @@ type Result struct {
 	// CPU is the CPU seconds each process used during the schedule
 	// ("bench" is this process: discovery and the counters).
 	CPU map[string]float64
+	// StartSeconds is how long after the stages started all of them had
+	// a pull waiting (not part of Seconds).
+	StartSeconds float64
 	// NATSVersion is what the nodes' nats-server says it is.
 	NATSVersion string
 }
@@ -117,9 +120,12 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 	if err != nil {
 		return res, err
 	}
+	started := time.Now()
 	if err := waitConsumers(ctx, p.Events.JetStream()); err != nil {
 		return res, err
 	}
+	res.StartSeconds = time.Since(started).Seconds()
+	say("the stages pull (%.1f s after they started)", res.StartSeconds)
 
 	g := graphgen.Generate(graphgen.Params{N: cfg.N, Seed: cfg.Seed})
 	res.N, res.Edges = cfg.N, g.Stats().Edges
@@ -268,9 +274,12 @@ func startStages(cfg Config, url string, exited func(error)) ([]*proc, error) {
 }
 
 // waitConsumers waits until the router's, the builder pools' and the
-// recorder's durable consumers exist: the stages are consuming. (Ingress
-// and the recorder fold from the log's start, so what they have not read
-// yet waits for them either way.)
+// recorder's durable consumers exist, each with a pull request waiting on
+// the server: the stages are consuming. (A pull that reaches a consumer
+// before its R3 group is ready is lost, and the stage pulls again only
+// once its heartbeats are missed: ~30 s that are not the schedule's.
+// Ingress and the recorder's read model fold from the log's start, so
+// what they have not read yet waits for them either way.)
 func waitConsumers(ctx context.Context, js jetstream.JetStream) error {
 	want := map[string][]string{eventlog.EventsStream: {eventlog.RouterDurable}, eventlog.WorkStream: {eventlog.RecorderReportsDurable}}
 	for _, pool := range (machines.Topology{Systems: Systems, MaxJobs: 64, FODMaxJobs: 16}).Pools() {
@@ -282,10 +291,13 @@ func waitConsumers(ctx context.Context, js jetstream.JetStream) error {
 		for stream, names := range want {
 			for _, name := range names {
 				cctx, cancel := context.WithTimeout(wctx, 5*time.Second)
-				_, err := js.Consumer(cctx, stream, name)
+				c, err := js.Consumer(cctx, stream, name)
 				cancel()
 				if err != nil {
 					return false, fmt.Errorf("%s on %s: %w", name, stream, err)
+				}
+				if c.CachedInfo().NumWaiting == 0 {
+					return false, fmt.Errorf("%s on %s: no pull waiting", name, stream)
 				}
 			}
 		}
