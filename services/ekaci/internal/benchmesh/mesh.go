@@ -121,11 +121,12 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 		return res, err
 	}
 	started := time.Now()
-	if err := waitConsumers(ctx, p.Events.JetStream()); err != nil {
+	idle, err := waitConsumers(ctx, p.Events.JetStream())
+	if err != nil {
 		return res, err
 	}
 	res.StartSeconds = time.Since(started).Seconds()
-	say("the stages pull (%.1f s after they started)", res.StartSeconds)
+	say("the stages pull (%.1f s after they started; the last without a pull waiting: %v)", res.StartSeconds, idle)
 
 	g := graphgen.Generate(graphgen.Params{N: cfg.N, Seed: cfg.Seed})
 	res.N, res.Edges = cfg.N, g.Stats().Edges
@@ -280,14 +281,17 @@ func startStages(cfg Config, url string, exited func(error)) ([]*proc, error) {
 // once its heartbeats are missed: ~30 s that are not the schedule's.
 // Ingress and the recorder's read model fold from the log's start, so
 // what they have not read yet waits for them either way.)
-func waitConsumers(ctx context.Context, js jetstream.JetStream) error {
+// It returns the consumers found without a pull the last time any was.
+func waitConsumers(ctx context.Context, js jetstream.JetStream) ([]string, error) {
 	want := map[string][]string{eventlog.EventsStream: {eventlog.RouterDurable}, eventlog.WorkStream: {eventlog.RecorderReportsDurable}}
 	for _, pool := range (machines.Topology{Systems: Systems, MaxJobs: 64, FODMaxJobs: 16}).Pools() {
 		want[eventlog.WorkStream] = append(want[eventlog.WorkStream], eventlog.BuilderDurable(pool.System, pool.Class))
 	}
 	wctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
-	return poll(wctx, "the stages' consumers", 100*time.Millisecond, func() (bool, error) {
+	var idle []string
+	err := poll(wctx, "the stages' consumers", 100*time.Millisecond, func() (bool, error) {
+		var missing []string
 		for stream, names := range want {
 			for _, name := range names {
 				cctx, cancel := context.WithTimeout(wctx, 5*time.Second)
@@ -297,12 +301,17 @@ func waitConsumers(ctx context.Context, js jetstream.JetStream) error {
 					return false, fmt.Errorf("%s on %s: %w", name, stream, err)
 				}
 				if c.CachedInfo().NumWaiting == 0 {
-					return false, fmt.Errorf("%s on %s: no pull waiting", name, stream)
+					missing = append(missing, name)
 				}
 			}
 		}
+		if len(missing) > 0 {
+			idle = missing
+			return false, fmt.Errorf("no pull waiting on %v", missing)
+		}
 		return true, nil
 	})
+	return idle, err
 }
 
 // cpuOf is the CPU seconds each process used so far, this one as "bench".
