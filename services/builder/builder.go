@@ -805,6 +805,16 @@ func (b *build) resolve(ctx context.Context, m jetstream.Msg, req *workv1.BuildR
 	if err != nil {
 		return decision{}, err
 	}
+	if last < req.GetLastSeq() {
+		// The request was routed at LastSeq, a fact on this derivation's
+		// own subject: a history that ends before it was read from a
+		// replica that has not applied it yet (on an R3 stream a read's
+		// ordered consumer may sit on a follower), not one that moved on.
+		// Read again later: dropped as stale, the derivation would stay
+		// Buildable with no request (make bench-mesh lost 2 and 3 of
+		// 100,000 so, each read back as queued).
+		return decision{}, fmt.Errorf("history of %s read up to %d, before the request's %d: a replica behind the log; read again", req.GetDrvId(), last, req.GetLastSeq())
+	}
 	evs := make([]*eventsv1.Event, len(history))
 	for i, h := range history {
 		evs[i] = h.Event
