@@ -89,6 +89,7 @@ func TestConformance(t *testing.T) {
 				{"pipelined appends keep order, guards and dedup", testAppendMany},
 				{"racing guarded appends: one lands per aggregate", testRacingGuards},
 				{"a batched fact is read with its transitions", testBatched},
+				{"a load sees every append acknowledged before it", testLoadAfterAppend},
 			}
 			for _, c := range cases {
 				t.Run(c.name, func(t *testing.T) {
@@ -354,5 +355,82 @@ func testRacingGuards(t *testing.T, ctx context.Context, js jetstream.JetStream,
 		if err != nil || len(recs) != 1 {
 			t.Fatalf("aggregate %d holds %d events (%v), want 1", a, len(recs), err)
 		}
+	}
+}
+
+// testLoadAfterAppend: a Load right after an acknowledged append returns
+// it. On a replicated stream the read's consumer may be placed on a
+// replica that has not applied the append yet; a decider reading that
+// history would decide on a stale state (the builder dropped a request
+// as stale that way on the 3-node bench mesh).
+func testLoadAfterAppend(t *testing.T, ctx context.Context, _ jetstream.JetStream, l *eventlog.Log) {
+	const id, n = "read-your-writes", 150
+	var last uint64
+	for i := range n {
+		a, err := l.Append(ctx, id, discovered(fmt.Sprintf("ryw-%d", i), "/nix/store/x.drv"), eventlog.ExpectLast(last))
+		if err != nil {
+			t.Fatalf("append %d: %v", i, err)
+		}
+		last = a.Seq
+		recs, got, err := l.Load(ctx, eventlog.Drv, id)
+		if err != nil {
+			t.Fatalf("load after append %d: %v", i, err)
+		}
+		if got != last || len(recs) != i+1 {
+			t.Fatalf("load after append %d (at %d): %d events ending at %d, want %d ending at %d", i, last, len(recs), got, i+1, last)
+		}
+	}
+}
+
+// TestLeaderAhead: Load's check of a read against the leader of a
+// replicated stream. A history read up to an older event (as from a
+// replica behind) is reported behind with the leader's last sequence on
+// the aggregate's subjects; one read to the end is not; nor is an
+// aggregate with no event. On one replica nothing is asked.
+func TestLeaderAhead(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for _, tg := range targets() {
+		t.Run(tg.name, func(t *testing.T) {
+			js := tg.start(t)(t)
+			if err := eventlog.Provision(ctx, js, tg.opts); err != nil {
+				t.Fatal(err)
+			}
+			l := eventlog.New(js)
+			filter := eventlog.AggregateFilter(eventlog.Drv, "ahead")
+			first, err := l.Append(ctx, "ahead", discovered("ahead-1", "/nix/store/x.drv"), eventlog.ExpectLast(0))
+			if err != nil {
+				t.Fatal(err)
+			}
+			second, err := l.Append(ctx, "ahead", buildable("ahead-2"), eventlog.ExpectLast(first.Seq))
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Another aggregate's later event is not this one's.
+			if _, err := l.Append(ctx, "other", discovered("other-1", "/nix/store/y.drv"), eventlog.ExpectLast(0)); err != nil {
+				t.Fatal(err)
+			}
+			replicated := tg.opts.Replicas > 1
+			for _, c := range []struct {
+				name   string
+				filter string
+				last   uint64
+				want   uint64
+			}{
+				{"read behind the leader", filter, first.Seq, second.Seq},
+				{"read to the end", filter, second.Seq, 0},
+				{"nothing read", filter, 0, second.Seq},
+				{"an aggregate without events", eventlog.AggregateFilter(eventlog.Drv, "none"), 0, 0},
+			} {
+				want := c.want
+				if !replicated {
+					want = 0 // one replica is its own leader
+				}
+				got, err := eventlog.LeaderAhead(l, ctx, c.filter, c.last)
+				if err != nil || got != want {
+					t.Errorf("%s: %d, %v; want %d", c.name, got, err, want)
+				}
+			}
+		})
 	}
 }

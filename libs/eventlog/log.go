@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -40,6 +41,9 @@ type Log struct {
 	appended   func(aggregate, fact string)
 	ackTimeout time.Duration
 	health     func(component string, err error)
+	// replicas caches whether the event stream is replicated: 0 not yet
+	// known, 1 one replica, 2 more (see Load).
+	replicas atomic.Int32
 }
 
 // Option configures a Log.

@@ -2,8 +2,10 @@ package eventlog
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -114,8 +116,43 @@ func (l *Log) Read(ctx context.Context, from uint64, filters []string, fn func(R
 // (nor are the ones others' batched facts record for it: see
 // Record.Transitions).
 func (l *Log) Load(ctx context.Context, aggregate, id string) ([]Record, uint64, error) {
+	filter := AggregateFilter(aggregate, id)
+	for try := 1; ; try++ {
+		recs, last, err := l.load(ctx, filter)
+		if err != nil {
+			return nil, 0, err
+		}
+		// On a replicated stream the read's consumer may sit on a replica
+		// that has not applied the latest appends yet (JetStream places a
+		// reader's consumer on any peer): a history that ends before the
+		// leader's last event on these subjects is stale, and a decision
+		// made from it (a request dropped as stale, an action refused)
+		// would be wrong. The leader is asked, and the read made again
+		// until the replica has caught up.
+		behind, err := l.leaderAhead(ctx, filter, last)
+		if err != nil || behind == 0 {
+			return recs, last, err
+		}
+		if try >= staleReadTries {
+			return nil, 0, fmt.Errorf("load %s: the replica read stayed at %d behind the leader's %d after %d reads", filter, last, behind, try)
+		}
+		t := time.NewTimer(time.Duration(try) * 20 * time.Millisecond)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, 0, ctx.Err()
+		}
+	}
+}
+
+// staleReadTries bounds Load's reads of a replica behind the leader
+// (20 ms, 40 ms, ... apart: about 15 s in all).
+const staleReadTries = 38
+
+func (l *Log) load(ctx context.Context, filter string) ([]Record, uint64, error) {
 	var recs []Record
-	err := l.Read(ctx, 0, []string{AggregateFilter(aggregate, id)}, func(r Record) error {
+	err := l.Read(ctx, 0, []string{filter}, func(r Record) error {
 		if r.RecordedOn == "" {
 			recs = append(recs, r)
 		}
@@ -129,4 +166,76 @@ func (l *Log) Load(ctx context.Context, aggregate, id string) ([]Record, uint64,
 		last = recs[len(recs)-1].Seq
 	}
 	return recs, last, nil
+}
+
+// leaderAhead returns the sequence of the last event on filter as the
+// stream's leader has it when that is after last, and 0 when it is not
+// (or the stream has one replica, which is its leader). Only the leader
+// answers the JetStream API's (not direct) message get.
+func (l *Log) leaderAhead(ctx context.Context, filter string, last uint64) (uint64, error) {
+	replicated, err := l.replicated(ctx)
+	if err != nil || !replicated {
+		return 0, err
+	}
+	prefix := l.js.Options().APIPrefix
+	if prefix == "" {
+		prefix = jetstream.DefaultAPIPrefix
+	}
+	if !strings.HasSuffix(prefix, ".") {
+		prefix += "."
+	}
+	req, err := json.Marshal(map[string]string{"last_by_subj": filter})
+	if err != nil {
+		return 0, err
+	}
+	msg, err := l.js.Conn().RequestWithContext(ctx, prefix+"STREAM.MSG.GET."+EventsStream, req)
+	if err != nil {
+		return 0, fmt.Errorf("ask the leader of %s for the last of %s: %w", EventsStream, filter, err)
+	}
+	var resp struct {
+		Message *struct {
+			Seq uint64 `json:"seq"`
+		} `json:"message"`
+		Error *struct {
+			Code        int    `json:"code"`
+			Description string `json:"description"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(msg.Data, &resp); err != nil {
+		return 0, fmt.Errorf("the leader of %s on %s: %w", EventsStream, filter, err)
+	}
+	switch {
+	case resp.Error != nil && resp.Error.Code == 404:
+		return 0, nil // nothing on these subjects yet
+	case resp.Error != nil:
+		return 0, fmt.Errorf("the leader of %s on %s: %s", EventsStream, filter, resp.Error.Description)
+	case resp.Message == nil:
+		return 0, fmt.Errorf("the leader of %s on %s: an answer without a message", EventsStream, filter)
+	case resp.Message.Seq > last:
+		return resp.Message.Seq, nil
+	}
+	return 0, nil
+}
+
+// replicated reports whether the event stream has more than one replica
+// (asked once; a stream's replicas change only by an operator's hand, and
+// a stream made replicated later is seen at the next start).
+func (l *Log) replicated(ctx context.Context) (bool, error) {
+	switch l.replicas.Load() {
+	case 1:
+		return false, nil
+	case 2:
+		return true, nil
+	}
+	s, err := l.js.Stream(ctx, EventsStream)
+	if err != nil {
+		return false, fmt.Errorf("stream %s: %w", EventsStream, err)
+	}
+	r := s.CachedInfo().Config.Replicas > 1
+	if r {
+		l.replicas.Store(2)
+	} else {
+		l.replicas.Store(1)
+	}
+	return r, nil
 }
