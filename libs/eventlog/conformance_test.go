@@ -434,3 +434,42 @@ func TestLeaderAhead(t *testing.T) {
 		})
 	}
 }
+
+// TestLeaderAheadWithoutLeader: with no stream leader (two of three nodes
+// stopped) nobody answers the question to the leader; it must end with
+// an error within its own timeout, not wait as long as its caller's
+// context (a check's handler waited for ever in make mesh-test's
+// partition).
+func TestLeaderAheadWithoutLeader(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	servers := natstest.NewClusterFromDir(t, filepath.Join("..", "..", "deploy", "nats"))
+	_, js := natstest.Connect(t, servers[0])
+	if err := eventlog.Provision(ctx, js, eventlog.StreamOptions{Replicas: 3}); err != nil {
+		t.Fatal(err)
+	}
+	l := eventlog.New(js)
+	if _, err := l.Append(ctx, "lonely", discovered("lonely-1", "/nix/store/x.drv"), eventlog.ExpectLast(0)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := eventlog.LeaderAhead(l, ctx, eventlog.AggregateFilter(eventlog.Drv, "lonely"), 0); err != nil {
+		t.Fatalf("with a leader: %v", err)
+	}
+	servers[1].Shutdown()
+	servers[2].Shutdown()
+	done := make(chan error, 1)
+	go func() {
+		// No deadline of its own, as a worker's handler context.
+		_, err := eventlog.LeaderAhead(l, context.Background(), eventlog.AggregateFilter(eventlog.Drv, "lonely"), 0)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("no leader, and yet an answer")
+		}
+		t.Logf("without a leader: %v", err)
+	case <-ctx.Done():
+		t.Fatal("the question to a missing leader did not end within 2 min")
+	}
+}

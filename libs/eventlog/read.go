@@ -146,6 +146,10 @@ func (l *Log) Load(ctx context.Context, aggregate, id string) ([]Record, uint64,
 	}
 }
 
+// leaderTimeout bounds a question to the stream's leader, as nats.go's
+// JetStream API calls are bounded by default.
+const leaderTimeout = 5 * time.Second
+
 // staleReadTries bounds Load's reads of a replica behind the leader
 // (20 ms, 40 ms, ... apart: about 15 s in all).
 const staleReadTries = 38
@@ -188,8 +192,16 @@ func (l *Log) leaderAhead(ctx context.Context, filter string, last uint64) (uint
 	if err != nil {
 		return 0, err
 	}
-	msg, err := l.js.Conn().RequestWithContext(ctx, prefix+"STREAM.MSG.GET."+EventsStream, req)
+	// Only the leader answers: while there is none (an election, a
+	// partition) nobody does, and the request waits out its timeout,
+	// which the caller's context may not have.
+	rctx, cancel := context.WithTimeout(ctx, leaderTimeout)
+	defer cancel()
+	msg, err := l.js.Conn().RequestWithContext(rctx, prefix+"STREAM.MSG.GET."+EventsStream, req)
 	if err != nil {
+		if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("no answer within %v: %w", leaderTimeout, err)
+		}
 		return 0, fmt.Errorf("ask the leader of %s for the last of %s: %w", EventsStream, filter, err)
 	}
 	var resp struct {
