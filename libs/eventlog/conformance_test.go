@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ekaci/ekaci/libs/eventlog"
@@ -435,11 +436,11 @@ func TestLeaderAhead(t *testing.T) {
 	}
 }
 
-// TestLeaderAheadWithoutLeader: with no stream leader (two of three nodes
-// stopped) nobody answers the question to the leader; it must end with
-// an error within its own timeout, not wait as long as its caller's
-// context (a check's handler waited for ever in make mesh-test's
-// partition).
+// TestLeaderAheadWithoutLeader: with no stream leader (the leader and
+// one follower stopped, the client on the other follower) the question to
+// the leader must end with an error, within its own timeout, not wait as
+// long as its caller's context (a check's handler waited for ever in make
+// mesh-test's partition scenario).
 func TestLeaderAheadWithoutLeader(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -448,15 +449,30 @@ func TestLeaderAheadWithoutLeader(t *testing.T) {
 	if err := eventlog.Provision(ctx, js, eventlog.StreamOptions{Replicas: 3}); err != nil {
 		t.Fatal(err)
 	}
-	l := eventlog.New(js)
-	if _, err := l.Append(ctx, "lonely", discovered("lonely-1", "/nix/store/x.drv"), eventlog.ExpectLast(0)); err != nil {
+	if _, err := eventlog.New(js).Append(ctx, "lonely", discovered("lonely-1", "/nix/store/x.drv"), eventlog.ExpectLast(0)); err != nil {
 		t.Fatal(err)
 	}
+	s, err := js.Stream(ctx, eventlog.EventsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leader := s.CachedInfo().Cluster.Leader
+	var follower *server.Server
+	for _, srv := range servers {
+		if srv.Name() != leader && follower == nil {
+			follower = srv
+		}
+	}
+	_, jsf := natstest.Connect(t, follower)
+	l := eventlog.New(jsf)
 	if _, err := eventlog.LeaderAhead(l, ctx, eventlog.AggregateFilter(eventlog.Drv, "lonely"), 0); err != nil {
 		t.Fatalf("with a leader: %v", err)
 	}
-	servers[1].Shutdown()
-	servers[2].Shutdown()
+	for _, srv := range servers {
+		if srv != follower {
+			srv.Shutdown()
+		}
+	}
 	done := make(chan error, 1)
 	go func() {
 		// No deadline of its own, as a worker's handler context.
