@@ -479,12 +479,8 @@ func (b *build) handle(ctx context.Context, m jetstream.Msg) error {
 			}
 			wait := holderRetryWait(tries)
 			log.Warn().Err(err).Dur("retry_in", wait).Int("try", tries).Msg("this builder may hold the attempt: request kept and tried again here")
-			t := time.NewTimer(wait)
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				t.Stop()
-				return ctx.Err()
+			if err := sleep(ctx, wait); err != nil {
+				return err
 			}
 			resolveFirst = true
 			continue
@@ -504,14 +500,22 @@ func (b *build) handle(ctx context.Context, m jetstream.Msg) error {
 			log.Info().Str("held_by", held.holder).Msg("copy of a request for an attempt a live builder holds kept until that attempt ends or its holder is gone")
 			watched = true
 		}
-		t := time.NewTimer(watchInterval(held.lease))
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
+		if err := sleep(ctx, watchInterval(held.lease)); err != nil {
+			return err
 		}
 		resolveFirst = true
+	}
+}
+
+// sleep waits d, or until ctx ends (its error).
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 

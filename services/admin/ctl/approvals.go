@@ -1,57 +1,27 @@
 package ctl
 
 import (
+	"context"
+
 	"github.com/spf13/cobra"
 
 	adminv1 "github.com/ekaci/ekaci/libs/gen/ekaci/admin/v1"
 )
 
 func (c *cli) approveCmd() *cobra.Command {
-	var reason string
-	cmd := &cobra.Command{
-		Use:   "approve LOGIN",
-		Short: "let a GitHub login's pull requests run without a maintainer's approval",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := c.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := c.ctx(cmd.Context(), false)
-			defer cancel()
-			resp, err := cl.ApproveContributor(ctx, &adminv1.ApproveContributorRequest{Login: args[0], Reason: reason})
-			if err != nil {
-				return err
-			}
-			return c.action(resp.GetAction(), "approved "+args[0])
-		},
-	}
-	cmd.Flags().StringVar(&reason, "reason", "", "why, for the record")
-	return cmd
+	return c.actionCmd("approve LOGIN", "let a GitHub login's pull requests run without a maintainer's approval", "approved",
+		func(ctx context.Context, cl adminv1.AdminClient, login, reason string) (*adminv1.Action, error) {
+			resp, err := cl.ApproveContributor(ctx, &adminv1.ApproveContributorRequest{Login: login, Reason: reason})
+			return resp.GetAction(), err
+		})
 }
 
 func (c *cli) revokeCmd() *cobra.Command {
-	var reason string
-	cmd := &cobra.Command{
-		Use:   "revoke LOGIN",
-		Short: "take back an approval given with approve",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := c.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := c.ctx(cmd.Context(), false)
-			defer cancel()
-			resp, err := cl.RevokeContributor(ctx, &adminv1.RevokeContributorRequest{Login: args[0], Reason: reason})
-			if err != nil {
-				return err
-			}
-			return c.action(resp.GetAction(), "revoked "+args[0])
-		},
-	}
-	cmd.Flags().StringVar(&reason, "reason", "", "why, for the record")
-	return cmd
+	return c.actionCmd("revoke LOGIN", "take back an approval given with approve", "revoked",
+		func(ctx context.Context, cl adminv1.AdminClient, login, reason string) (*adminv1.Action, error) {
+			resp, err := cl.RevokeContributor(ctx, &adminv1.RevokeContributorRequest{Login: login, Reason: reason})
+			return resp.GetAction(), err
+		})
 }
 
 func (c *cli) approvalsCmd() *cobra.Command {

@@ -1,6 +1,8 @@
 package ctl
 
 import (
+	"context"
+
 	"errors"
 	"fmt"
 	"io"
@@ -437,27 +439,11 @@ func (c *cli) action(a *adminv1.Action, what string) error {
 }
 
 func (c *cli) retryCmd() *cobra.Command {
-	var reason string
-	cmd := &cobra.Command{
-		Use:   "retry DRV",
-		Short: "build a failed or interrupted derivation again (what failed with it follows)",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := c.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := c.ctx(cmd.Context(), false)
-			defer cancel()
-			resp, err := cl.Retry(ctx, &adminv1.RetryRequest{DrvId: args[0], Reason: reason})
-			if err != nil {
-				return err
-			}
-			return c.action(resp.GetAction(), "retried "+args[0])
-		},
-	}
-	cmd.Flags().StringVar(&reason, "reason", "", "why, for the record")
-	return cmd
+	return c.actionCmd("retry DRV", "build a failed or interrupted derivation again (what failed with it follows)", "retried",
+		func(ctx context.Context, cl adminv1.AdminClient, id, reason string) (*adminv1.Action, error) {
+			resp, err := cl.Retry(ctx, &adminv1.RetryRequest{DrvId: id, Reason: reason})
+			return resp.GetAction(), err
+		})
 }
 
 func (c *cli) cancelCmd() *cobra.Command {
@@ -467,27 +453,22 @@ func (c *cli) cancelCmd() *cobra.Command {
 		Short: "cancel a jobset or a change that has not concluded",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := c.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := c.ctx(cmd.Context(), false)
-			defer cancel()
+			var call actionCall
 			switch args[0] {
 			case "jobset":
-				resp, err := cl.CancelJobset(ctx, &adminv1.CancelJobsetRequest{Id: args[1], Reason: reason})
-				if err != nil {
-					return err
+				call = func(ctx context.Context, cl adminv1.AdminClient, id, reason string) (*adminv1.Action, error) {
+					resp, err := cl.CancelJobset(ctx, &adminv1.CancelJobsetRequest{Id: id, Reason: reason})
+					return resp.GetAction(), err
 				}
-				return c.action(resp.GetAction(), "cancelled jobset "+args[1])
 			case "change":
-				resp, err := cl.CancelChange(ctx, &adminv1.CancelChangeRequest{Id: args[1], Reason: reason})
-				if err != nil {
-					return err
+				call = func(ctx context.Context, cl adminv1.AdminClient, id, reason string) (*adminv1.Action, error) {
+					resp, err := cl.CancelChange(ctx, &adminv1.CancelChangeRequest{Id: id, Reason: reason})
+					return resp.GetAction(), err
 				}
-				return c.action(resp.GetAction(), "cancelled change "+args[1])
+			default:
+				return fmt.Errorf("cancel %q: want jobset or change", args[0])
 			}
-			return fmt.Errorf("cancel %q: want jobset or change", args[0])
+			return c.act(cmd, call, args[1], reason, "cancelled "+args[0])
 		},
 		ValidArgs: []string{"jobset", "change"},
 	}
@@ -495,28 +476,48 @@ func (c *cli) cancelCmd() *cobra.Command {
 	return cmd
 }
 
-func (c *cli) restartCmd() *cobra.Command {
+// actionCall makes one action's call for the object id, and returns the
+// fact it recorded.
+type actionCall func(ctx context.Context, cl adminv1.AdminClient, id, reason string) (*adminv1.Action, error)
+
+// actionCmd is a command that takes an action on one object (use names
+// it, e.g. "retry DRV"), with --reason, and prints "<done> <id>" and the
+// fact recorded.
+func (c *cli) actionCmd(use, short, done string, call actionCall) *cobra.Command {
 	var reason string
 	cmd := &cobra.Command{
-		Use:   "restart JOBSET",
-		Short: "build a concluded jobset's failures again and conclude it again",
+		Use:   use,
+		Short: short,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := c.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := c.ctx(cmd.Context(), false)
-			defer cancel()
-			resp, err := cl.RestartJobset(ctx, &adminv1.RestartJobsetRequest{Id: args[0], Reason: reason})
-			if err != nil {
-				return err
-			}
-			return c.action(resp.GetAction(), "restarted jobset "+args[0])
+			return c.act(cmd, call, args[0], reason, done)
 		},
 	}
 	cmd.Flags().StringVar(&reason, "reason", "", "why, for the record")
 	return cmd
+}
+
+// act connects, makes call for id and prints what it recorded.
+func (c *cli) act(cmd *cobra.Command, call actionCall, id, reason, done string) error {
+	cl, err := c.client()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := c.ctx(cmd.Context(), false)
+	defer cancel()
+	a, err := call(ctx, cl, id, reason)
+	if err != nil {
+		return err
+	}
+	return c.action(a, done+" "+id)
+}
+
+func (c *cli) restartCmd() *cobra.Command {
+	return c.actionCmd("restart JOBSET", "build a concluded jobset's failures again and conclude it again", "restarted jobset",
+		func(ctx context.Context, cl adminv1.AdminClient, id, reason string) (*adminv1.Action, error) {
+			resp, err := cl.RestartJobset(ctx, &adminv1.RestartJobsetRequest{Id: id, Reason: reason})
+			return resp.GetAction(), err
+		})
 }
 
 func (c *cli) buildersCmd() *cobra.Command {

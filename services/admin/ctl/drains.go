@@ -1,6 +1,8 @@
 package ctl
 
 import (
+	"context"
+
 	"strconv"
 
 	"github.com/spf13/cobra"
@@ -9,51 +11,19 @@ import (
 )
 
 func (c *cli) drainCmd() *cobra.Command {
-	var reason string
-	cmd := &cobra.Command{
-		Use:   "drain BUILDER",
-		Short: "stop a builder taking new work (its running builds finish)",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := c.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := c.ctx(cmd.Context(), false)
-			defer cancel()
-			resp, err := cl.DrainBuilder(ctx, &adminv1.DrainBuilderRequest{Name: args[0], Reason: reason})
-			if err != nil {
-				return err
-			}
-			return c.action(resp.GetAction(), "drained "+args[0])
-		},
-	}
-	cmd.Flags().StringVar(&reason, "reason", "", "why, for the record")
-	return cmd
+	return c.actionCmd("drain BUILDER", "stop a builder taking new work (its running builds finish)", "drained",
+		func(ctx context.Context, cl adminv1.AdminClient, name, reason string) (*adminv1.Action, error) {
+			resp, err := cl.DrainBuilder(ctx, &adminv1.DrainBuilderRequest{Name: name, Reason: reason})
+			return resp.GetAction(), err
+		})
 }
 
 func (c *cli) resumeCmd() *cobra.Command {
-	var reason string
-	cmd := &cobra.Command{
-		Use:   "resume BUILDER",
-		Short: "let a drained builder take work again",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := c.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := c.ctx(cmd.Context(), false)
-			defer cancel()
-			resp, err := cl.ResumeBuilder(ctx, &adminv1.ResumeBuilderRequest{Name: args[0], Reason: reason})
-			if err != nil {
-				return err
-			}
-			return c.action(resp.GetAction(), "resumed "+args[0])
-		},
-	}
-	cmd.Flags().StringVar(&reason, "reason", "", "why, for the record")
-	return cmd
+	return c.actionCmd("resume BUILDER", "let a drained builder take work again", "resumed",
+		func(ctx context.Context, cl adminv1.AdminClient, name, reason string) (*adminv1.Action, error) {
+			resp, err := cl.ResumeBuilder(ctx, &adminv1.ResumeBuilderRequest{Name: name, Reason: reason})
+			return resp.GetAction(), err
+		})
 }
 
 // builderState is a builder's STATE column: active, draining (drained,
